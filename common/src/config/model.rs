@@ -1,0 +1,260 @@
+//! The typed shape of the one config file (`tekflux.yaml`, a ConfigMap in the cluster).
+//!
+//! Keys are camelCase as in Kubernetes manifests, and unknown keys are rejected so that typos do
+//! not pass silently. Loading, validation, secret resolution and environment overrides live in the
+//! parent module; this file only says what the file may contain.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use super::secret::Secret;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Namespace where runs are created and releases looked up when a rule names none.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Webhook secrets per git provider.
+    #[serde(default)]
+    pub providers: Providers,
+    /// Object storage for archived workspaces and logs.
+    #[serde(default)]
+    pub storage: Storage,
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Kubernetes client settings.
+    #[serde(default)]
+    pub kubernetes: KubernetesSettings,
+    /// Which pushes start which Tekton runs.
+    #[serde(default)]
+    pub repositories: Vec<RepositoryRule>,
+    /// Which artifacts update which HelmReleases.
+    #[serde(default)]
+    pub releases: Vec<ReleaseRule>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+/// Webhook verification settings, one entry per provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Providers {
+    /// GitHub and GitHub Enterprise Server (`X-Hub-Signature-256`).
+    pub github: Option<ProviderSettings>,
+    /// GitLab (`X-Gitlab-Token`).
+    pub gitlab: Option<ProviderSettings>,
+    /// Gitea (`X-Gitea-Signature`).
+    pub gitea: Option<ProviderSettings>,
+    /// Forgejo (`X-Forgejo-Signature`, or Gitea's headers).
+    pub forgejo: Option<ProviderSettings>,
+    /// Bitbucket Cloud (`X-Hub-Signature`).
+    pub bitbucket: Option<ProviderSettings>,
+}
+
+/// How one provider's webhooks are authenticated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProviderSettings {
+    /// HMAC secret (GitHub, Gitea, Forgejo, Bitbucket).
+    pub secret: Option<Secret>,
+    /// Shared token compared in constant time (GitLab's `X-Gitlab-Token`).
+    pub token: Option<Secret>,
+    /// Accept unsigned webhooks. Off by default: without a secret, webhooks are rejected.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Object storage (S3 or an S3-compatible store such as MinIO).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Storage {
+    /// Bucket that holds archives, logs and manifests.
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// Endpoint URL; overrides `AWS_ENDPOINT_URL_S3` when set here.
+    pub endpoint: Option<String>,
+    /// Region; the SDK's own region chain is used when unset.
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`), needed by MinIO and most S3-compatible stores.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Where each claim is mounted in the function's pod, by claim name.
+    #[serde(default)]
+    pub mounts: BTreeMap<String, String>,
+    /// zstd compression level for workspace archives.
+    pub compression_level: Option<i32>,
+    /// Multipart upload part size in MiB.
+    pub part_size_mib: Option<u64>,
+    /// Remove a run's workspace directory after its archive is verified.
+    #[serde(default)]
+    pub cleanup: bool,
+}
+
+/// HTTP server settings. `PORT` overrides `port`, as Knative expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerSettings {
+    /// Listen port.
+    pub port: u16,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take, in seconds; keep it below the pod's grace period.
+    pub request_timeout_seconds: u64,
+    /// Longest time in-flight requests get to finish after SIGTERM, in seconds.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            body_limit: 25 * 1024 * 1024,
+            request_timeout_seconds: 25,
+            shutdown_timeout_seconds: 20,
+        }
+    }
+}
+
+/// Kubernetes client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesSettings {
+    /// Timeout for every API call, in seconds.
+    pub timeout_seconds: u64,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        Self { timeout_seconds: 10 }
+    }
+}
+
+/// One onboarded repository (or a glob of them): which pushes start which Tekton run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RepositoryRule {
+    /// Stable rule name, part of run names; defaults to the pipeline or task name.
+    pub name: Option<String>,
+    /// Repository URL (https, ssh or `.git` form); `*` globs match organisations or names.
+    pub url: String,
+    /// Branch globs; empty means every branch (unless `tags` is set).
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Tag globs; empty means no tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Changed-path globs; empty means any change.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Pipeline to run as a PipelineRun (exactly one of `pipeline` and `task`).
+    pub pipeline: Option<String>,
+    /// Task to run as a TaskRun.
+    pub task: Option<String>,
+    /// Namespace of the run; the top-level `namespace` when unset.
+    pub namespace: Option<String>,
+    /// Params passed to the run; values may use `{{ variable }}`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Workspaces bound to the run, by workspace name.
+    #[serde(default)]
+    pub workspaces: BTreeMap<String, WorkspaceBinding>,
+    /// Service account the run's pods use.
+    pub service_account: Option<String>,
+    /// Run timeout as a Go duration (`1h30m`).
+    pub timeout: Option<String>,
+    /// What happens to older unfinished runs of this rule on the same branch.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Extra labels on the run.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a new push does to older unfinished runs of the same rule, repository and branch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Concurrency {
+    /// Older runs go on.
+    #[default]
+    Allow,
+    /// Older runs are cancelled (`spec.status: Cancelled`).
+    Supersede,
+}
+
+/// How one Tekton workspace is bound. Exactly one volume source is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkspaceBinding {
+    /// An existing PersistentVolumeClaim; each run gets its own `subPath` in it.
+    pub claim: Option<String>,
+    /// A fresh volume per run, from this template.
+    pub volume_claim_template: Option<VolumeClaimTemplate>,
+    /// An emptyDir volume.
+    pub empty_dir: Option<EmptyDir>,
+    /// A ConfigMap mounted read-only.
+    pub config_map: Option<String>,
+    /// A Secret mounted read-only.
+    pub secret: Option<String>,
+    /// Archive this workspace to object storage when the run finishes (claims only).
+    #[serde(default)]
+    pub archive: bool,
+}
+
+/// The parts of a PersistentVolumeClaim spec users set for a per-run volume.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeClaimTemplate {
+    /// Requested size, e.g. `1Gi`.
+    pub storage: String,
+    /// Access modes; `ReadWriteOnce` when empty.
+    #[serde(default)]
+    pub access_modes: Vec<String>,
+    /// Storage class; the cluster default when unset.
+    pub storage_class_name: Option<String>,
+}
+
+/// An emptyDir volume.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmptyDir {
+    /// `Memory` for tmpfs.
+    pub medium: Option<String>,
+    /// Size limit, e.g. `1Gi`.
+    pub size_limit: Option<String>,
+}
+
+/// Which artifact updates which HelmRelease.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReleaseRule {
+    /// Image repository (without tag or digest) whose new versions trigger the release.
+    pub image: Option<String>,
+    /// Chart whose new versions trigger the release.
+    pub chart: Option<String>,
+    /// The HelmRelease, as `namespace/name` (or `name` in the top-level namespace).
+    pub helm_release: String,
+    /// Dotted path in the release's values that receives the new version (e.g. `image.tag`);
+    /// when unset, the chart version is changed instead.
+    pub set: Option<String>,
+    /// Which HelmRelease API to apply.
+    #[serde(default)]
+    pub api: HelmReleaseApi,
+}
+
+/// The HelmRelease flavour a release rule targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HelmReleaseApi {
+    /// Flux v2 `helm.toolkit.fluxcd.io/v2`.
+    #[default]
+    Flux,
+    /// The older Helm Operator `helm.fluxcd.io/v1`.
+    HelmOperator,
+}

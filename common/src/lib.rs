@@ -1,0 +1,17 @@
+//! The cross-cutting runtime shared by every tekflux function.
+//!
+//! Domain logic lives with the function that owns it; this crate only holds what every function
+//! needs in the same shape: the one config file, CloudEvents in and out, the error → HTTP status
+//! mapping that Knative's retry rules call for, the server scaffolding (health, metrics, tracing,
+//! body limit, graceful shutdown, AWS Lambda) and construction of the Kubernetes and S3 clients.
+
+pub mod cloudevent;
+pub mod clients;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{Error, Result};

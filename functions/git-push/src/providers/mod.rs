@@ -1,0 +1,1 @@
+//! Provider adapters: verify and parse each git provider's push into a [`crate::Push`].

@@ -1,0 +1,15 @@
+//! Test harness with real parts, shared by every crate's tests, and home of the cross-function
+//! integration tests (under `tests/tests/`).
+//!
+//! - [`s3`]: real S3 servers that enforce SigV4: `s3s` + `s3s-fs` in-process for `cargo test`, and a
+//!   SeaweedFS instance (started by `.ci/run`) for the integration tier.
+//! - [`kube_api`]: a small Kubernetes API server over HTTP on loopback, driven by the real
+//!   `kube::Client`, that validates Tekton and Flux objects against the upstream CRD schemas ([`crd`]).
+//! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
+//! - [`corpus`]: where the shared corpus of real payloads and schemas is.
+
+pub mod corpus;
+pub mod crd;
+pub mod kube_api;
+pub mod lambda_runtime;
+pub mod s3;
