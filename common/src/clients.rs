@@ -1,1 +1,144 @@
-//! TODO(owner: see module docs)
+//! Construction of the Kubernetes and S3 clients every function injects into its state.
+//!
+//! Both come from the environment their platform already defines, as DESIGN.md asks:
+//!
+//! - Kubernetes: `KUBECONFIG` (or `~/.kube/config`), else the pod's service account, through
+//!   [`kube::Config::infer`]. Connect, read and write timeouts come from `kubernetes.timeoutSeconds`,
+//!   so a hung API server fails a call (and the delivery is retried) instead of holding a
+//!   request until Knative gives up on it.
+//! - S3: the AWS SDK's own chain (`AWS_ENDPOINT_URL_S3`, `AWS_REGION`, the credential chain: env,
+//!   profile, web identity/IRSA, ECS, IMDS), then `storage.endpoint` and `storage.region` from the
+//!   config file on top. Checksums are computed and validated only when an operation requires them,
+//!   because MinIO and other S3-compatible stores reject some of the SDK's default checksums.
+//!
+//! The `*_from_*` variants take an already-built configuration, for tests and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+
+use crate::config::{KubernetesSettings, Storage};
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Neither a kubeconfig (`KUBECONFIG`, `~/.kube/config`) nor an in-cluster service account was
+    /// usable.
+    #[error("no Kubernetes configuration: neither KUBECONFIG nor an in-cluster service account")]
+    Infer(#[source] kube::config::InferConfigError),
+    /// The kubeconfig file at `path` could not be read or does not describe a usable cluster.
+    #[error("kubeconfig {}", path.display())]
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// What was wrong with it.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The configuration was read but the client could not be built from it (TLS material,
+    /// credentials plugin, proxy).
+    #[error("build the Kubernetes client")]
+    Kube(#[source] kube::Error),
+}
+
+impl ClientError {
+    /// A short, stable name for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Infer(_) => "kube_config_missing",
+            ClientError::Kubeconfig { .. } => "kubeconfig_invalid",
+            ClientError::Kube(_) => "kube_client",
+        }
+    }
+}
+
+/// A Kubernetes client from `KUBECONFIG` or the in-cluster service account, with every call
+/// bounded by `settings.timeout_seconds`.
+///
+/// The read timeout also applies to watches: a watch needs a client built with a longer timeout
+/// than the server's bookmark interval.
+pub async fn kube_client(settings: &KubernetesSettings) -> Result<kube::Client, ClientError> {
+    let config = kube::Config::infer().await.map_err(ClientError::Infer)?;
+    kube_client_from_config(config, settings)
+}
+
+/// A Kubernetes client from the kubeconfig file at `path` (its current context), with the same
+/// timeouts as [`kube_client`].
+pub async fn kube_client_from_kubeconfig(
+    path: &Path,
+    settings: &KubernetesSettings,
+) -> Result<kube::Client, ClientError> {
+    let kubeconfig_error = |source| ClientError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(kubeconfig_error)?;
+    kube_client_from_config(config, settings)
+}
+
+/// A Kubernetes client from an already-loaded `config`, with its timeouts replaced by
+/// `settings.timeout_seconds`.
+pub fn kube_client_from_config(
+    mut config: kube::Config,
+    settings: &KubernetesSettings,
+) -> Result<kube::Client, ClientError> {
+    // Zero would mean "fail at once" to the connector; treat it as the smallest useful bound.
+    let timeout = Duration::from_secs(settings.timeout_seconds.max(1));
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // Otherwise the time a pooled connection sat idle counts against the next response's timeout.
+    config.reset_reader_on_write = true;
+    install_crypto_provider();
+    kube::Client::try_from(config).map_err(ClientError::Kube)
+}
+
+/// Installs rustls' `ring` provider as the process default, once; later calls do nothing.
+///
+/// kube enables rustls with `ring` and aws-sdk-s3 with `aws-lc-rs`, so rustls cannot choose a
+/// default on its own and kube's TLS setup panics without one. `ring` is the provider kube is
+/// built for here. A provider installed earlier by `main` is kept.
+pub fn install_crypto_provider() {
+    // The only error is "already installed", which is the outcome wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An S3 client from the SDK's standard environment with `storage`'s overrides applied (see the
+/// module docs).
+pub async fn s3_client(storage: &Storage) -> aws_sdk_s3::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    s3_client_from_sdk_config(&sdk, storage)
+}
+
+/// An S3 client from an already-loaded SDK configuration (static credentials in tests, say) with
+/// `storage`'s endpoint, region, path-style addressing and the "when required" checksum modes.
+pub fn s3_client_from_sdk_config(
+    sdk: &aws_config::SdkConfig,
+    storage: &Storage,
+) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(storage.force_path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(endpoint) = non_empty(&storage.endpoint) {
+        builder = builder.endpoint_url(endpoint);
+    }
+    if let Some(region) = non_empty(&storage.region) {
+        builder = builder.region(Region::new(region.to_owned()));
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+// An empty value (say, an env override set to "") means "not set", not "the empty endpoint".
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}

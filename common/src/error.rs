@@ -124,7 +124,13 @@ impl From<kube::Error> for Error {
             kube::Error::Api(status) => match status.code {
                 429 => Error::TooManyRequests {
                     message: format!("Kubernetes API throttled the request: {}", status.message),
-                    retry_after: None,
+                    // The API server puts Retry-After into the Status details as well.
+                    retry_after: status
+                        .details
+                        .as_ref()
+                        .map(|details| details.retry_after_seconds)
+                        .filter(|secs| *secs > 0)
+                        .map(|secs| Duration::from_secs(u64::from(secs))),
                 },
                 422 => Error::Unprocessable(format!(
                     "Kubernetes API rejected the object: {}",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod server;
+pub mod startup;
 pub mod telemetry;
 
 pub use config::Config;

@@ -1,1 +1,547 @@
-//! TODO(owner: see module docs)
+//! Server scaffolding every function runs on: health, readiness, metrics, request tracing, body
+//! limit, request timeout, panic safety, graceful shutdown, and the AWS Lambda front door.
+//!
+//! A function's `main` builds its own routes and hands them to [`router`], which adds `/healthz`,
+//! `/readyz` and `/metrics` and wraps everything in the shared middleware; [`run`] then serves the
+//! result over HTTP on `$PORT`, or through the Lambda Runtime API when it runs on AWS Lambda.
+//!
+//! Middleware, outermost first:
+//! 1. observe: a tracing span per request (method, route template, `traceparent`, and empty
+//!    CloudEvent fields for the handler to fill), request metrics, and the one log line for a
+//!    server error;
+//! 2. panic catcher: a panicking handler is answered 500 with the JSON error body;
+//! 3. timeout: answered 503 with the JSON error body (see [`router`] for why 503);
+//! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body.
+
+use crate::config::ServerSettings;
+use crate::error::{Error, ErrorKind};
+use crate::metrics::{self, Metrics};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::FutureExt;
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;
+
+/// Environment variable that AWS Lambda sets to the Runtime API's `host:port`.
+pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// Names of the span fields that handlers fill with `Span::current().record(…)`.
+///
+/// They are declared empty on the request span so that recording them later works; a handler
+/// that opens its own span (`#[instrument]`) must record them on the request span, not its own.
+pub mod fields {
+    /// The CloudEvent `id` attribute.
+    pub const CE_ID: &str = "ce_id";
+    /// The CloudEvent `type` attribute.
+    pub const CE_TYPE: &str = "ce_type";
+    /// The CloudEvent `source` attribute.
+    pub const CE_SOURCE: &str = "ce_source";
+    /// The git provider's delivery id (`X-GitHub-Delivery`, …) or the derived one.
+    pub const DELIVERY_ID: &str = "delivery_id";
+}
+
+/// Whether the function is ready for traffic; `/readyz` answers 503 until [`Readiness::set_ready`].
+///
+/// Cheap to clone; clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// A flag that starts not ready.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the function ready, once its Kubernetes and S3 clients are built.
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Marks the function not ready again, e.g. while it drains.
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    /// True after [`Readiness::set_ready`].
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the scaffolding needs: the metrics registry, the readiness flag and the server settings.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    /// The process-wide metrics registry, also handed to the function for its own counters.
+    pub metrics: Metrics,
+    /// The readiness flag that `main` sets once the clients are built.
+    pub readiness: Readiness,
+    /// Body limit, timeouts and port.
+    pub settings: ServerSettings,
+}
+
+impl ServerState {
+    /// Fresh metrics, not ready yet.
+    pub fn new(settings: ServerSettings) -> Self {
+        Self {
+            metrics: Metrics::new(),
+            readiness: Readiness::new(),
+            settings,
+        }
+    }
+}
+
+/// The W3C `traceparent` of the request, inserted as a request extension when the header is
+/// valid, so handlers can propagate it on reply CloudEvents (distributed-tracing extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent(pub String);
+
+impl TraceParent {
+    /// Parses a `traceparent` header value; `None` when it is not a valid W3C trace context.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split('-');
+        let version = parts.next()?;
+        let trace_id = parts.next()?;
+        let parent_id = parts.next()?;
+        let flags = parts.next()?;
+        let rest = parts.next();
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = hex(version, 2)
+            && version != "ff"
+            // Version 00 has exactly four fields; later versions may append more.
+            && (version != "00" || rest.is_none())
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        valid.then(|| Self(value.to_owned()))
+    }
+
+    /// The 32-hex-digit trace id.
+    pub fn trace_id(&self) -> &str {
+        self.0.get(3..35).unwrap_or_default()
+    }
+}
+
+/// Marks a 5xx response that is expected (a not-ready `/readyz`), so it is not logged as an error.
+#[derive(Debug, Clone, Copy)]
+struct Expected;
+
+/// The panic message of a handler that panicked, kept out of the response body and logged once.
+#[derive(Debug, Clone)]
+struct PanicMessage(String);
+
+/// Adds `/healthz`, `/readyz` and `/metrics` to the function's routes and wraps all of them in
+/// the shared middleware (see the module docs for the order).
+///
+/// The request timeout is answered `503 Service Unavailable` with the JSON error body, not 408:
+/// Knative retries both, but 408 says the *client* was too slow to send its request and invites
+/// proxies to close the connection, while our timeout means a dependency (Kubernetes, S3) was
+/// slow, which is what 503 ("try again later") says. Keep `request_timeout_seconds` below the
+/// pod's termination grace period and Knative's own revision timeout.
+///
+/// Panics like [`Router::merge`] when `function_routes` already has one of the three paths.
+pub fn router(function_routes: Router, state: ServerState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let timeout = Duration::from_secs(state.settings.request_timeout_seconds);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state.clone())
+        .merge(function_routes)
+        // `Router::layer` wraps every route and the fallback after routing, which is what puts
+        // `MatchedPath` in reach of the metrics. Each call wraps the previous ones, so the last
+        // layer listed is the outermost.
+        .layer(middleware::from_fn_with_state(body_limit, limit_body))
+        // Our limit replaces axum's 2 MB default, which would otherwise reject bodies that the
+        // configured limit allows.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(timeout, limit_time))
+        .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn_with_state(state.metrics, observe))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    if state.readiness.is_ready() {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        let body = serde_json::json!({
+            "error": "not_ready",
+            "message": "the function is still building its clients",
+        });
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        response.extensions_mut().insert(Expected);
+        response
+    }
+}
+
+async fn metrics_text(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}
+
+async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| metrics::UNMATCHED_ROUTE.to_owned());
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = %route,
+        trace_id = Empty,
+        traceparent = Empty,
+        ce_id = Empty,
+        ce_type = Empty,
+        ce_source = Empty,
+        delivery_id = Empty,
+    );
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse);
+    if let Some(traceparent) = traceparent {
+        span.record("trace_id", traceparent.trace_id());
+        span.record("traceparent", traceparent.0.as_str());
+        request.extensions_mut().insert(traceparent);
+    }
+
+    async move {
+        let response = next.run(request).await;
+        let status = response.status();
+        metrics.observe_request(&route, &method, status.as_u16(), started.elapsed());
+        log_outcome(response, started).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// The one log line per request outcome: server errors at `error` (once, here, never where the
+/// error is built), our own client errors at `info`, everything else at `debug` so that probes
+/// and scrapes do not flood the log.
+async fn log_outcome(response: Response, started: Instant) -> Response {
+    let status = response.status();
+    let took_ms = started.elapsed().as_millis() as u64;
+    let kind = response.extensions().get::<ErrorKind>().map(|kind| kind.0);
+    if status.is_server_error() && response.extensions().get::<Expected>().is_none() {
+        let panic = response
+            .extensions()
+            .get::<PanicMessage>()
+            .map(|panic| panic.0.clone());
+        let (response, message) = match kind {
+            Some(_) => error_message(response).await,
+            None => (response, None),
+        };
+        tracing::error!(
+            status = status.as_u16(),
+            error = kind.unwrap_or("unknown"),
+            detail = message.as_deref(),
+            panic = panic.as_deref(),
+            took_ms,
+            "request failed"
+        );
+        response
+    } else if let Some(kind) = kind.filter(|_| status.is_client_error()) {
+        tracing::info!(
+            status = status.as_u16(),
+            error = kind,
+            took_ms,
+            "request rejected"
+        );
+        response
+    } else {
+        tracing::debug!(status = status.as_u16(), took_ms, "request done");
+        response
+    }
+}
+
+/// Reads the `message` of our JSON error body so the log line says what went wrong.
+///
+/// Only called for responses built by [`Error`]'s `IntoResponse`, whose bodies are small and
+/// already in memory; the cap keeps a surprise streaming body from being read whole.
+async fn error_message(response: Response) -> (Response, Option<String>) {
+    const CAP: usize = 64 * 1024;
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, CAP).await {
+        Ok(bytes) => {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|value| value.get("message")?.as_str().map(str::to_owned));
+            (Response::from_parts(parts, Body::from(bytes)), message)
+        }
+        Err(_) => (
+            Error::Internal("the error response could not be read".to_owned()).into_response(),
+            None,
+        ),
+    }
+}
+
+async fn catch_panic(request: Request, next: Next) -> Response {
+    // Unwind safety: the request's state is dropped with the panicking future; shared state is
+    // behind Arcs and locks that recover from poisoning.
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+            let mut response =
+                Error::Internal("the request handler failed unexpectedly".to_owned())
+                    .into_response();
+            response.extensions_mut().insert(PanicMessage(message));
+            response
+        }
+    }
+}
+
+async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::Unavailable(format!(
+            "the request did not finish within {} s",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    // Refuse a declared oversize body before anything reads it: no byte of it is received.
+    if content_length(request.headers()).is_some_and(|length| length > limit as u64) {
+        return Error::PayloadTooLarge { limit }.into_response();
+    }
+    // A chunked (or lying) body is cut off at the limit while it is read. The flag records that
+    // the cut happened, whatever the extractor made of the read error (axum's answer 413 in plain
+    // text, the CloudEvents extractor 400), so the answer is our 413 either way.
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&exceeded);
+    let request = request.map(|body| {
+        Body::new(Limited::new(body, limit).map_err(move |err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            err
+        }))
+    });
+    let response = next.run(request).await;
+    let plain_413 = response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ErrorKind>().is_none();
+    if exceeded.load(Ordering::Relaxed) || plain_413 {
+        return Error::PayloadTooLarge { limit }.into_response();
+    }
+    response
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the port or accepting connections failed.
+    #[error("HTTP server failed")]
+    Io(#[from] std::io::Error),
+    /// The Lambda environment lacks a variable the runtime needs, or has an invalid one.
+    #[error("Lambda environment variable {0} is missing or invalid")]
+    LambdaEnvironment(&'static str),
+    /// The Lambda runtime loop stopped (Runtime API unreachable or answering errors).
+    #[error("Lambda runtime failed")]
+    Lambda(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A listening socket with the router attached, not yet serving.
+///
+/// Binding first lets callers (and tests with port 0) learn the address before serving.
+#[derive(Debug)]
+pub struct BoundServer {
+    listener: TcpListener,
+    router: Router,
+    drain: Duration,
+}
+
+/// Binds `0.0.0.0:settings.port` (port 0 picks a free port).
+pub async fn bind(router: Router, settings: &ServerSettings) -> std::io::Result<BoundServer> {
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, settings.port)).await?;
+    Ok(BoundServer {
+        listener,
+        router,
+        drain: Duration::from_secs(settings.shutdown_timeout_seconds),
+    })
+}
+
+impl BoundServer {
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// for at most `shutdown_timeout_seconds`, and returns.
+    ///
+    /// Requests still running when the drain time is up are abandoned; the caller is expected to
+    /// exit, which ends them. Kubernetes kills the pod at the end of its grace period anyway, so
+    /// returning first lets `main` exit cleanly instead of being killed mid-write.
+    pub async fn run<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = signalled_tx.send(());
+            })
+            .into_future();
+        tokio::pin!(serving);
+        tokio::select! {
+            result = &mut serving => return result,
+            Ok(()) = signalled_rx => {}
+        }
+        tracing::info!(
+            drain_seconds = self.drain.as_secs(),
+            "shutting down: no new connections, draining in-flight requests"
+        );
+        match tokio::time::timeout(self.drain, serving).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    drain_seconds = self.drain.as_secs(),
+                    "in-flight requests did not finish in time; abandoning them"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds and serves until `shutdown` resolves, with the bounded drain of [`BoundServer::run`].
+pub async fn serve<F>(router: Router, settings: &ServerSettings, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    bind(router, settings).await?.run(shutdown).await
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The one call a function's `main` makes to serve its router.
+///
+/// `env` looks up environment variables (`|name| std::env::var(name).ok()` in `main`). When
+/// [`LAMBDA_RUNTIME_API`] is set and the crate is built with the `lambda` feature, the router is
+/// served through the Lambda Runtime API; otherwise over HTTP on `settings.port` until SIGTERM or
+/// ctrl-c.
+pub async fn run(
+    router: Router,
+    settings: &ServerSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), ServeError> {
+    if env(LAMBDA_RUNTIME_API).is_some_and(|api| !api.trim().is_empty()) {
+        #[cfg(feature = "lambda")]
+        {
+            return lambda::run(router, &env).await;
+        }
+        #[cfg(not(feature = "lambda"))]
+        tracing::warn!(
+            "{LAMBDA_RUNTIME_API} is set but this build lacks the `lambda` feature; serving HTTP"
+        );
+    }
+    let server = bind(router, settings).await?;
+    tracing::info!(address = %server.local_addr()?, "listening");
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::TraceParent;
+
+    #[test]
+    fn traceparent_accepts_w3c_examples_and_rejects_garbage() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(valid).unwrap();
+        assert_eq!(parsed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for invalid in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(TraceParent::parse(invalid), None, "{invalid}");
+        }
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+                .is_some()
+        );
+    }
+}

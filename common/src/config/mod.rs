@@ -1,7 +1,331 @@
 //! The one config file: loading, validation, secrets and environment overrides.
+//!
+//! Loading runs in a fixed order: read the file (or fall back to the embedded defaults), parse
+//! it into the typed [`Config`] with unknown keys refused, apply the environment overrides,
+//! resolve secrets, then check the rules that a type cannot express. Every problem names where
+//! it is: `file:line:column: field.path: message`, or the environment variable that set it.
+//! `docs/configuration.md` is the reference for users.
 
+mod duration;
+mod env;
+pub mod keys;
+mod locate;
 mod model;
+mod overrides;
 mod secret;
+mod validate;
+pub mod vars;
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use duration::parse_go_duration;
+pub use env::Env;
 pub use model::*;
-pub use secret::Secret;
+pub use secret::{Secret, SecretSource};
+pub use validate::{
+    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, PART_SIZE_MIB, POD_GRACE_PERIOD_SECONDS,
+    is_dns1123_label, looks_like_git_url,
+};
+
+use locate::FieldPath;
+
+/// The config file read when `TEKFLUX_CONFIG` is unset, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "tekflux.yaml";
+/// How problems in the embedded defaults (only ever set by overrides) name their origin.
+pub const EMBEDDED_ORIGIN: &str = "<embedded defaults>";
+/// The embedded defaults: an empty document, since every key has a default in the types.
+pub const EMBEDDED_DEFAULTS: &str = "";
+/// Exit code for an invalid config (`EX_USAGE` from sysexits.h).
+pub const EX_USAGE: i32 = 64;
+
+/// Where the config text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file that must exist (named by `TEKFLUX_CONFIG`).
+    File(PathBuf),
+    /// A file used when it exists, the embedded defaults otherwise (`tekflux.yaml` by default,
+    /// so the all-in-one binary runs with no file at all).
+    FileIfPresent(PathBuf),
+    /// The embedded defaults.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `TEKFLUX_CONFIG` when set and not empty, `./tekflux.yaml` if present otherwise.
+    pub fn from_env(env: &Env) -> Self {
+        match env.get_non_empty(vars::TEKFLUX_CONFIG) {
+            Some(path) => Self::File(PathBuf::from(path)),
+            None => Self::FileIfPresent(PathBuf::from(DEFAULT_CONFIG_PATH)),
+        }
+    }
+}
+
+/// Where a problem is: a place in the file, or the environment variable that set the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A line and column (from 1) of a file (or [`EMBEDDED_ORIGIN`]).
+    File {
+        /// The file as it was named.
+        origin: String,
+        /// Line, from 1.
+        line: usize,
+        /// Column, from 1.
+        column: usize,
+    },
+    /// An environment variable override.
+    Env {
+        /// The variable's name.
+        variable: String,
+    },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File {
+                origin,
+                line,
+                column,
+            } => write!(f, "{origin}:{line}:{column}"),
+            Location::Env { variable } => write!(f, "environment variable {variable}"),
+        }
+    }
+}
+
+/// One thing wrong with the config, printed as `file:line:column: field.path: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where it is.
+    pub location: Location,
+    /// The field's path, like `repositories[0].url`; empty for the document itself.
+    pub path: String,
+    /// What is wrong. Never holds a secret's value.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.location)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why the config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read (missing, a directory, no permission).
+    #[error("{}: cannot read the config file: {cause}", path.display())]
+    Read {
+        /// The file as it was named.
+        path: PathBuf,
+        /// What the operating system said.
+        cause: std::io::Error,
+    },
+    /// The text is not YAML, or does not fit the config's shape (unknown key, wrong type).
+    #[error("{0}")]
+    Parse(Problem),
+    /// Values that parse but break a rule, secrets that cannot be read, bad overrides.
+    #[error("{}", display_all(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn display_all(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "read",
+            ConfigError::Parse(_) => "parse",
+            ConfigError::Invalid(_) => "invalid",
+        }
+    }
+
+    /// The problems found, in order (one for `Parse`, none for `Read`).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Parse(problem) => std::slice::from_ref(problem),
+            ConfigError::Invalid(problems) => problems,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config from `source`, with overrides and `env:` secrets from `env`.
+    pub fn load(source: &ConfigSource, env: &Env) -> Result<Config, ConfigError> {
+        match source {
+            ConfigSource::Embedded => Self::from_yaml(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env),
+            ConfigSource::File(path) => Self::from_file(path, env),
+            ConfigSource::FileIfPresent(path) => match std::fs::metadata(path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    Self::from_yaml(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env)
+                }
+                _ => Self::from_file(path, env),
+            },
+        }
+    }
+
+    /// Loads the config from where `env` says ([`ConfigSource::from_env`]).
+    pub fn load_from_env(env: &Env) -> Result<Config, ConfigError> {
+        Self::load(&ConfigSource::from_env(env), env)
+    }
+
+    fn from_file(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses, overrides, resolves and validates `text`; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str, env: &Env) -> Result<Config, ConfigError> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| ConfigError::Parse(parse_problem(&error, origin)))?;
+
+        let mut overridden = overrides::Overridden::new();
+        let mut problems: Vec<Problem> = overrides::apply(&mut config, env, &mut overridden)
+            .into_iter()
+            .map(|bad| Problem {
+                location: Location::Env {
+                    variable: bad.variable.to_owned(),
+                },
+                path: String::new(),
+                message: bad.message,
+            })
+            .collect();
+        let mut findings = resolve_secrets(&mut config, env);
+        findings.extend(validate::validate(&config));
+
+        let locate = |path: &FieldPath| match overridden.get(path) {
+            Some(variable) => Location::Env {
+                variable: (*variable).to_owned(),
+            },
+            None => {
+                let (line, column) = locate::locate(text, path);
+                Location::File {
+                    origin: origin.to_owned(),
+                    line,
+                    column,
+                }
+            }
+        };
+        let mut located: Vec<Problem> = findings
+            .into_iter()
+            .map(|finding| Problem {
+                location: locate(&finding.path),
+                path: finding.path.to_string(),
+                message: finding.message,
+            })
+            .collect();
+        // Overrides first, then the file from top to bottom, as an editor would walk it.
+        located.sort_by_key(|problem| match &problem.location {
+            Location::Env { .. } => (0, 0, 0),
+            Location::File { line, column, .. } => (1, *line, *column),
+        });
+        problems.extend(located);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// Loads the config as `main` does, before any runtime starts: on error, prints every problem
+/// to stderr and exits with [`EX_USAGE`] (64), so a bad ConfigMap shows in `kubectl logs` and
+/// the pod's restart reason rather than as a half-working service.
+pub fn load_or_exit(env: &Env) -> Config {
+    match Config::load_from_env(env) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tekflux: invalid configuration\n{error}");
+            std::process::exit(EX_USAGE)
+        }
+    }
+}
+
+fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
+    let providers = &mut config.providers;
+    let all = [
+        (keys::GITHUB, &mut providers.github),
+        (keys::GITLAB, &mut providers.gitlab),
+        (keys::GITEA, &mut providers.gitea),
+        (keys::FORGEJO, &mut providers.forgejo),
+        (keys::BITBUCKET, &mut providers.bitbucket),
+    ];
+    let mut findings = Vec::new();
+    for (provider, settings) in all {
+        let Some(settings) = settings else { continue };
+        let fields = [
+            (keys::SECRET, &mut settings.secret),
+            (keys::TOKEN, &mut settings.token),
+        ];
+        for (key, secret) in fields {
+            if let Some(secret) = secret
+                && let Err(message) = secret.resolve(env)
+            {
+                findings.push(validate::Finding {
+                    path: FieldPath::root()
+                        .key(keys::PROVIDERS)
+                        .key(provider)
+                        .key(key),
+                    message,
+                });
+            }
+        }
+    }
+    findings
+}
+
+/// Turns a serde error into `origin:line:column: path: message`, without the position and path
+/// that serde_norway already wrote into its message.
+fn parse_problem(error: &serde_path_to_error::Error<serde_norway::Error>, origin: &str) -> Problem {
+    let inner = error.inner();
+    let mut message = inner.to_string();
+    let (line, column) = inner
+        .location()
+        .map_or((1, 1), |location| (location.line(), location.column()));
+    let position = format!(" at line {line} column {column}");
+    if let Some(at) = message.find(&position) {
+        message.replace_range(at..at + position.len(), "");
+    }
+    let path = match error.path().to_string() {
+        root if root == "." => String::new(),
+        path => path,
+    };
+    // serde_norway prefixes the path of the node it was in, which for an unknown key is the
+    // path's parent: strip whichever prefix of ours it wrote.
+    let prefix_ends = path
+        .char_indices()
+        .filter(|(_, c)| *c == '.' || *c == '[')
+        .map(|(at, _)| at)
+        .chain([path.len()]);
+    for end in prefix_ends {
+        if let Some(rest) = message.strip_prefix(&format!("{}: ", &path[..end])) {
+            message = rest.to_owned();
+            break;
+        }
+    }
+    Problem {
+        location: Location::File {
+            origin: origin.to_owned(),
+            line,
+            column,
+        },
+        path,
+        message,
+    }
+}

@@ -6,6 +6,9 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::duration::parse_go_duration;
 
 use super::secret::Secret;
 
@@ -99,7 +102,7 @@ pub struct Storage {
 
 /// HTTP server settings. `PORT` overrides `port`, as Knative expects.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServerSettings {
     /// Listen port.
     pub port: u16,
@@ -124,7 +127,7 @@ impl Default for ServerSettings {
 
 /// Kubernetes client settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesSettings {
     /// Timeout for every API call, in seconds.
     pub timeout_seconds: u64,
@@ -132,7 +135,9 @@ pub struct KubernetesSettings {
 
 impl Default for KubernetesSettings {
     fn default() -> Self {
-        Self { timeout_seconds: 10 }
+        Self {
+            timeout_seconds: 10,
+        }
     }
 }
 
@@ -257,4 +262,34 @@ pub enum HelmReleaseApi {
     Flux,
     /// The older Helm Operator `helm.fluxcd.io/v1`.
     HelmOperator,
+}
+
+impl RepositoryRule {
+    /// The rule's name: `name`, or else the pipeline or task name. `None` only for a rule that
+    /// names neither, which a loaded config never has.
+    pub fn rule_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or(self.pipeline.as_deref())
+            .or(self.task.as_deref())
+    }
+
+    /// The run timeout; `None` when unset or unparseable (a loaded config has it validated).
+    /// `Some(Duration::ZERO)` means "no timeout", as `0` does for Tekton.
+    pub fn timeout_duration(&self) -> Option<Duration> {
+        self.timeout
+            .as_deref()
+            .and_then(|t| parse_go_duration(t).ok())
+    }
+}
+
+impl ReleaseRule {
+    /// The HelmRelease's namespace and name, taking `default_namespace` (the top-level
+    /// `namespace`) when `helmRelease` has no `namespace/` part.
+    pub fn helm_release_ref<'a>(&'a self, default_namespace: &'a str) -> (&'a str, &'a str) {
+        match self.helm_release.split_once('/') {
+            Some((namespace, name)) => (namespace, name),
+            None => (default_namespace, &self.helm_release),
+        }
+    }
 }

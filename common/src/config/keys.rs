@@ -1,0 +1,89 @@
+//! The config file's keys, as written in YAML; error paths are built from these.
+
+/// Top-level `namespace`.
+pub const NAMESPACE: &str = "namespace";
+/// Top-level `providers`.
+pub const PROVIDERS: &str = "providers";
+/// Top-level `storage`.
+pub const STORAGE: &str = "storage";
+/// Top-level `server`.
+pub const SERVER: &str = "server";
+/// Top-level `kubernetes`.
+pub const KUBERNETES: &str = "kubernetes";
+/// Top-level `repositories`.
+pub const REPOSITORIES: &str = "repositories";
+/// Top-level `releases`.
+pub const RELEASES: &str = "releases";
+
+/// `providers.github`.
+pub const GITHUB: &str = "github";
+/// `providers.gitlab`.
+pub const GITLAB: &str = "gitlab";
+/// `providers.gitea`.
+pub const GITEA: &str = "gitea";
+/// `providers.forgejo`.
+pub const FORGEJO: &str = "forgejo";
+/// `providers.bitbucket`.
+pub const BITBUCKET: &str = "bitbucket";
+/// `providers.*.secret`.
+pub const SECRET: &str = "secret";
+/// `providers.gitlab.token`.
+pub const TOKEN: &str = "token";
+/// `providers.*.insecure`.
+pub const INSECURE: &str = "insecure";
+
+/// `storage.bucket`.
+pub const BUCKET: &str = "bucket";
+/// `storage.prefix`.
+pub const PREFIX: &str = "prefix";
+/// `storage.endpoint`.
+pub const ENDPOINT: &str = "endpoint";
+/// `storage.region`.
+pub const REGION: &str = "region";
+/// `storage.forcePathStyle`.
+pub const FORCE_PATH_STYLE: &str = "forcePathStyle";
+/// `storage.mounts`.
+pub const MOUNTS: &str = "mounts";
+/// `storage.compressionLevel`.
+pub const COMPRESSION_LEVEL: &str = "compressionLevel";
+/// `storage.partSizeMib`.
+pub const PART_SIZE_MIB: &str = "partSizeMib";
+/// `storage.cleanup`.
+pub const CLEANUP: &str = "cleanup";
+
+/// `server.port`.
+pub const PORT: &str = "port";
+/// `server.bodyLimit`.
+pub const BODY_LIMIT: &str = "bodyLimit";
+/// `server.requestTimeoutSeconds`.
+pub const REQUEST_TIMEOUT_SECONDS: &str = "requestTimeoutSeconds";
+/// `server.shutdownTimeoutSeconds`.
+pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "shutdownTimeoutSeconds";
+/// `kubernetes.timeoutSeconds`.
+pub const TIMEOUT_SECONDS: &str = "timeoutSeconds";
+
+/// `repositories[].name`.
+pub const NAME: &str = "name";
+/// `repositories[].url`.
+pub const URL: &str = "url";
+/// `repositories[].pipeline`.
+pub const PIPELINE: &str = "pipeline";
+/// `repositories[].task`.
+pub const TASK: &str = "task";
+/// `repositories[].workspaces`.
+pub const WORKSPACES: &str = "workspaces";
+/// `repositories[].timeout`.
+pub const TIMEOUT: &str = "timeout";
+/// `repositories[].workspaces.*.claim`.
+pub const CLAIM: &str = "claim";
+/// `repositories[].workspaces.*.archive`.
+pub const ARCHIVE: &str = "archive";
+
+/// `releases[].image`.
+pub const IMAGE: &str = "image";
+/// `releases[].chart`.
+pub const CHART: &str = "chart";
+/// `releases[].helmRelease`.
+pub const HELM_RELEASE: &str = "helmRelease";
+/// `releases[].set`.
+pub const SET: &str = "set";

@@ -1,0 +1,282 @@
+//! Environment variables that override the file, applied after it is parsed.
+//!
+//! An empty variable counts as unset, since manifests often carry `value: ""` for "nothing".
+//! Provider credentials come in two forms, following the `*_FILE` convention: the variable
+//! holds the value itself (Kubernetes puts Secrets into env vars through `secretKeyRef`, so
+//! the variable already is the secret store), or `*_FILE` holds the path of a mounted file.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use super::env::Env;
+use super::keys;
+use super::locate::FieldPath;
+use super::model::{Config, ProviderSettings};
+use super::secret::{FILE_PREFIX, Secret};
+use super::vars;
+
+/// A bad override value: the variable and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadOverride {
+    /// The variable's name.
+    pub variable: &'static str,
+    /// What is wrong; never the value of a secret variable.
+    pub message: String,
+}
+
+/// Which fields the environment set, and by which variable, so that findings about them
+/// point at the variable rather than at a line of the file.
+pub type Overridden = BTreeMap<FieldPath, &'static str>;
+
+/// Applies every override in `env` to `config`.
+pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec<BadOverride> {
+    let mut bad = Vec::new();
+    let root = FieldPath::root();
+    let server = root.key(keys::SERVER);
+    let storage = root.key(keys::STORAGE);
+    let mut set = |path: FieldPath, variable: &'static str| {
+        overridden.insert(path, variable);
+    };
+
+    if let Some(value) = env.get_non_empty(vars::NAMESPACE) {
+        config.namespace = value.to_owned();
+        set(root.key(keys::NAMESPACE), vars::NAMESPACE);
+    }
+    if let Some(port) = number(env, vars::PORT, &mut bad) {
+        config.server.port = port;
+        set(server.key(keys::PORT), vars::PORT);
+    }
+    if let Some(limit) = number(env, vars::BODY_LIMIT, &mut bad) {
+        config.server.body_limit = limit;
+        set(server.key(keys::BODY_LIMIT), vars::BODY_LIMIT);
+    }
+    if let Some(seconds) = number(env, vars::REQUEST_TIMEOUT_SECONDS, &mut bad) {
+        config.server.request_timeout_seconds = seconds;
+        set(
+            server.key(keys::REQUEST_TIMEOUT_SECONDS),
+            vars::REQUEST_TIMEOUT_SECONDS,
+        );
+    }
+    if let Some(seconds) = number(env, vars::SHUTDOWN_TIMEOUT_SECONDS, &mut bad) {
+        config.server.shutdown_timeout_seconds = seconds;
+        set(
+            server.key(keys::SHUTDOWN_TIMEOUT_SECONDS),
+            vars::SHUTDOWN_TIMEOUT_SECONDS,
+        );
+    }
+    if let Some(seconds) = number(env, vars::KUBE_TIMEOUT_SECONDS, &mut bad) {
+        config.kubernetes.timeout_seconds = seconds;
+        set(
+            root.key(keys::KUBERNETES).key(keys::TIMEOUT_SECONDS),
+            vars::KUBE_TIMEOUT_SECONDS,
+        );
+    }
+
+    let texts = [
+        (vars::S3_BUCKET, keys::BUCKET, &mut config.storage.bucket),
+        (
+            vars::S3_ENDPOINT,
+            keys::ENDPOINT,
+            &mut config.storage.endpoint,
+        ),
+        (vars::S3_REGION, keys::REGION, &mut config.storage.region),
+    ];
+    for (variable, key, field) in texts {
+        if let Some(value) = env.get_non_empty(variable) {
+            *field = Some(value.to_owned());
+            set(storage.key(key), variable);
+        }
+    }
+    if let Some(prefix) = env.get_non_empty(vars::S3_PREFIX) {
+        config.storage.prefix = prefix.to_owned();
+        set(storage.key(keys::PREFIX), vars::S3_PREFIX);
+    }
+    if let Some(flag) = boolean(env, vars::S3_FORCE_PATH_STYLE, &mut bad) {
+        config.storage.force_path_style = flag;
+        set(
+            storage.key(keys::FORCE_PATH_STYLE),
+            vars::S3_FORCE_PATH_STYLE,
+        );
+    }
+    if let Some(flag) = boolean(env, vars::S3_CLEANUP, &mut bad) {
+        config.storage.cleanup = flag;
+        set(storage.key(keys::CLEANUP), vars::S3_CLEANUP);
+    }
+    if let Some(level) = number(env, vars::S3_COMPRESSION_LEVEL, &mut bad) {
+        config.storage.compression_level = Some(level);
+        set(
+            storage.key(keys::COMPRESSION_LEVEL),
+            vars::S3_COMPRESSION_LEVEL,
+        );
+    }
+    if let Some(size) = number(env, vars::S3_PART_SIZE_MIB, &mut bad) {
+        config.storage.part_size_mib = Some(size);
+        set(storage.key(keys::PART_SIZE_MIB), vars::S3_PART_SIZE_MIB);
+    }
+
+    providers(config, env, overridden, &mut bad);
+    bad
+}
+
+/// One provider's credential variables.
+struct Credential {
+    provider: &'static str,
+    key: &'static str,
+    value: &'static str,
+    file: &'static str,
+    /// The variables of the other key, which this provider does not use.
+    wrong: [&'static str; 2],
+}
+
+const CREDENTIALS: [Credential; 5] = [
+    Credential {
+        provider: keys::GITHUB,
+        key: keys::SECRET,
+        value: vars::GITHUB_SECRET,
+        file: vars::GITHUB_SECRET_FILE,
+        wrong: ["TEKFLUX_GITHUB_TOKEN", "TEKFLUX_GITHUB_TOKEN_FILE"],
+    },
+    Credential {
+        provider: keys::GITLAB,
+        key: keys::TOKEN,
+        value: vars::GITLAB_TOKEN,
+        file: vars::GITLAB_TOKEN_FILE,
+        wrong: ["TEKFLUX_GITLAB_SECRET", "TEKFLUX_GITLAB_SECRET_FILE"],
+    },
+    Credential {
+        provider: keys::GITEA,
+        key: keys::SECRET,
+        value: vars::GITEA_SECRET,
+        file: vars::GITEA_SECRET_FILE,
+        wrong: ["TEKFLUX_GITEA_TOKEN", "TEKFLUX_GITEA_TOKEN_FILE"],
+    },
+    Credential {
+        provider: keys::FORGEJO,
+        key: keys::SECRET,
+        value: vars::FORGEJO_SECRET,
+        file: vars::FORGEJO_SECRET_FILE,
+        wrong: ["TEKFLUX_FORGEJO_TOKEN", "TEKFLUX_FORGEJO_TOKEN_FILE"],
+    },
+    Credential {
+        provider: keys::BITBUCKET,
+        key: keys::SECRET,
+        value: vars::BITBUCKET_SECRET,
+        file: vars::BITBUCKET_SECRET_FILE,
+        wrong: ["TEKFLUX_BITBUCKET_TOKEN", "TEKFLUX_BITBUCKET_TOKEN_FILE"],
+    },
+];
+
+fn providers(
+    config: &mut Config,
+    env: &Env,
+    overridden: &mut Overridden,
+    bad: &mut Vec<BadOverride>,
+) {
+    for credential in &CREDENTIALS {
+        for wrong in credential.wrong {
+            if env.get_non_empty(wrong).is_some() {
+                bad.push(BadOverride {
+                    variable: wrong,
+                    message: format!(
+                        "{} authenticates with a {}, not a {}: use {} or {}",
+                        credential.provider,
+                        credential.key,
+                        if credential.key == keys::TOKEN {
+                            keys::SECRET
+                        } else {
+                            keys::TOKEN
+                        },
+                        credential.value,
+                        credential.file
+                    ),
+                });
+            }
+        }
+        let secret = match (
+            env.get_non_empty(credential.value),
+            env.get_non_empty(credential.file),
+        ) {
+            (None, None) => continue,
+            (Some(_), Some(_)) => {
+                bad.push(BadOverride {
+                    variable: credential.file,
+                    message: format!(
+                        "set only one of {} and {}",
+                        credential.value, credential.file
+                    ),
+                });
+                continue;
+            }
+            (Some(value), None) => (
+                Secret::from_env_value(credential.value, value),
+                credential.value,
+            ),
+            (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
+                Ok(secret) => (secret, credential.file),
+                Err(message) => {
+                    bad.push(BadOverride {
+                        variable: credential.file,
+                        message,
+                    });
+                    continue;
+                }
+            },
+        };
+        let (secret, variable) = secret;
+        let settings = provider_mut(config, credential.provider);
+        if credential.key == keys::TOKEN {
+            settings.token = Some(secret);
+        } else {
+            settings.secret = Some(secret);
+        }
+        let path = FieldPath::root()
+            .key(keys::PROVIDERS)
+            .key(credential.provider)
+            .key(credential.key);
+        overridden.insert(path, variable);
+    }
+}
+
+fn provider_mut<'a>(config: &'a mut Config, provider: &str) -> &'a mut ProviderSettings {
+    let providers = &mut config.providers;
+    let slot = match provider {
+        keys::GITLAB => &mut providers.gitlab,
+        keys::GITEA => &mut providers.gitea,
+        keys::FORGEJO => &mut providers.forgejo,
+        keys::BITBUCKET => &mut providers.bitbucket,
+        _ => &mut providers.github,
+    };
+    slot.get_or_insert_with(ProviderSettings::default)
+}
+
+fn number<T: FromStr>(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Option<T> {
+    let value = env.get_non_empty(variable)?;
+    match value.trim().parse() {
+        Ok(number) => Some(number),
+        Err(_) => {
+            bad.push(BadOverride {
+                variable,
+                message: format!(
+                    "{value:?} is not a number that fits {}",
+                    std::any::type_name::<T>()
+                ),
+            });
+            None
+        }
+    }
+}
+
+fn boolean(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Option<bool> {
+    let value = env.get_non_empty(variable)?;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => {
+            bad.push(BadOverride {
+                variable,
+                message: format!("{value:?} is not one of true, false, 1, 0"),
+            });
+            None
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Rules a parsed config must keep; each finding names the field path it is about.
+//!
+//! Param templates and globs are not checked here: git-push owns their syntax and checks them
+//! when it compiles its routing table at start.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::duration::parse_go_duration;
+use super::keys;
+use super::locate::FieldPath;
+use super::model::{Config, ProviderSettings, ReleaseRule, RepositoryRule, WorkspaceBinding};
+
+/// Longest rule name: it becomes part of run names, which Kubernetes caps at 63 characters,
+/// and the rest is taken by the delivery-derived suffix.
+pub const MAX_RULE_NAME_LEN: usize = 30;
+/// Kubernetes' default `terminationGracePeriodSeconds`: request and drain timeouts must end
+/// before the kubelet's SIGKILL, or in-flight work is cut off without an answer.
+pub const POD_GRACE_PERIOD_SECONDS: u64 = 30;
+/// zstd's compression levels.
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+/// S3's multipart limits: parts of at least 5 MiB (except the last) and at most 5 GiB.
+pub const PART_SIZE_MIB: std::ops::RangeInclusive<u64> = 5..=5120;
+
+/// One rule broken at one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Where in the file.
+    pub path: FieldPath,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Every rule broken by `config`, in file order.
+pub fn validate(config: &Config) -> Vec<Finding> {
+    let mut findings = Findings::default();
+    let root = FieldPath::root();
+    if !is_dns1123_label(&config.namespace) {
+        findings.push(root.key(keys::NAMESPACE), not_a_label(&config.namespace));
+    }
+    providers(config, &root.key(keys::PROVIDERS), &mut findings);
+    storage(config, &root.key(keys::STORAGE), &mut findings);
+    server(config, &root, &mut findings);
+    repositories(config, &root.key(keys::REPOSITORIES), &mut findings);
+    for (index, rule) in config.releases.iter().enumerate() {
+        release(rule, &root.key(keys::RELEASES).index(index), &mut findings);
+    }
+    findings.0
+}
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn push(&mut self, path: FieldPath, message: String) {
+        self.0.push(Finding { path, message });
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes accepts as a namespace and most object names.
+pub fn is_dns1123_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+fn not_a_label(value: &str) -> String {
+    format!(
+        "{value:?} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-', \
+         starting and ending with a letter or digit)"
+    )
+}
+
+fn providers(config: &Config, path: &FieldPath, findings: &mut Findings) {
+    let providers = &config.providers;
+    let hmac = [
+        (keys::GITHUB, &providers.github),
+        (keys::GITEA, &providers.gitea),
+        (keys::FORGEJO, &providers.forgejo),
+        (keys::BITBUCKET, &providers.bitbucket),
+    ];
+    for (name, settings) in hmac {
+        let Some(settings) = settings else { continue };
+        let path = path.key(name);
+        if settings.token.is_some() {
+            findings.push(
+                path.key(keys::TOKEN),
+                format!(
+                    "{name} signs webhooks with an HMAC secret: use `{}`, not `{}`",
+                    keys::SECRET,
+                    keys::TOKEN
+                ),
+            );
+        } else {
+            unauthenticated(settings, keys::SECRET, &path, findings);
+        }
+    }
+    if let Some(settings) = &providers.gitlab {
+        let path = path.key(keys::GITLAB);
+        if settings.secret.is_some() {
+            findings.push(
+                path.key(keys::SECRET),
+                format!(
+                    "gitlab authenticates webhooks with a shared token (X-Gitlab-Token): \
+                     use `{}`, not `{}`",
+                    keys::TOKEN,
+                    keys::SECRET
+                ),
+            );
+        } else {
+            unauthenticated(settings, keys::TOKEN, &path, findings);
+        }
+    }
+}
+
+/// A provider entry with no credential rejects every webhook; say so at start instead.
+fn unauthenticated(
+    settings: &ProviderSettings,
+    key: &str,
+    path: &FieldPath,
+    findings: &mut Findings,
+) {
+    let credential = if key == keys::TOKEN {
+        &settings.token
+    } else {
+        &settings.secret
+    };
+    if credential.is_none() && !settings.insecure {
+        findings.push(
+            path.clone(),
+            format!(
+                "set `{key}` (`env:NAME` or `file:/path`), or `{}: true` to accept unsigned \
+                 webhooks",
+                keys::INSECURE
+            ),
+        );
+    }
+}
+
+fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
+    let storage = &config.storage;
+    if storage.bucket.as_deref().is_some_and(str::is_empty) {
+        findings.push(path.key(keys::BUCKET), "must not be empty".into());
+    }
+    if let Some(endpoint) = &storage.endpoint {
+        let ok = url::Url::parse(endpoint)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+        if !ok {
+            findings.push(
+                path.key(keys::ENDPOINT),
+                format!("{endpoint:?} is not an http(s) URL"),
+            );
+        }
+    }
+    if let Some(level) = storage.compression_level
+        && !COMPRESSION_LEVELS.contains(&level)
+    {
+        findings.push(
+            path.key(keys::COMPRESSION_LEVEL),
+            format!(
+                "{level} is not a zstd level ({}..={})",
+                COMPRESSION_LEVELS.start(),
+                COMPRESSION_LEVELS.end()
+            ),
+        );
+    }
+    if let Some(size) = storage.part_size_mib
+        && !PART_SIZE_MIB.contains(&size)
+    {
+        findings.push(
+            path.key(keys::PART_SIZE_MIB),
+            format!(
+                "{size} MiB is outside S3's multipart part sizes ({}..={} MiB)",
+                PART_SIZE_MIB.start(),
+                PART_SIZE_MIB.end()
+            ),
+        );
+    }
+    for (claim, mount) in &storage.mounts {
+        if !Path::new(mount).is_absolute() {
+            findings.push(
+                path.key(keys::MOUNTS).key(claim),
+                format!("{mount:?} is not an absolute path"),
+            );
+        }
+    }
+}
+
+fn server(config: &Config, root: &FieldPath, findings: &mut Findings) {
+    let server = &config.server;
+    let path = root.key(keys::SERVER);
+    if server.body_limit == 0 {
+        findings.push(path.key(keys::BODY_LIMIT), "must be above 0".into());
+    }
+    let timeouts = [
+        (
+            keys::REQUEST_TIMEOUT_SECONDS,
+            server.request_timeout_seconds,
+        ),
+        (
+            keys::SHUTDOWN_TIMEOUT_SECONDS,
+            server.shutdown_timeout_seconds,
+        ),
+    ];
+    for (key, seconds) in timeouts {
+        if !(1..POD_GRACE_PERIOD_SECONDS).contains(&seconds) {
+            findings.push(
+                path.key(key),
+                format!(
+                    "{seconds} is outside 1..{POD_GRACE_PERIOD_SECONDS}: it must end before \
+                     the pod's termination grace period ({POD_GRACE_PERIOD_SECONDS} s by \
+                     default) runs out"
+                ),
+            );
+        }
+    }
+    if config.kubernetes.timeout_seconds == 0 {
+        findings.push(
+            root.key(keys::KUBERNETES).key(keys::TIMEOUT_SECONDS),
+            "must be above 0".into(),
+        );
+    }
+}
+
+/// How a rule got its name, for messages that tell the user what to change.
+enum NameSource {
+    Explicit,
+    Target(&'static str),
+}
+
+fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
+    let mut names: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+    for (index, rule) in config.repositories.iter().enumerate() {
+        let path = path.index(index);
+        repository(rule, &path, findings);
+        let (name, source) = match (&rule.name, &rule.pipeline, &rule.task) {
+            (Some(name), _, _) => (name, NameSource::Explicit),
+            (None, Some(pipeline), _) => (pipeline, NameSource::Target(keys::PIPELINE)),
+            (None, None, Some(task)) => (task, NameSource::Target(keys::TASK)),
+            (None, None, None) => continue,
+        };
+        let (name_path, hint) = match source {
+            NameSource::Explicit => (path.key(keys::NAME), String::new()),
+            NameSource::Target(key) => (
+                path.key(key),
+                format!(
+                    "; the rule name defaults to the {key} name, set `{}` to choose another",
+                    keys::NAME
+                ),
+            ),
+        };
+        if name.len() > MAX_RULE_NAME_LEN || !is_dns1123_label(name) {
+            findings.push(
+                name_path,
+                format!(
+                    "rule name {name:?} must be a DNS-1123 label of at most {MAX_RULE_NAME_LEN} \
+                     characters (lowercase letters, digits and '-'), as it becomes part of run \
+                     names{hint}"
+                ),
+            );
+            continue;
+        }
+        let defaulted = rule.name.is_none();
+        match names.get(name.as_str()) {
+            Some(&(first, first_defaulted)) => {
+                let advice = if defaulted || first_defaulted {
+                    format!(
+                        "; rules that run the same pipeline or task need explicit, distinct `{}`s",
+                        keys::NAME
+                    )
+                } else {
+                    String::new()
+                };
+                findings.push(
+                    name_path,
+                    format!(
+                        "rule name {name:?} is already used by {}{advice}",
+                        FieldPath::root().key(keys::REPOSITORIES).index(first)
+                    ),
+                );
+            }
+            None => {
+                names.insert(name, (index, defaulted));
+            }
+        }
+    }
+}
+
+fn repository(rule: &RepositoryRule, path: &FieldPath, findings: &mut Findings) {
+    if !looks_like_git_url(&rule.url) {
+        findings.push(
+            path.key(keys::URL),
+            format!(
+                "{:?} is not a git repository URL (https://host/owner/name, ssh://git@host/owner/name \
+                 or git@host:owner/name; `*` globs allowed)",
+                rule.url
+            ),
+        );
+    }
+    match (&rule.pipeline, &rule.task) {
+        (Some(_), Some(_)) => findings.push(
+            path.key(keys::TASK),
+            format!("set only one of `{}` and `{}`", keys::PIPELINE, keys::TASK),
+        ),
+        (None, None) => findings.push(
+            path.clone(),
+            format!(
+                "set `{}` (a PipelineRun) or `{}` (a TaskRun)",
+                keys::PIPELINE,
+                keys::TASK
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(namespace) = &rule.namespace
+        && !is_dns1123_label(namespace)
+    {
+        findings.push(path.key(keys::NAMESPACE), not_a_label(namespace));
+    }
+    if let Some(timeout) = &rule.timeout
+        && let Err(message) = parse_go_duration(timeout)
+    {
+        findings.push(path.key(keys::TIMEOUT), message);
+    }
+    for (name, binding) in &rule.workspaces {
+        workspace(binding, &path.key(keys::WORKSPACES).key(name), findings);
+    }
+}
+
+fn workspace(binding: &WorkspaceBinding, path: &FieldPath, findings: &mut Findings) {
+    let sources = [
+        binding.claim.is_some(),
+        binding.volume_claim_template.is_some(),
+        binding.empty_dir.is_some(),
+        binding.config_map.is_some(),
+        binding.secret.is_some(),
+    ];
+    if sources.iter().filter(|set| **set).count() != 1 {
+        findings.push(
+            path.clone(),
+            "set exactly one volume source: `claim`, `volumeClaimTemplate`, `emptyDir`, \
+             `configMap` or `secret`"
+                .into(),
+        );
+    }
+    if binding.archive && binding.claim.is_none() {
+        findings.push(
+            path.key(keys::ARCHIVE),
+            format!(
+                "only a `{}` workspace can be archived: other volumes are gone, or never held \
+                 run output, when the run finishes",
+                keys::CLAIM
+            ),
+        );
+    }
+}
+
+fn release(rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
+    let reference = &rule.helm_release;
+    let parts_ok = match reference.split_once('/') {
+        Some((namespace, name)) => is_dns1123_label(namespace) && is_dns1123_label(name),
+        None => is_dns1123_label(reference),
+    };
+    if !parts_ok {
+        findings.push(
+            path.key(keys::HELM_RELEASE),
+            format!(
+                "{reference:?} is not `name` or `namespace/name` with DNS-1123 labels \
+                 (lowercase letters, digits and '-')"
+            ),
+        );
+    }
+    match (&rule.image, &rule.chart) {
+        (Some(_), Some(_)) => findings.push(
+            path.key(keys::CHART),
+            format!("set only one of `{}` and `{}`", keys::IMAGE, keys::CHART),
+        ),
+        (None, None) => findings.push(
+            path.clone(),
+            format!(
+                "set `{}` (an image repository) or `{}` (a chart) to say what triggers the release",
+                keys::IMAGE,
+                keys::CHART
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(set) = &rule.set
+        && set.split('.').any(str::is_empty)
+    {
+        findings.push(
+            path.key(keys::SET),
+            format!("{set:?} is not a dotted values path such as `image.tag`"),
+        );
+    }
+}
+
+/// https, http, ssh and scp-like (`git@host:owner/name`) URLs; globs pass as ordinary characters.
+pub fn looks_like_git_url(url: &str) -> bool {
+    if url.is_empty() || url.chars().any(char::is_whitespace) {
+        return false;
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (host, repo) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+        return matches!(scheme, "https" | "http" | "ssh")
+            && !host.is_empty()
+            && !repo.trim_matches('/').is_empty();
+    }
+    let Some((user_host, repo)) = url.split_once(':') else {
+        return false;
+    };
+    let host = user_host
+        .rsplit_once('@')
+        .map_or(user_host, |(_, host)| host);
+    !host.is_empty() && !user_host.contains('/') && !repo.trim_matches('/').is_empty()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_urls() {
+        for ok in [
+            "https://github.com/org/repo",
+            "https://github.com/org/*",
+            "http://gitea.local:3000/org/repo.git",
+            "ssh://git@github.com/org/repo.git",
+            "git@github.com:org/repo.git",
+            "github.com:org/repo",
+        ] {
+            assert!(looks_like_git_url(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "github.com/org/repo",
+            "ftp://host/repo",
+            "https://",
+            "https://host",
+            "https://host/ x",
+            "git@github.com:",
+            "/srv/git/repo",
+        ] {
+            assert!(!looks_like_git_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "cicd", "team-1", &"a".repeat(63)] {
+            assert!(is_dns1123_label(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a-", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+    }
+}

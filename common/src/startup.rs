@@ -1,0 +1,75 @@
+//! What every function's `main` does before it serves: load and validate the config (exit 64
+//! when invalid, before any runtime work), set up tracing, and serve the function's routes inside
+//! the common scaffolding until SIGTERM.
+
+use crate::cloudevent::ReplySink;
+use crate::config::{self, Config, EX_USAGE, Env};
+use crate::server::{self, ServerState};
+use crate::telemetry;
+use axum::Router;
+use std::process::ExitCode;
+
+/// Knative's SinkBinding variable: when set, reply events are sent there.
+pub const K_SINK: &str = "K_SINK";
+
+/// The process environment, the validated config and the scaffolding state of one process.
+#[derive(Debug)]
+pub struct Startup {
+    /// The process environment, read once.
+    pub env: Env,
+    /// The validated config.
+    pub config: Config,
+    /// Metrics, readiness and server settings shared with the function.
+    pub server: ServerState,
+}
+
+impl Startup {
+    /// Reads the environment and the config (exiting with 64 on invalid config), and installs
+    /// the tracing subscriber.
+    pub fn from_process() -> Self {
+        let env = Env::from_process();
+        let config = config::load_or_exit(&env);
+        telemetry::init(env.get(telemetry::RUST_LOG), env.get(telemetry::LOG_FORMAT));
+        let server = ServerState::new(config.server.clone());
+        Startup {
+            env,
+            config,
+            server,
+        }
+    }
+
+    /// Where the config came from, for messages about it (`TEKFLUX_CONFIG`, or the default).
+    pub fn config_origin(&self) -> String {
+        match config::ConfigSource::from_env(&self.env) {
+            config::ConfigSource::File(path) => path.display().to_string(),
+            config::ConfigSource::FileIfPresent(path) if path.exists() => path.display().to_string(),
+            _ => config::EMBEDDED_ORIGIN.to_owned(),
+        }
+    }
+
+    /// Where replies go (`K_SINK`, or the HTTP response); an invalid `K_SINK` exits with 64.
+    pub fn reply_sink(&self) -> ReplySink {
+        match ReplySink::new(self.env.get_non_empty(K_SINK).map(str::to_owned)) {
+            Ok(sink) => sink,
+            Err(error) => {
+                eprintln!("tekflux: invalid configuration\n{error}");
+                std::process::exit(EX_USAGE)
+            }
+        }
+    }
+
+    /// Serves `routes` inside the common scaffolding (health, readiness, metrics, limits) until
+    /// SIGTERM or ctrl-c, or through AWS Lambda when its Runtime API is set.
+    pub async fn serve(self, routes: Router) -> ExitCode {
+        let settings = self.server.settings.clone();
+        let router = server::router(routes, self.server);
+        let env = self.env;
+        match server::run(router, &settings, |name| env.get(name).map(str::to_owned)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "server stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The production client constructors, against real servers on loopback.
+
+use std::error::Error as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::core::v1::ConfigMap;
+use tekflux_common::clients::{
+    ClientError, kube_client_from_config, kube_client_from_kubeconfig, s3_client_from_sdk_config,
+};
+use tekflux_common::config::{KubernetesSettings, Storage};
+use tekflux_testkit::s3::TestS3;
+use tokio::net::TcpListener;
+
+/// Far above the 1 s client timeout, only so a regression fails instead of hanging the suite.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+fn sdk_config(s3: &TestS3, endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(s3.credentials()))
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .build()
+}
+
+#[tokio::test]
+async fn s3_client_round_trips_through_a_signing_server() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    // The SDK-level endpoint is a dead port: only the config file's endpoint can make this work.
+    let sdk = sdk_config(&s3, "http://127.0.0.1:9", "eu-central-1");
+    let storage = Storage {
+        bucket: Some(bucket.clone()),
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".to_owned()),
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let client = s3_client_from_sdk_config(&sdk, &storage);
+
+    let config = client.config();
+    assert_eq!(config.region(), Some(&Region::new("us-east-1")));
+    assert_eq!(
+        config.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenRequired)
+    );
+    assert_eq!(
+        config.response_checksum_validation(),
+        Some(&ResponseChecksumValidation::WhenRequired)
+    );
+
+    client
+        .put_object()
+        .bucket(&bucket)
+        .key("runs/r1/manifest.json")
+        .body(ByteStream::from_static(br#"{"run":"r1"}"#))
+        .send()
+        .await
+        .expect("put through the production client");
+    let object = client
+        .get_object()
+        .bucket(&bucket)
+        .key("runs/r1/manifest.json")
+        .send()
+        .await
+        .expect("get through the production client");
+    let body = object.body.collect().await.expect("read body").into_bytes();
+    assert_eq!(body.as_ref(), br#"{"run":"r1"}"#);
+}
+
+#[tokio::test]
+async fn s3_client_keeps_the_sdk_endpoint_when_the_config_has_none() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let sdk = sdk_config(&s3, &s3.endpoint(), "us-east-1");
+    let storage = Storage {
+        endpoint: Some(String::new()),
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let client = s3_client_from_sdk_config(&sdk, &storage);
+
+    let listed = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list through the SDK-level endpoint");
+    assert!(listed.contents().is_empty());
+}
+
+/// A loopback "API server" that accepts connections and never answers.
+async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, task)
+}
+
+fn is_timeout(err: &kube::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(err);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+async fn get_bounded(client: kube::Client) -> kube::Error {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "cicd");
+    let outcome = tokio::time::timeout(HANG_GUARD, api.get("anything"))
+        .await
+        .expect("the client's own timeout must end the call");
+    outcome.expect_err("a server that never answers cannot succeed")
+}
+
+#[tokio::test]
+async fn kube_client_times_out_against_a_silent_server() {
+    let (url, server) = silent_server().await;
+    let config = kube::Config::new(url.parse().expect("cluster URL"));
+    let client = kube_client_from_config(config, &KubernetesSettings { timeout_seconds: 1 })
+        .expect("build the client");
+
+    let err = get_bounded(client).await;
+    assert!(is_timeout(&err), "expected a timeout, got {err:?}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn kube_client_from_kubeconfig_applies_the_timeout() {
+    let (url, server) = silent_server().await;
+    let mut kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        kubeconfig,
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {{ server: '{url}' }}
+users:
+- name: test
+  user: {{ token: not-a-secret }}
+contexts:
+- name: test
+  context: {{ cluster: test, user: test, namespace: cicd }}
+current-context: test
+"
+    )
+    .expect("write kubeconfig");
+
+    let client = kube_client_from_kubeconfig(
+        kubeconfig.path(),
+        &KubernetesSettings { timeout_seconds: 1 },
+    )
+    .await
+    .expect("build the client");
+    assert_eq!(client.default_namespace(), "cicd");
+
+    let err = get_bounded(client).await;
+    assert!(is_timeout(&err), "expected a timeout, got {err:?}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn kube_client_from_a_missing_kubeconfig_names_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent-kubeconfig");
+    let Err(err) = kube_client_from_kubeconfig(&path, &KubernetesSettings::default()).await else {
+        panic!("no file, no client");
+    };
+    assert!(matches!(err, ClientError::Kubeconfig { .. }), "{err:?}");
+    assert_eq!(err.kind(), "kubeconfig_invalid");
+    assert!(err.to_string().contains("absent-kubeconfig"), "{err}");
+    assert!(err.source().is_some());
+}

@@ -1,0 +1,755 @@
+//! The one config file, loaded the way the functions load it: from YAML text or a file, with the
+//! environment injected as a map.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+
+use std::time::Duration;
+
+use tekflux_common::config::{
+    Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, HelmReleaseApi, Location,
+    Secret, SecretSource,
+};
+
+const ORIGIN: &str = "tekflux.yaml";
+
+/// The shape from DESIGN.md, unchanged.
+const DESIGN_EXAMPLE: &str = r#"namespace: cicd
+providers:
+  github: { secret: env:GITHUB_WEBHOOK_SECRET }
+  gitlab: { token: file:/etc/tekflux/gitlab-token }
+storage:
+  bucket: tekton-workspaces
+  forcePathStyle: true                     # MinIO and most S3-compatible stores
+repositories:
+  - url: https://github.example.com/org/r3pf-backend
+    branches: [main, "release/*"]
+    paths: ["apis/apis-async/api-launcher/**"]
+    pipeline: api-pipeline                 # or `task:` for a TaskRun
+    params:
+      apicontext: apis/apis-async/api-launcher/
+      image: registry.example.com/api-launcher:{{ sha }}
+    workspaces:
+      shared-data: { claim: tekton-workspace, archive: true }
+releases:
+  - image: registry.example.com/api-launcher
+    helmRelease: cicd/api-launcher
+    set: image.tag
+"#;
+
+/// A small valid file that the rule tests break one line at a time.
+const BASE: &str = "\
+namespace: cicd
+repositories:
+  - url: https://github.com/org/app
+    pipeline: build
+";
+
+fn load(text: &str, env: &Env) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, ORIGIN, env)
+}
+
+fn error(text: &str, env: &Env) -> String {
+    match load(text, env) {
+        Ok(config) => panic!("loaded but should not have: {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Asserts that loading `text` fails with a problem at `line` about `path` whose message
+/// contains `words`.
+#[track_caller]
+fn fails_at(text: &str, line: usize, path: &str, words: &str) {
+    let message = error(text, &Env::new());
+    let wanted = format!("{ORIGIN}:{line}:");
+    let hit = message.lines().any(|problem| {
+        problem.starts_with(&wanted)
+            && problem.contains(&format!(": {path}: "))
+            && problem.contains(words)
+    });
+    assert!(
+        hit,
+        "no problem at line {line} about {path} saying {words:?} in:\n{message}"
+    );
+}
+
+fn design_env(dir: &tempfile::TempDir) -> (Env, String) {
+    let token = dir.path().join("gitlab-token");
+    std::fs::write(&token, "gl-token-value\n").unwrap();
+    let text = DESIGN_EXAMPLE.replace("/etc/tekflux/gitlab-token", token.to_str().unwrap());
+    (
+        Env::new().with("GITHUB_WEBHOOK_SECRET", "gh-secret-value"),
+        text,
+    )
+}
+
+#[test]
+fn design_example_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, text) = design_env(&dir);
+    let config = load(&text, &env).unwrap();
+
+    assert_eq!(config.namespace, "cicd");
+    let github = config.providers.github.as_ref().unwrap();
+    assert_eq!(github.secret.as_ref().unwrap().expose(), b"gh-secret-value");
+    let gitlab = config.providers.gitlab.as_ref().unwrap();
+    assert_eq!(gitlab.token.as_ref().unwrap().expose(), b"gl-token-value");
+    assert_eq!(config.storage.bucket.as_deref(), Some("tekton-workspaces"));
+    assert!(config.storage.force_path_style);
+
+    let rule = &config.repositories[0];
+    assert_eq!(rule.rule_name(), Some("api-pipeline"));
+    assert_eq!(rule.branches, ["main", "release/*"]);
+    assert_eq!(
+        rule.params["image"],
+        "registry.example.com/api-launcher:{{ sha }}"
+    );
+    let workspace = &rule.workspaces["shared-data"];
+    assert_eq!(workspace.claim.as_deref(), Some("tekton-workspace"));
+    assert!(workspace.archive);
+    assert_eq!(rule.concurrency, Concurrency::Allow);
+
+    let release = &config.releases[0];
+    assert_eq!(release.helm_release_ref("other"), ("cicd", "api-launcher"));
+    assert_eq!(release.set.as_deref(), Some("image.tag"));
+    assert_eq!(release.api, HelmReleaseApi::Flux);
+}
+
+#[test]
+fn example_file_loads() {
+    let text = include_str!("../../tekflux.example.yaml");
+    let env = Env::new()
+        .with("GITHUB_WEBHOOK_SECRET", "gh")
+        .with("GITLAB_WEBHOOK_TOKEN", "gl")
+        .with("GITEA_WEBHOOK_SECRET", "gt");
+    let config = load(text, &env).unwrap();
+    assert!(!config.repositories.is_empty());
+    assert!(!config.releases.is_empty());
+    assert!(
+        config
+            .repositories
+            .iter()
+            .any(|rule| rule.timeout_duration() == Some(Duration::from_secs(90 * 60)))
+    );
+}
+
+#[test]
+fn embedded_defaults_load_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = ConfigSource::FileIfPresent(dir.path().join("tekflux.yaml"));
+    let config = Config::load(&absent, &Env::new()).unwrap();
+    assert_eq!(config.namespace, "default");
+    assert_eq!(config.server.port, 8080);
+    assert_eq!(config.server.body_limit, 25 * 1024 * 1024);
+    assert!(config.repositories.is_empty());
+
+    let embedded = Config::load(&ConfigSource::Embedded, &Env::new()).unwrap();
+    assert_eq!(embedded.kubernetes.timeout_seconds, 10);
+}
+
+#[test]
+fn the_default_file_is_used_when_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tekflux.yaml");
+    std::fs::write(&path, BASE).unwrap();
+    let config = Config::load(&ConfigSource::FileIfPresent(path), &Env::new()).unwrap();
+    assert_eq!(config.namespace, "cicd");
+}
+
+#[test]
+fn source_comes_from_tekflux_config() {
+    assert_eq!(
+        ConfigSource::from_env(&Env::new()),
+        ConfigSource::FileIfPresent("tekflux.yaml".into())
+    );
+    assert_eq!(
+        ConfigSource::from_env(&Env::new().with("TEKFLUX_CONFIG", "/etc/tekflux/config.yaml")),
+        ConfigSource::File("/etc/tekflux/config.yaml".into())
+    );
+}
+
+#[test]
+fn a_named_file_that_is_missing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let env = Env::new().with("TEKFLUX_CONFIG", missing.to_str().unwrap());
+    let error = Config::load_from_env(&env).unwrap_err();
+    assert_eq!(error.kind(), "read");
+    assert!(error.to_string().contains("nope.yaml"), "{error}");
+}
+
+#[test]
+fn errors_in_a_file_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cm.yaml");
+    std::fs::write(&path, "namespace: cicd\nserver:\n  prot: 1\n").unwrap();
+    let error = Config::load(&ConfigSource::File(path.clone()), &Env::new()).unwrap_err();
+    let wanted = format!("{}:3:3: server.prot: unknown field `prot`", path.display());
+    assert!(error.to_string().starts_with(&wanted), "{error}");
+}
+
+#[test]
+fn unknown_keys_name_line_column_and_field() {
+    let text = "\
+namespace: cicd
+repositories:
+  - url: https://github.com/org/app
+    pipeline: build
+    branchs: [main]
+";
+    let error = load(text, &Env::new()).unwrap_err();
+    assert_eq!(error.kind(), "parse");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "tekflux.yaml:5:5: repositories[0].branchs: unknown field `branchs`, expected one of"
+        ),
+        "{message}"
+    );
+    assert_eq!(message.matches("line 5").count(), 0, "{message}");
+
+    fails_at(
+        "storage:\n  bucket: b\n  forcePath: true\n",
+        3,
+        "storage.forcePath",
+        "unknown field",
+    );
+    fails_at(
+        &format!("{BASE}    workspaces:\n      w: {{ claim: c, subpath: x }}\n"),
+        6,
+        "repositories[0].workspaces.w.subpath",
+        "unknown field",
+    );
+    fails_at("namespaces: cicd\n", 1, "namespaces", "unknown field");
+}
+
+#[test]
+fn wrong_types_and_syntax_name_the_line() {
+    fails_at(
+        "server:\n  port: eighty\n",
+        2,
+        "server.port",
+        "invalid type",
+    );
+    fails_at("server:\n  port: 70000\n", 2, "server.port", "u16");
+    fails_at(
+        &format!("{BASE}    concurrency: cancel\n"),
+        5,
+        "repositories[0].concurrency",
+        "unknown variant `cancel`",
+    );
+    let message = error("namespace: cicd\nrepositories:\n  - url: [x\n", &Env::new());
+    assert!(message.starts_with("tekflux.yaml:"), "{message}");
+}
+
+#[test]
+fn partial_server_settings_keep_their_other_defaults() {
+    let config = load("server:\n  port: 9000\n", &Env::new()).unwrap();
+    assert_eq!(config.server.port, 9000);
+    assert_eq!(config.server.request_timeout_seconds, 25);
+    let config = load("kubernetes: {}\n", &Env::new()).unwrap();
+    assert_eq!(config.kubernetes.timeout_seconds, 10);
+}
+
+#[test]
+fn namespaces_are_dns_labels() {
+    fails_at("namespace: CI_CD\n", 1, "namespace", "not a DNS-1123 label");
+    fails_at(
+        &format!("{BASE}    namespace: team.a\n"),
+        5,
+        "repositories[0].namespace",
+        "not a DNS-1123 label",
+    );
+}
+
+#[test]
+fn a_rule_runs_exactly_one_of_pipeline_and_task() {
+    fails_at(
+        &format!("{BASE}    task: lint\n"),
+        5,
+        "repositories[0].task",
+        "only one of `pipeline` and `task`",
+    );
+    fails_at(
+        "repositories:\n  - url: https://github.com/org/app\n    branches: [main]\n",
+        2,
+        "repositories[0]",
+        "set `pipeline`",
+    );
+}
+
+#[test]
+fn urls_look_like_git_urls() {
+    fails_at(
+        "repositories:\n  - pipeline: build\n    url: github.com/org/app\n",
+        3,
+        "repositories[0].url",
+        "not a git repository URL",
+    );
+    fails_at(
+        "repositories:\n  - pipeline: build\n    url: \"\"\n",
+        3,
+        "repositories[0].url",
+        "not a git repository URL",
+    );
+    let globs = "repositories:\n  - url: git@github.com:org/*\n    pipeline: build\n";
+    load(globs, &Env::new()).unwrap();
+}
+
+#[test]
+fn rule_names_are_short_dns_labels() {
+    fails_at(
+        &format!("{BASE}    name: Build_All\n"),
+        5,
+        "repositories[0].name",
+        "DNS-1123 label of at most 30",
+    );
+    let long = "a".repeat(31);
+    fails_at(
+        &format!("repositories:\n  - url: https://h/o/r\n    task: {long}\n"),
+        3,
+        "repositories[0].task",
+        "defaults to the task name, set `name`",
+    );
+}
+
+#[test]
+fn rule_names_are_unique() {
+    let text = "\
+repositories:
+  - url: https://github.com/org/a
+    pipeline: build
+  - url: https://github.com/org/b
+    pipeline: build
+";
+    fails_at(
+        text,
+        5,
+        "repositories[1].pipeline",
+        "already used by repositories[0]; rules that run the same pipeline or task need explicit",
+    );
+    let explicit = "\
+repositories:
+  - url: https://github.com/org/a
+    name: a
+    pipeline: build
+  - url: https://github.com/org/b
+    name: a
+    task: lint
+";
+    fails_at(
+        explicit,
+        6,
+        "repositories[1].name",
+        "already used by repositories[0]",
+    );
+    let named = "\
+repositories:
+  - url: https://github.com/org/a
+    name: build-a
+    pipeline: build
+  - url: https://github.com/org/b
+    name: build-b
+    pipeline: build
+";
+    load(named, &Env::new()).unwrap();
+}
+
+#[test]
+fn workspaces_have_one_volume_source_and_archive_only_claims() {
+    fails_at(
+        &format!("{BASE}    workspaces:\n      w:\n        claim: c\n        emptyDir: {{}}\n"),
+        7,
+        "repositories[0].workspaces.w",
+        "exactly one volume source",
+    );
+    fails_at(
+        &format!("{BASE}    workspaces:\n      w: {{}}\n"),
+        6,
+        "repositories[0].workspaces.w",
+        "exactly one volume source",
+    );
+    fails_at(
+        &format!(
+            "{BASE}    workspaces:\n      w:\n        volumeClaimTemplate: {{ storage: 1Gi }}\n        archive: true\n"
+        ),
+        8,
+        "repositories[0].workspaces.w.archive",
+        "only a `claim` workspace",
+    );
+}
+
+#[test]
+fn timeouts_are_go_durations() {
+    fails_at(
+        &format!("{BASE}    timeout: 1 hour\n"),
+        5,
+        "repositories[0].timeout",
+        "not a Go duration",
+    );
+    let config = load(&format!("{BASE}    timeout: 1h30m\n"), &Env::new()).unwrap();
+    assert_eq!(
+        config.repositories[0].timeout_duration(),
+        Some(Duration::from_secs(5400))
+    );
+    let config = load(&format!("{BASE}    timeout: \"0\"\n"), &Env::new()).unwrap();
+    assert_eq!(
+        config.repositories[0].timeout_duration(),
+        Some(Duration::ZERO)
+    );
+}
+
+#[test]
+fn release_rules() {
+    fails_at(
+        "releases:\n  - image: r/app\n    helmRelease: cicd/App\n",
+        3,
+        "releases[0].helmRelease",
+        "not `name` or `namespace/name`",
+    );
+    fails_at(
+        "releases:\n  - image: r/app\n    chart: app\n    helmRelease: app\n",
+        3,
+        "releases[0].chart",
+        "only one of `image` and `chart`",
+    );
+    fails_at(
+        "releases:\n  - helmRelease: app\n",
+        2,
+        "releases[0]",
+        "set `image`",
+    );
+    fails_at(
+        "releases:\n  - image: r/app\n    helmRelease: app\n    set: image..tag\n",
+        4,
+        "releases[0].set",
+        "dotted values path",
+    );
+    let config = load(
+        "releases:\n  - chart: app\n    helmRelease: app\n    api: helmOperator\n",
+        &Env::new(),
+    )
+    .unwrap();
+    assert_eq!(config.releases[0].helm_release_ref("cicd"), ("cicd", "app"));
+    assert_eq!(config.releases[0].api, HelmReleaseApi::HelmOperator);
+}
+
+#[test]
+fn storage_limits() {
+    fails_at(
+        "storage:\n  bucket: b\n  compressionLevel: 23\n",
+        3,
+        "storage.compressionLevel",
+        "not a zstd level",
+    );
+    fails_at(
+        "storage:\n  partSizeMib: 4\n",
+        2,
+        "storage.partSizeMib",
+        "5..=5120",
+    );
+    fails_at(
+        "storage:\n  mounts:\n    tekton-workspace: workspaces/\n",
+        3,
+        "storage.mounts.tekton-workspace",
+        "not an absolute path",
+    );
+    fails_at(
+        "storage:\n  endpoint: minio:9000\n",
+        2,
+        "storage.endpoint",
+        "not an http(s) URL",
+    );
+}
+
+#[test]
+fn server_limits() {
+    fails_at(
+        "server:\n  bodyLimit: 0\n",
+        2,
+        "server.bodyLimit",
+        "above 0",
+    );
+    fails_at(
+        "server:\n  requestTimeoutSeconds: 30\n",
+        2,
+        "server.requestTimeoutSeconds",
+        "grace period",
+    );
+    fails_at(
+        "server:\n  port: 8080\n  shutdownTimeoutSeconds: 0\n",
+        3,
+        "server.shutdownTimeoutSeconds",
+        "outside 1..30",
+    );
+    fails_at(
+        "kubernetes:\n  timeoutSeconds: 0\n",
+        2,
+        "kubernetes.timeoutSeconds",
+        "above 0",
+    );
+}
+
+#[test]
+fn providers_use_their_own_credential_key() {
+    let env = Env::new().with("S", "x");
+    let message = error("providers:\n  gitlab:\n    secret: env:S\n", &env);
+    assert!(
+        message.contains("tekflux.yaml:3:13: providers.gitlab.secret: gitlab authenticates")
+            && message.contains("use `token`"),
+        "{message}"
+    );
+    let message = error("providers:\n  github:\n    token: env:S\n", &env);
+    assert!(
+        message.contains("tekflux.yaml:3:12: providers.github.token:")
+            && message.contains("use `secret`"),
+        "{message}"
+    );
+    fails_at(
+        "providers:\n  bitbucket: {}\n",
+        2,
+        "providers.bitbucket",
+        "`insecure: true`",
+    );
+    let config = load("providers:\n  gitea: { insecure: true }\n", &Env::new()).unwrap();
+    assert!(config.providers.gitea.unwrap().insecure);
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = "\
+namespace: Bad
+repositories:
+  - url: nope
+    pipeline: build
+    task: build
+";
+    let error = load(text, &Env::new()).unwrap_err();
+    let lines: Vec<usize> = error
+        .problems()
+        .iter()
+        .map(|problem| match &problem.location {
+            Location::File { line, .. } => *line,
+            Location::Env { variable } => panic!("unexpected env problem {variable}"),
+        })
+        .collect();
+    assert_eq!(lines, [1, 3, 5], "{error}");
+}
+
+#[test]
+fn secrets_resolve_from_env_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-file\r\n").unwrap();
+    let text = format!(
+        "providers:\n  github: {{ secret: env:GH }}\n  gitlab:\n    token: file:{}\n",
+        file.display()
+    );
+    let config = load(&text, &Env::new().with("GH", "from-env")).unwrap();
+    let github = config
+        .providers
+        .github
+        .as_ref()
+        .unwrap()
+        .secret
+        .as_ref()
+        .unwrap();
+    assert_eq!(github.expose(), b"from-env");
+    assert_eq!(github.source(), &SecretSource::Env("GH".into()));
+    let gitlab = config
+        .providers
+        .gitlab
+        .as_ref()
+        .unwrap()
+        .token
+        .as_ref()
+        .unwrap();
+    assert_eq!(gitlab.expose(), b"from-file");
+}
+
+#[test]
+fn missing_secrets_fail_without_printing_values() {
+    let env = Env::new().with("UNRELATED", "do-not-print");
+    let message = error("providers:\n  github:\n    secret: env:GH_HOOK\n", &env);
+    assert!(
+        message.contains("tekflux.yaml:3:13: providers.github.secret:")
+            && message.contains("GH_HOOK is not set"),
+        "{message}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent");
+    let message = error(
+        &format!(
+            "providers:\n  gitea:\n    secret: file:{}\n",
+            missing.display()
+        ),
+        &env,
+    );
+    assert!(
+        message.contains("providers.gitea.secret:") && message.contains("cannot read secret file"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(!message.contains("do-not-print"));
+}
+
+#[test]
+fn literal_secrets_are_refused_without_echoing_them() {
+    let message = error(
+        "providers:\n  github:\n    secret: hunter2-webhook-secret\n",
+        &Env::new(),
+    );
+    assert!(
+        message.starts_with("tekflux.yaml:3:5: providers.github.secret:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("env:NAME") && message.contains("file:/path"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn debug_of_a_loaded_config_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, text) = design_env(&dir);
+    let env = env.with("TEKFLUX_BITBUCKET_SECRET", "bb-secret-value");
+    let config = load(&text, &env).unwrap();
+    let debug = format!("{config:?}");
+    for value in ["gh-secret-value", "gl-token-value", "bb-secret-value"] {
+        assert!(!debug.contains(value), "{value} in {debug}");
+    }
+    assert!(
+        debug.contains("Secret(env:GITHUB_WEBHOOK_SECRET)"),
+        "{debug}"
+    );
+    assert!(
+        debug.contains("Secret(env:TEKFLUX_BITBUCKET_SECRET)"),
+        "{debug}"
+    );
+    assert_eq!(
+        format!("{:?}", Secret::literal("test", "xyz")),
+        "Secret(literal:test)"
+    );
+}
+
+#[test]
+fn env_overrides_apply_after_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("gl");
+    std::fs::write(&secret_file, "gl-file\n").unwrap();
+    let env = Env::new()
+        .with("PORT", "9090")
+        .with("TEKFLUX_NAMESPACE", "builds")
+        .with("TEKFLUX_BODY_LIMIT", "1024")
+        .with("TEKFLUX_REQUEST_TIMEOUT_SECONDS", "15")
+        .with("TEKFLUX_SHUTDOWN_TIMEOUT_SECONDS", "12")
+        .with("TEKFLUX_KUBE_TIMEOUT_SECONDS", "3")
+        .with("TEKFLUX_S3_BUCKET", "archives")
+        .with("TEKFLUX_S3_PREFIX", "tekflux/")
+        .with("TEKFLUX_S3_ENDPOINT", "http://minio.minio:9000")
+        .with("TEKFLUX_S3_REGION", "eu-west-1")
+        .with("TEKFLUX_S3_FORCE_PATH_STYLE", "1")
+        .with("TEKFLUX_S3_COMPRESSION_LEVEL", "19")
+        .with("TEKFLUX_S3_PART_SIZE_MIB", "64")
+        .with("TEKFLUX_S3_CLEANUP", "TRUE")
+        .with("TEKFLUX_GITHUB_SECRET", "gh-literal")
+        .with("TEKFLUX_GITLAB_TOKEN_FILE", secret_file.to_str().unwrap())
+        .with("TEKFLUX_GITEA_SECRET", "");
+    let config = load(
+        &format!("{BASE}server:\n  port: 8081\nstorage:\n  bucket: from-file\n"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.server.port, 9090);
+    assert_eq!(config.namespace, "builds");
+    assert_eq!(config.server.body_limit, 1024);
+    assert_eq!(config.server.request_timeout_seconds, 15);
+    assert_eq!(config.server.shutdown_timeout_seconds, 12);
+    assert_eq!(config.kubernetes.timeout_seconds, 3);
+    let storage = &config.storage;
+    assert_eq!(storage.bucket.as_deref(), Some("archives"));
+    assert_eq!(storage.prefix, "tekflux/");
+    assert_eq!(storage.endpoint.as_deref(), Some("http://minio.minio:9000"));
+    assert_eq!(storage.region.as_deref(), Some("eu-west-1"));
+    assert!(storage.force_path_style);
+    assert_eq!(storage.compression_level, Some(19));
+    assert_eq!(storage.part_size_mib, Some(64));
+    assert!(storage.cleanup);
+    let github = config.providers.github.as_ref().unwrap();
+    assert_eq!(github.secret.as_ref().unwrap().expose(), b"gh-literal");
+    let gitlab = config.providers.gitlab.as_ref().unwrap();
+    assert_eq!(gitlab.token.as_ref().unwrap().expose(), b"gl-file");
+    // Empty means unset.
+    assert!(config.providers.gitea.is_none());
+}
+
+#[test]
+fn bad_overrides_name_the_variable() {
+    let cases = [
+        ("PORT", "http", "PORT"),
+        ("TEKFLUX_S3_FORCE_PATH_STYLE", "yes", "true, false, 1, 0"),
+        ("TEKFLUX_S3_PART_SIZE_MIB", "-1", "TEKFLUX_S3_PART_SIZE_MIB"),
+        ("TEKFLUX_BODY_LIMIT", "25MiB", "TEKFLUX_BODY_LIMIT"),
+        // Values that parse but break a rule name the variable, not a line of the file.
+        (
+            "TEKFLUX_NAMESPACE",
+            "Builds",
+            "namespace: \"Builds\" is not a DNS-1123",
+        ),
+        (
+            "TEKFLUX_S3_COMPRESSION_LEVEL",
+            "40",
+            "storage.compressionLevel",
+        ),
+        ("TEKFLUX_REQUEST_TIMEOUT_SECONDS", "60", "grace period"),
+        (
+            "TEKFLUX_GITLAB_SECRET",
+            "x",
+            "use TEKFLUX_GITLAB_TOKEN or TEKFLUX_GITLAB_TOKEN_FILE",
+        ),
+        ("TEKFLUX_GITHUB_TOKEN", "x", "TEKFLUX_GITHUB_SECRET"),
+    ];
+    for (variable, value, words) in cases {
+        let message = error(BASE, &Env::new().with(variable, value));
+        assert!(
+            message.starts_with(&format!("environment variable {variable}: ")),
+            "{variable}: {message}"
+        );
+        assert!(message.contains(words), "{variable}: {message}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent");
+    let env = Env::new().with("TEKFLUX_GITHUB_SECRET_FILE", missing.to_str().unwrap());
+    let message = error(BASE, &env);
+    assert!(
+        message.starts_with(
+            "environment variable TEKFLUX_GITHUB_SECRET_FILE: providers.github.secret: cannot read"
+        ),
+        "{message}"
+    );
+
+    let env = Env::new()
+        .with("TEKFLUX_GITHUB_SECRET", "x")
+        .with("TEKFLUX_GITHUB_SECRET_FILE", "/x");
+    assert!(error(BASE, &env).contains("only one of TEKFLUX_GITHUB_SECRET and"));
+}
+
+#[test]
+fn secret_values_from_overrides_never_appear_in_errors() {
+    let env = Env::new()
+        .with("TEKFLUX_GITHUB_SECRET", "gh-literal-value")
+        .with("TEKFLUX_NAMESPACE", "Bad");
+    let message = error(BASE, &env);
+    assert!(!message.contains("gh-literal-value"), "{message}");
+}
+
+#[test]
+fn exit_code_is_ex_usage() {
+    assert_eq!(EX_USAGE, 64);
+}

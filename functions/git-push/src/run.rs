@@ -1,0 +1,540 @@
+//! Building the Tekton `tekton.dev/v1` PipelineRun or TaskRun that a matched rule starts.
+//!
+//! Pure functions: rule + push in, JSON object out; the handler creates it.
+//!
+//! # Names
+//! A run is named `<rule>-<hash>`: the rule name (as a DNS-1123 label, cut to 50 characters) and
+//! the first 12 hex digits of SHA-256 over the provider, the delivery id, the rule name, the rule's
+//! repository URL and the ref, each length-prefixed. The same delivery of the same ref therefore
+//! always yields the same name, so a redelivery hits `AlreadyExists` instead of starting a second
+//! run, and different deliveries (or the several refs of one Bitbucket push) get different names.
+//! Names never contain ref, path or delivery text, so hostile strings cannot reach them.
+//!
+//! # Labels and annotations
+//! Labels (values sanitised to the label syntax, cut to 63 characters with a hash suffix when
+//! longer, dropped when nothing is left): `app.kubernetes.io/managed-by: tekflux`,
+//! `tekflux.dev/rule`, `tekflux.dev/provider`, `tekflux.dev/repo` (`owner-name`),
+//! `tekflux.dev/ref-kind` (`branch`, `tag`, `other`), `tekflux.dev/branch` or `tekflux.dev/tag`,
+//! `tekflux.dev/sha`, and the rule's own `labels`. Annotations carry the exact values:
+//! `tekflux.dev/delivery-id`, `tekflux.dev/repo-url`, `tekflux.dev/ref`, `tekflux.dev/sha`,
+//! `tekflux.dev/pusher`, `tekflux.dev/version` (when known) and, when the rule archives
+//! workspaces, `tekflux.dev/archive-workspaces`.
+//!
+//! # Archived workspaces
+//! `tekflux.dev/archive-workspaces` is a JSON list of `{"workspace", "claim", "subPath"}`, one per
+//! `archive: true` claim binding; run-complete reads it to find the directory (`subPath` inside
+//! PVC `claim`) to archive. Each run on a claim writes under its own `subPath`, the run name, so
+//! parallel runs on one claim do not collide.
+//!
+//! # Superseding
+//! For `concurrency: supersede`, the handler lists the rule's runs with [`supersede_selector`],
+//! keeps those for which [`is_superseded`] holds, and merge-patches each with [`cancel_patch`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::push::{Push, RefKind};
+use crate::routing::{CompiledRule, Target, Volume};
+use crate::template::{Values, split_repo_url};
+
+/// Label on every object tekflux creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label naming the rule that created a run.
+pub const RULE_LABEL: &str = "tekflux.dev/rule";
+/// Label naming the provider.
+pub const PROVIDER_LABEL: &str = "tekflux.dev/provider";
+/// Label with the sanitised `owner-name` of the repository.
+pub const REPO_LABEL: &str = "tekflux.dev/repo";
+/// Label with `branch`, `tag` or `other`.
+pub const REF_KIND_LABEL: &str = "tekflux.dev/ref-kind";
+/// Label with the sanitised branch name.
+pub const BRANCH_LABEL: &str = "tekflux.dev/branch";
+/// Label with the sanitised tag name.
+pub const TAG_LABEL: &str = "tekflux.dev/tag";
+/// Label and annotation with the commit sha.
+pub const SHA_KEY: &str = "tekflux.dev/sha";
+/// Annotation with the delivery id.
+pub const DELIVERY_ANNOTATION: &str = "tekflux.dev/delivery-id";
+/// Annotation with the canonical repository URL.
+pub const REPO_URL_ANNOTATION: &str = "tekflux.dev/repo-url";
+/// Annotation with the full ref.
+pub const REF_ANNOTATION: &str = "tekflux.dev/ref";
+/// Annotation with the pusher.
+pub const PUSHER_ANNOTATION: &str = "tekflux.dev/pusher";
+/// Annotation with the tekflux version that built the run.
+pub const VERSION_ANNOTATION: &str = "tekflux.dev/version";
+/// Annotation with the JSON list of workspaces run-complete archives.
+pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+
+const RESERVED_PREFIX: &str = "tekflux.dev/";
+const HASH_HEX: usize = 12;
+const NAME_PREFIX_MAX: usize = 63 - 1 - HASH_HEX;
+
+/// What the builder needs beyond the rule and the push.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    /// Namespace for rules that name none (the config's top-level `namespace`).
+    pub namespace: String,
+    /// tekflux version, recorded in an annotation when set.
+    pub version: Option<String>,
+}
+
+/// The two kinds of run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A `PipelineRun`.
+    PipelineRun,
+    /// A `TaskRun`.
+    TaskRun,
+}
+
+impl RunKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::PipelineRun => "PipelineRun",
+            RunKind::TaskRun => "TaskRun",
+        }
+    }
+
+    /// The resource's plural (`pipelineruns`, `taskruns`), for API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RunKind::PipelineRun => "pipelineruns",
+            RunKind::TaskRun => "taskruns",
+        }
+    }
+
+    /// The kind a rule creates.
+    pub fn of(rule: &CompiledRule) -> RunKind {
+        match rule.target {
+            Target::Pipeline(_) => RunKind::PipelineRun,
+            Target::Task(_) => RunKind::TaskRun,
+        }
+    }
+}
+
+/// Why a run could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// Neither the rule nor the context names a namespace.
+    #[error("rule {rule:?} has no namespace and no default namespace is configured")]
+    NoNamespace {
+        /// Rule name.
+        rule: String,
+    },
+    /// The push deleted its ref, so there is no commit to run on.
+    #[error("ref {git_ref:?} was deleted; there is nothing to run")]
+    RefDeleted {
+        /// The deleted ref.
+        git_ref: String,
+    },
+}
+
+impl BuildError {
+    /// Short stable name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BuildError::NoNamespace { .. } => "no_namespace",
+            BuildError::RefDeleted { .. } => "ref_deleted",
+        }
+    }
+}
+
+/// The deterministic run name for this rule and push (see the module docs).
+pub fn run_name(rule: &CompiledRule, push: &Push) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        push.provider.as_str(),
+        push.delivery_id.as_str(),
+        rule.name.as_str(),
+        rule.url.as_str(),
+        push.git_ref.as_str(),
+    ] {
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let hash = hex::encode(hasher.finalize());
+    let prefix = dns_label_prefix(&rule.name, NAME_PREFIX_MAX);
+    if prefix.is_empty() {
+        format!("run-{}", &hash[..HASH_HEX])
+    } else {
+        format!("{prefix}-{}", &hash[..HASH_HEX])
+    }
+}
+
+/// Builds the PipelineRun or TaskRun for `rule` and `push`.
+pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<Value, BuildError> {
+    if push.deleted {
+        return Err(BuildError::RefDeleted {
+            git_ref: push.git_ref.clone(),
+        });
+    }
+    let namespace = rule
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&ctx.namespace);
+    if namespace.is_empty() {
+        return Err(BuildError::NoNamespace {
+            rule: rule.name.clone(),
+        });
+    }
+    let name = run_name(rule, push);
+    let values = Values::new(push, &name, namespace);
+    let kind = RunKind::of(rule);
+
+    let params: Vec<Value> = rule
+        .params
+        .iter()
+        .map(|(param, template)| json!({"name": param, "value": template.render(&values)}))
+        .collect();
+    let workspaces: Vec<Value> = rule
+        .workspaces
+        .iter()
+        .map(|(workspace, volume)| workspace_binding(workspace, volume, &name))
+        .collect();
+
+    let mut spec = Map::new();
+    match &rule.target {
+        Target::Pipeline(pipeline) => {
+            spec.insert("pipelineRef".into(), json!({ "name": pipeline }));
+        }
+        Target::Task(task) => {
+            spec.insert("taskRef".into(), json!({ "name": task }));
+        }
+    }
+    if !params.is_empty() {
+        spec.insert("params".into(), Value::Array(params));
+    }
+    if !workspaces.is_empty() {
+        spec.insert("workspaces".into(), Value::Array(workspaces));
+    }
+    if let Some(sa) = &rule.service_account {
+        match kind {
+            RunKind::PipelineRun => {
+                spec.insert(
+                    "taskRunTemplate".into(),
+                    json!({ "serviceAccountName": sa }),
+                );
+            }
+            RunKind::TaskRun => {
+                spec.insert("serviceAccountName".into(), json!(sa));
+            }
+        }
+    }
+    if let Some(timeout) = &rule.timeout {
+        match kind {
+            RunKind::PipelineRun => {
+                spec.insert("timeouts".into(), json!({ "pipeline": timeout }));
+            }
+            RunKind::TaskRun => {
+                spec.insert("timeout".into(), json!(timeout));
+            }
+        }
+    }
+
+    Ok(json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": kind.as_str(),
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": run_labels(rule, push),
+            "annotations": annotations(rule, push, ctx, &name),
+        },
+        "spec": spec,
+    }))
+}
+
+fn workspace_binding(workspace: &str, volume: &Volume, run_name: &str) -> Value {
+    match volume {
+        Volume::Claim { claim, .. } => json!({
+            "name": workspace,
+            "persistentVolumeClaim": { "claimName": claim },
+            "subPath": run_name,
+        }),
+        Volume::VolumeClaimTemplate {
+            storage,
+            access_modes,
+            storage_class_name,
+        } => {
+            let mut spec = json!({
+                "accessModes": access_modes,
+                "resources": { "requests": { "storage": storage } },
+            });
+            if let Some(class) = storage_class_name {
+                spec["storageClassName"] = json!(class);
+            }
+            json!({ "name": workspace, "volumeClaimTemplate": { "spec": spec } })
+        }
+        Volume::EmptyDir { medium, size_limit } => {
+            let mut empty_dir = Map::new();
+            if let Some(medium) = medium {
+                empty_dir.insert("medium".into(), json!(medium));
+            }
+            if let Some(limit) = size_limit {
+                empty_dir.insert("sizeLimit".into(), json!(limit));
+            }
+            json!({ "name": workspace, "emptyDir": empty_dir })
+        }
+        Volume::ConfigMap(config_map) => {
+            json!({ "name": workspace, "configMap": { "name": config_map } })
+        }
+        Volume::Secret(secret) => {
+            json!({ "name": workspace, "secret": { "secretName": secret } })
+        }
+    }
+}
+
+/// The labels of the run for `rule` and `push`: the rule's own, then tekflux's (which win).
+pub fn run_labels(rule: &CompiledRule, push: &Push) -> BTreeMap<String, String> {
+    let mut labels = rule.labels.clone();
+    let (owner, name) = split_repo_url(&push.repo_url);
+    let repo = if owner.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{}-{name}", owner.replace('/', "-"))
+    };
+    let (ref_kind, ref_label) = match &push.ref_kind {
+        RefKind::Branch(b) => ("branch", Some((BRANCH_LABEL, b))),
+        RefKind::Tag(t) => ("tag", Some((TAG_LABEL, t))),
+        RefKind::Other(_) => ("other", None),
+    };
+    let mut put = |key: &str, value: &str| {
+        let value = sanitize_label_value(value);
+        if !value.is_empty() {
+            labels.insert(key.to_owned(), value);
+        }
+    };
+    put(MANAGED_BY_LABEL, "tekflux");
+    put(RULE_LABEL, &rule.name);
+    put(PROVIDER_LABEL, push.provider.as_str());
+    put(REPO_LABEL, &repo);
+    put(REF_KIND_LABEL, ref_kind);
+    if let Some((key, value)) = ref_label {
+        put(key, value);
+    }
+    put(SHA_KEY, &push.after);
+    labels
+}
+
+fn annotations(rule: &CompiledRule, push: &Push, ctx: &RunContext, run_name: &str) -> Value {
+    let mut annotations = Map::new();
+    annotations.insert(DELIVERY_ANNOTATION.into(), json!(push.delivery_id));
+    annotations.insert(REPO_URL_ANNOTATION.into(), json!(push.repo_url));
+    annotations.insert(REF_ANNOTATION.into(), json!(push.git_ref));
+    annotations.insert(SHA_KEY.into(), json!(push.after));
+    annotations.insert(PUSHER_ANNOTATION.into(), json!(push.pusher));
+    if let Some(version) = &ctx.version {
+        annotations.insert(VERSION_ANNOTATION.into(), json!(version));
+    }
+    let archived: Vec<Value> = rule
+        .workspaces
+        .iter()
+        .filter_map(|(workspace, volume)| match volume {
+            Volume::Claim {
+                claim,
+                archive: true,
+            } => Some(json!({"workspace": workspace, "claim": claim, "subPath": run_name})),
+            _ => None,
+        })
+        .collect();
+    if !archived.is_empty() {
+        annotations.insert(
+            ARCHIVE_ANNOTATION.into(),
+            json!(Value::Array(archived).to_string()),
+        );
+    }
+    Value::Object(annotations)
+}
+
+/// Label selector for the runs a new push of `push` supersedes under `rule`: same rule,
+/// repository, and branch (or tag). Labels are sanitised, so check candidates with
+/// [`is_superseded`] before cancelling.
+pub fn supersede_selector(rule: &CompiledRule, push: &Push) -> String {
+    let labels = run_labels(rule, push);
+    [
+        MANAGED_BY_LABEL,
+        RULE_LABEL,
+        PROVIDER_LABEL,
+        REPO_LABEL,
+        REF_KIND_LABEL,
+        BRANCH_LABEL,
+        TAG_LABEL,
+    ]
+    .into_iter()
+    .filter_map(|key| labels.get(key).map(|value| format!("{key}={value}")))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// Whether `candidate`, a run listed with [`supersede_selector`], should be cancelled in favour of
+/// the run `new_run` just created for `push`: it is for exactly the same repository and ref
+/// (annotations, not the sanitised labels), is not `new_run` itself, was created strictly before
+/// it (so a late delivery of an older push cannot cancel a newer run), has not finished and is not
+/// already cancelled.
+pub fn is_superseded(candidate: &Value, new_run: &Value, push: &Push) -> bool {
+    let meta = &candidate["metadata"];
+    let annotation = |key: &str| meta["annotations"][key].as_str();
+    if annotation(REPO_URL_ANNOTATION) != Some(push.repo_url.as_str())
+        || annotation(REF_ANNOTATION) != Some(push.git_ref.as_str())
+        || meta["name"] == new_run["metadata"]["name"]
+    {
+        return false;
+    }
+    match (
+        meta["creationTimestamp"].as_str(),
+        new_run["metadata"]["creationTimestamp"].as_str(),
+    ) {
+        // RFC 3339 UTC timestamps as Kubernetes writes them order lexicographically.
+        (Some(old), Some(new)) if old < new => {}
+        _ => return false,
+    }
+    if candidate["spec"]["status"].is_string() {
+        return false;
+    }
+    let finished = candidate["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Succeeded" && c["status"] != "Unknown");
+    !finished
+}
+
+/// JSON merge patch that cancels a run of `kind`.
+pub fn cancel_patch(kind: RunKind) -> Value {
+    let status = match kind {
+        RunKind::PipelineRun => "Cancelled",
+        RunKind::TaskRun => "TaskRunCancelled",
+    };
+    json!({ "spec": { "status": status } })
+}
+
+/// `value` as a label value: characters outside `[A-Za-z0-9._-]` become `-`, leading and trailing
+/// non-alphanumerics are dropped, and values longer than 63 characters are cut and given a hash
+/// suffix so distinct long values stay distinct. Empty when nothing is left.
+pub fn sanitize_label_value(value: &str) -> String {
+    let replaced: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = replaced.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.len() <= 63 {
+        return trimmed.to_owned();
+    }
+    let hash = hex::encode(Sha256::digest(value.as_bytes()));
+    let head = trimmed[..63 - 9].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{head}-{}", &hash[..8])
+}
+
+/// Lowercase DNS-1123 label text from `value`, at most `max` characters, possibly empty.
+fn dns_label_prefix(value: &str, max: usize) -> String {
+    let replaced: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = replaced.trim_matches('-');
+    let cut = &trimmed[..trimmed.len().min(max)];
+    cut.trim_end_matches('-').to_owned()
+}
+
+/// A valid label value: empty, or at most 63 of `[A-Za-z0-9._-]` starting and ending
+/// alphanumeric.
+pub fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// A valid label key: an optional DNS-1123 subdomain prefix and `/`, then a non-empty name with
+/// the value syntax.
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix
+        .is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label));
+    prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+/// Keys tekflux sets itself, which rules may not set.
+pub fn is_reserved_label(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL
+}
+
+/// A DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns1123_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A rule name: at most 63 of `[a-z0-9.-]`, starting and ending alphanumeric, so it is a valid
+/// label value and Pipeline or Task names (DNS-1123 subdomains) can serve as rule names.
+pub fn is_rule_name(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 63 && value.split('.').all(is_dns1123_label)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_sanitised() {
+        assert_eq!(sanitize_label_value("feature/x"), "feature-x");
+        assert_eq!(sanitize_label_value("/-ü-"), "");
+        assert_eq!(sanitize_label_value("$(rm -rf /)"), "rm--rf");
+        let long = "a".repeat(100);
+        let cut = sanitize_label_value(&long);
+        assert_eq!(cut.len(), 63);
+        assert!(is_label_value(&cut));
+        assert_ne!(cut, sanitize_label_value(&"a".repeat(101)));
+    }
+
+    #[test]
+    fn label_keys() {
+        assert!(is_label_key("team"));
+        assert!(is_label_key("example.com/team"));
+        assert!(!is_label_key("/team"));
+        assert!(!is_label_key("Example_com/team"));
+        assert!(!is_label_key("a/b/c"));
+    }
+
+    #[test]
+    fn cancel_patches() {
+        assert_eq!(
+            cancel_patch(RunKind::PipelineRun),
+            json!({"spec": {"status": "Cancelled"}})
+        );
+        assert_eq!(
+            cancel_patch(RunKind::TaskRun),
+            json!({"spec": {"status": "TaskRunCancelled"}})
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Webhook authentication, checked on the raw body bytes before anything is parsed.
+//!
+//! | provider        | header                                          | value                     |
+//! |-----------------|-------------------------------------------------|---------------------------|
+//! | GitHub (+GHES)  | `X-Hub-Signature-256`                           | `sha256=` + hex HMAC-SHA256 |
+//! | Gitea           | `X-Gitea-Signature`                             | hex HMAC-SHA256           |
+//! | Forgejo         | `X-Forgejo-Signature`, else `X-Gitea-Signature` | hex HMAC-SHA256           |
+//! | Bitbucket Cloud | `X-Hub-Signature`                               | `sha256=` + hex HMAC-SHA256 |
+//! | GitLab          | `X-Gitlab-Token`                                | the configured token      |
+//!
+//! GitHub's SHA-1 `X-Hub-Signature` is not accepted: SHA-256 has been sent next to it since 2020.
+//! Every comparison is constant-time: HMACs through `Mac::verify_slice`, GitLab's token by
+//! comparing SHA-256 digests of both sides, so neither its content nor its length leaks through
+//! timing. A malformed header gets the same answer as a wrong one.
+//!
+//! A provider without a secret rejects every webhook unless its settings say `insecure: true`.
+//! When a secret is configured it is always checked, `insecure` or not.
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tekflux_common::config::Providers;
+
+use crate::error::WebhookError;
+use crate::push::Provider;
+
+/// GitHub's SHA-256 signature header.
+pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+/// Bitbucket Cloud's signature header (SHA-256 despite the name).
+pub const BITBUCKET_SIGNATURE: &str = "x-hub-signature";
+/// Gitea's signature header, also sent by Forgejo.
+pub const GITEA_SIGNATURE: &str = "x-gitea-signature";
+/// Forgejo's own signature header.
+pub const FORGEJO_SIGNATURE: &str = "x-forgejo-signature";
+/// GitLab's shared-secret header.
+pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+
+/// Checks that `body` was sent by `provider` with the configured `secret` (GitLab: token).
+///
+/// `secret` is `None` (or empty) when none is configured: then the webhook is accepted only
+/// when `insecure` is true.
+pub fn verify(
+    provider: Provider,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: Option<&[u8]>,
+    insecure: bool,
+) -> Result<(), WebhookError> {
+    let secret = match secret {
+        Some(secret) if !secret.is_empty() => secret,
+        _ if insecure => return Ok(()),
+        _ => return Err(WebhookError::NoSecret { provider }),
+    };
+    match provider {
+        Provider::Github => check_hmac(provider, headers, &[GITHUB_SIGNATURE], true, body, secret),
+        Provider::Bitbucket => check_hmac(
+            provider,
+            headers,
+            &[BITBUCKET_SIGNATURE],
+            true,
+            body,
+            secret,
+        ),
+        Provider::Gitea => check_hmac(provider, headers, &[GITEA_SIGNATURE], false, body, secret),
+        Provider::Forgejo => check_hmac(
+            provider,
+            headers,
+            &[FORGEJO_SIGNATURE, GITEA_SIGNATURE],
+            false,
+            body,
+            secret,
+        ),
+        Provider::Gitlab => check_token(headers, secret),
+    }
+}
+
+/// Verifies with `provider`'s entry of the config file's `providers` (absent: no secret).
+///
+/// GitLab uses `token` (falling back to `secret`), the others `secret`. Forgejo reads only its
+/// own `forgejo` entry, never Gitea's: the two are configured separately.
+pub fn verify_with(
+    provider: Provider,
+    providers: &Providers,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), WebhookError> {
+    let settings = match provider {
+        Provider::Github => providers.github.as_ref(),
+        Provider::Gitlab => providers.gitlab.as_ref(),
+        Provider::Gitea => providers.gitea.as_ref(),
+        Provider::Forgejo => providers.forgejo.as_ref(),
+        Provider::Bitbucket => providers.bitbucket.as_ref(),
+    };
+    let Some(settings) = settings else {
+        return verify(provider, headers, body, None, false);
+    };
+    let configured = match provider {
+        Provider::Gitlab => settings.token.as_ref().or(settings.secret.as_ref()),
+        _ => settings.secret.as_ref(),
+    };
+    verify(
+        provider,
+        headers,
+        body,
+        configured.map(|s| s.expose()),
+        settings.insecure,
+    )
+}
+
+/// The header `provider`'s signature or token is read from (the first one, for Forgejo).
+pub fn signature_header(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Github => GITHUB_SIGNATURE,
+        Provider::Bitbucket => BITBUCKET_SIGNATURE,
+        Provider::Gitea => GITEA_SIGNATURE,
+        Provider::Forgejo => FORGEJO_SIGNATURE,
+        Provider::Gitlab => GITLAB_TOKEN,
+    }
+}
+
+/// Computes the hex HMAC-SHA256 of `body`, as providers send it (without any `sha256=` prefix).
+/// Used by tests and by the CLI that replays webhooks.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mut mac) => {
+            mac.update(body);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn check_hmac(
+    provider: Provider,
+    headers: &HeaderMap,
+    names: &[&'static str],
+    prefixed: bool,
+    body: &[u8],
+    secret: &[u8],
+) -> Result<(), WebhookError> {
+    let Some((header, value)) = names
+        .iter()
+        .find_map(|name| headers.get(*name).map(|v| (*name, v)))
+    else {
+        return Err(WebhookError::MissingSignature {
+            provider,
+            header: display_name(names[0]),
+        });
+    };
+    let bad = WebhookError::BadSignature {
+        provider,
+        header: display_name(header),
+    };
+    let value = value.to_str().map_err(|_| bad.clone())?.trim();
+    let hex_digest = if prefixed {
+        value.strip_prefix("sha256=").ok_or_else(|| bad.clone())?
+    } else {
+        value
+    };
+    let expected = hex::decode(hex_digest).map_err(|_| bad.clone())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| bad.clone())?;
+    mac.update(body);
+    mac.verify_slice(&expected).map_err(|_| bad)
+}
+
+/// The header's name as the providers' docs spell it, for messages.
+fn display_name(header: &'static str) -> &'static str {
+    match header {
+        GITHUB_SIGNATURE => "X-Hub-Signature-256",
+        BITBUCKET_SIGNATURE => "X-Hub-Signature",
+        GITEA_SIGNATURE => "X-Gitea-Signature",
+        FORGEJO_SIGNATURE => "X-Forgejo-Signature",
+        GITLAB_TOKEN => "X-Gitlab-Token",
+        other => other,
+    }
+}
+
+fn check_token(headers: &HeaderMap, token: &[u8]) -> Result<(), WebhookError> {
+    let Some(value) = headers.get(GITLAB_TOKEN) else {
+        return Err(WebhookError::MissingSignature {
+            provider: Provider::Gitlab,
+            header: display_name(GITLAB_TOKEN),
+        });
+    };
+    let given = Sha256::digest(value.as_bytes());
+    let expected = Sha256::digest(token);
+    if bool::from(given.ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(WebhookError::BadSignature {
+            provider: Provider::Gitlab,
+            header: display_name(GITLAB_TOKEN),
+        })
+    }
+}

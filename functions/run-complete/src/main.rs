@@ -1,0 +1,12 @@
+//! The run-complete function on its own: one Knative Service, plain server or AWS Lambda function.
+
+use std::process::ExitCode;
+use tekflux_common::startup::Startup;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let startup = Startup::from_process();
+    let routes = tekflux_run_complete::routes_from_startup(&startup).await;
+    startup.server.readiness.set_ready();
+    startup.serve(routes).await
+}
