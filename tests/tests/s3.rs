@@ -170,7 +170,7 @@ async fn abort_multipart_leaves_nothing(s3: &TestS3) {
         .expect("list parts");
     assert_eq!(parts.parts().len(), 1);
     if let Some(uploads) = listed_uploads(s3, &bucket).await {
-        assert_eq!(uploads, [upload_id.clone()]);
+        assert_eq!(uploads, std::slice::from_ref(&upload_id));
     }
 
     client

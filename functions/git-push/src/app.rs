@@ -29,7 +29,7 @@ use tekflux_common::cloudevent::{
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::{Error, Result};
-use tracing::Instrument;
+use tekflux_common::server::fields;
 
 use crate::providers::{self, Webhook};
 use crate::push::{Provider, Push};
@@ -239,35 +239,37 @@ async fn handle_webhook(
         return Err(error.into());
     }
     metrics.verified.inc(&[provider.as_str()]);
-    let delivery = providers::delivery_id(provider, headers).unwrap_or_default();
-    let span = tracing::info_span!("webhook", provider = provider.as_str(), delivery_id = %delivery);
-    async move {
-        let webhook = providers::parse(provider, headers, body).inspect_err(|error| {
-            metrics.rejected.inc(&[provider.as_str(), error.kind()]);
-        })?;
-        match webhook {
-            Webhook::Ping(ping) => Ok((
-                StatusCode::OK,
-                Json(json!({
-                    "ping": "pong",
-                    "provider": provider.as_str(),
-                    "hookId": ping.hook_id,
-                    "repository": ping.repo_url,
-                })),
-            )
-                .into_response()),
-            Webhook::Ignored { event, reason } => {
-                metrics.ignored.inc(&["event"]);
-                Ok((StatusCode::OK, Json(json!({ "ignored": event, "reason": reason }))).into_response())
-            }
-            Webhook::Pushes(pushes) => {
-                let summary = process(state, &pushes, dry_run).await?;
-                Ok((StatusCode::OK, Json(summary)).into_response())
-            }
+    let webhook = providers::parse(provider, headers, body).inspect_err(|error| {
+        metrics.rejected.inc(&[provider.as_str(), error.kind()]);
+    })?;
+    match webhook {
+        Webhook::Ping(ping) => Ok((
+            StatusCode::OK,
+            Json(json!({
+                "ping": "pong",
+                "provider": provider.as_str(),
+                "hookId": ping.hook_id,
+                "repository": ping.repo_url,
+            })),
+        )
+            .into_response()),
+        Webhook::Ignored { event, reason } => {
+            metrics.ignored.inc(&["event"]);
+            Ok((StatusCode::OK, Json(json!({ "ignored": event, "reason": reason }))).into_response())
+        }
+        Webhook::Pushes(pushes) => {
+            record_delivery(&pushes);
+            let summary = process(state, &pushes, dry_run).await?;
+            Ok((StatusCode::OK, Json(summary)).into_response())
         }
     }
-    .instrument(span)
-    .await
+}
+
+/// Puts the delivery id on the request span, so every log line of the request carries it.
+fn record_delivery(pushes: &[Push]) {
+    if let Some(push) = pushes.first() {
+        tracing::Span::current().record(fields::DELIVERY_ID, push.delivery_id.as_str());
+    }
 }
 
 async fn receive_event(
@@ -276,8 +278,11 @@ async fn receive_event(
     headers: HeaderMap,
     incoming: IncomingEvent,
 ) -> Result<Response> {
-    let span = incoming.span();
-    async move {
+    let span = tracing::Span::current();
+    span.record(fields::CE_ID, incoming.event.id());
+    span.record(fields::CE_TYPE, incoming.event.ty());
+    span.record(fields::CE_SOURCE, incoming.event.source().as_str());
+    {
         let metrics = &state.inner.metrics;
         let provider_label = push_provider_label(incoming.event.ty());
         metrics.received.inc(&[provider_label]);
@@ -294,6 +299,7 @@ async fn receive_event(
                 return Ok(no_reply(StatusCode::OK, json!({ "ignored": event, "reason": reason })));
             }
         };
+        record_delivery(&pushes);
         let summary = process(&state, &pushes, wants_dry_run(&query, &headers)).await?;
         match (summary.runs.first(), pushes.first()) {
             (Some(first), Some(push)) if !summary.dry_run => {
@@ -303,8 +309,6 @@ async fn receive_event(
             _ => Ok(no_reply(StatusCode::OK, serde_json::to_value(&summary).unwrap_or_default())),
         }
     }
-    .instrument(span)
-    .await
 }
 
 /// The provider label for a push CloudEvent, from its type (bounded set, for metrics).

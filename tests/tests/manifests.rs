@@ -1,0 +1,116 @@
+//! The Knative manifests in `knative/` are valid against the upstream CRD schemas, and every
+//! Trigger routes a type that its subscriber actually accepts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tekflux_testkit::crd::CrdSchemas;
+
+fn knative_base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../knative/base")
+}
+
+/// Every YAML document of every manifest file named by the kustomization's `resources`.
+fn documents() -> Vec<(String, Value)> {
+    let base = knative_base();
+    let kustomization: Value =
+        serde_norway::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut documents = Vec::new();
+    for resource in kustomization["resources"].as_array().unwrap() {
+        let file = resource.as_str().unwrap();
+        let text = std::fs::read_to_string(base.join(file)).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document).unwrap();
+            if !value.is_null() {
+                documents.push((file.to_owned(), value));
+            }
+        }
+    }
+    documents
+}
+
+#[test]
+fn knative_manifests_are_valid_against_the_upstream_schemas() {
+    let schemas = CrdSchemas::from_corpus();
+    let documents = documents();
+    let mut checked = 0;
+    for (file, object) in &documents {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        if api_version.starts_with("serving.knative.dev")
+            || api_version.starts_with("eventing.knative.dev")
+        {
+            checked += 1;
+            if let Err(errors) = schemas.validate(object) {
+                panic!(
+                    "{file}: {} {}: {errors:?}",
+                    object["kind"], object["metadata"]["name"]
+                );
+            }
+        }
+    }
+    // 3 Services, 1 Broker, 10 Triggers.
+    assert_eq!(checked, 14, "every Knative object is checked");
+}
+
+#[test]
+fn every_trigger_routes_a_type_its_subscriber_accepts() {
+    let accepted = |service: &str, ty: &str| -> bool {
+        match service {
+            "git-push" => {
+                ty == tekflux_git_push::providers::normalized::EVENT_TYPE
+                    || ty.starts_with(tekflux_git_push::providers::knative::GITHUB_PREFIX)
+                    || ty.starts_with(tekflux_git_push::providers::knative::GITLAB_PREFIX)
+            }
+            "run-complete" => tekflux_run_complete::TERMINAL_TYPES.contains(&ty),
+            "release-changed" => tekflux_release_changed::ACCEPTED_TYPES.contains(&ty),
+            other => panic!("Trigger subscribes unknown service {other}"),
+        }
+    };
+    let triggers: Vec<Value> = documents()
+        .into_iter()
+        .map(|(_, object)| object)
+        .filter(|object| object["kind"] == "Trigger")
+        .collect();
+    assert!(!triggers.is_empty());
+    for trigger in &triggers {
+        let ty = trigger["spec"]["filter"]["attributes"]["type"]
+            .as_str()
+            .unwrap();
+        let service = trigger["spec"]["subscriber"]["ref"]["name"]
+            .as_str()
+            .unwrap();
+        assert_eq!(trigger["spec"]["broker"], "tekflux");
+        assert!(
+            accepted(service, ty),
+            "Trigger {} sends {ty} to {service}, which does not take it",
+            trigger["metadata"]["name"]
+        );
+    }
+    // Every terminal Tekton type reaches run-complete.
+    for ty in tekflux_run_complete::TERMINAL_TYPES {
+        assert!(
+            triggers
+                .iter()
+                .any(|t| t["spec"]["filter"]["attributes"]["type"] == ty),
+            "no Trigger for {ty}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_cluster_config_loads() {
+    use tekflux_common::config::{Config, Env};
+    let text = std::fs::read_to_string(knative_base().join("tekflux.yaml")).unwrap();
+    let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
+    let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
+    assert_eq!(config.namespace, "cicd");
+    assert_eq!(config.repositories.len(), 1);
+    // And git-push accepts its rules (globs, templates).
+    tekflux_git_push::RoutingTable::compile(&config).unwrap();
+    // Without the secret the config is refused, naming the variable.
+    let error = Config::from_yaml(&text, "knative/base/tekflux.yaml", &Env::new()).unwrap_err();
+    assert!(error.to_string().contains("GITHUB_WEBHOOK_SECRET"), "{error}");
+}
