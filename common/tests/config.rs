@@ -313,26 +313,37 @@ fn rule_names_are_short_dns_labels() {
 }
 
 #[test]
-fn rule_names_are_unique() {
-    let text = "\
+fn rule_names_are_unique_per_repository() {
+    // Different repositories may share a rule name: onboarding ten repositories that all run
+    // the `build` pipeline stays one short rule each.
+    let shared = "\
 repositories:
   - url: https://github.com/org/a
     pipeline: build
   - url: https://github.com/org/b
     pipeline: build
 ";
+    load(shared, &Env::new()).unwrap();
+    let text = "\
+repositories:
+  - url: https://github.com/org/a
+    pipeline: build
+  - url: https://github.com/org/a.git
+    pipeline: build
+    branches: [release/*]
+";
     fails_at(
         text,
         5,
         "repositories[1].pipeline",
-        "already used by repositories[0]; rules that run the same pipeline or task need explicit",
+        "already used for this repository by repositories[0]; rules of one repository that run the same pipeline or task need",
     );
     let explicit = "\
 repositories:
   - url: https://github.com/org/a
     name: a
     pipeline: build
-  - url: https://github.com/org/b
+  - url: https://github.com/org/a
     name: a
     task: lint
 ";
@@ -340,7 +351,7 @@ repositories:
         explicit,
         6,
         "repositories[1].name",
-        "already used by repositories[0]",
+        "already used for this repository by repositories[0]",
     );
     let named = "\
 repositories:
@@ -470,7 +481,7 @@ fn server_limits() {
         "above 0",
     );
     fails_at(
-        "server:\n  requestTimeoutSeconds: 30\n",
+        "server:\n  requestTimeoutSeconds: 3601\n",
         2,
         "server.requestTimeoutSeconds",
         "grace period",
@@ -479,7 +490,7 @@ fn server_limits() {
         "server:\n  port: 8080\n  shutdownTimeoutSeconds: 0\n",
         3,
         "server.shutdownTimeoutSeconds",
-        "outside 1..30",
+        "outside 1..=3600",
     );
     fails_at(
         "kubernetes:\n  timeoutSeconds: 0\n",
@@ -706,7 +717,7 @@ fn bad_overrides_name_the_variable() {
             "40",
             "storage.compressionLevel",
         ),
-        ("TEKFLUX_REQUEST_TIMEOUT_SECONDS", "60", "grace period"),
+        ("TEKFLUX_REQUEST_TIMEOUT_SECONDS", "3601", "grace period"),
         (
             "TEKFLUX_GITLAB_SECRET",
             "x",

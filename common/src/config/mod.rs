@@ -24,7 +24,7 @@ pub use env::Env;
 pub use model::*;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
-    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, PART_SIZE_MIB, POD_GRACE_PERIOD_SECONDS,
+    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, PART_SIZE_MIB, MAX_TIMEOUT_SECONDS,
     is_dns1123_label, looks_like_git_url,
 };
 

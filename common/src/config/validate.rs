@@ -14,9 +14,10 @@ use super::model::{Config, ProviderSettings, ReleaseRule, RepositoryRule, Worksp
 /// Longest rule name: it becomes part of run names, which Kubernetes caps at 63 characters,
 /// and the rest is taken by the delivery-derived suffix.
 pub const MAX_RULE_NAME_LEN: usize = 30;
-/// Kubernetes' default `terminationGracePeriodSeconds`: request and drain timeouts must end
-/// before the kubelet's SIGKILL, or in-flight work is cut off without an answer.
-pub const POD_GRACE_PERIOD_SECONDS: u64 = 30;
+/// Longest request or drain timeout. Knative sets a revision's `terminationGracePeriodSeconds`
+/// to its `timeoutSeconds` (300 s by default, at most `max-revision-timeout-seconds`), so both
+/// timeouts must stay below what the Service sets; this bound only catches nonsense values.
+pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
 /// zstd's compression levels.
 pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 /// S3's multipart limits: parts of at least 5 MiB (except the last) and at most 5 GiB.
@@ -207,13 +208,12 @@ fn server(config: &Config, root: &FieldPath, findings: &mut Findings) {
         ),
     ];
     for (key, seconds) in timeouts {
-        if !(1..POD_GRACE_PERIOD_SECONDS).contains(&seconds) {
+        if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
             findings.push(
                 path.key(key),
                 format!(
-                    "{seconds} is outside 1..{POD_GRACE_PERIOD_SECONDS}: it must end before \
-                     the pod's termination grace period ({POD_GRACE_PERIOD_SECONDS} s by \
-                     default) runs out"
+                    "{seconds} is outside 1..={MAX_TIMEOUT_SECONDS}; keep it below the pod's \
+                     termination grace period (Knative: the Service's timeoutSeconds)"
                 ),
             );
         }
@@ -233,7 +233,9 @@ enum NameSource {
 }
 
 fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
-    let mut names: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+    // Names need only be unique per repository: run names hash the rule's URL too, so ten
+    // repositories can each have a rule named after their shared `build` pipeline.
+    let mut names: BTreeMap<(&str, String), (usize, bool)> = BTreeMap::new();
     for (index, rule) in config.repositories.iter().enumerate() {
         let path = path.index(index);
         repository(rule, &path, findings);
@@ -265,11 +267,13 @@ fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
             continue;
         }
         let defaulted = rule.name.is_none();
-        match names.get(name.as_str()) {
+        let repository = rough_repository_key(&rule.url);
+        match names.get(&(name.as_str(), repository.clone())) {
             Some(&(first, first_defaulted)) => {
                 let advice = if defaulted || first_defaulted {
                     format!(
-                        "; rules that run the same pipeline or task need explicit, distinct `{}`s",
+                        "; rules of one repository that run the same pipeline or task need \
+                         explicit, distinct `{}`s",
                         keys::NAME
                     )
                 } else {
@@ -278,16 +282,23 @@ fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
                 findings.push(
                     name_path,
                     format!(
-                        "rule name {name:?} is already used by {}{advice}",
+                        "rule name {name:?} is already used for this repository by {}{advice}",
                         FieldPath::root().key(keys::REPOSITORIES).index(first)
                     ),
                 );
             }
             None => {
-                names.insert(name, (index, defaulted));
+                names.insert((name, repository), (index, defaulted));
             }
         }
     }
+}
+
+/// The same repository written with or without `.git`, a trailing slash or other letter case
+/// gives one key; git-push's routing compares canonical URLs exactly at its own start.
+fn rough_repository_key(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/').to_ascii_lowercase();
+    url.strip_suffix(".git").map(str::to_owned).unwrap_or(url)
 }
 
 fn repository(rule: &RepositoryRule, path: &FieldPath, findings: &mut Findings) {
