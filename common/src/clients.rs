@@ -93,6 +93,9 @@ pub fn kube_client_from_config(
     config.write_timeout = Some(timeout);
     // Otherwise the time a pooled connection sat idle counts against the next response's timeout.
     config.reset_reader_on_write = true;
+    // kube would retry 429/503/504 itself, up to 15 times, while the sender waits; answering
+    // 429/503 at once lets Knative's (or the provider's) own backoff retry the whole delivery.
+    config.default_retry = false;
     install_crypto_provider();
     kube::Client::try_from(config).map_err(ClientError::Kube)
 }
