@@ -16,7 +16,11 @@ use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
 
 #[derive(Debug, Parser)]
-#[command(name = "tekflux", version, about = "Event-driven CI/CD glue for Tekton, Knative and Flux")]
+#[command(
+    name = "tekflux",
+    version,
+    about = "Event-driven CI/CD glue for Tekton, Knative and Flux"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,7 +102,12 @@ fn main() -> ExitCode {
             event,
             event_name,
             delivery,
-        } => match render(provider.into(), &event, event_name.as_deref(), delivery.as_deref()) {
+        } => match render(
+            provider.into(),
+            &event,
+            event_name.as_deref(),
+            delivery.as_deref(),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("tekflux render: {error:#}");
@@ -154,7 +163,9 @@ fn render(
     let body = std::fs::read(event).with_context(|| format!("cannot read {}", event.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let rendered = runtime
-        .block_on(tekflux_git_push::render(config, provider, event_name, delivery, &body))
+        .block_on(tekflux_git_push::render(
+            config, provider, event_name, delivery, &body,
+        ))
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     println!("{}", serde_json::to_string_pretty(&rendered)?);
     Ok(())

@@ -1,0 +1,247 @@
+//! The `tekflux` binary as users run it: config errors exit 64 before anything starts, `serve`
+//! answers the README's requests and stops cleanly on SIGTERM, `render` works offline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const SECRET: &str = "dev-secret";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tekflux() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tekflux"));
+    // Only what each test sets: no KUBECONFIG, TEKFLUX_* or AWS_* from the developer's shell.
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.current_dir(repo_root());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("tekflux runs")
+}
+
+#[test]
+fn invalid_config_exits_64_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tekflux.yaml");
+    std::fs::write(
+        &config,
+        "namespace: cicd\nrepositories:\n  - url: https://github.com/acme/shop\n    branchs: [main]\n    pipeline: build\n",
+    )
+    .unwrap();
+    for args in [&["check-config"][..], &["serve"][..]] {
+        let output = run(tekflux().args(args).env("TEKFLUX_CONFIG", &config));
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("tekflux.yaml:4:5: repositories[0].branchs: unknown field"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_secret_exits_64_without_printing_values() {
+    let output = run(tekflux()
+        .arg("check-config")
+        .env("TEKFLUX_CONFIG", "examples/quickstart.yaml"));
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GITHUB_WEBHOOK_SECRET"), "{stderr}");
+}
+
+#[test]
+fn check_config_accepts_the_examples() {
+    let output = run(tekflux()
+        .arg("check-config")
+        .env("TEKFLUX_CONFIG", "examples/quickstart.yaml")
+        .env("GITHUB_WEBHOOK_SECRET", SECRET));
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 repository rules"));
+}
+
+#[test]
+fn render_shows_the_run_a_push_would_create() {
+    let output = run(tekflux()
+        .args([
+            "render",
+            "--provider",
+            "github",
+            "--event",
+            "examples/github-push.json",
+        ])
+        .env("TEKFLUX_CONFIG", "examples/quickstart.yaml")
+        .env("GITHUB_WEBHOOK_SECRET", SECRET));
+    assert!(output.status.success(), "{output:?}");
+    let rendered: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rendered["runs"][0]["kind"], "PipelineRun");
+    assert_eq!(
+        rendered["runs"][0]["object"]["spec"]["pipelineRef"]["name"],
+        "build-and-push"
+    );
+    assert_eq!(rendered["ignored"][0]["rule"], "docs");
+}
+
+/// A served `tekflux`, stopped with SIGTERM when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    fn start(config: Option<&str>) -> Served {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = tekflux();
+        command
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("GITHUB_WEBHOOK_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        match config {
+            Some(config) => command.env("TEKFLUX_CONFIG", config),
+            // An empty directory: no ./tekflux.yaml, so the embedded defaults apply.
+            None => command.current_dir(std::env::temp_dir()),
+        };
+        let child = command.spawn().unwrap();
+        let served = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        served.wait_ready();
+        served
+    }
+
+    fn wait_ready(&self) {
+        let client = reqwest::blocking::Client::new();
+        for _ in 0..200 {
+            if let Ok(answer) = client.get(format!("{}/readyz", self.base)).send()
+                && answer.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tekflux did not become ready");
+    }
+
+    fn terminate(&mut self) -> (Option<i32>, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        // Logs go to stdout, as container runtimes expect.
+        let mut logs = String::new();
+        if let Some(mut pipe) = self.child.stdout.take() {
+            pipe.read_to_string(&mut logs).unwrap();
+        }
+        (exit.code(), logs)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_on_embedded_defaults_answers_health_metrics_and_stops_on_sigterm() {
+    let mut served = Served::start(None);
+    let client = reqwest::blocking::Client::new();
+    let health = client
+        .get(format!("{}/healthz", served.base))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // Tekton's non-terminal events are acknowledged by run-complete.
+    let ack = client
+        .post(format!("{}/run-complete", served.base))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-type", "dev.tekton.event.taskrun.started.v1")
+        .header("ce-source", "/apis/tekton.dev/v1/namespaces/cicd/TaskRun/t")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(ack.status(), 200);
+    // No secret configured for GitHub in the defaults: webhooks are refused.
+    let refused = client
+        .post(format!("{}/git-push/webhooks/github", served.base))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "1")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let metrics = client
+        .get(format!("{}/metrics", served.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "tekflux_git_push_rejected_total{provider=\"github\",reason=\"no_secret\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    let (code, logs) = served.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("SIGTERM"), "{logs}");
+}
+
+#[test]
+fn readme_signed_webhook_dry_run_works_without_a_cluster() {
+    let served = Served::start(Some("examples/quickstart.yaml"));
+    let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
+    let signature = format!(
+        "sha256={}",
+        tekflux_git_push::signature::sign(SECRET.as_bytes(), &body)
+    );
+    let client = reqwest::blocking::Client::new();
+    let send = |url: &str, signature: &str| {
+        client
+            .post(format!("{}{url}", served.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "d-1")
+            .header("x-hub-signature-256", signature)
+            .body(body.clone())
+            .send()
+            .unwrap()
+    };
+    let answer = send("/git-push/webhooks/github?dryRun=true", &signature);
+    assert_eq!(answer.status(), 200);
+    let summary: serde_json::Value = answer.json().unwrap();
+    assert_eq!(summary["dryRun"], true);
+    assert_eq!(
+        summary["runs"][0]["name"].as_str().unwrap().len(),
+        "build-and-push-".len() + 12
+    );
+    // Without a cluster a real delivery is refused with 503, so the provider retries later.
+    assert_eq!(send("/git-push/webhooks/github", &signature).status(), 503);
+    // A wrong signature is refused before anything else.
+    assert_eq!(
+        send("/git-push/webhooks/github?dryRun=true", "sha256=00").status(),
+        401
+    );
+}
