@@ -1,0 +1,68 @@
+//! run-complete's answers to Tekton's events until archiving lands: non-terminal events are
+//! acknowledged, terminal ones are kept for retry (503), others refused.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+
+async fn send(event_type: &str) -> (StatusCode, serde_json::Value) {
+    let request = Request::post("/")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "0b1c7a0e-6f1f-4b3a-9d52-3a1b2c3d4e5f")
+        .header("ce-type", event_type)
+        .header(
+            "ce-source",
+            "/apis/tekton.dev/v1beta1/namespaces/cicd/TaskRun/build-1",
+        )
+        .header("ce-subject", "build-1")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"taskRun":{"metadata":{"name":"build-1"}}}"#))
+        .unwrap();
+    let response = tekflux_run_complete::app(tekflux_run_complete::AppState::default())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn non_terminal_tekton_events_are_acknowledged_and_ignored() {
+    for ty in [
+        "dev.tekton.event.taskrun.started.v1",
+        "dev.tekton.event.taskrun.running.v1",
+        "dev.tekton.event.pipelinerun.queued.v1",
+        "dev.tekton.event.pipelinerun.unknown.v1",
+    ] {
+        let (status, body) = send(ty).await;
+        assert_eq!(status, StatusCode::OK, "{ty}");
+        assert_eq!(body["ignored"], ty);
+    }
+}
+
+#[tokio::test]
+async fn terminal_events_are_kept_for_retry_until_archiving_exists() {
+    for ty in tekflux_run_complete::TERMINAL_TYPES {
+        let (status, body) = send(ty).await;
+        // 503 is retried by the Broker and then dead-lettered: the event is not lost.
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ty}");
+        assert_eq!(body["error"], "unavailable");
+    }
+}
+
+#[tokio::test]
+async fn other_event_types_are_refused_without_retry() {
+    let (status, body) = send("dev.knative.source.github.push").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("dev.tekton.event")
+    );
+}
