@@ -476,10 +476,14 @@ impl Schema {
                         json_type(value)
                     ),
                 ));
+                return;
             }
-            return;
+            // A string still has to match the field's `pattern` (quantities, durations).
+            if !value.is_string() {
+                return;
+            }
         }
-        if let Some(ty) = self.ty {
+        if let Some(ty) = self.ty.filter(|_| !self.int_or_string) {
             let ok = match ty {
                 Type::Object => value.is_object(),
                 Type::Array => value.is_array(),

@@ -407,3 +407,26 @@ fn corpus_rule() {
     assert!(result.is_err(), "a set but unreadable corpus must panic");
     assert!(corpus::corpus_file("schemas/tekton-300-taskrun.yaml").is_file());
 }
+
+#[test]
+fn int_or_string_strings_must_match_the_pattern() {
+    let schemas = CrdSchemas::from_corpus();
+    let mut run = serde_json::json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": { "name": "quantity", "namespace": "cicd" },
+        "spec": {
+            "pipelineRef": { "name": "build" },
+            "workspaces": [{ "name": "scratch", "emptyDir": { "sizeLimit": "1Gi" } }]
+        }
+    });
+    schemas.validate(&run).unwrap();
+    run["spec"]["workspaces"][0]["emptyDir"]["sizeLimit"] = serde_json::json!("plenty");
+    let errors = schemas.validate(&run).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "spec.workspaces[0].emptyDir.sizeLimit"),
+        "{errors:?}"
+    );
+}

@@ -112,5 +112,8 @@ fn the_shipped_cluster_config_loads() {
     tekflux_git_push::RoutingTable::compile(&config).unwrap();
     // Without the secret the config is refused, naming the variable.
     let error = Config::from_yaml(&text, "knative/base/tekflux.yaml", &Env::new()).unwrap_err();
-    assert!(error.to_string().contains("GITHUB_WEBHOOK_SECRET"), "{error}");
+    assert!(
+        error.to_string().contains("GITHUB_WEBHOOK_SECRET"),
+        "{error}"
+    );
 }

@@ -20,7 +20,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use cdevents_sdk::latest::pipelinerun_queued;
 use cdevents_sdk::{CDEvent, Subject};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
@@ -28,8 +30,8 @@ use tekflux_common::cloudevent::{
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
-use tekflux_common::{Error, Result};
 use tekflux_common::server::fields;
+use tekflux_common::{Error, Result};
 
 use crate::providers::{self, Webhook};
 use crate::push::{Provider, Push};
@@ -178,7 +180,12 @@ struct DryRunQuery {
 }
 
 fn wants_dry_run(query: &DryRunQuery, headers: &HeaderMap) -> bool {
-    let truthy = |value: &str| matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "1" | "all");
+    let truthy = |value: &str| {
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "all"
+        )
+    };
     query.dry_run.as_deref().is_some_and(truthy)
         || headers
             .get(DRY_RUN_HEADER)
@@ -194,7 +201,14 @@ async fn receive_named_webhook(
     body: Bytes,
 ) -> Result<Response> {
     let provider = parse_provider(&provider)?;
-    handle_webhook(&state, provider, wants_dry_run(&query, &headers), &headers, &body).await
+    handle_webhook(
+        &state,
+        provider,
+        wants_dry_run(&query, &headers),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 async fn receive_detected_webhook(
@@ -204,10 +218,21 @@ async fn receive_detected_webhook(
     body: Bytes,
 ) -> Result<Response> {
     let Some(provider) = providers::detect(&headers) else {
-        state.inner.metrics.rejected.inc(&["unknown", "unknown_provider"]);
+        state
+            .inner
+            .metrics
+            .rejected
+            .inc(&["unknown", "unknown_provider"]);
         return Err(crate::error::WebhookError::UnknownProvider.into());
     };
-    handle_webhook(&state, provider, wants_dry_run(&query, &headers), &headers, &body).await
+    handle_webhook(
+        &state,
+        provider,
+        wants_dry_run(&query, &headers),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 fn parse_provider(name: &str) -> Result<Provider> {
@@ -234,7 +259,9 @@ async fn handle_webhook(
     let metrics = &state.inner.metrics;
     metrics.received.inc(&[provider.as_str()]);
     // The signature is checked on the raw bytes before anything parses them.
-    if let Err(error) = signature::verify_with(provider, &state.inner.config.providers, headers, body) {
+    if let Err(error) =
+        signature::verify_with(provider, &state.inner.config.providers, headers, body)
+    {
         metrics.rejected.inc(&[provider.as_str(), error.kind()]);
         return Err(error.into());
     }
@@ -255,7 +282,11 @@ async fn handle_webhook(
             .into_response()),
         Webhook::Ignored { event, reason } => {
             metrics.ignored.inc(&["event"]);
-            Ok((StatusCode::OK, Json(json!({ "ignored": event, "reason": reason }))).into_response())
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "ignored": event, "reason": reason })),
+            )
+                .into_response())
         }
         Webhook::Pushes(pushes) => {
             record_delivery(&pushes);
@@ -296,7 +327,10 @@ async fn receive_event(
             }
             Webhook::Ignored { event, reason } => {
                 metrics.ignored.inc(&["event"]);
-                return Ok(no_reply(StatusCode::OK, json!({ "ignored": event, "reason": reason })));
+                return Ok(no_reply(
+                    StatusCode::OK,
+                    json!({ "ignored": event, "reason": reason }),
+                ));
             }
         };
         record_delivery(&pushes);
@@ -306,7 +340,10 @@ async fn receive_event(
                 let reply = queued_reply(&incoming, push, first, &summary)?;
                 state.inner.replies.deliver(reply).await
             }
-            _ => Ok(no_reply(StatusCode::OK, serde_json::to_value(&summary).unwrap_or_default())),
+            _ => Ok(no_reply(
+                StatusCode::OK,
+                serde_json::to_value(&summary).unwrap_or_default(),
+            )),
         }
     }
 }
@@ -433,8 +470,14 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
             let object = run::build_run(rule, push, &inner.context)
                 .map_err(|error| Error::Unprocessable(format!("rule {:?}: {error}", rule.name)))?;
             let kind = RunKind::of(rule);
-            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let mut run_summary = RunSummary {
                 rule: rule.name.clone(),
                 kind: kind.as_str(),
@@ -451,7 +494,11 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
             };
             if dry_run {
                 run_summary.object = Some(match &inner.kube {
-                    Some(client) => create_run(client, kind, &namespace, &object, true).await?.object,
+                    Some(client) => {
+                        create_run(client, kind, &namespace, &object, true)
+                            .await?
+                            .object
+                    }
                     None => object,
                 });
             } else {
@@ -465,15 +512,27 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
                 if created.existed {
                     inner.metrics.duplicates.inc(&[push.provider.as_str()]);
                 } else {
-                    inner.metrics.runs_created.inc(&[push.provider.as_str(), kind.as_str()]);
+                    inner
+                        .metrics
+                        .runs_created
+                        .inc(&[push.provider.as_str(), kind.as_str()]);
                 }
                 if rule.concurrency == tekflux_common::config::Concurrency::Supersede {
-                    run_summary.superseded =
-                        supersede(client, rule, push, kind, &namespace, &created.object).await?;
+                    let superseded = supersede(
+                        client,
+                        rule,
+                        push,
+                        kind,
+                        &namespace,
+                        &created.object,
+                        created.existed,
+                    )
+                    .await?;
                     inner
                         .metrics
                         .superseded
-                        .inc_by(&[kind.as_str()], run_summary.superseded.len() as u64);
+                        .inc_by(&[kind.as_str()], superseded.patched);
+                    run_summary.superseded = superseded.names;
                 }
             }
             summary.runs.push(run_summary);
@@ -495,7 +554,8 @@ struct CreatedRun {
 }
 
 /// Creates the run; an existing run of the same name is this delivery's earlier attempt, so it
-/// is fetched and answered as if just created.
+/// is fetched and answered as if just created. A dry run of a delivery whose run exists shows
+/// that run (server-side dry run answers AlreadyExists, which is no failure of the request).
 async fn create_run(
     client: &kube::Client,
     kind: RunKind,
@@ -504,8 +564,9 @@ async fn create_run(
     dry_run: bool,
 ) -> Result<CreatedRun> {
     let api = run_api(client, kind, namespace);
-    let dynamic: DynamicObject = serde_json::from_value(object.clone())
-        .map_err(|error| Error::Internal(format!("built run is not a Kubernetes object: {error}")))?;
+    let dynamic: DynamicObject = serde_json::from_value(object.clone()).map_err(|error| {
+        Error::Internal(format!("built run is not a Kubernetes object: {error}"))
+    })?;
     let params = PostParams {
         dry_run,
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -515,7 +576,7 @@ async fn create_run(
             object: to_json(&created)?,
             existed: false,
         }),
-        Err(kube::Error::Api(status)) if status.is_already_exists() && !dry_run => {
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
             let name = dynamic.metadata.name.clone().unwrap_or_default();
             let existing = api.get(&name).await?;
             Ok(CreatedRun {
@@ -532,7 +593,18 @@ fn to_json(object: &DynamicObject) -> Result<Value> {
         .map_err(|error| Error::Internal(format!("cannot serialise a Kubernetes object: {error}")))
 }
 
+/// The runs a push supersedes, and how many of them this request cancelled.
+struct Superseded {
+    names: Vec<String>,
+    patched: u64,
+}
+
 /// Cancels the rule's older unfinished runs for the same repository and ref.
+///
+/// On a redelivery (`redelivery`: the new run existed already) the older runs that carry
+/// tekflux's cancel status are listed as well, although they are not patched again: the first
+/// attempt (or an earlier, partly failed one) cancelled them, and the redelivery must be answered
+/// like the first delivery.
 async fn supersede(
     client: &kube::Client,
     rule: &crate::routing::CompiledRule,
@@ -540,27 +612,57 @@ async fn supersede(
     kind: RunKind,
     namespace: &str,
     new_run: &Value,
-) -> Result<Vec<String>> {
+    redelivery: bool,
+) -> Result<Superseded> {
     let api = run_api(client, kind, namespace);
     let listed = api
         .list(&ListParams::default().labels(&run::supersede_selector(rule, push)))
         .await?;
-    let mut cancelled = Vec::new();
+    let cancel = run::cancel_patch(kind);
+    let mut superseded = Superseded {
+        names: Vec::new(),
+        patched: 0,
+    };
     for candidate in listed.items {
         let candidate = to_json(&candidate)?;
-        if !run::is_superseded(&candidate, new_run, push) {
-            continue;
-        }
-        let name = candidate["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let patch = Patch::Merge(run::cancel_patch(kind));
-        match api.patch(&name, &PatchParams::default(), &patch).await {
-            Ok(_) => cancelled.push(name),
-            // Deleted in the meantime: nothing left to cancel.
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(error) => return Err(error.into()),
+        let name = candidate["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if run::is_superseded(&candidate, new_run, push) {
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&cancel))
+                .await
+            {
+                Ok(_) => {
+                    superseded.names.push(name);
+                    superseded.patched += 1;
+                }
+                // Deleted in the meantime: nothing left to cancel.
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
+        } else if redelivery && was_cancelled_by_us(&candidate, new_run, push, &cancel) {
+            superseded.names.push(name);
         }
     }
-    Ok(cancelled)
+    Ok(superseded)
+}
+
+/// Whether `candidate` carries tekflux's cancel status and, that status (and the outcome of the
+/// cancellation) aside, is a run `new_run` supersedes.
+fn was_cancelled_by_us(candidate: &Value, new_run: &Value, push: &Push, cancel: &Value) -> bool {
+    if candidate["spec"]["status"] != cancel["spec"]["status"] {
+        return false;
+    }
+    let mut before = candidate.clone();
+    if let Some(spec) = before.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("status");
+    }
+    if let Some(object) = before.as_object_mut() {
+        object.remove("status");
+    }
+    run::is_superseded(&before, new_run, push)
 }
 
 /// The CDEvents `pipelineRun queued` reply for the first run of a push CloudEvent; the other
@@ -584,8 +686,19 @@ fn queued_reply(
         move |error| Error::Internal(format!("{what}: {error}"))
     }
     let subject = Subject::from(content)
-        .with_id(first.name.as_str().try_into().map_err(internal("run name is not a CDEvents id"))?)
-        .with_source(subject_source.as_str().try_into().map_err(internal("bad subject source"))?);
+        .with_id(
+            first
+                .name
+                .as_str()
+                .try_into()
+                .map_err(internal("run name is not a CDEvents id"))?,
+        )
+        .with_source(
+            subject_source
+                .as_str()
+                .try_into()
+                .map_err(internal("bad subject source"))?,
+        );
     let cdevent = CDEvent::from(subject)
         .with_id(
             tekflux_common::cloudevent::reply_id(&incoming.event, "pipelinerun.queued")
@@ -593,7 +706,12 @@ fn queued_reply(
                 .try_into()
                 .map_err(internal("bad CDEvent id"))?,
         )
-        .with_source(push.repo_url.as_str().try_into().map_err(internal("repository URL is not a URI"))?)
+        .with_source(
+            push.repo_url
+                .as_str()
+                .try_into()
+                .map_err(internal("repository URL is not a URI"))?,
+        )
         .with_custom_data(json!({ "runs": summary.runs }));
     let event_type = cdevent.ty().to_owned();
     let data = serde_json::to_value(&cdevent)
