@@ -5,8 +5,8 @@
 //! mapping that Knative's retry rules call for, the server scaffolding (health, metrics, tracing,
 //! body limit, graceful shutdown, AWS Lambda) and construction of the Kubernetes and S3 clients.
 
-pub mod cloudevent;
 pub mod clients;
+pub mod cloudevent;
 pub mod config;
 pub mod error;
 pub mod metrics;

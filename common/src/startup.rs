@@ -42,7 +42,9 @@ impl Startup {
     pub fn config_origin(&self) -> String {
         match config::ConfigSource::from_env(&self.env) {
             config::ConfigSource::File(path) => path.display().to_string(),
-            config::ConfigSource::FileIfPresent(path) if path.exists() => path.display().to_string(),
+            config::ConfigSource::FileIfPresent(path) if path.exists() => {
+                path.display().to_string()
+            }
             _ => config::EMBEDDED_ORIGIN.to_owned(),
         }
     }

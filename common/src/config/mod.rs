@@ -24,8 +24,8 @@ pub use env::Env;
 pub use model::*;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
-    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, PART_SIZE_MIB, MAX_TIMEOUT_SECONDS,
-    is_dns1123_label, looks_like_git_url,
+    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB, is_dns1123_label,
+    looks_like_git_url,
 };
 
 use locate::FieldPath;

@@ -6,9 +6,9 @@ pub mod error;
 pub mod providers;
 pub mod push;
 pub mod repo_url;
-pub mod signature;
 pub mod routing;
 pub mod run;
+pub mod signature;
 pub mod template;
 
 pub use app::{AppState, app, render, routes_from_startup};
