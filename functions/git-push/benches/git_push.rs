@@ -1,0 +1,883 @@
+//! git-push on loopback, in one run: throughput and latency of signed GitHub pushes that each
+//! create a PipelineRun, against a plain axum hello-world as the baseline; the git-push server's
+//! peak memory; and what routing a push costs as the number of configured repositories grows.
+//!
+//! `cargo bench -p tekflux-git-push --bench git_push` prints a Markdown table (BENCHMARKS.md
+//! explains the figures). Both servers run as child processes of this binary (it re-executes
+//! itself with `--serve-hello` or `--serve-git-push <kubeconfig>`), so the git-push server's
+//! `VmHWM` is its own and neither server shares a runtime with the load generator. The Kubernetes
+//! API is tekflux's in-memory test API server, in this process, without schema validation, and a
+//! fresh one per concurrency level because it keeps every object it is sent.
+//!
+//! Every figure is also relative to a baseline measured in the same run, because the machine
+//! this runs on may be busy with other work.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tekflux_common::cloudevent::ReplySink;
+use tekflux_common::config::{
+    Config, KubernetesSettings, ProviderSettings, Providers, RepositoryRule, Secret,
+    ServerSettings, WorkspaceBinding,
+};
+use tekflux_common::server::{ServerState, router};
+use tekflux_git_push::{AppState, Provider, Push, RefKind, RoutingTable, app, signature};
+use tekflux_testkit::kube_api::TestApiServer;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+const SECRET: &[u8] = b"bench-webhook-secret";
+const NAMESPACE: &str = "ci";
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Requests before this are not recorded: connection set-up, first allocations, lazy statics.
+const WARMUP: Duration = Duration::from_millis(500);
+const MEASURE: Duration = Duration::from_secs(3);
+/// Without `--bench` (`cargo test --benches` or `--all-targets`, unoptimised) only a smoke run:
+/// every step once, briefly, so the benchmark keeps working without slowing the test suite.
+static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// `full` in a benchmark run, `smoke` in a smoke run.
+fn scaled(full: Duration, smoke: Duration) -> Duration {
+    if SMOKE.get().copied().unwrap_or(false) {
+        smoke
+    } else {
+        full
+    }
+}
+/// Upper bound on measured requests per level, so the test API server's memory stays bounded
+/// however fast the machine is.
+const MAX_REQUESTS: usize = 60_000;
+const ROUTING_SIZES: [usize; 3] = [10, 1_000, 10_000];
+const ROUTE_SAMPLE: Duration = Duration::from_millis(250);
+
+const SERVE_HELLO: &str = "--serve-hello";
+const SERVE_GIT_PUSH: &str = "--serve-git-push";
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench` (and any filter); only the serve modes take arguments.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some(SERVE_HELLO) => serve(None),
+        Some(SERVE_GIT_PUSH) => {
+            let kubeconfig = args.get(1).context("--serve-git-push needs a kubeconfig")?;
+            serve(Some(PathBuf::from(kubeconfig)))
+        }
+        _ => {
+            let _ = SMOKE.set(!args.iter().any(|arg| arg == "--bench"));
+            orchestrate()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: the servers under test.
+
+/// Serves hello-world (`kubeconfig` `None`) or git-push on `127.0.0.1:0`, writes
+/// `listening <addr>` to stderr, and stops when stdin closes (so it never outlives the parent).
+fn serve(kubeconfig: Option<PathBuf>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let routes = match kubeconfig {
+            None => axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            Some(path) => git_push_router(&path).await?,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        eprintln!("listening {}", listener.local_addr()?);
+        axum::serve(listener, routes)
+            .with_graceful_shutdown(async {
+                let mut sink = Vec::new();
+                let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+/// git-push as its `main` builds it, except that the config comes from [`git_push_config`] and the
+/// cluster from `kubeconfig`.
+async fn git_push_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
+    // As in production: `info` to stdout (the parent sends it to /dev/null). Successful
+    // requests log at `debug`, so this costs a filter check per request, not a line.
+    tekflux_common::telemetry::init(None, None);
+    let config = git_push_config();
+    let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &config.kubernetes)
+        .await?;
+    let server = ServerState::new(ServerSettings::default());
+    let state = AppState::new(config, Some(kube), ReplySink::new(None)?, &server.metrics)
+        .map_err(|errors| anyhow::anyhow!("invalid bench config: {errors:?}"))?;
+    server.readiness.set_ready();
+    Ok(router(app(state), server))
+}
+
+/// A running child server.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stderr = child.stderr.take().context("child stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("child server did not start in 30 s")??
+            .context("child server exited before listening")?;
+        let addr = first
+            .strip_prefix("listening ")
+            .with_context(|| format!("unexpected child output: {first}"))?
+            .parse()?;
+        // Anything else the child says (a panic) goes to our stderr.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[server] {line}");
+            }
+        });
+        Ok(Self { child, addr })
+    }
+
+    /// Peak resident set size (`VmHWM`) of the child so far, in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("child already exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status_kib(&status, "VmHWM:").context("no VmHWM in /proc/<pid>/status")
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => self.child.kill().await?,
+        }
+        Ok(())
+    }
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The git-push workload.
+
+const REPO: &str = "https://github.com/acme/payments-api";
+
+/// The throughput run's config: ten onboarded repositories; the pushes match exactly one rule.
+fn git_push_config() -> Config {
+    let mut repositories: Vec<RepositoryRule> = (0..9)
+        .map(|i| RepositoryRule {
+            url: format!("https://github.com/acme/service-{i}"),
+            pipeline: Some("build".to_owned()),
+            params: [("revision".to_owned(), "{{ sha }}".to_owned())].into(),
+            ..Default::default()
+        })
+        .collect();
+    repositories.push(RepositoryRule {
+        url: format!("{REPO}.git"),
+        branches: vec!["main".to_owned(), "release/*".to_owned()],
+        paths: vec!["services/payments/**".to_owned(), "libs/**".to_owned()],
+        pipeline: Some("build-and-push".to_owned()),
+        params: [
+            ("revision", "{{ sha }}"),
+            ("url", "{{ repo_url }}"),
+            ("image", "registry.example.com/payments:{{ short_sha }}"),
+            ("context", "services/payments/"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        workspaces: [(
+            "shared-data".to_owned(),
+            WorkspaceBinding {
+                claim: Some("tekton-workspace".to_owned()),
+                archive: true,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        service_account: Some("pipeline".to_owned()),
+        timeout: Some("30m".to_owned()),
+        ..Default::default()
+    });
+    Config {
+        namespace: NAMESPACE.to_owned(),
+        providers: Providers {
+            github: Some(ProviderSettings {
+                secret: Some(Secret::literal("bench", SECRET)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        kubernetes: KubernetesSettings::default(),
+        repositories,
+        ..Default::default()
+    }
+}
+
+/// A typical GitHub push body: two commits adding and modifying files, with the repository,
+/// owner, pusher and sender objects GitHub sends.
+fn push_body() -> Vec<u8> {
+    let user = |login: &str, id: u64| {
+        let api = format!("https://api.github.com/users/{login}");
+        json!({
+            "login": login, "id": id, "node_id": "MDQ6VXNlcjE0MzI1Njc=",
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+            "gravatar_id": "", "url": api, "html_url": format!("https://github.com/{login}"),
+            "followers_url": format!("{api}/followers"),
+            "following_url": format!("{api}/following{{/other_user}}"),
+            "gists_url": format!("{api}/gists{{/gist_id}}"),
+            "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+            "subscriptions_url": format!("{api}/subscriptions"),
+            "organizations_url": format!("{api}/orgs"), "repos_url": format!("{api}/repos"),
+            "events_url": format!("{api}/events{{/privacy}}"),
+            "received_events_url": format!("{api}/received_events"),
+            "type": "User", "site_admin": false,
+        })
+    };
+    let api = "https://api.github.com/repos/acme/payments-api";
+    let mut repository = json!({
+        "id": 583_920_114u64, "node_id": "R_kgDOItSz8g", "name": "payments-api",
+        "full_name": "acme/payments-api", "private": true, "owner": user("acme", 7_342_118),
+        "html_url": REPO, "description": "Payments API and its workers", "fork": false,
+        "url": REPO, "created_at": 1_672_531_200u64, "updated_at": "2024-05-02T09:12:44Z",
+    });
+    let more = json!({
+        "pushed_at": 1_714_641_164u64, "git_url": "git://github.com/acme/payments-api.git",
+        "ssh_url": "git@github.com:acme/payments-api.git",
+        "clone_url": format!("{REPO}.git"), "svn_url": REPO, "homepage": null,
+        "size": 18_342, "stargazers_count": 4, "watchers_count": 4, "language": "Rust",
+        "has_issues": true, "has_projects": false, "has_downloads": true, "has_wiki": false,
+        "has_pages": false, "has_discussions": false, "forks_count": 0, "mirror_url": null,
+        "archived": false, "disabled": false, "open_issues_count": 3, "license": null,
+        "allow_forking": false, "is_template": false, "web_commit_signoff_required": false,
+        "topics": ["payments", "rust"], "visibility": "private", "forks": 0,
+        "open_issues": 3, "watchers": 4, "default_branch": "main", "stargazers": 4,
+        "master_branch": "main", "organization": "acme",
+    });
+    if let (Some(repository), Value::Object(more)) = (repository.as_object_mut(), more) {
+        repository.extend(more);
+    }
+    for (key, path) in [
+        ("forks_url", "/forks"),
+        ("collaborators_url", "/collaborators{/collaborator}"),
+        ("hooks_url", "/hooks"),
+        ("events_url", "/events"),
+        ("assignees_url", "/assignees{/user}"),
+        ("branches_url", "/branches{/branch}"),
+        ("tags_url", "/tags"),
+        ("blobs_url", "/git/blobs{/sha}"),
+        ("git_refs_url", "/git/refs{/sha}"),
+        ("trees_url", "/git/trees{/sha}"),
+        ("statuses_url", "/statuses/{sha}"),
+        ("languages_url", "/languages"),
+        ("stargazers_url", "/stargazers"),
+        ("contributors_url", "/contributors"),
+        ("commits_url", "/commits{/sha}"),
+        ("git_commits_url", "/git/commits{/sha}"),
+        ("comments_url", "/comments{/number}"),
+        ("contents_url", "/contents/{+path}"),
+        ("compare_url", "/compare/{base}...{head}"),
+        ("archive_url", "/{archive_format}{/ref}"),
+        ("issues_url", "/issues{/number}"),
+        ("pulls_url", "/pulls{/number}"),
+        ("labels_url", "/labels{/name}"),
+        ("releases_url", "/releases{/id}"),
+    ] {
+        repository[key] = json!(format!("{api}{path}"));
+    }
+    let commit = |id: &str, message: &str, added: &[&str], modified: &[&str]| {
+        let person = json!({
+            "name": "Dana Okafor", "email": "dana.okafor@acme.example", "username": "dokafor",
+        });
+        json!({
+            "id": id, "tree_id": "9f1c1b2e5d0c4a7b8e3f6a2d1c0b9e8f7a6d5c4b", "distinct": true,
+            "message": message, "timestamp": "2024-05-02T11:12:40+02:00",
+            "url": format!("{REPO}/commit/{id}"), "author": person, "committer": person,
+            "added": added, "removed": [], "modified": modified,
+        })
+    };
+    let first = commit(
+        "3f2a9c1d8b7e6f5a4c3b2a1908f7e6d5c4b3a291",
+        "payments: add refund webhook handler\n\nRefunds arrive from the PSP as webhooks; \
+         verify and enqueue them like captures.",
+        &[
+            "services/payments/src/refunds/mod.rs",
+            "services/payments/src/refunds/webhook.rs",
+            "services/payments/tests/refunds.rs",
+        ],
+        &[
+            "services/payments/src/lib.rs",
+            "services/payments/Cargo.toml",
+        ],
+    );
+    let second = commit(
+        "a81be0c47d5e2f3b6c9d0e1f2a3b4c5d6e7f8091",
+        "libs/money: round half to even in currency conversion",
+        &[],
+        &["libs/money/src/convert.rs", "libs/money/CHANGELOG.md"],
+    );
+    let body = json!({
+        "ref": "refs/heads/main",
+        "before": "1c9e4b7a2d5f8e0c3b6a9d2f5e8b1c4a7d0e3f62",
+        "after": "a81be0c47d5e2f3b6c9d0e1f2a3b4c5d6e7f8091",
+        "repository": repository,
+        "pusher": { "name": "dokafor", "email": "dana.okafor@acme.example" },
+        "organization": { "login": "acme", "id": 7_342_118, "url": "https://api.github.com/orgs/acme" },
+        "sender": user("dokafor", 1_432_567),
+        "created": false, "deleted": false, "forced": false, "base_ref": null,
+        "compare": format!("{REPO}/compare/1c9e4b7a2d5f...a81be0c47d5e"),
+        "commits": [first, second.clone()],
+        "head_commit": second,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator: N keep-alive HTTP/1.1 connections, each sending requests back to back.
+
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct Load {
+    /// Latency of each successful measured request, in nanoseconds.
+    latencies: Vec<u64>,
+    /// Measured requests answered with a non-2xx status.
+    failures: usize,
+    /// Every answered request, warm-up included (what CPU time is divided by).
+    answered: usize,
+    /// CPU time per answered request, in µs: the server process, and this process (load
+    /// generator, plus the test API server in the git-push runs).
+    server_cpu_us: f64,
+    client_cpu_us: f64,
+    /// The first failure, for the report.
+    first_failure: Option<String>,
+    /// From the end of the warm-up to the last measured answer.
+    window: Duration,
+}
+
+impl Load {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile in milliseconds; `latencies` must be sorted.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1e6
+    }
+}
+
+/// [`run_load`] against `server`, with the CPU time both processes spent on it.
+async fn run_measured(
+    server: &ChildServer,
+    connections: usize,
+    make: MakeRequest,
+) -> anyhow::Result<Load> {
+    let pid = server.child.id().context("child already exited")?;
+    let (server_before, client_before) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let mut load = run_load(server.addr, connections, make).await?;
+    let (server_after, client_after) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let per_request = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND / load.answered as f64;
+    load.server_cpu_us = per_request(server_after - server_before);
+    load.client_cpu_us = per_request(client_after - client_before);
+    Ok(load)
+}
+
+/// `USER_HZ`, the unit of `/proc/<pid>/stat` times; 100 on every Linux architecture in use.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of a process (`self` or a pid) so far, in clock ticks.
+fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime
+    // are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field =
+        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n - 3).context("short stat")?.parse()?) };
+    Ok(field(14)? + field(15)?)
+}
+
+async fn run_load(addr: SocketAddr, connections: usize, make: MakeRequest) -> anyhow::Result<Load> {
+    let started = Instant::now();
+    let measure_from = started + scaled(WARMUP, Duration::from_millis(50));
+    let until = measure_from + scaled(MEASURE, Duration::from_millis(200));
+    let cap = MAX_REQUESTS.div_ceil(connections);
+    let mut tasks = Vec::with_capacity(connections);
+    for connection in 0..connections {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, driver) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(driver);
+            let mut load = Load::default();
+            let mut last_answer = measure_from;
+            let mut sequence = 0;
+            while Instant::now() < until && load.latencies.len() + load.failures < cap {
+                sender.ready().await?;
+                let request = make(connection, sequence);
+                sequence += 1;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                let answered = Instant::now();
+                load.answered += 1;
+                if sent < measure_from {
+                    continue;
+                }
+                last_answer = answered;
+                if status.is_success() {
+                    load.latencies.push((answered - sent).as_nanos() as u64);
+                } else {
+                    load.failures += 1;
+                    load.first_failure.get_or_insert_with(|| {
+                        format!("{status}: {}", String::from_utf8_lossy(&body))
+                    });
+                }
+            }
+            load.window = last_answer.saturating_duration_since(measure_from);
+            anyhow::Ok(load)
+        }));
+    }
+    let mut total = Load::default();
+    for task in tasks {
+        let load = task.await??;
+        total.latencies.extend(load.latencies);
+        total.failures += load.failures;
+        total.answered += load.answered;
+        total.first_failure = total.first_failure.or(load.first_failure);
+        total.window = total.window.max(load.window);
+    }
+    total.latencies.sort_unstable();
+    Ok(total)
+}
+
+fn hello_request() -> MakeRequest {
+    Arc::new(|_, _| {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        request
+            .headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("127.0.0.1"));
+        request
+    })
+}
+
+/// Signed pushes, each with its own delivery id so that each creates a PipelineRun.
+fn push_request(level: usize) -> MakeRequest {
+    let body = Bytes::from(push_body());
+    let signature = format!("sha256={}", signature::sign(SECRET, &body));
+    Arc::new(move |connection, sequence| {
+        let delivery = format!("{level:08x}-{connection:04x}-4000-8000-{sequence:012x}");
+        let builder = Request::builder()
+            .method(Method::POST)
+            .uri("/webhooks/github")
+            .header(http::header::HOST, "127.0.0.1")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, "GitHub-Hookshot/bench")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-GitHub-Hook-ID", "480211736")
+            .header("X-Hub-Signature-256", signature.as_str());
+        match builder.body(Full::new(body.clone())) {
+            Ok(request) => request,
+            Err(error) => unreachable!("static request parts are valid: {error}"),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing cost.
+
+fn routing_config(repositories: usize) -> Config {
+    let mut rules: Vec<RepositoryRule> = (0..repositories)
+        .map(|i| RepositoryRule {
+            name: Some(format!("service-{i}")),
+            url: format!("https://github.com/org-{}/service-{i}", i % 100),
+            branches: if i % 3 == 0 {
+                vec!["main".to_owned(), "release/*".to_owned()]
+            } else {
+                Vec::new()
+            },
+            paths: if i % 4 == 0 {
+                vec![format!("services/service-{i}/**"), "libs/**".to_owned()]
+            } else {
+                Vec::new()
+            },
+            pipeline: Some("build".to_owned()),
+            params: [
+                ("revision".to_owned(), "{{ sha }}".to_owned()),
+                ("url".to_owned(), "{{ repo_url }}".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .collect();
+    for url in [
+        "https://github.com/platform/*",
+        "https://gitlab.com/group/**",
+    ] {
+        rules.push(RepositoryRule {
+            url: url.to_owned(),
+            branches: vec!["main".to_owned()],
+            pipeline: Some("org-build".to_owned()),
+            ..Default::default()
+        });
+    }
+    Config {
+        namespace: NAMESPACE.to_owned(),
+        repositories: rules,
+        ..Default::default()
+    }
+}
+
+fn routing_push(repo_url: &str, service: usize) -> Push {
+    let after = "a81be0c47d5e2f3b6c9d0e1f2a3b4c5d6e7f8091".to_owned();
+    Push {
+        provider: Provider::Github,
+        repo_url: repo_url.to_owned(),
+        clone_url: format!("{repo_url}.git"),
+        git_ref: "refs/heads/main".to_owned(),
+        ref_kind: RefKind::Branch("main".to_owned()),
+        before: "1c9e4b7a2d5f8e0c3b6a9d2f5e8b1c4a7d0e3f62".to_owned(),
+        after,
+        created: false,
+        deleted: false,
+        forced: false,
+        changed_paths: vec![
+            "README.md".to_owned(),
+            "libs/money/src/convert.rs".to_owned(),
+            format!("services/service-{service}/Cargo.toml"),
+            format!("services/service-{service}/src/lib.rs"),
+            format!("services/service-{service}/src/refunds.rs"),
+        ],
+        paths_complete: true,
+        pusher: "dokafor".to_owned(),
+        delivery_id: "3c2b6e00-0000-4000-8000-000000000001".to_owned(),
+    }
+}
+
+/// Nanoseconds per `route` call over one [`ROUTE_SAMPLE`].
+fn time_route(table: &RoutingTable, push: &Push) -> f64 {
+    let started = Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < scaled(ROUTE_SAMPLE, Duration::from_millis(5)) {
+        for _ in 0..256 {
+            black_box(table.route(black_box(push)));
+        }
+        calls += 256;
+    }
+    started.elapsed().as_nanos() as f64 / calls as f64
+}
+
+struct RoutingFigures {
+    repositories: usize,
+    compile: Duration,
+    known_ns: f64,
+    unknown_ns: f64,
+}
+
+fn measure_routing() -> anyhow::Result<Vec<RoutingFigures>> {
+    let mut cases = Vec::new();
+    for repositories in ROUTING_SIZES {
+        let config = routing_config(repositories);
+        let started = Instant::now();
+        let table = RoutingTable::compile(&config)
+            .map_err(|errors| anyhow::anyhow!("routing config invalid: {errors:?}"))?;
+        let compile = started.elapsed();
+        // A repository with both a branch and a path filter, in the middle of the config.
+        let service = repositories / 2 / 12 * 12;
+        let known = routing_push(
+            &format!("https://github.com/org-{}/service-{service}", service % 100),
+            service,
+        );
+        let unknown = routing_push("https://github.com/elsewhere/unknown", service);
+        let routed = table.route(&known);
+        if routed.matched().count() != 1 || !table.route(&unknown).decisions.is_empty() {
+            bail!("routing bench pushes do not route as intended: {routed:?}");
+        }
+        cases.push((repositories, table, known, unknown, compile));
+    }
+    let mut figures: Vec<RoutingFigures> = cases
+        .iter()
+        .map(|(repositories, _, _, _, compile)| RoutingFigures {
+            repositories: *repositories,
+            compile: *compile,
+            known_ns: f64::INFINITY,
+            unknown_ns: f64::INFINITY,
+        })
+        .collect();
+    // Round-robin over the sizes, keeping each one's best sample, so that a burst of other work
+    // on the machine (or the CPU clocking up) does not land on one size only. The first round
+    // warms caches and is dropped.
+    for round in 0..4 {
+        for ((_, table, known, unknown, _), figures) in cases.iter().zip(&mut figures) {
+            let known_ns = time_route(table, known);
+            let unknown_ns = time_route(table, unknown);
+            if round > 0 {
+                figures.known_ns = figures.known_ns.min(known_ns);
+                figures.unknown_ns = figures.unknown_ns.min(unknown_ns);
+            }
+        }
+    }
+    Ok(figures)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+struct LevelFigures {
+    concurrency: usize,
+    hello: Load,
+    git_push: Load,
+    git_push_peak_kib: u64,
+    pipeline_runs: usize,
+}
+
+fn orchestrate() -> anyhow::Result<()> {
+    let machine_before = machine_load();
+    eprintln!("routing cost …");
+    let routing = measure_routing()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (levels, hello_peak_kib) = runtime.block_on(measure_servers())?;
+    let machine_after = machine_load();
+    report(
+        &routing,
+        &levels,
+        hello_peak_kib,
+        &machine_before,
+        &machine_after,
+    );
+    Ok(())
+}
+
+async fn measure_servers() -> anyhow::Result<(Vec<LevelFigures>, u64)> {
+    let mut hello_loads = Vec::new();
+    let hello = ChildServer::spawn(&[SERVE_HELLO]).await?;
+    for concurrency in CONCURRENCY {
+        eprintln!("hello-world, {concurrency} connections …");
+        hello_loads.push(run_measured(&hello, concurrency, hello_request()).await?);
+    }
+    let hello_peak_kib = hello.peak_rss_kib()?;
+    hello.stop().await?;
+
+    let mut levels = Vec::new();
+    for (concurrency, hello) in CONCURRENCY.into_iter().zip(hello_loads) {
+        eprintln!("git-push, {concurrency} connections …");
+        let api = TestApiServer::start_with_schemas(None).await;
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = api.write_kubeconfig(dir.path());
+        let kubeconfig = kubeconfig
+            .to_str()
+            .context("kubeconfig path is not UTF-8")?;
+        let server = ChildServer::spawn(&[SERVE_GIT_PUSH, kubeconfig]).await?;
+        let git_push = run_measured(&server, concurrency, push_request(concurrency)).await?;
+        let git_push_peak_kib = server.peak_rss_kib()?;
+        server.stop().await?;
+        let pipeline_runs = api
+            .objects("tekton.dev", "pipelineruns", Some(NAMESPACE))
+            .len();
+        levels.push(LevelFigures {
+            concurrency,
+            hello,
+            git_push,
+            git_push_peak_kib,
+            pipeline_runs,
+        });
+    }
+    Ok((levels, hello_peak_kib))
+}
+
+/// Load average and the number of `rustc` processes, to say how busy the machine was.
+fn machine_load() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    let rustc = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| {
+                    std::fs::read_to_string(entry.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim() == "rustc")
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    format!(
+        "load average {}, {rustc} rustc processes",
+        loadavg.join(" ")
+    )
+}
+
+fn report(
+    routing: &[RoutingFigures],
+    levels: &[LevelFigures],
+    hello_peak_kib: u64,
+    before: &str,
+    after: &str,
+) {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let body = push_body().len();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("## git-push benchmark\n");
+    println!(
+        "{cores} cores; at start: {before}; at end: {after}. Push body {body} bytes; \
+         {warmup} ms warm-up, then {measure} s per level (at most {MAX_REQUESTS} requests).\n",
+        warmup = scaled(WARMUP, Duration::from_millis(50)).as_millis(),
+        measure = scaled(MEASURE, Duration::from_millis(200)).as_secs_f64(),
+    );
+
+    println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
+    println!(
+        "| concurrency | hello-world req/s | hello p50 / p99 ms | git-push req/s | git-push p50 / p99 ms | git-push / hello | PipelineRuns created | failures |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for level in levels {
+        let (hello, push) = (&level.hello, &level.git_push);
+        println!(
+            "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0}% | {} | {} |",
+            level.concurrency,
+            hello.per_second(),
+            hello.percentile_ms(50.0),
+            hello.percentile_ms(99.0),
+            push.per_second(),
+            push.percentile_ms(50.0),
+            push.percentile_ms(99.0),
+            100.0 * push.per_second() / hello.per_second(),
+            level.pipeline_runs,
+            push.failures + hello.failures,
+        );
+    }
+    for level in levels {
+        for failure in [&level.hello.first_failure, &level.git_push.first_failure]
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "\nfirst failure at concurrency {}: {failure}",
+                level.concurrency
+            );
+        }
+    }
+
+    println!("\n### CPU time per request (µs, user + system, warm-up included)\n");
+    println!(
+        "| concurrency | hello-world server | its load generator | git-push server | its load generator + test API server |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for level in levels {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            level.concurrency,
+            level.hello.server_cpu_us,
+            level.hello.client_cpu_us,
+            level.git_push.server_cpu_us,
+            level.git_push.client_cpu_us,
+        );
+    }
+
+    println!("\n### Peak RSS (VmHWM of the server process)\n");
+    println!("| server | concurrency | peak RSS MiB |");
+    println!("|---|---:|---:|");
+    println!(
+        "| hello-world (all levels) | 1, 16, 64 | {:.1} |",
+        mib(hello_peak_kib)
+    );
+    for level in levels {
+        println!(
+            "| git-push (fresh process) | {} | {:.1} |",
+            level.concurrency,
+            mib(level.git_push_peak_kib)
+        );
+    }
+
+    println!("\n### Routing cost (`RoutingTable::route`, one push)\n");
+    println!("| repositories | compile ms | known repo ns/route | unknown repo ns/route |");
+    println!("|---:|---:|---:|---:|");
+    for figures in routing {
+        println!(
+            "| {} (+2 org globs) | {:.1} | {:.0} | {:.0} |",
+            figures.repositories,
+            figures.compile.as_secs_f64() * 1e3,
+            figures.known_ns,
+            figures.unknown_ns,
+        );
+    }
+
+    println!("\n### Goals\n");
+    println!("| goal | measured | met |");
+    println!("|---|---:|:---:|");
+    let yes = |met: bool| if met { "yes" } else { "no" };
+    if let Some(top) = levels.iter().find(|l| l.concurrency == 64) {
+        let share = top.git_push.per_second() / top.hello.per_second();
+        println!(
+            "| throughput ≥ 30% of hello-world (c=64) | {:.0}% | {} |",
+            share * 100.0,
+            yes(share >= 0.30)
+        );
+        let p99 = top.git_push.percentile_ms(99.0);
+        println!("| p99 < 10 ms (c=64) | {p99:.2} ms | {} |", yes(p99 < 10.0));
+    }
+    let peak = levels
+        .iter()
+        .map(|l| l.git_push_peak_kib)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "| peak RSS < 40 MiB | {:.1} MiB | {} |",
+        mib(peak),
+        yes(mib(peak) < 40.0)
+    );
+    if let (Some(small), Some(large)) = (routing.first(), routing.last()) {
+        let ratio = large.known_ns / small.known_ns;
+        let unknown = large.unknown_ns / small.unknown_ns;
+        println!(
+            "| routing at {} within 2× of {} | {ratio:.2}× (unknown repo {unknown:.2}×) | {} |",
+            large.repositories,
+            small.repositories,
+            yes(ratio <= 2.0 && unknown <= 2.0)
+        );
+    }
+    let failures: usize = levels
+        .iter()
+        .map(|l| l.git_push.failures + l.hello.failures)
+        .sum();
+    let missing = levels
+        .iter()
+        .any(|l| l.pipeline_runs < l.git_push.latencies.len());
+    if failures > 0 || missing {
+        println!("\nWARNING: {failures} failed requests; PipelineRuns missing: {missing}");
+    }
+}
