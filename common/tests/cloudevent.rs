@@ -967,24 +967,9 @@ fn content_type_headers(content_type: &str) -> HeaderMap {
 /// The conformance folder of the shared corpus: from `TEKFLUX_CORPUS` (which must then be
 /// readable), else next to the workspace, else `None` and the test is skipped.
 fn conformance_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("TEKFLUX_CORPUS") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.is_dir(),
-                "TEKFLUX_CORPUS={} is not a readable folder",
-                dir.display()
-            );
-            dir
-        }
-        None => {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-            if !dir.is_dir() {
-                eprintln!("corpus not found (set TEKFLUX_CORPUS): skipping");
-                return None;
-            }
-            dir
-        }
+    let Some(dir) = tekflux_testkit::corpus::corpus_dir() else {
+        eprintln!("corpus not found (set TEKFLUX_CORPUS): skipping");
+        return None;
     };
     let dir = dir.join("cloudevents-conformance");
     assert!(dir.is_dir(), "{} is missing from the corpus", dir.display());

@@ -54,3 +54,9 @@ pub fn corpus_file(rel: &str) -> PathBuf {
     );
     path
 }
+
+/// The bytes of a corpus file; panics when the corpus or the file is missing.
+pub fn read_corpus(rel: &str) -> Vec<u8> {
+    let path = corpus_file(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}

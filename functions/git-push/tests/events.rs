@@ -43,8 +43,7 @@ const SHA: &str = "263c5253cc1578ed49892d0db8876da4ec26da84";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn corpus(relative: &str) -> Vec<u8> {
-    let path = tekflux_testkit::corpus::require_corpus().join(relative);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    tekflux_testkit::corpus::read_corpus(relative)
 }
 
 struct Harness {

@@ -16,29 +16,14 @@ use tekflux_git_push::{Provider, Push, RefKind, repo_url, signature};
 // ---------------------------------------------------------------------------------------------
 // fixtures
 
-/// The shared corpus: `TEKFLUX_CORPUS`, else the checkout's sibling folder; `None` (skip) only
-/// when the variable is unset and the folder is absent.
+/// The shared corpus (see `tekflux_testkit::corpus`); `None`, and the corpus tests skip, only
+/// when `TEKFLUX_CORPUS` is unset and the folder is absent.
 fn corpus_dir() -> Option<PathBuf> {
-    match std::env::var_os("TEKFLUX_CORPUS") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            assert!(
-                std::fs::read_dir(&dir).is_ok(),
-                "TEKFLUX_CORPUS={} is not a readable directory",
-                dir.display()
-            );
-            Some(dir)
-        }
-        None => {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-            if dir.is_dir() {
-                Some(dir)
-            } else {
-                eprintln!("corpus not found and TEKFLUX_CORPUS unset: skipping corpus tests");
-                None
-            }
-        }
+    let dir = tekflux_testkit::corpus::corpus_dir();
+    if dir.is_none() {
+        eprintln!("corpus not found and TEKFLUX_CORPUS unset: skipping corpus tests");
     }
+    dir
 }
 
 /// A corpus file; panics when the corpus is there but the file is not.

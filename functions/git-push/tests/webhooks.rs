@@ -98,8 +98,7 @@ fn config(yaml: &str) -> Config {
 }
 
 fn corpus(relative: &str) -> Vec<u8> {
-    let path = tekflux_testkit::corpus::require_corpus().join(relative);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    tekflux_testkit::corpus::read_corpus(relative)
 }
 
 fn data(name: &str) -> Vec<u8> {
