@@ -1,11 +1,14 @@
 //! git-push on loopback, in one run: throughput and latency of signed GitHub pushes that each
-//! create a PipelineRun, against a plain axum hello-world as the baseline; the git-push server's
-//! peak memory; and what routing a push costs as the number of configured repositories grows.
+//! create a PipelineRun, against two baselines: a plain axum hello-world, and a "round-trip
+//! floor" server that only reads the body and creates one fixed PipelineRun through the same
+//! `kube::Client`; the git-push server's peak memory; and what routing a push costs as the number
+//! of configured repositories grows.
 //!
 //! `cargo bench -p tekflux-git-push --bench git_push` prints a Markdown table (BENCHMARKS.md
-//! explains the figures). Both servers run as child processes of this binary (it re-executes
-//! itself with `--serve-hello` or `--serve-git-push <kubeconfig>`), so the git-push server's
-//! `VmHWM` is its own and neither server shares a runtime with the load generator. The Kubernetes
+//! explains the figures). All servers run as child processes of this binary (it re-executes
+//! itself with `--serve-hello`, `--serve-floor <kubeconfig>` or `--serve-git-push <kubeconfig>`),
+//! so the git-push server's `VmHWM` is its own and no server shares a runtime with the load
+//! generator. The Kubernetes
 //! API is tekflux's in-memory test API server, in this process, without schema validation, and a
 //! fresh one per concurrency level because it keeps every object it is sent.
 //!
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,6 +28,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::config::{
@@ -63,16 +68,20 @@ const ROUTE_SAMPLE: Duration = Duration::from_millis(250);
 
 const SERVE_HELLO: &str = "--serve-hello";
 const SERVE_GIT_PUSH: &str = "--serve-git-push";
+const SERVE_FLOOR: &str = "--serve-floor";
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench` (and any filter); only the serve modes take arguments.
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let kubeconfig = || -> anyhow::Result<PathBuf> {
+        Ok(PathBuf::from(
+            args.get(1).context("this serve mode needs a kubeconfig")?,
+        ))
+    };
     match args.first().map(String::as_str) {
-        Some(SERVE_HELLO) => serve(None),
-        Some(SERVE_GIT_PUSH) => {
-            let kubeconfig = args.get(1).context("--serve-git-push needs a kubeconfig")?;
-            serve(Some(PathBuf::from(kubeconfig)))
-        }
+        Some(SERVE_HELLO) => serve(Served::Hello),
+        Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
+        Some(SERVE_GIT_PUSH) => serve(Served::GitPush(kubeconfig()?)),
         _ => {
             let _ = SMOKE.set(!args.iter().any(|arg| arg == "--bench"));
             orchestrate()
@@ -83,14 +92,22 @@ fn main() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Child processes: the servers under test.
 
-/// Serves hello-world (`kubeconfig` `None`) or git-push on `127.0.0.1:0`, writes
-/// `listening <addr>` to stderr, and stops when stdin closes (so it never outlives the parent).
-fn serve(kubeconfig: Option<PathBuf>) -> anyhow::Result<()> {
+/// What a child process serves; the two with a cluster take its kubeconfig.
+enum Served {
+    Hello,
+    Floor(PathBuf),
+    GitPush(PathBuf),
+}
+
+/// Serves `served` on `127.0.0.1:0`, writes `listening <addr>` to stderr, and stops when stdin
+/// closes (so it never outlives the parent).
+fn serve(served: Served) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let routes = match kubeconfig {
-            None => axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
-            Some(path) => git_push_router(&path).await?,
+        let routes = match served {
+            Served::Hello => axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            Served::Floor(path) => floor_router(&path).await?,
+            Served::GitPush(path) => git_push_router(&path).await?,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         eprintln!("listening {}", listener.local_addr()?);
@@ -118,6 +135,104 @@ async fn git_push_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
         .map_err(|errors| anyhow::anyhow!("invalid bench config: {errors:?}"))?;
     server.readiness.set_ready();
     Ok(router(app(state), server))
+}
+
+/// The round-trip floor: what any webhook-to-PipelineRun server has to do per request at least,
+/// with the same client and API server as git-push, so that git-push's own cost is the
+/// difference. No signature check, no parsing, no routing, no middleware, no tracing.
+async fn floor_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
+    let settings = KubernetesSettings::default();
+    let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &settings).await?;
+    let gvk = GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "pipelineruns");
+    let floor = Arc::new(Floor {
+        api: Api::namespaced_with(kube, NAMESPACE, &resource),
+        run: serde_json::from_value(floor_pipeline_run())?,
+        params: PostParams {
+            dry_run: false,
+            field_manager: Some(tekflux_git_push::app::FIELD_MANAGER.to_owned()),
+        },
+        next: AtomicU64::new(0),
+    });
+    let handler = move |body: Bytes| {
+        let floor = floor.clone();
+        async move { floor.create(body).await }
+    };
+    Ok(axum::Router::new().route("/webhooks/github", axum::routing::post(handler)))
+}
+
+struct Floor {
+    api: Api<DynamicObject>,
+    run: DynamicObject,
+    params: PostParams,
+    /// Makes each request's run name unique.
+    next: AtomicU64,
+}
+
+impl Floor {
+    async fn create(&self, body: Bytes) -> (http::StatusCode, axum::Json<Value>) {
+        black_box(body);
+        let mut run = self.run.clone();
+        let name = format!("floor-{:012x}", self.next.fetch_add(1, Ordering::Relaxed));
+        run.metadata.name = Some(name);
+        match self.api.create(&self.params, &run).await {
+            Ok(created) => (
+                http::StatusCode::OK,
+                axum::Json(json!({ "created": created.metadata.name })),
+            ),
+            Err(error) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({ "error": error.to_string() })),
+            ),
+        }
+    }
+}
+
+/// A PipelineRun shaped like the one git-push builds for the bench push (same labels,
+/// annotations, params and workspace), so both servers send and receive about as much JSON.
+fn floor_pipeline_run() -> Value {
+    let sha = "a81be0c47d5e2f3b6c9d0e1f2a3b4c5d6e7f8091";
+    json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {
+            "namespace": NAMESPACE,
+            "labels": {
+                "app.kubernetes.io/managed-by": "tekflux",
+                "tekflux.dev/rule": "payments-api",
+                "tekflux.dev/provider": "github",
+                "tekflux.dev/repo": "acme-payments-api",
+                "tekflux.dev/ref-kind": "branch",
+                "tekflux.dev/branch": "main",
+                "tekflux.dev/sha": sha,
+            },
+            "annotations": {
+                "tekflux.dev/delivery-id": "00000040-0000-4000-8000-000000000000",
+                "tekflux.dev/repo-url": REPO,
+                "tekflux.dev/ref": "refs/heads/main",
+                "tekflux.dev/sha": sha,
+                "tekflux.dev/pusher": "dokafor",
+                "tekflux.dev/archive-workspaces":
+                    r#"[{"claim":"tekton-workspace","subPath":"payments-api-0123456789ab","workspace":"shared-data"}]"#,
+            },
+        },
+        "spec": {
+            "pipelineRef": { "name": "build-and-push" },
+            "params": [
+                { "name": "context", "value": "services/payments/" },
+                { "name": "image", "value": "registry.example.com/payments:a81be0c" },
+                { "name": "revision", "value": sha },
+                { "name": "url", "value": REPO },
+            ],
+            "workspaces": [{
+                "name": "shared-data",
+                "persistentVolumeClaim": { "claimName": "tekton-workspace" },
+                "subPath": "payments-api-0123456789ab",
+            }],
+            "taskRunTemplate": { "serviceAccountName": "pipeline" },
+            "timeouts": { "pipeline": "30m" },
+        },
+    })
 }
 
 /// A running child server.
@@ -373,7 +488,7 @@ struct Load {
     /// Every answered request, warm-up included (what CPU time is divided by).
     answered: usize,
     /// CPU time per answered request, in µs: the server process, and this process (load
-    /// generator, plus the test API server in the git-push runs).
+    /// generator, plus the test API server in the floor and git-push runs).
     server_cpu_us: f64,
     client_cpu_us: f64,
     /// The first failure, for the report.
@@ -661,6 +776,9 @@ fn measure_routing() -> anyhow::Result<Vec<RoutingFigures>> {
 struct LevelFigures {
     concurrency: usize,
     hello: Load,
+    floor: Load,
+    floor_peak_kib: u64,
+    floor_pipeline_runs: usize,
     git_push: Load,
     git_push_peak_kib: u64,
     pipeline_runs: usize,
@@ -695,29 +813,52 @@ async fn measure_servers() -> anyhow::Result<(Vec<LevelFigures>, u64)> {
 
     let mut levels = Vec::new();
     for (concurrency, hello) in CONCURRENCY.into_iter().zip(hello_loads) {
+        eprintln!("round-trip floor, {concurrency} connections …");
+        let floor = measure_with_cluster(SERVE_FLOOR, concurrency).await?;
         eprintln!("git-push, {concurrency} connections …");
-        let api = TestApiServer::start_with_schemas(None).await;
-        let dir = tempfile::tempdir()?;
-        let kubeconfig = api.write_kubeconfig(dir.path());
-        let kubeconfig = kubeconfig
-            .to_str()
-            .context("kubeconfig path is not UTF-8")?;
-        let server = ChildServer::spawn(&[SERVE_GIT_PUSH, kubeconfig]).await?;
-        let git_push = run_measured(&server, concurrency, push_request(concurrency)).await?;
-        let git_push_peak_kib = server.peak_rss_kib()?;
-        server.stop().await?;
-        let pipeline_runs = api
-            .objects("tekton.dev", "pipelineruns", Some(NAMESPACE))
-            .len();
+        let git_push = measure_with_cluster(SERVE_GIT_PUSH, concurrency).await?;
         levels.push(LevelFigures {
             concurrency,
             hello,
-            git_push,
-            git_push_peak_kib,
-            pipeline_runs,
+            floor: floor.load,
+            floor_peak_kib: floor.peak_kib,
+            floor_pipeline_runs: floor.pipeline_runs,
+            git_push: git_push.load,
+            git_push_peak_kib: git_push.peak_kib,
+            pipeline_runs: git_push.pipeline_runs,
         });
     }
     Ok((levels, hello_peak_kib))
+}
+
+/// One level of a server that creates PipelineRuns.
+struct ClusterRun {
+    load: Load,
+    peak_kib: u64,
+    pipeline_runs: usize,
+}
+
+/// Runs the pushes at `concurrency` against a fresh `mode` child process and a fresh test API
+/// server.
+async fn measure_with_cluster(mode: &str, concurrency: usize) -> anyhow::Result<ClusterRun> {
+    let api = TestApiServer::start_with_schemas(None).await;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kubeconfig = kubeconfig
+        .to_str()
+        .context("kubeconfig path is not UTF-8")?;
+    let server = ChildServer::spawn(&[mode, kubeconfig]).await?;
+    let load = run_measured(&server, concurrency, push_request(concurrency)).await?;
+    let peak_kib = server.peak_rss_kib()?;
+    server.stop().await?;
+    let pipeline_runs = api
+        .objects("tekton.dev", "pipelineruns", Some(NAMESPACE))
+        .len();
+    Ok(ClusterRun {
+        load,
+        peak_kib,
+        pipeline_runs,
+    })
 }
 
 /// Load average and the number of `rustc` processes, to say how busy the machine was.
@@ -761,29 +902,38 @@ fn report(
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
     println!(
-        "| concurrency | hello-world req/s | hello p50 / p99 ms | git-push req/s | git-push p50 / p99 ms | git-push / hello | PipelineRuns created | failures |"
+        "| concurrency | hello-world req/s | hello p50 / p99 ms | floor req/s | floor p50 / p99 ms | git-push req/s | git-push p50 / p99 ms | git-push / hello | git-push / floor | PipelineRuns created (floor / git-push) | failures |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for level in levels {
-        let (hello, push) = (&level.hello, &level.git_push);
+        let (hello, floor, push) = (&level.hello, &level.floor, &level.git_push);
         println!(
-            "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0}% | {} | {} |",
+            "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0}% | {:.0}% | {} / {} | {} |",
             level.concurrency,
             hello.per_second(),
             hello.percentile_ms(50.0),
             hello.percentile_ms(99.0),
+            floor.per_second(),
+            floor.percentile_ms(50.0),
+            floor.percentile_ms(99.0),
             push.per_second(),
             push.percentile_ms(50.0),
             push.percentile_ms(99.0),
             100.0 * push.per_second() / hello.per_second(),
+            100.0 * push.per_second() / floor.per_second(),
+            level.floor_pipeline_runs,
             level.pipeline_runs,
-            push.failures + hello.failures,
+            hello.failures + floor.failures + push.failures,
         );
     }
     for level in levels {
-        for failure in [&level.hello.first_failure, &level.git_push.first_failure]
-            .into_iter()
-            .flatten()
+        for failure in [
+            &level.hello.first_failure,
+            &level.floor.first_failure,
+            &level.git_push.first_failure,
+        ]
+        .into_iter()
+        .flatten()
         {
             println!(
                 "\nfirst failure at concurrency {}: {failure}",
@@ -794,17 +944,20 @@ fn report(
 
     println!("\n### CPU time per request (µs, user + system, warm-up included)\n");
     println!(
-        "| concurrency | hello-world server | its load generator | git-push server | its load generator + test API server |"
+        "| concurrency | hello-world server | its load generator | floor server | its load generator + test API server | git-push server | its load generator + test API server | git-push server − floor server |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for level in levels {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             level.concurrency,
             level.hello.server_cpu_us,
             level.hello.client_cpu_us,
+            level.floor.server_cpu_us,
+            level.floor.client_cpu_us,
             level.git_push.server_cpu_us,
             level.git_push.client_cpu_us,
+            level.git_push.server_cpu_us - level.floor.server_cpu_us,
         );
     }
 
@@ -815,6 +968,13 @@ fn report(
         "| hello-world (all levels) | 1, 16, 64 | {:.1} |",
         mib(hello_peak_kib)
     );
+    for level in levels {
+        println!(
+            "| round-trip floor (fresh process) | {} | {:.1} |",
+            level.concurrency,
+            mib(level.floor_peak_kib)
+        );
+    }
     for level in levels {
         println!(
             "| git-push (fresh process) | {} | {:.1} |",
@@ -847,6 +1007,12 @@ fn report(
             share * 100.0,
             yes(share >= 0.30)
         );
+        let share = top.git_push.per_second() / top.floor.per_second();
+        println!(
+            "| throughput ≥ 50% of the round-trip floor (c=64), proposed | {:.0}% | {} |",
+            share * 100.0,
+            yes(share >= 0.50)
+        );
         let p99 = top.git_push.percentile_ms(99.0);
         println!("| p99 < 10 ms (c=64) | {p99:.2} ms | {} |", yes(p99 < 10.0));
     }
@@ -872,11 +1038,12 @@ fn report(
     }
     let failures: usize = levels
         .iter()
-        .map(|l| l.git_push.failures + l.hello.failures)
+        .map(|l| l.git_push.failures + l.floor.failures + l.hello.failures)
         .sum();
-    let missing = levels
-        .iter()
-        .any(|l| l.pipeline_runs < l.git_push.latencies.len());
+    let missing = levels.iter().any(|l| {
+        l.pipeline_runs < l.git_push.latencies.len()
+            || l.floor_pipeline_runs < l.floor.latencies.len()
+    });
     if failures > 0 || missing {
         println!("\nWARNING: {failures} failed requests; PipelineRuns missing: {missing}");
     }
