@@ -7,6 +7,8 @@
 //! them and finally hands them to its dead-letter sink, so nothing is lost while the function is
 //! incomplete.
 
+pub mod archive;
+
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Response;

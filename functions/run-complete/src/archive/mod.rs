@@ -1,0 +1,55 @@
+//! Workspace archives: a directory becomes a zstd-compressed tar stream uploaded to S3 with
+//! bounded memory, and an archive becomes a directory again without trusting its contents.
+//!
+//! - [`upload_archive`] walks the directory in sorted order, so the same tree always gives the
+//!   same bytes and sha256, and streams tar → zstd → S3 multipart from a blocking thread through
+//!   a bounded channel. A failed multipart upload is aborted, never left to accumulate parts.
+//! - [`verify_archive`] reads an object back and recomputes its sha256, for callers that must
+//!   be sure before deleting the source.
+//! - [`restore_archive`] and [`restore_from_s3`] unpack into a private directory, refuse
+//!   anything that could write outside the target, and only then move the result into place.
+
+mod restore;
+mod s3_error;
+mod tar_stream;
+mod upload;
+
+pub use restore::{
+    RestoreError, RestoreLimits, RestoreOptions, RestoreReport, restore_archive, restore_from_s3,
+};
+pub use tar_stream::{TarSummary, write_archive};
+pub use upload::{
+    ArchiveError, ArchiveOptions, ArchiveReport, MIN_PART_SIZE, VerifiedObject, upload_archive,
+    verify_archive,
+};
+
+use std::sync::Arc;
+
+/// A callback told how many bytes were just processed, for progress bars; does nothing when
+/// empty (the default).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(u64) + Send + Sync>>);
+
+impl Progress {
+    /// Calls `report` with each increment.
+    pub fn new(report: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(report)))
+    }
+
+    /// Reports `bytes` more processed.
+    pub fn advance(&self, bytes: u64) {
+        if let Some(report) = &self.0 {
+            report(bytes);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(on)"
+        } else {
+            "Progress(off)"
+        })
+    }
+}
