@@ -5,11 +5,13 @@
 //!   SeaweedFS instance (started by `.ci/run`) for the integration tier.
 //! - [`kube_api`]: a small Kubernetes API server over HTTP on loopback, driven by the real
 //!   `kube::Client`, that validates Tekton and Flux objects against the upstream CRD schemas ([`crd`]).
+//! - [`fault_proxy`]: an HTTP proxy that fails chosen requests (S3 failing mid-upload).
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 
 pub mod corpus;
 pub mod crd;
+pub mod fault_proxy;
 pub mod kube_api;
 pub mod lambda_runtime;
 pub mod s3;

@@ -179,10 +179,20 @@ impl TestS3 {
 
     /// Like [`TestS3::client`] but signing with `secret`, to check that the server rejects it.
     pub fn client_with_secret(&self, secret: &str) -> aws_sdk_s3::Client {
+        self.client_with(&self.endpoint, secret)
+    }
+
+    /// Like [`TestS3::client`] but sending to `endpoint`, e.g. a
+    /// [`FaultProxy`](crate::fault_proxy::FaultProxy) in front of this server.
+    pub fn client_via(&self, endpoint: &str) -> aws_sdk_s3::Client {
+        self.client_with(endpoint, &self.secret_key)
+    }
+
+    fn client_with(&self, endpoint: &str, secret: &str) -> aws_sdk_s3::Client {
         let credentials = Credentials::new(&self.access_key, secret, None, None, "tekflux-testkit");
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
+            .endpoint_url(endpoint)
             .region(Region::new(REGION))
             .credentials_provider(credentials)
             .force_path_style(true)

@@ -1,5 +1,5 @@
-//! run-complete's answers to Tekton's events until archiving lands: non-terminal events are
-//! acknowledged, terminal ones are kept for retry (503), others refused.
+//! run-complete's answers by event type: non-terminal Tekton events are acknowledged, terminal
+//! ones are kept for retry (503) while storage is not configured, others refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,9 +18,16 @@ async fn send(event_type: &str) -> (StatusCode, serde_json::Value) {
         )
         .header("ce-subject", "build-1")
         .header("content-type", "application/json")
-        .body(Body::from(r#"{"taskRun":{"metadata":{"name":"build-1"}}}"#))
+        .body(Body::from(r#"{"taskRun":{"metadata":{"name":"build-1","namespace":"cicd","uid":"u-1"}},"pipelineRun":{"metadata":{"name":"build-1","namespace":"cicd","uid":"u-1"}}}"#))
         .unwrap();
-    let response = tekflux_run_complete::app(tekflux_run_complete::AppState::default())
+    let state = tekflux_run_complete::AppState::new(
+        &tekflux_common::config::Config::default(),
+        None,
+        None,
+        tekflux_common::cloudevent::ReplySink::new(None).unwrap(),
+        &tekflux_common::metrics::Metrics::new(),
+    );
+    let response = tekflux_run_complete::app(state)
         .oneshot(request)
         .await
         .unwrap();
@@ -46,7 +53,7 @@ async fn non_terminal_tekton_events_are_acknowledged_and_ignored() {
 }
 
 #[tokio::test]
-async fn terminal_events_are_kept_for_retry_until_archiving_exists() {
+async fn terminal_events_are_kept_for_retry_while_storage_is_not_configured() {
     for ty in tekflux_run_complete::TERMINAL_TYPES {
         let (status, body) = send(ty).await;
         // 503 is retried by the Broker and then dead-lettered: the event is not lost.

@@ -1,0 +1,403 @@
+//! The HTTP function: Tekton's terminal events in, an archived run and one reply event out.
+//!
+//! For each finished run: read `manifest.json` (a manifest with the same run uid means this is
+//! a duplicate: answer as before), archive each workspace (streamed, then read back and
+//! checked), copy the step logs, write the manifest last, and only then free the volume when
+//! `storage.cleanup` is on. Any failure before the manifest is written answers 503 so the Broker
+//! retries, and nothing is deleted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use cloudevents::{AttributesReader, Data};
+use serde_json::{Value, json};
+use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
+use tekflux_common::config::{Config, Storage};
+use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::{Error, Result};
+
+use crate::archive::{ArchiveError, ArchiveOptions, MIN_PART_SIZE, upload_archive, verify_archive};
+use crate::logs::{LogTarget, copy_logs};
+use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
+use crate::plan::{RunLayout, WorkspaceDir, plan_workspaces};
+use crate::reply::build_reply_event;
+use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
+
+/// Annotation git-push writes with the commit sha.
+pub const SHA_ANNOTATION: &str = "tekflux.dev/sha";
+/// Annotation git-push writes with the delivery id.
+pub const DELIVERY_ANNOTATION: &str = "tekflux.dev/delivery-id";
+/// Annotation git-push writes with the canonical repository URL.
+pub const REPO_URL_ANNOTATION: &str = "tekflux.dev/repo-url";
+
+/// What run-complete needs to answer requests. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Storage,
+    kube: Option<kube::Client>,
+    s3: Option<aws_sdk_s3::Client>,
+    replies: ReplySink,
+    runs: CounterFamily,
+    archived_bytes: CounterFamily,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("bucket", &self.inner.storage.bucket)
+            .field("kube", &self.inner.kube.is_some())
+            .field("s3", &self.inner.s3.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// run-complete's state. Without a Kubernetes client, S3 client or `storage.bucket`,
+    /// terminal events are answered 503 (retried, then dead-lettered: not lost).
+    pub fn new(
+        config: &Config,
+        kube: Option<kube::Client>,
+        s3: Option<aws_sdk_s3::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                storage: config.storage.clone(),
+                kube,
+                s3,
+                replies,
+                runs: metrics.counter_family(
+                    "tekflux_run_complete_runs",
+                    "Finished runs handled, by result",
+                    &["result"],
+                ),
+                archived_bytes: metrics.counter_family(
+                    "tekflux_run_complete_archived_bytes",
+                    "Compressed workspace bytes uploaded and verified",
+                    &["outcome"],
+                ),
+            }),
+        }
+    }
+
+    fn archive_options(&self) -> ArchiveOptions {
+        let storage = &self.inner.storage;
+        let mut options = ArchiveOptions::default();
+        if let Some(level) = storage.compression_level {
+            options.level = level;
+        }
+        if let Some(mib) = storage.part_size_mib {
+            let bytes = usize::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+            options.part_size = bytes.max(MIN_PART_SIZE);
+        }
+        options
+    }
+}
+
+/// The function's routes: `POST /` takes Tekton CloudEvents.
+pub fn app(state: AppState) -> Router {
+    Router::new().route("/", post(receive)).with_state(state)
+}
+
+/// Builds the function's routes the way a `main` does: Kubernetes from `KUBECONFIG` or the
+/// pod's service account, S3 from the config and the AWS SDK's environment.
+pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
+    let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::warn!(%error, "no Kubernetes cluster: finished runs are answered 503");
+            None
+        }
+    };
+    if startup.config.storage.bucket.is_none() {
+        tracing::warn!("storage.bucket is not set: finished runs are answered 503");
+    }
+    let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
+    app(AppState::new(
+        &startup.config,
+        kube,
+        Some(s3),
+        startup.reply_sink(),
+        &startup.server.metrics,
+    ))
+}
+
+async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {
+    let event_type = incoming.event.ty().to_owned();
+    let Some(terminal) = Terminal::from_event_type(&event_type) else {
+        if event_type.starts_with(TEKTON_TYPE_PREFIX) {
+            state.inner.runs.inc(&["ignored"]);
+            return Ok(no_reply(
+                StatusCode::OK,
+                json!({
+                    "ignored": event_type,
+                    "reason": "only successful and failed runs are archived",
+                }),
+            ));
+        }
+        return Err(Error::BadRequest(format!(
+            "unsupported event type {event_type:?}; run-complete takes Tekton's \
+             dev.tekton.event.* events"
+        )));
+    };
+    let data = event_json(&incoming)?;
+    let run = FinishedRun::from_event(terminal, &data)?;
+    if let Some(parent) = run.parent_pipeline_run() {
+        state.inner.runs.inc(&["ignored"]);
+        return Ok(no_reply(
+            StatusCode::OK,
+            json!({
+                "ignored": run.name,
+                "reason": format!(
+                    "TaskRun of PipelineRun {parent}: its logs are archived when the \
+                     PipelineRun finishes"
+                ),
+            }),
+        ));
+    }
+    let result = archive_run(&state, &incoming, &run).await;
+    state.inner.runs.inc(&[match &result {
+        Ok(_) => "archived",
+        Err(_) => "failed",
+    }]);
+    result
+}
+
+/// The event's data as JSON, whichever way it was carried.
+fn event_json(incoming: &IncomingEvent) -> Result<Value> {
+    let parsed = match incoming.event.data() {
+        Some(Data::Json(value)) => return Ok(value.clone()),
+        Some(Data::String(text)) => serde_json::from_str(text),
+        Some(Data::Binary(bytes)) => serde_json::from_slice(bytes),
+        None => {
+            return Err(Error::BadRequest(
+                "the event has no data; Tekton sends the run in it".to_owned(),
+            ));
+        }
+    };
+    parsed.map_err(|error| Error::BadRequest(format!("the event data is not JSON: {error}")))
+}
+
+async fn archive_run(
+    state: &AppState,
+    incoming: &IncomingEvent,
+    run: &FinishedRun,
+) -> Result<Response> {
+    let inner = &state.inner;
+    let bucket = inner.storage.bucket.as_deref().ok_or_else(|| {
+        Error::Unavailable(
+            "storage.bucket is not configured, so the run cannot be archived; the event will \
+             be retried"
+                .to_owned(),
+        )
+    })?;
+    let (Some(s3), Some(kube)) = (&inner.s3, &inner.kube) else {
+        return Err(Error::Unavailable(
+            "run-complete has no Kubernetes or S3 client; the event will be retried".to_owned(),
+        ));
+    };
+    let layout = RunLayout::new(&inner.storage.prefix, &run.namespace, &run.name);
+    let manifest_key = layout.manifest();
+
+    if let Some(existing) = read_manifest(s3, bucket, &manifest_key).await?
+        && existing.run.uid == run.uid
+    {
+        tracing::info!(run = %run.name, "duplicate completion event: the run is archived");
+        if inner.storage.cleanup {
+            let plan = plan_workspaces(run, &inner.storage.mounts)?;
+            remove_archived(&plan.archive, &existing).await;
+        }
+        let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
+        return inner.replies.deliver(reply).await;
+    }
+
+    let plan = plan_workspaces(run, &inner.storage.mounts)?;
+    let mut metadata = BTreeMap::from([("tekflux-run-uid".to_owned(), run.uid.clone())]);
+    if let Some(sha) = run.annotations.get(SHA_ANNOTATION) {
+        metadata.insert("tekflux-sha".to_owned(), sha.clone());
+    }
+    if let Some(delivery) = run.annotations.get(DELIVERY_ANNOTATION) {
+        metadata.insert("tekflux-delivery-id".to_owned(), delivery.clone());
+    }
+
+    let options = state.archive_options();
+    let mut workspaces = Vec::new();
+    for dir in &plan.archive {
+        let key = layout.workspace(&dir.workspace);
+        let report = upload_archive(s3, bucket, &key, &dir.dir, &options, metadata.clone())
+            .await
+            .map_err(archive_failure)?;
+        // Read back what the store holds: nothing is reported or deleted on the strength of
+        // what was sent alone.
+        verify_archive(s3, bucket, &key, &report.sha256)
+            .await
+            .map_err(archive_failure)?;
+        inner
+            .archived_bytes
+            .inc_by(&[run.outcome.as_str()], report.bytes);
+        workspaces.push(ArchivedWorkspace {
+            workspace: dir.workspace.clone(),
+            claim: dir.claim.clone(),
+            sub_path: dir.sub_path.clone(),
+            key,
+            bytes: report.bytes,
+            entries: report.entries,
+            skipped_special: report.skipped_special,
+            sha256: report.sha256,
+        });
+    }
+
+    let logs = copy_logs(
+        kube,
+        run,
+        &LogTarget {
+            s3,
+            bucket,
+            layout: &layout,
+            metadata: &metadata,
+        },
+    )
+    .await?;
+
+    let manifest = Manifest {
+        kind: MANIFEST_KIND.to_owned(),
+        run: RunRecord {
+            kind: run.kind.as_str().to_owned(),
+            name: run.name.clone(),
+            namespace: run.namespace.clone(),
+            uid: run.uid.clone(),
+            outcome: run.outcome.as_str().to_owned(),
+            reason: run.reason.clone(),
+            start_time: run.start_time.clone(),
+            completion_time: run.completion_time.clone(),
+        },
+        repo: run.annotations.get(REPO_URL_ANNOTATION).cloned(),
+        sha: run.annotations.get(SHA_ANNOTATION).cloned(),
+        delivery_id: run.annotations.get(DELIVERY_ANNOTATION).cloned(),
+        workspaces,
+        skipped_workspaces: plan.skipped.clone(),
+        logs,
+        results: run.results.clone(),
+        tekflux_version: env!("CARGO_PKG_VERSION").to_owned(),
+        archived_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    write_manifest(s3, bucket, &manifest_key, &manifest, metadata).await?;
+    tracing::info!(
+        run = %run.name,
+        namespace = %run.namespace,
+        workspaces = manifest.workspaces.len(),
+        logs = manifest.logs.len(),
+        "run archived"
+    );
+    if inner.storage.cleanup {
+        remove_archived(&plan.archive, &manifest).await;
+    }
+    let reply = build_reply_event(incoming, &manifest, bucket, &manifest_key, false)?;
+    inner.replies.deliver(reply).await
+}
+
+/// Archive failures: the store failing or holding something else is retried (503); a tree
+/// that cannot be read is a 500, which the Broker also retries before dead-lettering, since
+/// answering 2xx would lose the workspace.
+fn archive_failure(error: ArchiveError) -> Error {
+    if error.is_transient() {
+        Error::Unavailable(error.to_string())
+    } else {
+        Error::Internal(error.to_string())
+    }
+}
+
+async fn read_manifest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Manifest>> {
+    let object = match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(Error::Unavailable(format!(
+                "S3 GetObject of {key} failed: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&error)
+            )));
+        }
+    };
+    let bytes =
+        object.body.collect().await.map_err(|error| {
+            Error::Unavailable(format!("reading {key} from S3 failed: {error}"))
+        })?;
+    match serde_json::from_slice(&bytes.into_bytes()) {
+        Ok(manifest) => Ok(Some(manifest)),
+        Err(error) => {
+            // Not ours, or from an incompatible version: archive again and overwrite it.
+            tracing::warn!(key, %error, "existing manifest is unreadable; archiving again");
+            Ok(None)
+        }
+    }
+}
+
+async fn write_manifest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    manifest: &Manifest,
+    metadata: BTreeMap<String, String>,
+) -> Result<()> {
+    let body = serde_json::to_vec_pretty(manifest)
+        .map_err(|error| Error::Internal(format!("cannot serialise the manifest: {error}")))?;
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .set_metadata(Some(metadata.into_iter().collect()))
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|error| {
+            Error::Unavailable(format!(
+                "S3 PutObject of {key} failed: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&error)
+            ))
+        })?;
+    Ok(())
+}
+
+/// Deletes the run's own directories that the manifest lists as archived. A failure is logged,
+/// not answered: the archive is safe, and a later duplicate event tries again.
+async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
+    for dir in dirs {
+        let archived = manifest
+            .workspaces
+            .iter()
+            .any(|archived| archived.workspace == dir.workspace);
+        if !archived || !dir.removable() {
+            continue;
+        }
+        let path = dir.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path)).await;
+        match removed {
+            Ok(Ok(())) => tracing::info!(dir = %dir.dir.display(), "workspace removed"),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(error)) => {
+                tracing::warn!(dir = %dir.dir.display(), %error, "removing the workspace failed");
+            }
+            Err(error) => tracing::warn!(%error, "removing the workspace stopped"),
+        }
+    }
+}

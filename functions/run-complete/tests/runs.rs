@@ -1,0 +1,679 @@
+//! run-complete end to end: Tekton's terminal events in, against a real S3 server (s3s-fs over
+//! SigV4, or SeaweedFS in the integration tier) and the test Kubernetes API server through the
+//! real `kube::Client`; archives, logs and manifests checked in the store, and restored.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tekflux_common::clients::kube_client_from_config;
+use tekflux_common::cloudevent::ReplySink;
+use tekflux_common::config::{Config, Env, KubernetesSettings};
+use tekflux_common::metrics::Metrics;
+use tekflux_run_complete::archive::{RestoreOptions, restore_from_s3};
+use tekflux_run_complete::manifest::Manifest;
+use tekflux_run_complete::{AppState, app};
+use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
+use tekflux_testkit::kube_api::{Fault, TestApiServer};
+use tekflux_testkit::s3::TestS3;
+use tower::ServiceExt;
+
+const NS: &str = "cicd";
+const CLAIM: &str = "tekton-workspace";
+const REPO: &str = "https://github.com/acme/shop";
+const SHA: &str = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+
+/// One S3 server, one API server, one claim mount, one bucket.
+struct Harness {
+    api: TestApiServer,
+    s3: TestS3,
+    bucket: String,
+    mount: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let s3 = TestS3::in_process().await;
+        let bucket = s3.fresh_bucket().await;
+        Self {
+            api: TestApiServer::start().await,
+            s3,
+            bucket,
+            mount: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config(&self, extra: &str) -> Config {
+        let yaml = format!(
+            "namespace: {NS}\nstorage:\n  bucket: {}\n  prefix: runs\n  mounts:\n    {CLAIM}: {}\n{extra}",
+            self.bucket,
+            self.mount.path().display()
+        );
+        Config::from_yaml(&yaml, "test.yaml", &Env::new()).unwrap()
+    }
+
+    fn state(&self, extra: &str, s3: aws_sdk_s3::Client) -> AppState {
+        let kube =
+            kube_client_from_config(self.api.config(), &KubernetesSettings::default()).unwrap();
+        AppState::new(
+            &self.config(extra),
+            Some(kube),
+            Some(s3),
+            ReplySink::new(None).unwrap(),
+            &Metrics::new(),
+        )
+    }
+
+    /// Sends a Tekton event the way Tekton's cloud events controller does (binary mode).
+    async fn send(
+        &self,
+        state: &AppState,
+        ty: &str,
+        data: &Value,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::post("/")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", uuid::Uuid::new_v4().to_string())
+            .header("ce-type", ty)
+            .header(
+                "ce-source",
+                "/apis/tekton.dev/v1beta1/namespaces/cicd/runs/x",
+            )
+            .header("content-type", "application/json")
+            .body(Body::from(data.to_string()))
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        match self
+            .s3
+            .client()
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Some(object.body.collect().await.unwrap().to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    async fn manifest(&self, run: &str) -> Option<Manifest> {
+        let bytes = self
+            .object(&format!("runs/{NS}/{run}/manifest.json"))
+            .await?;
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// The run's directory on the claim, as git-push lays it out (`subPath` = run name).
+    fn workspace_dir(&self, run: &str) -> PathBuf {
+        self.mount.path().join(run)
+    }
+}
+
+/// A small tree with what restore must keep: nested and empty directories, modes, links.
+fn write_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("src/nested")).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::write(dir.join("README.md"), "# shop\n").unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n".repeat(1000)).unwrap();
+    std::fs::write(dir.join("src/nested/data.bin"), pseudo_random(300_000, 7)).unwrap();
+    std::fs::write(dir.join("build.sh"), "#!/bin/sh\necho build\n").unwrap();
+    std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("readonly.txt"), "keep").unwrap();
+    std::fs::set_permissions(
+        dir.join("readonly.txt"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("src/main.rs", dir.join("link-to-main")).unwrap();
+    std::os::unix::fs::symlink("does-not-exist", dir.join("dangling")).unwrap();
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every entry below `dir`: relative path → (kind, mode, mtime, content or link target).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, i64, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let relative = path.strip_prefix(root).unwrap().to_owned();
+            let mode = meta.mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(
+                    relative,
+                    (
+                        "link".into(),
+                        0,
+                        0,
+                        target.into_os_string().into_encoded_bytes(),
+                    ),
+                );
+            } else if meta.is_dir() {
+                out.insert(relative, ("dir".into(), mode, 0, Vec::new()));
+                walk(root, &path, out);
+            } else {
+                out.insert(
+                    relative,
+                    (
+                        "file".into(),
+                        mode,
+                        meta.mtime(),
+                        std::fs::read(&path).unwrap(),
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Annotations git-push puts on a run with one `archive: true` workspace.
+fn git_push_annotations(run: &str) -> Value {
+    json!({
+        "tekflux.dev/sha": SHA,
+        "tekflux.dev/delivery-id": DELIVERY,
+        "tekflux.dev/repo-url": REPO,
+        "tekflux.dev/archive-workspaces":
+            json!([{"workspace": "source", "claim": CLAIM, "subPath": run}]).to_string(),
+    })
+}
+
+fn task_run(name: &str, uid: &str, annotations: Value, results: Value) -> Value {
+    json!({
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": NS, "uid": uid, "annotations": annotations,
+            "labels": {"app.kubernetes.io/managed-by": "tekflux"}},
+        "spec": {"taskRef": {"name": "build"}, "workspaces": [
+            {"name": "source", "persistentVolumeClaim": {"claimName": CLAIM}, "subPath": name}]},
+        "status": {
+            "podName": format!("{name}-pod"),
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+            "startTime": "2026-11-24T10:00:00Z",
+            "completionTime": "2026-11-24T10:03:00Z",
+            "steps": [{"name": "clone", "container": "step-clone"},
+                      {"name": "build", "container": "step-build"}],
+            "taskResults": results,
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_successful_task_run_is_archived_with_its_logs_and_restores_byte_for_byte() {
+    let h = Harness::start().await;
+    let run = "shop-build-3f2a9c1d0e4b";
+    write_tree(&h.workspace_dir(run));
+    let before = snapshot(&h.workspace_dir(run));
+    h.api.set_pod_log(
+        NS,
+        &format!("{run}-pod"),
+        "step-clone",
+        "Cloning into '.'...\n",
+    );
+    h.api
+        .set_pod_log(NS, &format!("{run}-pod"), "step-build", "built\n");
+    let state = h.state("", h.s3.client());
+
+    let data = json!({"taskRun": task_run(run, "uid-1", git_push_annotations(run), json!([
+        {"name": "IMAGE_URL", "value": "registry.example.com/acme/shop:9fceb02"},
+        {"name": "IMAGE_DIGEST", "value": "sha256:4a9f1c5e2b"},
+    ]))});
+    let (status, headers, body) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The reply: the image is the artifact, routing facts are attributes.
+    assert_eq!(headers["ce-type"], "dev.cdevents.artifact.published.0.3.0");
+    assert_eq!(headers["ce-source"], REPO);
+    assert_eq!(headers["ce-subject"], run);
+    assert_eq!(headers["ce-tekfluxsha"], SHA);
+    assert_eq!(headers["ce-tekfluxdelivery"], DELIVERY);
+    assert_eq!(headers["ce-tekfluxnamespace"], NS);
+    assert_eq!(
+        body["subject"]["id"],
+        "pkg:oci/shop@sha256%3A4a9f1c5e2b?repository_url=registry.example.com/acme/shop&tag=9fceb02"
+    );
+    assert_eq!(
+        body["customData"]["image"],
+        "registry.example.com/acme/shop@sha256:4a9f1c5e2b"
+    );
+
+    // The manifest matches what the store holds.
+    let manifest = h.manifest(run).await.unwrap();
+    assert_eq!(manifest.run.uid, "uid-1");
+    assert_eq!(manifest.run.outcome, "succeeded");
+    assert_eq!(manifest.sha.as_deref(), Some(SHA));
+    assert_eq!(manifest.delivery_id.as_deref(), Some(DELIVERY));
+    assert_eq!(manifest.repo.as_deref(), Some(REPO));
+    assert_eq!(manifest.workspaces.len(), 1);
+    let archived = &manifest.workspaces[0];
+    assert_eq!(
+        archived.key,
+        format!("runs/{NS}/{run}/workspaces/source.tar.zst")
+    );
+    let stored = h.object(&archived.key).await.unwrap();
+    assert_eq!(archived.bytes, stored.len() as u64);
+    assert_eq!(archived.sha256, sha256_hex(&stored));
+    assert_eq!(archived.entries, before.len() as u64);
+    let head =
+        h.s3.client()
+            .head_object()
+            .bucket(&h.bucket)
+            .key(&archived.key)
+            .send()
+            .await
+            .unwrap();
+    let metadata = head.metadata.unwrap();
+    assert_eq!(metadata["tekflux-sha"], SHA);
+    assert_eq!(metadata["tekflux-delivery-id"], DELIVERY);
+
+    let logs: Vec<_> = manifest
+        .logs
+        .iter()
+        .map(|log| (log.step.clone().unwrap(), log.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            (
+                "clone".to_owned(),
+                format!("runs/{NS}/{run}/logs/{run}/clone.log")
+            ),
+            (
+                "build".to_owned(),
+                format!("runs/{NS}/{run}/logs/{run}/build.log")
+            ),
+        ]
+    );
+    assert_eq!(h.object(&logs[1].1).await.unwrap(), b"built\n");
+    assert_eq!(
+        manifest.logs[1].sha256.as_deref(),
+        Some(sha256_hex(b"built\n").as_str())
+    );
+
+    // Cleanup is off: the workspace stays. Restore gives back the same tree.
+    assert_eq!(snapshot(&h.workspace_dir(run)), before);
+    let target = tempfile::tempdir().unwrap();
+    let restored = target.path().join("restored");
+    let options = RestoreOptions {
+        expected_sha256: Some(archived.sha256.clone()),
+        ..RestoreOptions::default()
+    };
+    restore_from_s3(
+        &h.s3.client(),
+        &h.bucket,
+        &archived.key,
+        &restored,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&restored), before);
+}
+
+fn pipeline_run(name: &str, uid: &str, children: &[&str]) -> Value {
+    json!({
+        "apiVersion": "tekton.dev/v1beta1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": NS, "uid": uid,
+            "annotations": git_push_annotations(name)},
+        "spec": {"pipelineRef": {"name": "ci"}, "workspaces": [
+            {"name": "source", "persistentVolumeClaim": {"claimName": CLAIM}, "subPath": name}]},
+        "status": {
+            "conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed"}],
+            "childReferences": children.iter().map(|child| json!({
+                "apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": child,
+                "pipelineTaskName": child.rsplit('-').next().unwrap(),
+            })).collect::<Vec<_>>(),
+        }
+    })
+}
+
+fn child_task_run(pipeline_run: &str, name: &str, steps: &[&str]) -> Value {
+    json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": NS, "labels": {"tekton.dev/pipelineRun": pipeline_run}},
+        "spec": {"taskRef": {"name": "x"}},
+        "status": {
+            "podName": format!("{name}-pod"),
+            "steps": steps.iter().map(|step| json!({"name": step, "container": format!("step-{step}")}))
+                .collect::<Vec<_>>(),
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_failed_pipeline_run_is_archived_with_the_logs_of_each_task_run() {
+    let h = Harness::start().await;
+    let run = "shop-ci-7b1e2d3c4a5f";
+    write_tree(&h.workspace_dir(run));
+    let (fetch, test, pruned) = (
+        format!("{run}-fetch"),
+        format!("{run}-test"),
+        format!("{run}-lint"),
+    );
+    h.api.insert(child_task_run(run, &fetch, &["clone"]));
+    h.api
+        .insert(child_task_run(run, &test, &["unit", "report"]));
+    h.api
+        .set_pod_log(NS, &format!("{fetch}-pod"), "step-clone", "cloned\n");
+    h.api.set_pod_log(
+        NS,
+        &format!("{test}-pod"),
+        "step-unit",
+        "test failed: 1 of 20\n",
+    );
+    // `report` never ran, and the `lint` TaskRun was pruned: both are recorded, not errors.
+    let state = h.state("", h.s3.client());
+
+    let data = json!({"pipelineRun": pipeline_run(run, "uid-p", &[&fetch, &test, &pruned])});
+    let (status, headers, body) = h
+        .send(&state, "dev.tekton.event.pipelinerun.failed.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["ce-type"], "dev.tekflux.run.finished.v1");
+    assert_eq!(body["outcome"], "failed");
+    assert_eq!(body["reason"], "Failed");
+    assert_eq!(
+        body["archive"]["manifest"],
+        format!("s3://{}/runs/{NS}/{run}/manifest.json", h.bucket)
+    );
+    assert_eq!(body["archive"]["logs"], 2);
+
+    let manifest = h.manifest(run).await.unwrap();
+    assert_eq!(manifest.run.kind, "PipelineRun");
+    assert_eq!(manifest.run.outcome, "failed");
+    assert_eq!(manifest.workspaces.len(), 1, "failed runs are archived too");
+    let stored = h.object(&manifest.workspaces[0].key).await.unwrap();
+    assert_eq!(manifest.workspaces[0].sha256, sha256_hex(&stored));
+    let summary: Vec<_> = manifest
+        .logs
+        .iter()
+        .map(|log| {
+            (
+                log.task_run.clone(),
+                log.step.clone(),
+                log.key.is_some(),
+                log.missing.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (pruned.clone(), None, false, true),
+            (fetch.clone(), Some("clone".to_owned()), true, false),
+            (test.clone(), Some("unit".to_owned()), true, false),
+            (test.clone(), Some("report".to_owned()), false, true),
+        ]
+    );
+    let unit = h
+        .object(&format!("runs/{NS}/{run}/logs/{test}/unit.log"))
+        .await
+        .unwrap();
+    assert_eq!(unit, b"test failed: 1 of 20\n");
+}
+
+#[tokio::test]
+async fn duplicate_completion_events_archive_once_and_cleanup_frees_the_directory() {
+    let h = Harness::start().await;
+    let run = "shop-build-0a1b2c3d4e5f";
+    write_tree(&h.workspace_dir(run));
+    let state = h.state("  cleanup: true\n", h.s3.client());
+    let data = json!({"taskRun": task_run(run, "uid-d", git_push_annotations(run), json!([]))});
+
+    let (status, _, first) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["duplicate"], false);
+    assert!(
+        !h.workspace_dir(run).exists(),
+        "cleanup removes the run's directory once the manifest is written"
+    );
+    let manifest = h.manifest(run).await.unwrap();
+
+    // Tekton sends the same completion again, with another event id.
+    let (status, _, second) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["archive"], first["archive"]);
+    // Had it archived again, the (now missing) directory would have left a manifest without
+    // workspaces.
+    assert_eq!(h.manifest(run).await.unwrap(), manifest);
+
+    // A new run that reuses the name (another uid) is archived afresh.
+    write_tree(&h.workspace_dir(run));
+    let data = json!({"taskRun": task_run(run, "uid-e", git_push_annotations(run), json!([]))});
+    let (status, _, third) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["duplicate"], false);
+    assert_eq!(h.manifest(run).await.unwrap().run.uid, "uid-e");
+}
+
+#[tokio::test]
+async fn s3_failing_mid_upload_answers_503_leaves_no_trace_and_the_retry_completes() {
+    let h = Harness::start().await;
+    let run = "shop-build-big000000001";
+    let dir = h.workspace_dir(run);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Incompressible, so the archive needs three 5 MiB parts.
+    std::fs::write(dir.join("blob"), pseudo_random(12 * 1024 * 1024, 3)).unwrap();
+    let before = snapshot(&dir);
+    let proxy = FaultProxy::start(&h.s3.endpoint()).await;
+    proxy.fail_when(
+        |line| line.contains("partNumber=2&"),
+        ProxyFault::ServiceUnavailable,
+    );
+    let state = h.state(
+        "  partSizeMib: 5\n  cleanup: true\n",
+        h.s3.client_via(&proxy.url()),
+    );
+    let data = json!({"taskRun": task_run(run, "uid-f", git_push_annotations(run), json!([]))});
+
+    let (status, _, body) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("UploadPart"),
+        "{body}"
+    );
+    assert!(!proxy.failed().is_empty());
+    assert!(
+        h.manifest(run).await.is_none(),
+        "no manifest after a failure"
+    );
+    assert!(
+        h.object(&format!("runs/{NS}/{run}/workspaces/source.tar.zst"))
+            .await
+            .is_none()
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|line| line.starts_with("DELETE ") && line.contains("uploadId=")),
+        "the multipart upload is aborted: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(snapshot(&dir), before, "the workspace is untouched");
+
+    // The Broker retries once the store is healthy again.
+    proxy.heal();
+    let (status, _, body) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let manifest = h.manifest(run).await.unwrap();
+    let stored = h.object(&manifest.workspaces[0].key).await.unwrap();
+    assert_eq!(manifest.workspaces[0].sha256, sha256_hex(&stored));
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn s3_gone_answers_503_and_nothing_is_deleted() {
+    let h = Harness::start().await;
+    let run = "shop-build-gone00000001";
+    write_tree(&h.workspace_dir(run));
+    let before = snapshot(&h.workspace_dir(run));
+    let proxy = FaultProxy::start(&h.s3.endpoint()).await;
+    proxy.fail_when(|_| true, ProxyFault::Drop);
+    let state = h.state("  cleanup: true\n", h.s3.client_via(&proxy.url()));
+    let data = json!({"taskRun": task_run(run, "uid-g", git_push_annotations(run), json!([]))});
+    let (status, _, body) = h
+        .send(&state, "dev.tekton.event.taskrun.failed.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(snapshot(&h.workspace_dir(run)), before);
+}
+
+#[tokio::test]
+async fn kubernetes_failing_answers_503_without_a_manifest() {
+    let h = Harness::start().await;
+    let run = "shop-build-kube00000001";
+    write_tree(&h.workspace_dir(run));
+    h.api.fail_next(1, Fault::Status(500));
+    let state = h.state("  cleanup: true\n", h.s3.client());
+    let data = json!({"taskRun": task_run(run, "uid-k", git_push_annotations(run), json!([]))});
+    let (status, _, body) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(h.manifest(run).await.is_none());
+    assert!(h.workspace_dir(run).exists());
+    // The retry succeeds.
+    let (status, _, _) = h
+        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(h.manifest(run).await.is_some());
+}
+
+#[tokio::test]
+async fn a_run_without_an_archivable_workspace_keeps_its_logs_and_says_why() {
+    let h = Harness::start().await;
+    let run = "lint-5e6f7a8b9c0d";
+    h.api
+        .set_pod_log(NS, &format!("{run}-pod"), "step-clone", "ok\n");
+    let mut object = task_run(run, "uid-n", json!({}), json!([]));
+    object["spec"]["workspaces"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    let state = h.state("", h.s3.client());
+    let (status, headers, body) = h
+        .send(
+            &state,
+            "dev.tekton.event.taskrun.successful.v1",
+            &json!({"taskRun": object}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["ce-type"], "dev.tekflux.run.finished.v1");
+    assert!(
+        body["note"]
+            .as_str()
+            .unwrap()
+            .contains("no archivable workspace"),
+        "{body}"
+    );
+    let manifest = h.manifest(run).await.unwrap();
+    assert!(manifest.workspaces.is_empty());
+    assert_eq!(manifest.logs.iter().filter(|l| l.key.is_some()).count(), 1);
+}
+
+#[tokio::test]
+async fn task_runs_of_a_pipeline_run_wait_for_the_pipeline_run() {
+    let h = Harness::start().await;
+    let state = h.state("", h.s3.client());
+    let child = child_task_run("p", "p-build", &["build"]);
+    let mut child = child;
+    child["metadata"]["uid"] = json!("uid-c");
+    let (status, _, body) = h
+        .send(
+            &state,
+            "dev.tekton.event.taskrun.successful.v1",
+            &json!({"taskRun": child}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ignored"], "p-build");
+    assert!(
+        h.s3.client()
+            .list_objects_v2()
+            .bucket(&h.bucket)
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_missing_storage_is_retried() {
+    let h = Harness::start().await;
+    let state = h.state("", h.s3.client());
+    let (status, _, body) = h
+        .send(
+            &state,
+            "dev.tekton.event.pipelinerun.successful.v1",
+            &json!({"taskRun": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("pipelineRun"));
+
+    let no_bucket = AppState::new(
+        &Config::from_yaml("namespace: x\n", "test.yaml", &Env::new()).unwrap(),
+        None,
+        None,
+        ReplySink::new(None).unwrap(),
+        &Metrics::new(),
+    );
+    let data = json!({"taskRun": task_run("r", "u", json!({}), json!([]))});
+    let (status, _, body) = h
+        .send(&no_bucket, "dev.tekton.event.taskrun.successful.v1", &data)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("storage.bucket"));
+}
