@@ -40,7 +40,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        let s3 = TestS3::in_process().await;
+        Self::start_with(TestS3::in_process().await).await
+    }
+
+    async fn start_with(s3: TestS3) -> Self {
         let bucket = s3.fresh_bucket().await;
         Self {
             api: TestApiServer::start().await,
@@ -235,7 +238,17 @@ fn task_run(name: &str, uid: &str, annotations: Value, results: Value) -> Value 
 
 #[tokio::test]
 async fn a_successful_task_run_is_archived_with_its_logs_and_restores_byte_for_byte() {
-    let h = Harness::start().await;
+    archive_and_restore_a_task_run(Harness::start().await).await;
+}
+
+#[tokio::test]
+#[ignore = "integration tier: needs SeaweedFS started by .ci/seaweedfs"]
+async fn seaweedfs_a_successful_task_run_is_archived_and_restores_byte_for_byte() {
+    let s3 = TestS3::seaweedfs_from_env().expect("TEKFLUX_TEST_S3_ENDPOINT is set by .ci/run");
+    archive_and_restore_a_task_run(Harness::start_with(s3).await).await;
+}
+
+async fn archive_and_restore_a_task_run(h: Harness) {
     let run = "shop-build-3f2a9c1d0e4b";
     write_tree(&h.workspace_dir(run));
     let before = snapshot(&h.workspace_dir(run));
