@@ -6,8 +6,9 @@
 //! `storage.cleanup` is on. Any failure before the manifest is written answers 503 so the Broker
 //! retries, and nothing is deleted.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
@@ -48,6 +49,33 @@ struct Inner {
     replies: ReplySink,
     runs: CounterFamily,
     archived_bytes: CounterFamily,
+    /// Uids of runs being archived by this process: Tekton sends duplicates close together.
+    in_flight: Mutex<HashSet<String>>,
+}
+
+/// Marks a run as being archived until dropped.
+struct InFlight<'a> {
+    runs: &'a Mutex<HashSet<String>>,
+    uid: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn claim(runs: &'a Mutex<HashSet<String>>, uid: &str) -> Option<Self> {
+        let mut set = runs.lock().unwrap_or_else(PoisonError::into_inner);
+        set.insert(uid.to_owned()).then(|| Self {
+            runs,
+            uid: uid.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.uid);
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -86,6 +114,7 @@ impl AppState {
                     "Compressed workspace bytes uploaded and verified",
                     &["outcome"],
                 ),
+                in_flight: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -165,12 +194,37 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
             }),
         ));
     }
+    let Some(_in_flight) = InFlight::claim(&state.inner.in_flight, &run.uid) else {
+        state.inner.runs.inc(&["busy"]);
+        return Err(Error::Unavailable(format!(
+            "{} {} is being archived by an earlier event; retry to get its result",
+            run.kind.as_str(),
+            run.name
+        )));
+    };
     let result = archive_run(&state, &incoming, &run).await;
     state.inner.runs.inc(&[match &result {
-        Ok(_) => "archived",
+        Ok(Archived::New(_)) => "archived",
+        Ok(Archived::Duplicate(_)) => "duplicate",
         Err(_) => "failed",
     }]);
-    result
+    result.map(Archived::into_response)
+}
+
+/// What archiving a run answered.
+enum Archived {
+    /// The run was archived now.
+    New(Response),
+    /// An earlier event archived it already.
+    Duplicate(Response),
+}
+
+impl Archived {
+    fn into_response(self) -> Response {
+        match self {
+            Archived::New(response) | Archived::Duplicate(response) => response,
+        }
+    }
 }
 
 /// The event's data as JSON, whichever way it was carried.
@@ -192,7 +246,7 @@ async fn archive_run(
     state: &AppState,
     incoming: &IncomingEvent,
     run: &FinishedRun,
-) -> Result<Response> {
+) -> Result<Archived> {
     let inner = &state.inner;
     let bucket = inner.storage.bucket.as_deref().ok_or_else(|| {
         Error::Unavailable(
@@ -218,7 +272,7 @@ async fn archive_run(
             remove_archived(&plan.archive, &existing).await;
         }
         let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
-        return inner.replies.deliver(reply).await;
+        return inner.replies.deliver(reply).await.map(Archived::Duplicate);
     }
 
     let plan = plan_workspaces(run, &inner.storage.mounts)?;
@@ -303,7 +357,7 @@ async fn archive_run(
         remove_archived(&plan.archive, &manifest).await;
     }
     let reply = build_reply_event(incoming, &manifest, bucket, &manifest_key, false)?;
-    inner.replies.deliver(reply).await
+    inner.replies.deliver(reply).await.map(Archived::New)
 }
 
 /// Archive failures: the store failing or holding something else is retried (503); a tree
@@ -390,7 +444,7 @@ async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
             continue;
         }
         let path = dir.dir.clone();
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path)).await;
+        let removed = tokio::task::spawn_blocking(move || remove_tree(&path)).await;
         match removed {
             Ok(Ok(())) => tracing::info!(dir = %dir.dir.display(), "workspace removed"),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -400,4 +454,24 @@ async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
             Err(error) => tracing::warn!(%error, "removing the workspace stopped"),
         }
     }
+}
+
+/// Deletes `dir` after moving it aside in one rename, so that an archiver of the same run in
+/// another pod sees either the whole tree or none of it (and fails), never a half-deleted tree
+/// it would store over the good archive.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let name = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or_default();
+    let aside = dir.with_file_name(format!(
+        ".tekflux-removing-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::rename(dir, &aside)?;
+    std::fs::remove_dir_all(&aside)
 }

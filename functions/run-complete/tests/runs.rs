@@ -690,3 +690,29 @@ async fn bad_input_is_refused_and_missing_storage_is_retried() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["message"].as_str().unwrap().contains("storage.bucket"));
 }
+
+#[tokio::test]
+async fn concurrent_duplicates_archive_once_and_the_other_is_retried() {
+    let h = Harness::start().await;
+    let run = "shop-build-dup000000001";
+    write_tree(&h.workspace_dir(run));
+    let state = h.state("  cleanup: true\n", h.s3.client());
+    let data = json!({"taskRun": task_run(run, "uid-c", git_push_annotations(run), json!([]))});
+    let ty = "dev.tekton.event.taskrun.successful.v1";
+
+    let (first, second) = tokio::join!(h.send(&state, ty, &data), h.send(&state, ty, &data));
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+        "{} / {}",
+        first.2,
+        second.2
+    );
+    // The Broker's retry of the one told to wait gets the finished archive.
+    let (status, _, body) = h.send(&state, ty, &data).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(h.manifest(run).await.unwrap().workspaces.len(), 1);
+}
