@@ -1,9 +1,35 @@
-//! Unpacking an archive into a directory without trusting it (placeholder being written).
+//! Unpacking an archive into a directory without trusting it.
+//!
+//! The archive is unpacked into a private staging directory inside the target (so the final
+//! moves are renames on one filesystem, which also works when the target is a mount point such
+//! as a Tekton `emptyDir`), checked against its sha256, and only then moved into place. Any
+//! refusal or failure removes the staging directory, leaving the target as it was.
+//!
+//! Refused: absolute paths and `..`, symlinks that are absolute or lead out of the tree,
+//! writes through a symlink restored earlier, hard links, device files and FIFOs, more entries
+//! or content bytes than the limits. Content bytes are counted as they are written, so a
+//! decompression bomb stops at the limit, and the zstd window is bounded so memory is too.
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
 
 use aws_sdk_s3::Client;
+use sha2::{Digest, Sha256};
+
+use super::Progress;
+use super::s3_error::S3Failure;
+
+/// Largest zstd window accepted (2^27 = 128 MiB, zstd's own default limit); archives written
+/// at levels up to 19 use at most 8 MiB.
+const WINDOW_LOG_MAX: u32 = 27;
+
+/// Mode bits restored: permissions and the sticky bit. setuid/setgid are dropped: a workspace
+/// has no business creating them.
+const MODE_MASK: u32 = 0o1777;
 
 /// Bounds a restore refuses to exceed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +58,7 @@ pub struct RestoreOptions {
     /// run's manifest.
     pub expected_sha256: Option<String>,
     /// Told the number of compressed bytes read, as they are read.
-    pub progress: super::Progress,
+    pub progress: Progress,
 }
 
 /// What a restore wrote.
@@ -48,36 +74,550 @@ pub struct RestoreReport {
     pub sha256: String,
 }
 
-/// Why a restore was refused or failed.
+/// Why a restore was refused or failed. In every case the target is left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// Not written yet.
-    #[error("restore is not available yet")]
-    Unavailable,
+    /// The target exists and is not an empty directory.
+    #[error("the target {} is not an empty directory; restore only fills an empty or new one", path.display())]
+    TargetNotEmpty {
+        /// The target.
+        path: PathBuf,
+    },
+    /// Writing into the target failed.
+    #[error("writing {} failed: {source}", path.display())]
+    Write {
+        /// What was being written.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An entry that could write outside the target or is not a plain file, directory or link.
+    #[error("refused archive entry {entry:?}: {reason}")]
+    Hostile {
+        /// The entry's path as stored.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// More entries than [`RestoreLimits::max_entries`].
+    #[error("the archive has more than {limit} entries (limit)")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// More content than [`RestoreLimits::max_bytes`].
+    #[error(
+        "the archive unpacks to more than {limit} bytes (limit); refused as a possible decompression bomb"
+    )]
+    TooManyBytes {
+        /// The limit.
+        limit: u64,
+    },
+    /// Not a zstd-compressed tar stream, or cut short.
+    #[error("the archive is corrupt: {0}")]
+    Corrupt(String),
+    /// The compressed archive's sha256 differs from the expected one.
+    #[error("the archive's sha256 is {found}, expected {expected}")]
+    ShaMismatch {
+        /// What the manifest says.
+        expected: String,
+        /// What was read.
+        found: String,
+    },
+    /// The object does not exist.
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// Reading the object from S3 failed.
+    #[error("S3 GetObject of {key} failed: {detail}")]
+    S3 {
+        /// The key.
+        key: String,
+        /// The SDK's error chain.
+        detail: String,
+        /// Unreachable store, 5xx, 429 or timeout.
+        transient: bool,
+    },
+    /// The unpacking thread panicked or was cancelled.
+    #[error("the restore stopped unexpectedly: {0}")]
+    Stopped(String),
 }
 
-/// Unpacks a zstd-compressed tar stream into `target`.
+impl RestoreError {
+    /// Whether the same restore may succeed later: only the store failing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::S3 { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// Whether the archive itself was refused (hostile, over a limit, corrupt or mismatching).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Hostile { .. }
+                | Self::TooManyEntries { .. }
+                | Self::TooManyBytes { .. }
+                | Self::Corrupt(_)
+                | Self::ShaMismatch { .. }
+        )
+    }
+
+    /// A short stable name for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TargetNotEmpty { .. } => "target_not_empty",
+            Self::Write { .. } => "write",
+            Self::Hostile { .. } => "hostile",
+            Self::TooManyEntries { .. } => "too_many_entries",
+            Self::TooManyBytes { .. } => "too_many_bytes",
+            Self::Corrupt(_) => "corrupt",
+            Self::ShaMismatch { .. } => "sha_mismatch",
+            Self::NotFound { .. } => "not_found",
+            Self::S3 { .. } => "s3",
+            Self::Stopped(_) => "stopped",
+        }
+    }
+}
+
+/// Unpacks a zstd-compressed tar stream into `target`, which must not exist or be empty.
+/// Blocking.
 ///
 /// # Errors
-/// See [`RestoreError`].
+/// See [`RestoreError`]; the target is left as it was.
 pub fn restore_archive<R: Read>(
-    _reader: R,
-    _target: &Path,
-    _options: &RestoreOptions,
+    reader: R,
+    target: &Path,
+    options: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
-    Err(RestoreError::Unavailable)
+    restore_with_source_check(reader, target, options, &|| None)
 }
 
-/// Downloads `s3://bucket/key` and unpacks it into `target`.
+/// [`restore_archive`], where `source_failure` tells whether a read error came from the source
+/// (the store) rather than from the archive's content.
+fn restore_with_source_check<R: Read>(
+    reader: R,
+    target: &Path,
+    options: &RestoreOptions,
+    source_failure: &dyn Fn() -> Option<RestoreError>,
+) -> Result<RestoreReport, RestoreError> {
+    let created_target = prepare_target(target)?;
+    let staging = target.join(format!(
+        ".tekflux-restore-{}-{}",
+        std::process::id(),
+        UNIX_EPOCH
+            .elapsed()
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    ));
+    let result = fs::create_dir(&staging)
+        .map_err(|source| RestoreError::Write {
+            path: staging.clone(),
+            source,
+        })
+        .and_then(|()| unpack(reader, &staging, options))
+        .map_err(|error| source_failure().unwrap_or(error))
+        .and_then(|report| move_into_place(&staging, target).map(|()| report));
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+        if created_target {
+            let _ = fs::remove_dir(target);
+        }
+    }
+    result
+}
+
+/// Checks that `target` is empty or absent, creating it in the latter case (returns true).
+fn prepare_target(target: &Path) -> Result<bool, RestoreError> {
+    let write_error = |source| RestoreError::Write {
+        path: target.to_owned(),
+        source,
+    };
+    match fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(target).map_err(write_error)?;
+            if entries.next().is_some() {
+                return Err(RestoreError::TargetNotEmpty {
+                    path: target.to_owned(),
+                });
+            }
+            Ok(false)
+        }
+        Ok(_) => Err(RestoreError::TargetNotEmpty {
+            path: target.to_owned(),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).map_err(write_error)?;
+            Ok(true)
+        }
+        Err(error) => Err(write_error(error)),
+    }
+}
+
+fn move_into_place(staging: &Path, target: &Path) -> Result<(), RestoreError> {
+    let write_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RestoreError::Write { path, source }
+    };
+    for entry in fs::read_dir(staging).map_err(write_error(staging))? {
+        let entry = entry.map_err(write_error(staging))?;
+        let to = target.join(entry.file_name());
+        fs::rename(entry.path(), &to).map_err(write_error(&to))?;
+    }
+    fs::remove_dir(staging).map_err(write_error(staging))
+}
+
+/// Counts and hashes the compressed bytes as the decoder pulls them.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    progress: Progress,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        self.bytes += read as u64;
+        self.progress.advance(read as u64);
+        Ok(read)
+    }
+}
+
+fn corrupt(error: &io::Error) -> RestoreError {
+    RestoreError::Corrupt(error.to_string())
+}
+
+fn unpack<R: Read>(
+    reader: R,
+    staging: &Path,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let limits = &options.limits;
+    let hashing = HashingReader {
+        inner: reader,
+        hasher: Sha256::new(),
+        bytes: 0,
+        progress: options.progress.clone(),
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(hashing).map_err(|e| corrupt(&e))?;
+    decoder
+        .window_log_max(WINDOW_LOG_MAX)
+        .map_err(|e| corrupt(&e))?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = 0u64;
+    let mut written = 0u64;
+    // Directory times are set last: writing their contents changes them.
+    let mut directory_times = Vec::new();
+
+    for entry in archive.entries().map_err(|e| corrupt(&e))? {
+        let mut entry = entry.map_err(|e| corrupt(&e))?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(RestoreError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let hostile = |reason: &str| RestoreError::Hostile {
+            entry: raw_path.clone(),
+            reason: reason.to_owned(),
+        };
+        let relative = safe_relative_path(&raw_path).ok_or_else(|| {
+            hostile("absolute paths, `..` and empty names could write outside the target")
+        })?;
+        let destination = staging.join(&relative);
+        let header = entry.header();
+        let mode = header.mode().map_err(|e| corrupt(&e))? & MODE_MASK;
+        let mtime = header.mtime().unwrap_or(0);
+        let entry_type = header.entry_type();
+        ensure_parents(staging, &relative).map_err(|reason| hostile(&reason))?;
+        let write_error = |source| RestoreError::Write {
+            path: destination.clone(),
+            source,
+        };
+
+        match entry_type {
+            tar::EntryType::Directory => {
+                match fs::symlink_metadata(&destination) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => return Err(hostile("a directory over an entry restored earlier")),
+                    Err(_) => fs::create_dir(&destination).map_err(write_error)?,
+                }
+                directory_times.push((destination.clone(), mode, mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                // create_new (O_EXCL) never opens an existing path, so a symlink restored
+                // earlier under this name cannot redirect the write.
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&destination)
+                    .map_err(|source| match source.kind() {
+                        io::ErrorKind::AlreadyExists => {
+                            hostile("a second entry with the same name (or through a link)")
+                        }
+                        _ => RestoreError::Write {
+                            path: destination.clone(),
+                            source,
+                        },
+                    })?;
+                let room = limits.max_bytes - written;
+                let copied = io::copy(&mut (&mut entry).take(room + 1), &mut file)
+                    .map_err(|e| corrupt(&e))?;
+                if copied > room {
+                    return Err(RestoreError::TooManyBytes {
+                        limit: limits.max_bytes,
+                    });
+                }
+                written += copied;
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(write_error)?;
+                set_mtime(&file, mtime).map_err(write_error)?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .ok_or_else(|| hostile("a symlink without a target"))?;
+                if !link_stays_inside(&relative, &link) {
+                    return Err(hostile(&format!(
+                        "the symlink points to {link:?}, outside the target"
+                    )));
+                }
+                std::os::unix::fs::symlink(&link, &destination).map_err(|source| {
+                    match source.kind() {
+                        io::ErrorKind::AlreadyExists => {
+                            hostile("a second entry with the same name")
+                        }
+                        _ => RestoreError::Write {
+                            path: destination.clone(),
+                            source,
+                        },
+                    }
+                })?;
+            }
+            tar::EntryType::Link => {
+                return Err(hostile(
+                    "hard links are not restored (tekflux archives store files, never hard links)",
+                ));
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(hostile("device files are not restored"));
+            }
+            tar::EntryType::Fifo => return Err(hostile("FIFOs are not restored")),
+            // Metadata for other entries; nothing to write.
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+            other => {
+                return Err(hostile(&format!("entry type {other:?} is not restored")));
+            }
+        }
+    }
+
+    // Read to the end of the stream so the sha256 covers the whole object.
+    let mut decoder = archive.into_inner();
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| corrupt(&e))?;
+    // Bytes after the last zstd frame still belong to the object and its sha256; those in the
+    // decoder's buffer were hashed when they were read.
+    let mut rest = decoder.finish();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| corrupt(&e))?;
+    let mut hashing = rest.into_inner();
+    let sha256 = hex::encode(hashing.hasher.finalize_reset());
+    if let Some(expected) = &options.expected_sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(RestoreError::ShaMismatch {
+            expected: expected.clone(),
+            found: sha256,
+        });
+    }
+
+    for (dir, mode, mtime) in directory_times.into_iter().rev() {
+        let write_error = |source| RestoreError::Write {
+            path: dir.clone(),
+            source,
+        };
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o700)).map_err(write_error)?;
+        let file = File::open(&dir).map_err(write_error)?;
+        set_mtime(&file, mtime).map_err(write_error)?;
+        if mode & 0o700 != 0o700 {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(write_error)?;
+        }
+    }
+
+    Ok(RestoreReport {
+        entries,
+        bytes: written,
+        archive_bytes: hashing.bytes,
+        sha256,
+    })
+}
+
+fn set_mtime(file: &File, mtime: u64) -> io::Result<()> {
+    let time = UNIX_EPOCH + Duration::from_secs(mtime);
+    file.set_times(FileTimes::new().set_modified(time).set_accessed(time))
+}
+
+/// The entry path as plain components below the root, or `None` when it is absolute, climbs
+/// with `..`, or names nothing.
+fn safe_relative_path(raw: &str) -> Option<PathBuf> {
+    let mut relative = PathBuf::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => relative.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!relative.as_os_str().is_empty()).then_some(relative)
+}
+
+/// Creates the missing parents of `relative` below `root` as real directories, and refuses a
+/// parent that is anything else (a symlink restored earlier, or a file).
+fn ensure_parents(root: &Path, relative: &Path) -> Result<(), String> {
+    let Some(parent) = relative.parent() else {
+        return Ok(());
+    };
+    let mut current = root.to_owned();
+    for component in parent.components() {
+        current.push(component);
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err("the entry would be written through a symlink".to_owned());
+            }
+            Ok(_) => return Err("a parent of the entry is not a directory".to_owned()),
+            Err(_) => fs::create_dir(&current)
+                .map_err(|error| format!("cannot create {}: {error}", current.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether a symlink at `link_path` (relative to the root) pointing to `target` resolves,
+/// lexically, to a path inside the root. Absolute targets never do.
+fn link_stays_inside(link_path: &Path, target: &str) -> bool {
+    if target.is_empty() || Path::new(target).is_absolute() {
+        return false;
+    }
+    let mut depth = link_path.components().count() as i64 - 1;
+    for component in Path::new(target).components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Downloads `s3://bucket/key` and unpacks it into `target` (see [`restore_archive`]),
+/// streaming: the object is never held in memory.
 ///
 /// # Errors
-/// See [`RestoreError`].
+/// [`RestoreError::NotFound`] for a missing object, [`RestoreError::S3`] when the store fails,
+/// and the refusals of [`restore_archive`].
 pub async fn restore_from_s3(
-    _client: &Client,
-    _bucket: &str,
-    _key: &str,
-    _target: &Path,
-    _options: &RestoreOptions,
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    target: &Path,
+    options: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
-    Err(RestoreError::Unavailable)
+    let object = match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
+        {
+            return Err(RestoreError::NotFound {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Err(error) => {
+            let failure = S3Failure::from(error);
+            return Err(RestoreError::S3 {
+                key: key.to_owned(),
+                detail: failure.detail,
+                transient: failure.transient,
+            });
+        }
+    };
+    let body = tokio_util::io::SyncIoBridge::new(object.body.into_async_read());
+    let source = SourceReader {
+        inner: body,
+        failure: Arc::new(Mutex::new(None)),
+    };
+    let failure = Arc::clone(&source.failure);
+    let (target, options, key) = (target.to_owned(), options.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let source_failure = || {
+            failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(|detail| RestoreError::S3 {
+                    key: key.clone(),
+                    detail,
+                    transient: true,
+                })
+        };
+        restore_with_source_check(source, &target, &options, &source_failure)
+    })
+    .await
+    .map_err(|error| RestoreError::Stopped(error.to_string()))?
+}
+
+/// The object body, remembering a read failure so it is reported as the store's fault and
+/// not as a corrupt archive.
+struct SourceReader<R> {
+    inner: R,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for SourceReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|error| {
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("reading the body failed: {error}"));
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_stay_below_the_root() {
+        assert_eq!(safe_relative_path("./a/b"), Some(PathBuf::from("a/b")));
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", "", ".", "./"] {
+            assert_eq!(safe_relative_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn links_are_resolved_lexically_against_their_directory() {
+        assert!(link_stays_inside(Path::new("a/link"), "../b"));
+        assert!(link_stays_inside(Path::new("link"), "a/../b"));
+        assert!(!link_stays_inside(Path::new("link"), ".."));
+        assert!(!link_stays_inside(Path::new("a/link"), "../../x"));
+        assert!(!link_stays_inside(Path::new("link"), "/etc"));
+        assert!(!link_stays_inside(Path::new("link"), "a/../../x"));
+    }
 }

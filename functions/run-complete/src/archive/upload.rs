@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -46,7 +46,10 @@ impl Default for ArchiveOptions {
         Self {
             level: 3,
             part_size: 8 * 1024 * 1024,
-            concurrency: 4,
+            // Two uploads in flight keep up with one core of zstd -1 on loopback (more gave no
+            // throughput in the archive benchmark), and 8 MiB × (2 + 2) leaves the archiver
+            // well under its 64 MiB goal; see functions/run-complete/BENCHMARKS.md.
+            concurrency: 2,
             progress: Progress::default(),
         }
     }
@@ -209,11 +212,15 @@ pub async fn upload_archive(
 
     // One slot: the producer may fill one part ahead while the uploaders send theirs.
     let (sender, mut receiver) = mpsc::channel::<Bytes>(1);
+    // Uploaded parts' buffers go back to the producer, so the same `concurrency + 2` buffers
+    // serve the whole archive. A fresh buffer per part left glibc's heap fragmented by
+    // part-sized holes and the peak RSS growing with the archive (BENCHMARKS.md).
+    let (recycle, recycled) = std::sync::mpsc::channel::<BytesMut>();
     let dir = source_dir.to_owned();
     let (level, part_size) = (options.level, options.part_size);
     let progress = options.progress.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let sink = ChunkSink::new(sender, part_size, progress);
+        let sink = ChunkSink::new(sender, recycled, part_size, progress);
         let (summary, sink) = write_archive(&dir, level, sink)?;
         let (bytes, sha256) = sink.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(Streamed {
@@ -273,7 +280,14 @@ pub async fn upload_archive(
     };
     let outcome = async {
         // `receiver` moves in and is dropped when sending stops, which stops the producer.
-        let sent = send_parts(&target, first, second, receiver, options.concurrency).await;
+        let sent = send_parts(
+            &target,
+            [first, second],
+            receiver,
+            &recycle,
+            options.concurrency,
+        )
+        .await;
         // The producer is always joined so no thread keeps reading the tree after we return;
         // its error matters only when sending succeeded (it then explains the short stream).
         let streamed = join_producer(producer).await;
@@ -388,16 +402,23 @@ async fn join_producer(
 
 async fn send_parts(
     target: &Target<'_>,
-    first: Bytes,
-    second: Bytes,
+    first_two: [Bytes; 2],
     mut receiver: mpsc::Receiver<Bytes>,
+    recycle: &std::sync::mpsc::Sender<BytesMut>,
     concurrency: usize,
 ) -> Result<Vec<CompletedPart>, ArchiveError> {
     let mut in_flight = JoinSet::new();
     let mut done = Vec::new();
-    let mut pending = [first, second].into_iter();
+    let mut pending = first_two.into_iter();
     let mut part_number = 0i32;
     loop {
+        // Wait for a free upload slot before taking the next part off the channel: a part held
+        // here while waiting would be one more part in memory without being uploaded sooner.
+        while in_flight.len() >= concurrency {
+            if let Some(result) = in_flight.join_next().await {
+                done.push(part_result(target.key, result)?);
+            }
+        }
         let chunk = match pending.next() {
             Some(chunk) => chunk,
             None => match receiver.recv().await {
@@ -405,12 +426,11 @@ async fn send_parts(
                 None => break,
             },
         };
-        while in_flight.len() >= concurrency {
-            if let Some(result) = in_flight.join_next().await {
-                done.push(part_result(target.key, result)?);
-            }
-        }
         part_number += 1;
+        // A second handle on the buffer (a reference count, not a copy), to hand it back to
+        // the producer once the SDK has dropped the request's.
+        let buffer = chunk.clone();
+        let recycle = recycle.clone();
         let request = target
             .client
             .upload_part()
@@ -421,6 +441,11 @@ async fn send_parts(
             .body(ByteStream::from(chunk));
         in_flight.spawn(async move {
             let output = request.send().await?;
+            // Unique again once the request is gone; if anything still holds the body, the
+            // producer simply allocates a new buffer.
+            if let Ok(buffer) = buffer.try_into_mut() {
+                let _ = recycle.send(buffer);
+            }
             Ok(CompletedPart::builder()
                 .part_number(part_number)
                 .set_e_tag(output.e_tag)
@@ -502,7 +527,9 @@ async fn check_stored_size(
 /// on the way.
 struct ChunkSink {
     sender: mpsc::Sender<Bytes>,
-    buffer: Vec<u8>,
+    /// Buffers of parts already uploaded, to fill again.
+    recycled: std::sync::mpsc::Receiver<BytesMut>,
+    buffer: BytesMut,
     part_size: usize,
     hasher: Sha256,
     bytes: u64,
@@ -510,28 +537,48 @@ struct ChunkSink {
 }
 
 impl ChunkSink {
-    fn new(sender: mpsc::Sender<Bytes>, part_size: usize, progress: Progress) -> Self {
+    fn new(
+        sender: mpsc::Sender<Bytes>,
+        recycled: std::sync::mpsc::Receiver<BytesMut>,
+        part_size: usize,
+        progress: Progress,
+    ) -> Self {
         Self {
             progress,
             sender,
-            buffer: Vec::with_capacity(part_size),
+            recycled,
+            buffer: BytesMut::with_capacity(part_size),
             part_size,
             hasher: Sha256::new(),
             bytes: 0,
         }
     }
 
+    /// Hands the full buffer to the uploader, then takes a buffer to fill: only afterwards, so
+    /// that while the producer waits for the channel it holds no second one.
     fn send_buffer(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
+        self.hand_over()?;
+        self.buffer = match self.recycled.try_recv() {
+            Ok(mut buffer) if buffer.capacity() >= self.part_size => {
+                buffer.clear();
+                buffer
+            }
+            _ => BytesMut::with_capacity(self.part_size),
+        };
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        let chunk = std::mem::take(&mut self.buffer).freeze();
         self.sender
-            .blocking_send(Bytes::from(chunk))
+            .blocking_send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped"))
     }
 
     /// Sends the last, short part and returns the byte count and hex sha256.
     fn finish(mut self) -> io::Result<(u64, String)> {
         if !self.buffer.is_empty() {
-            self.send_buffer()?;
+            self.hand_over()?;
         }
         Ok((self.bytes, hex::encode(self.hasher.finalize())))
     }
