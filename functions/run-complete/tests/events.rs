@@ -73,3 +73,25 @@ async fn other_event_types_are_refused_without_retry() {
             .contains("dev.tekton.event")
     );
 }
+
+/// Tekton's own example event (docs/events.md, in the shared corpus): acknowledged as a
+/// non-terminal event, and its run reads as run-complete needs it once it is terminal.
+#[tokio::test]
+async fn tektons_documented_event_is_read() {
+    let body = tekflux_testkit::corpus::read_corpus(
+        "tekton-cloudevents/taskrun-unknown.tekton-docs-current.json",
+    );
+    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let terminal = tekflux_run_complete::tekton::Terminal::from_event_type(
+        "dev.tekton.event.taskrun.successful.v1",
+    )
+    .unwrap();
+    let run = tekflux_run_complete::tekton::FinishedRun::from_event(terminal, &data).unwrap();
+    assert_eq!(run.name, "curl-run-6gplk");
+    assert_eq!(run.namespace, "default");
+    assert_eq!(run.uid, "4ccb4f01-3ecc-4eb4-87e1-76f04efeee5c");
+    assert_eq!(run.pod_name.as_deref(), Some("curl-run-6gplk-pod"));
+    assert_eq!(run.steps.len(), 1);
+    assert_eq!(run.steps[0].container, "step-curl");
+    assert_eq!(run.parent_pipeline_run(), None);
+}
