@@ -22,7 +22,7 @@ use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::{Error, Result};
 
-use crate::archive::{ArchiveError, ArchiveOptions, MIN_PART_SIZE, upload_archive, verify_archive};
+use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs};
 use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, WorkspaceDir, plan_workspaces};
@@ -120,16 +120,7 @@ impl AppState {
     }
 
     fn archive_options(&self) -> ArchiveOptions {
-        let storage = &self.inner.storage;
-        let mut options = ArchiveOptions::default();
-        if let Some(level) = storage.compression_level {
-            options.level = level;
-        }
-        if let Some(mib) = storage.part_size_mib {
-            let bytes = usize::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-            options.part_size = bytes.max(MIN_PART_SIZE);
-        }
-        options
+        ArchiveOptions::from_storage(&self.inner.storage)
     }
 }
 

@@ -3,7 +3,10 @@
 //! `tekflux serve` runs all three functions in one process (each under its own path prefix), or
 //! one of them at the root with `--function`, which is how the Knative Services in `knative/`
 //! run it. `tekflux check-config` validates the config file, and `tekflux render` shows offline
-//! what a webhook payload would start.
+//! what a webhook payload would start. `tekflux archive` and `tekflux restore` move a workspace
+//! to and from S3 (see `transfer`).
+
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,10 @@ enum Command {
         #[arg(long)]
         delivery: Option<String>,
     },
+    /// Archive a directory to s3://bucket/key (tar + zstd, streamed), then check what was stored.
+    Archive(transfer::ArchiveArgs),
+    /// Restore s3://bucket/key into an empty or new directory, refusing hostile archives.
+    Restore(transfer::RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,9 +90,23 @@ impl From<ProviderArg> for Provider {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Bad arguments exit 64 (EX_USAGE) like a bad config, not clap's 2; --help and
+        // --version are not errors.
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(transfer::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::CheckConfig => check_config(),
+        Command::Archive(args) => transfer::archive(args),
+        Command::Restore(args) => transfer::restore(args),
         Command::Serve { function } => {
             // Config first: an invalid one exits 64 before any runtime starts.
             let startup = Startup::from_process();

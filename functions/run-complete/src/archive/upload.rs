@@ -55,6 +55,22 @@ impl Default for ArchiveOptions {
     }
 }
 
+impl ArchiveOptions {
+    /// The defaults with the config's `storage.compressionLevel` and `storage.partSizeMib`
+    /// applied; a part size below S3's minimum is raised to it.
+    pub fn from_storage(storage: &tekflux_common::config::Storage) -> Self {
+        let mut options = Self::default();
+        if let Some(level) = storage.compression_level {
+            options.level = level;
+        }
+        if let Some(mib) = storage.part_size_mib {
+            let bytes = usize::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+            options.part_size = bytes.max(MIN_PART_SIZE);
+        }
+        options
+    }
+}
+
 /// What was uploaded, as counted while streaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveReport {

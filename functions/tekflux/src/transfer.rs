@@ -1,0 +1,458 @@
+//! `tekflux archive DIR s3://bucket/key` and `tekflux restore s3://bucket/key DIR`: the
+//! run-complete archive code as a command, so a Tekton step can seed a fresh `emptyDir` from
+//! the object store and save it back (see `infra/tekton/`).
+//!
+//! S3 settings (endpoint, region, path style, compression level, part size) come from the same
+//! config and environment as the functions. The result is one JSON line on stdout; progress
+//! goes to stderr, redrawn in place on a terminal and as a plain line every few seconds
+//! otherwise (a Tekton step log). Exit codes follow sysexits so a Task or script can tell
+//! "retry later" (69) from "this archive is refused" (65) and "nothing there" (66).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use tekflux_common::clients;
+use tekflux_common::config::{self, Env};
+use tekflux_run_complete::archive::{
+    ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
+    RestoreOptions, restore_from_s3, upload_archive, verify_archive,
+};
+
+/// Bad arguments (sysexits `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+/// The archive or target was refused: hostile entry, over a limit, corrupt, sha256 mismatch,
+/// target not empty (`EX_DATAERR`).
+pub const EXIT_REFUSED: u8 = 65;
+/// The object or the directory to archive does not exist (`EX_NOINPUT`).
+pub const EXIT_NOT_FOUND: u8 = 66;
+/// The store is unreachable or failing; retrying later may succeed (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Writing the restored tree failed (`EX_CANTCREAT`).
+pub const EXIT_CANNOT_WRITE: u8 = 73;
+
+/// S3 limits a key to 1024 bytes.
+const MAX_KEY_BYTES: usize = 1024;
+/// S3 allows at most 10,000 parts of at most 5 GiB each.
+const MAX_PART_SIZE_MIB: u64 = 5 * 1024;
+
+/// `s3://bucket/key`, checked against S3's naming rules before any request is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    /// The bucket.
+    pub bucket: String,
+    /// The object key.
+    pub key: String,
+}
+
+impl FromStr for S3Url {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{text:?} is not an s3://bucket/key URL"))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} names no key: expected s3://bucket/key"))?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && bucket
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && bucket
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !bucket_ok {
+            return Err(format!(
+                "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"
+            ));
+        }
+        if key.is_empty() || key.ends_with('/') {
+            return Err(format!(
+                "{text:?} names a folder, not an object: the key must not be empty or end with /"
+            ));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(format!("the key is longer than S3's {MAX_KEY_BYTES} bytes"));
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// `name=value` for the object's `x-amz-meta-name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataPair {
+    name: String,
+    value: String,
+}
+
+impl FromStr for MetadataPair {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, value) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not name=value"))?;
+        // HTTP header names travel lowercased; anything else would come back changed.
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(format!(
+                "metadata name {name:?} must be lowercase letters, digits and hyphens"
+            ));
+        }
+        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(format!(
+                "metadata value for {name:?} must be printable ASCII (S3 sends it as a header)"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// Arguments of `tekflux archive`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The directory to archive; symlinks are stored as links, special files are skipped.
+    pub source: PathBuf,
+    /// Where to store the archive, s3://bucket/key.
+    pub url: S3Url,
+    /// zstd level, 1 (fastest) to 22; default: the config's storage.compressionLevel, else 3.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: Option<i32>,
+    /// Multipart part size in MiB (5 to 5120); default: storage.partSizeMib, else 8.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(5..=MAX_PART_SIZE_MIB))]
+    pub part_size_mib: Option<u64>,
+    /// Parts uploaded at the same time (1 to 16).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub concurrency: Option<u16>,
+    /// Skip reading the object back to check its sha256.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Object metadata, name=value (repeatable); stored as x-amz-meta-<name>.
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    pub metadata: Vec<MetadataPair>,
+    /// Also write the archive's sha256 (hex, no newline) to this file, e.g. a Tekton result.
+    #[arg(long, value_name = "PATH")]
+    pub sha256_file: Option<PathBuf>,
+}
+
+/// Arguments of `tekflux restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive, s3://bucket/key.
+    pub url: S3Url,
+    /// The directory to fill; it must not exist or be empty.
+    pub target: PathBuf,
+    /// The sha256 the archive must have (from the run's manifest.json); empty means unchecked.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Most tar entries accepted.
+    #[arg(long, default_value_t = RestoreLimits::default().max_entries)]
+    pub max_entries: u64,
+    /// Most bytes of file content written, in total.
+    #[arg(long, default_value_t = RestoreLimits::default().max_bytes)]
+    pub max_bytes: u64,
+    /// A missing object is a success that restores nothing (the first build of a branch).
+    /// Also takes `=true`/`=false`, so a Tekton param can switch it.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub missing_ok: bool,
+}
+
+/// Runs `tekflux archive`.
+pub fn archive(args: ArchiveArgs) -> ExitCode {
+    let config = config::load_or_exit(&Env::from_process());
+    let mut options = ArchiveOptions::from_storage(&config.storage);
+    if let Some(level) = args.level {
+        options.level = level;
+    }
+    if let Some(mib) = args.part_size_mib {
+        // Within range by the parser; the max() only documents the floor.
+        options.part_size = usize::try_from(mib * 1024 * 1024)
+            .unwrap_or(usize::MAX)
+            .max(MIN_PART_SIZE);
+    }
+    if let Some(concurrency) = args.concurrency {
+        options.concurrency = usize::from(concurrency);
+    }
+    let progress = ProgressLine::to_stderr("archive", None);
+    options.progress = progress.callback();
+    let metadata: BTreeMap<String, String> = args
+        .metadata
+        .into_iter()
+        .map(|pair| (pair.name, pair.value))
+        .collect();
+    let url = args.url;
+
+    let result = block_on(async {
+        let client = clients::s3_client(&config.storage).await;
+        let report = upload_archive(
+            &client,
+            &url.bucket,
+            &url.key,
+            &args.source,
+            &options,
+            metadata,
+        )
+        .await?;
+        let verified = if args.no_verify {
+            false
+        } else {
+            verify_archive(&client, &url.bucket, &url.key, &report.sha256).await?;
+            true
+        };
+        Ok::<_, ArchiveError>((report, verified))
+    });
+    progress.finish();
+    let (report, verified) = match result {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => return fail("archive", &error, archive_exit_code(&error)),
+        Err(code) => return code,
+    };
+    if let Some(path) = &args.sha256_file
+        && let Err(error) = std::fs::write(path, &report.sha256)
+    {
+        // The archive is stored; only the note of its sha256 is missing.
+        eprintln!(
+            "tekflux archive: stored {url} but cannot write {}: {error}",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CANNOT_WRITE);
+    }
+    print_result(&json!({
+        "url": url.to_string(),
+        "bytes": report.bytes,
+        "sha256": report.sha256,
+        "entries": report.entries,
+        "skippedSpecial": report.skipped_special,
+        "parts": report.parts,
+        "verified": verified,
+    }));
+    ExitCode::SUCCESS
+}
+
+/// Runs `tekflux restore`.
+pub fn restore(args: RestoreArgs) -> ExitCode {
+    let config = config::load_or_exit(&Env::from_process());
+    let expected_sha256 = args
+        .sha256
+        .map(|sha| sha.trim().to_ascii_lowercase())
+        .filter(|sha| !sha.is_empty());
+    if let Some(sha) = &expected_sha256
+        && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        eprintln!("tekflux restore: --sha256 {sha:?} is not 64 hex digits");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let url = args.url;
+    let target = args.target;
+
+    let result = block_on(async {
+        let client = clients::s3_client(&config.storage).await;
+        // Only for the progress bar's total: restore_from_s3 reports a missing object itself.
+        let total = client
+            .head_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .send()
+            .await
+            .ok()
+            .and_then(|head| head.content_length())
+            .and_then(|length| u64::try_from(length).ok());
+        let progress = ProgressLine::to_stderr("restore", total);
+        let options = RestoreOptions {
+            limits: RestoreLimits {
+                max_entries: args.max_entries,
+                max_bytes: args.max_bytes,
+            },
+            expected_sha256,
+            progress: progress.callback(),
+        };
+        let result = restore_from_s3(&client, &url.bucket, &url.key, &target, &options).await;
+        progress.finish();
+        result
+    });
+    let report = match result {
+        Ok(Ok(report)) => report,
+        Ok(Err(RestoreError::NotFound { .. })) if args.missing_ok => {
+            eprintln!("tekflux restore: {url} does not exist; nothing restored (--missing-ok)");
+            print_result(&json!({
+                "url": url.to_string(),
+                "target": target.display().to_string(),
+                "restored": false,
+            }));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Err(error)) => return fail("restore", &error, restore_exit_code(&error)),
+        Err(code) => return code,
+    };
+    print_result(&json!({
+        "url": url.to_string(),
+        "target": target.display().to_string(),
+        "restored": true,
+        "entries": report.entries,
+        "bytes": report.bytes,
+        "archiveBytes": report.archive_bytes,
+        "sha256": report.sha256,
+    }));
+    ExitCode::SUCCESS
+}
+
+fn archive_exit_code(error: &ArchiveError) -> u8 {
+    match error {
+        ArchiveError::SourceMissing { .. } | ArchiveError::NotADirectory { .. } => EXIT_NOT_FOUND,
+        ArchiveError::InvalidOptions(_) => EXIT_USAGE,
+        error if error.is_transient() => EXIT_UNAVAILABLE,
+        _ => 1,
+    }
+}
+
+fn restore_exit_code(error: &RestoreError) -> u8 {
+    match error {
+        RestoreError::NotFound { .. } => EXIT_NOT_FOUND,
+        RestoreError::TargetNotEmpty { .. } => EXIT_REFUSED,
+        RestoreError::Write { .. } => EXIT_CANNOT_WRITE,
+        error if error.is_refusal() => EXIT_REFUSED,
+        error if error.is_transient() => EXIT_UNAVAILABLE,
+        _ => 1,
+    }
+}
+
+fn fail(command: &str, error: &dyn std::error::Error, code: u8) -> ExitCode {
+    eprintln!("tekflux {command}: {error}");
+    ExitCode::from(code)
+}
+
+fn print_result(result: &serde_json::Value) {
+    println!("{result}");
+}
+
+/// Runs `future` on a fresh runtime; `Err` carries the exit code when none can start.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Ok(runtime.block_on(future)),
+        Err(error) => {
+            eprintln!("tekflux: cannot start the async runtime: {error}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Progress on stderr: redrawn in place (with a bar when the total is known) on a terminal,
+/// a plain line at most every [`ProgressLine::PLAIN_EVERY`] otherwise, so step logs stay short.
+struct ProgressLine {
+    label: &'static str,
+    total: Option<u64>,
+    terminal: bool,
+    started: Instant,
+    done: AtomicU64,
+    last_drawn: Mutex<Instant>,
+}
+
+impl ProgressLine {
+    const PLAIN_EVERY: Duration = Duration::from_secs(5);
+    const REDRAW_EVERY: Duration = Duration::from_millis(200);
+
+    fn to_stderr(label: &'static str, total: Option<u64>) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Self {
+            label,
+            total,
+            terminal: std::io::stderr().is_terminal(),
+            started: now,
+            done: AtomicU64::new(0),
+            last_drawn: Mutex::new(now),
+        })
+    }
+
+    fn callback(self: &Arc<Self>) -> Progress {
+        let line = Arc::clone(self);
+        Progress::new(move |bytes| line.advance(bytes))
+    }
+
+    fn advance(&self, bytes: u64) {
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let every = if self.terminal {
+            Self::REDRAW_EVERY
+        } else {
+            Self::PLAIN_EVERY
+        };
+        let Ok(mut last) = self.last_drawn.lock() else {
+            return;
+        };
+        if last.elapsed() < every {
+            return;
+        }
+        *last = Instant::now();
+        drop(last);
+        self.draw(done, false);
+    }
+
+    fn finish(&self) {
+        // A plain log gets no final progress line: the JSON result says it all.
+        if self.terminal {
+            self.draw(self.done.load(Ordering::Relaxed), true);
+        }
+    }
+
+    fn draw(&self, done: u64, last: bool) {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = mib(done) / seconds;
+        let amount = match self.total {
+            Some(total) if total > 0 => {
+                let fraction = (done as f64 / total as f64).min(1.0);
+                let filled = (fraction * 30.0).round() as usize;
+                format!(
+                    "[{}{}] {:>3.0}% {:.1}/{:.1} MiB",
+                    "#".repeat(filled),
+                    "-".repeat(30 - filled),
+                    fraction * 100.0,
+                    mib(done),
+                    mib(total)
+                )
+            }
+            _ => format!("{:.1} MiB", mib(done)),
+        };
+        let text = format!("{} {amount} at {rate:.1} MiB/s", self.label);
+        let mut stderr = std::io::stderr().lock();
+        // Errors writing progress are not worth failing the transfer for.
+        let _ = if self.terminal {
+            write!(stderr, "\r{text}\x1b[K{}", if last { "\n" } else { "" })
+        } else {
+            writeln!(stderr, "{text}")
+        };
+        let _ = stderr.flush();
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,532 @@
+//! `tekflux archive` and `tekflux restore` as users and the Tekton Tasks in `infra/tekton` run
+//! them: the real binary against a real S3 server on loopback, configured only through the
+//! environment (as the Task's Secret does it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tekflux_testkit::s3::TestS3;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The binary with only S3 settings in its environment, run from an empty directory so no
+/// `./tekflux.yaml` is picked up: the embedded defaults plus what the env says.
+fn tekflux(s3: &TestS3, cwd: &Path) -> Command {
+    let credentials = s3.credentials();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tekflux"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", credentials.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key())
+        .env("AWS_REGION", tekflux_testkit::s3::REGION)
+        .env("AWS_ENDPOINT_URL_S3", s3.endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TEKFLUX_S3_FORCE_PATH_STYLE", "true")
+        .current_dir(cwd);
+    command
+}
+
+/// Runs the command off the async runtime, which serves the S3 server meanwhile.
+async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("tekflux runs"))
+        .await
+        .unwrap()
+}
+
+fn stdout_json(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line on stdout: {stdout}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A small workspace: nested files, an executable, an empty directory, a relative symlink.
+fn make_workspace(root: &Path) {
+    std::fs::create_dir_all(root.join("src/lib")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::write(root.join("README.md"), "# shop\n").unwrap();
+    std::fs::write(root.join("src/lib/main.rs"), "fn main() {}\n".repeat(5000)).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("src/data.bin"), data).unwrap();
+    std::fs::write(root.join("build.sh"), "#!/bin/sh\necho build\n").unwrap();
+    std::fs::set_permissions(
+        root.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    symlink("src/lib/main.rs", root.join("entry")).unwrap();
+}
+
+/// Every entry under `root` by relative path: kind, permission bits, and content or link target.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let description = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &path, into);
+                format!("dir {mode:o}")
+            } else {
+                let content = std::fs::read(&path).unwrap();
+                format!(
+                    "file {mode:o} {} bytes, fnv {:016x}",
+                    content.len(),
+                    fnv1a(&content)
+                )
+            };
+            into.insert(relative, description);
+        }
+    }
+    let mut entries = BTreeMap::new();
+    walk(root, root, &mut entries);
+    entries
+}
+
+/// FNV-1a, enough to tell two file contents apart in a test.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_then_restore_reproduces_the_tree_and_checks_the_sha256() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let url = format!("s3://{bucket}/cache/shop/main.tar.zst");
+    let sha_file = work.path().join("sha256");
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(&source)
+        .arg(&url)
+        .args(["--level", "1", "--metadata", "tekflux-branch=main"])
+        .arg("--sha256-file")
+        .arg(&sha_file);
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let result = stdout_json(&output);
+    assert_eq!(result["url"], url);
+    assert_eq!(result["verified"], true);
+    let sha = result["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha.len(), 64);
+    assert_eq!(std::fs::read_to_string(&sha_file).unwrap(), sha);
+    // Three directories, three files, one empty directory and one link.
+    assert_eq!(result["entries"], 8, "{result}");
+
+    let head = s3
+        .client()
+        .head_object()
+        .bucket(&bucket)
+        .key("cache/shop/main.tar.zst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.content_length().map(|length| length as u64),
+        result["bytes"].as_u64()
+    );
+    assert_eq!(
+        head.metadata()
+            .unwrap()
+            .get("tekflux-branch")
+            .map(String::as_str),
+        Some("main")
+    );
+
+    // Restore into a directory that does not exist yet, checking the sha256.
+    let target = work.path().join("restored");
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(&url)
+        .arg(&target)
+        .arg(format!("--sha256={}", sha.to_uppercase()));
+    let output = run(restore).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let result = stdout_json(&output);
+    assert_eq!(result["restored"], true);
+    assert_eq!(result["sha256"], sha);
+    assert_eq!(snapshot(&target), snapshot(&source));
+    // Not a terminal: no carriage-return redraws in the step log.
+    assert!(!output.stderr.contains(&b'\r'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refusals_leave_the_target_as_it_was_and_exit_65() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let url = format!("s3://{bucket}/ws.tar.zst");
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(&source)
+        .arg(&url)
+        .arg("--no-verify");
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(stdout_json(&output)["verified"], false);
+
+    // A target that already holds something.
+    let occupied = work.path().join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
+    let mut restore = tekflux(&s3, work.path());
+    restore.arg("restore").arg(&url).arg(&occupied);
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an empty directory"));
+    assert_eq!(snapshot(&occupied).len(), 1);
+
+    // A sha256 that is not the archive's.
+    let fresh = work.path().join("fresh");
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(&url)
+        .arg(&fresh)
+        .arg(format!("--sha256={}", "0".repeat(64)));
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sha256"));
+    assert!(!fresh.exists() || snapshot(&fresh).is_empty());
+
+    // Over the entry limit.
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(&url)
+        .arg(&fresh)
+        .args(["--max-entries", "3"]);
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
+    assert!(!fresh.exists() || snapshot(&fresh).is_empty());
+
+    // Not an archive at all.
+    s3.client()
+        .put_object()
+        .bucket(&bucket)
+        .key("garbage.tar.zst")
+        .body(b"this is not zstd".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(format!("s3://{bucket}/garbage.tar.zst"))
+        .arg(&fresh);
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("corrupt"));
+    assert!(!fresh.exists() || snapshot(&fresh).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_objects_and_sources_exit_66_unless_missing_is_ok() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let url = format!("s3://{bucket}/never-written.tar.zst");
+    let target = work.path().join("target");
+
+    let mut restore = tekflux(&s3, work.path());
+    restore.arg("restore").arg(&url).arg(&target);
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(66), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+
+    for flag in ["--missing-ok", "--missing-ok=true"] {
+        let mut restore = tekflux(&s3, work.path());
+        restore.arg("restore").arg(flag).arg(&url).arg(&target);
+        let output = run(restore).await;
+        assert!(output.status.success(), "{flag}: {}", describe(&output));
+        assert_eq!(stdout_json(&output)["restored"], false);
+    }
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(&url)
+        .arg(&target)
+        .arg("--missing-ok=false");
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(66), "{}", describe(&output));
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(work.path().join("no-such-dir"))
+        .arg(&url);
+    let output = run(archive).await;
+    assert_eq!(output.status.code(), Some(66), "{}", describe(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_exits_69_and_bad_arguments_exit_64() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    s3.shutdown();
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(&source)
+        .arg(format!("s3://{bucket}/ws.tar.zst"));
+    let output = run(archive).await;
+    assert_eq!(output.status.code(), Some(69), "{}", describe(&output));
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .arg("restore")
+        .arg(format!("s3://{bucket}/ws.tar.zst"))
+        .arg(work.path().join("target"));
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(69), "{}", describe(&output));
+    assert!(!work.path().join("target").exists());
+
+    for args in [
+        vec!["restore", "https://example.com/ws.tar.zst", "target"],
+        vec!["restore", "s3://Bad_Bucket/ws.tar.zst", "target"],
+        vec!["restore", "s3://bucket-only", "target"],
+        vec!["restore", "s3://bucket/folder/", "target"],
+        vec![
+            "restore",
+            "s3://bucket/ws.tar.zst",
+            "target",
+            "--sha256=abc",
+        ],
+        vec![
+            "archive",
+            "workspace",
+            "s3://bucket/ws.tar.zst",
+            "--level",
+            "30",
+        ],
+        vec![
+            "archive",
+            "workspace",
+            "s3://bucket/ws.tar.zst",
+            "--part-size-mib",
+            "1",
+        ],
+        vec![
+            "archive",
+            "workspace",
+            "s3://bucket/ws.tar.zst",
+            "--metadata",
+            "Branch=main",
+        ],
+    ] {
+        let mut command = tekflux(&s3, work.path());
+        command.args(&args);
+        let output = run(command).await;
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+}
+
+/// A step of a Task in `infra/tekton` with its variables replaced as Tekton would replace them.
+struct TaskStep {
+    args: Vec<String>,
+    config_path: String,
+}
+
+fn task_step(file: &str, params: &[(&str, &str)], paths: &[(&str, &Path)]) -> TaskStep {
+    let text = std::fs::read_to_string(repo_root().join("infra/tekton").join(file)).unwrap();
+    let task: Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(task["apiVersion"], "tekton.dev/v1", "{file}");
+    assert_eq!(task["kind"], "Task", "{file}");
+    let spec = &task["spec"];
+    let steps = spec["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{file}");
+    let step = &steps[0];
+    assert_eq!(
+        step["image"].as_str().unwrap(),
+        format!("ghcr.io/tekflux/tekflux:{}", env!("CARGO_PKG_VERSION")),
+        "{file}: the image matches the release"
+    );
+
+    // Variables: params (given or defaulted), workspace and result paths, context.
+    let mut variables: BTreeMap<String, String> = BTreeMap::new();
+    for param in spec["params"].as_array().unwrap() {
+        let name = param["name"].as_str().unwrap();
+        let value = params
+            .iter()
+            .find(|(given, _)| *given == name)
+            .map(|(_, value)| (*value).to_owned())
+            .or_else(|| param["default"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{file}: param {name} has no default and was not given"));
+        variables.insert(format!("$(params.{name})"), value);
+    }
+    for (reference, path) in paths {
+        variables.insert(format!("$({reference})"), path.display().to_string());
+    }
+    variables.insert(
+        "$(context.taskRun.name)".into(),
+        "build-abc12-archive".into(),
+    );
+    for workspace in spec["workspaces"].as_array().unwrap() {
+        let name = workspace["name"].as_str().unwrap();
+        assert!(
+            variables.contains_key(&format!("$(workspaces.{name}.path)")),
+            "{file}: workspace {name} not given"
+        );
+    }
+
+    let args = step["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| {
+            let mut arg = arg.as_str().unwrap().to_owned();
+            for (variable, value) in &variables {
+                arg = arg.replace(variable, value);
+            }
+            assert!(!arg.contains("$("), "{file}: unknown variable in {arg}");
+            arg
+        })
+        .collect();
+
+    // The config comes from the tekflux-config ConfigMap, mounted where TEKFLUX_CONFIG points.
+    let config_path = step["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|env| env["name"] == "TEKFLUX_CONFIG")
+        .and_then(|env| env["value"].as_str())
+        .unwrap()
+        .to_owned();
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["configMap"]["name"] == "tekflux-config")
+        .unwrap();
+    let mount = step["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["name"] == volume["name"])
+        .unwrap();
+    assert_eq!(
+        config_path,
+        format!("{}/tekflux.yaml", mount["mountPath"].as_str().unwrap())
+    );
+    TaskStep { args, config_path }
+}
+
+/// The Tasks' steps, as written, archive a workspace and seed an empty one from it, with the
+/// config that knative/base ships mounted where the step expects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tekton_tasks_archive_and_restore_a_workspace() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    make_workspace(&source.join("repo"));
+    let results = work.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    let url = format!("s3://{bucket}/cache/shop/main.tar.zst");
+    // The ConfigMap's content: knative/base/tekflux.yaml; the Secret supplies its webhook secret.
+    let config = std::fs::read_to_string(repo_root().join("knative/base/tekflux.yaml")).unwrap();
+    let config_dir = work.path().join("etc-tekflux");
+    std::fs::create_dir(&config_dir).unwrap();
+    std::fs::write(config_dir.join("tekflux.yaml"), config).unwrap();
+
+    let run_step = |step: TaskStep| {
+        let mut command = tekflux(&s3, work.path());
+        let config_file = config_dir.join(Path::new(&step.config_path).file_name().unwrap());
+        command
+            .args(&step.args)
+            .env("TEKFLUX_CONFIG", config_file)
+            .env("GITHUB_WEBHOOK_SECRET", "from-tekflux-secrets");
+        run(command)
+    };
+
+    // First build of the branch: nothing to restore yet, and that is fine by default.
+    let first = work.path().join("first");
+    std::fs::create_dir(&first).unwrap();
+    let output = run_step(task_step(
+        "workspace-restore.yaml",
+        &[("url", &url)],
+        &[("workspaces.output.path", &first)],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(stdout_json(&output)["restored"], false);
+
+    let sha_result = results.join("sha256");
+    let output = run_step(task_step(
+        "workspace-archive.yaml",
+        &[("url", &url), ("subdirectory", "repo")],
+        &[
+            ("workspaces.source.path", &source),
+            ("results.sha256.path", &sha_result),
+        ],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let sha = std::fs::read_to_string(&sha_result).unwrap();
+    assert_eq!(stdout_json(&output)["sha256"], sha.as_str());
+    let head = s3
+        .client()
+        .head_object()
+        .bucket(&bucket)
+        .key("cache/shop/main.tar.zst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata()
+            .unwrap()
+            .get("tekflux-task-run")
+            .map(String::as_str),
+        Some("build-abc12-archive")
+    );
+
+    // The next run seeds its fresh emptyDir, checking the sha256 the archive Task returned.
+    let next = work.path().join("next");
+    std::fs::create_dir(&next).unwrap();
+    let output = run_step(task_step(
+        "workspace-restore.yaml",
+        &[("url", &url), ("sha256", &sha), ("missing-ok", "false")],
+        &[("workspaces.output.path", &next)],
+    ))
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(snapshot(&next), snapshot(&source.join("repo")));
+}
