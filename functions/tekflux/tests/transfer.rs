@@ -112,7 +112,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_then_restore_reproduces_the_tree_and_checks_the_sha256() {
-    let s3 = TestS3::in_process().await;
+    archive_then_restore(&TestS3::in_process().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the SeaweedFS that .ci/seaweedfs starts"]
+async fn archive_then_restore_on_seaweedfs() {
+    archive_then_restore(&TestS3::seaweedfs()).await;
+}
+
+async fn archive_then_restore(s3: &TestS3) {
     let bucket = s3.fresh_bucket().await;
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("workspace");
@@ -120,7 +129,7 @@ async fn archive_then_restore_reproduces_the_tree_and_checks_the_sha256() {
     let url = format!("s3://{bucket}/cache/shop/main.tar.zst");
     let sha_file = work.path().join("sha256");
 
-    let mut archive = tekflux(&s3, work.path());
+    let mut archive = tekflux(s3, work.path());
     archive
         .arg("archive")
         .arg(&source)
@@ -161,7 +170,7 @@ async fn archive_then_restore_reproduces_the_tree_and_checks_the_sha256() {
 
     // Restore into a directory that does not exist yet, checking the sha256.
     let target = work.path().join("restored");
-    let mut restore = tekflux(&s3, work.path());
+    let mut restore = tekflux(s3, work.path());
     restore
         .arg("restore")
         .arg(&url)
