@@ -222,7 +222,10 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
             &options,
             metadata,
         )
-        .await?;
+        .await;
+        // The line's rate is the upload's, not diluted by the read-back.
+        progress.finish();
+        let report = report?;
         let verified = if args.no_verify {
             false
         } else {
@@ -231,7 +234,6 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
         };
         Ok::<_, ArchiveError>((report, verified))
     });
-    progress.finish();
     let (report, verified) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(error)) => return fail("archive", &error, archive_exit_code(&error)),
