@@ -108,6 +108,7 @@ fn the_shipped_cluster_config_loads() {
     let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
     assert_eq!(config.namespace, "cicd");
     assert_eq!(config.repositories.len(), 1);
+    assert_eq!(config.releases.len(), 1);
     // And git-push accepts its rules (globs, templates).
     tekflux_git_push::RoutingTable::compile(&config).unwrap();
     // Without the secret the config is refused, naming the variable.

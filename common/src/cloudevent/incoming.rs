@@ -60,6 +60,26 @@ impl IncomingEvent {
         })
     }
 
+    /// The event's data as JSON, whichever way it was carried (a JSON value, a string or
+    /// bytes holding JSON).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] when there is no data (`missing` says what it should have held)
+    /// or it is not JSON.
+    pub fn data_json(&self, missing: &str) -> Result<Value> {
+        let parsed = match self.event.data() {
+            Some(Data::Json(value)) => return Ok(value.clone()),
+            Some(Data::String(text)) => serde_json::from_str(text),
+            Some(Data::Binary(bytes)) => serde_json::from_slice(bytes),
+            None => {
+                return Err(Error::BadRequest(format!(
+                    "the event has no data; {missing}"
+                )));
+            }
+        };
+        parsed.map_err(|error| Error::BadRequest(format!("the event data is not JSON: {error}")))
+    }
+
     /// A span carrying the event's id, type and source and the delivery id, for `Instrument`.
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!(

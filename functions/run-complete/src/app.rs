@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
-use cloudevents::{AttributesReader, Data};
-use serde_json::{Value, json};
+use cloudevents::AttributesReader;
+use serde_json::json;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
@@ -170,7 +170,7 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
              dev.tekton.event.* events"
         )));
     };
-    let data = event_json(&incoming)?;
+    let data = incoming.data_json("Tekton sends the run in it")?;
     let run = FinishedRun::from_event(terminal, &data)?;
     if let Some(parent) = run.parent_pipeline_run() {
         state.inner.runs.inc(&["ignored"]);
@@ -219,20 +219,6 @@ impl Archived {
 }
 
 /// The event's data as JSON, whichever way it was carried.
-fn event_json(incoming: &IncomingEvent) -> Result<Value> {
-    let parsed = match incoming.event.data() {
-        Some(Data::Json(value)) => return Ok(value.clone()),
-        Some(Data::String(text)) => serde_json::from_str(text),
-        Some(Data::Binary(bytes)) => serde_json::from_slice(bytes),
-        None => {
-            return Err(Error::BadRequest(
-                "the event has no data; Tekton sends the run in it".to_owned(),
-            ));
-        }
-    };
-    parsed.map_err(|error| Error::BadRequest(format!("the event data is not JSON: {error}")))
-}
-
 async fn archive_run(
     state: &AppState,
     incoming: &IncomingEvent,

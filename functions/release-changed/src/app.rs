@@ -1,0 +1,340 @@
+//! The HTTP face of release-changed: a change event in, the HelmReleases it concerns
+//! server-side-applied, one reply out once they are.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use cdevents_sdk::latest::service_upgraded;
+use cdevents_sdk::{CDEvent, Subject};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tekflux_common::cloudevent::{
+    AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_id, reply_to,
+};
+use tekflux_common::config::Config;
+use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::{Error, Result};
+
+use crate::change::{self, ARTIFACT_PUBLISHED_TYPE, Change, RELEASE_CHANGED_TYPE};
+use crate::helm_release::{self, Stamp};
+use crate::target::{self, Target};
+
+/// The field manager release-changed's applies are recorded under.
+pub const FIELD_MANAGER: &str = "tekflux-release-changed";
+
+/// Event types release-changed acts on.
+pub const ACCEPTED_TYPES: [&str; 2] = [ARTIFACT_PUBLISHED_TYPE, RELEASE_CHANGED_TYPE];
+
+/// What release-changed needs to answer requests. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    kube: Option<kube::Client>,
+    replies: ReplySink,
+    releases: CounterFamily,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("releases", &self.inner.config.releases.len())
+            .field("kube", &self.inner.kube.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// release-changed's state. Without a Kubernetes client, events that match a release are
+    /// answered 503 (retried, then dead-lettered: not lost).
+    pub fn new(
+        config: &Config,
+        kube: Option<kube::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                kube,
+                replies,
+                releases: metrics.counter_family(
+                    "tekflux_release_changed_releases",
+                    "HelmReleases handled, by result",
+                    &["result"],
+                ),
+            }),
+        }
+    }
+}
+
+/// The function's routes: `POST /` takes artifact and release CloudEvents.
+pub fn app(state: AppState) -> Router {
+    Router::new().route("/", post(receive)).with_state(state)
+}
+
+/// Builds the function's routes the way a `main` does.
+pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
+    let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::warn!(%error, "no Kubernetes cluster: matching releases are answered 503");
+            None
+        }
+    };
+    app(AppState::new(
+        &startup.config,
+        kube,
+        startup.reply_sink(),
+        &startup.server.metrics,
+    ))
+}
+
+/// What happened to one release.
+#[derive(Debug)]
+struct Outcome {
+    target: Target,
+    /// The value the release held before, where tekflux writes.
+    previous: Option<String>,
+    /// Not applied: an event newer than this one already was.
+    stale: bool,
+}
+
+async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {
+    let event_type = incoming.event.ty().to_owned();
+    if !ACCEPTED_TYPES.contains(&event_type.as_str()) {
+        return Err(Error::BadRequest(format!(
+            "unsupported event type {event_type:?}; release-changed takes {}",
+            ACCEPTED_TYPES.join(", ")
+        )));
+    }
+    let data = incoming.data_json("it should name the new artifact or release")?;
+    let change = change::from_event(&event_type, &data)?;
+    let targets = target::targets(&state.inner.config, &change)?;
+    if targets.is_empty() {
+        state.inner.releases.inc(&["ignored"]);
+        return Ok(no_reply(
+            StatusCode::OK,
+            json!({"ignored": describe(&change), "reason": "no release rule matches it"}),
+        ));
+    }
+    let Some(kube) = &state.inner.kube else {
+        return Err(Error::Unavailable(
+            "no Kubernetes cluster is configured; the release will be retried".to_owned(),
+        ));
+    };
+    let stamp = Stamp {
+        event: format!("{}#{}", incoming.event.source(), incoming.event.id()),
+        time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
+    };
+
+    let mut outcomes = Vec::with_capacity(targets.len());
+    for target in targets {
+        match apply(kube, &target, &stamp).await {
+            Ok(outcome) => {
+                state
+                    .inner
+                    .releases
+                    .inc(&[if outcome.stale { "stale" } else { "applied" }]);
+                outcomes.push(outcome);
+            }
+            Err(error) => {
+                // Releases applied before this one stay applied; the retry re-applies them,
+                // which server-side apply makes a no-op.
+                state.inner.releases.inc(&["failed"]);
+                return Err(error);
+            }
+        }
+    }
+    if outcomes.iter().all(|outcome| outcome.stale) {
+        return Ok(no_reply(
+            StatusCode::OK,
+            json!({
+                "ignored": describe(&change),
+                "reason": "every matching release already has a newer version",
+                "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+            }),
+        ));
+    }
+    let reply = build_reply_event(&incoming, &change, &outcomes)?;
+    state.inner.replies.deliver(reply).await
+}
+
+/// Reads the release, checks it can take the edit and is not newer, and applies the edit.
+async fn apply(kube: &kube::Client, target: &Target, stamp: &Stamp) -> Result<Outcome> {
+    let resource = helm_release::api_resource(target.api);
+    let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
+    let current = match api.get_opt(&target.name).await? {
+        Some(object) => serde_json::to_value(object)
+            .map_err(|error| Error::Internal(format!("cannot read the HelmRelease: {error}")))?,
+        // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
+        // creates it; until then the event is retried and finally dead-lettered.
+        None => {
+            return Err(Error::Unavailable(format!(
+                "HelmRelease {} ({}) does not exist; it is retried until it does",
+                target.reference(),
+                resource.api_version
+            )));
+        }
+    };
+    helm_release::check_editable(target, &current)?;
+    let previous = helm_release::current_version(target, &current);
+    if helm_release::is_stale(&current, stamp) {
+        tracing::info!(release = %target.reference(), "skipped: a newer event was applied");
+        return Ok(Outcome {
+            target: target.clone(),
+            previous,
+            stale: true,
+        });
+    }
+    let patch = helm_release::apply_patch(target, stamp);
+    // Forced: the release-changed owns exactly the fields it sets; another manager holding
+    // `image.tag` (a `kubectl apply` of the same value, say) must not block every release.
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&target.name, &params, &Patch::Apply(&patch))
+        .await?;
+    tracing::info!(
+        release = %target.reference(),
+        version = %target.version,
+        previous = previous.as_deref().unwrap_or(""),
+        "applied"
+    );
+    Ok(Outcome {
+        target: target.clone(),
+        previous,
+        stale: false,
+    })
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::Image(image) => format!("image {}", image.reference()),
+        Change::Chart { name, version } => format!("chart {name} {version}"),
+        Change::Release { release, .. } => format!("release {release}"),
+    }
+}
+
+fn outcome_json(outcome: &Outcome) -> Value {
+    let target = &outcome.target;
+    json!({
+        "namespace": target.namespace,
+        "name": target.name,
+        "apiVersion": helm_release::api_resource(target.api).api_version,
+        "version": target.version,
+        "previous": outcome.previous,
+        "applied": !outcome.stale,
+    })
+}
+
+/// The artifact a change is about, as a CDEvents id: the image's package URL, or the chart's.
+fn artifact_id(change: &Change, first: &Target) -> String {
+    match change {
+        Change::Image(image) => {
+            let name = image
+                .repository
+                .rsplit('/')
+                .next()
+                .unwrap_or(&image.repository);
+            let version = image
+                .digest
+                .as_deref()
+                .or(image.tag.as_deref())
+                .unwrap_or_default()
+                .replace(':', "%3A");
+            let mut purl = format!(
+                "pkg:oci/{name}@{version}?repository_url={}",
+                image.repository
+            );
+            if let Some(tag) = &image.tag {
+                purl.push_str("&tag=");
+                purl.push_str(tag);
+            }
+            purl
+        }
+        Change::Chart { name, version } => format!("pkg:helm/{name}@{version}"),
+        Change::Release { .. } => format!("pkg:helm/{}@{}", first.name, first.version),
+    }
+}
+
+/// `dev.cdevents.service.upgraded`: the subject is the first applied release (as
+/// `namespace/name`), its environment the namespace; `customData.releases` lists every release
+/// the event touched.
+fn build_reply_event(
+    incoming: &IncomingEvent,
+    change: &Change,
+    outcomes: &[Outcome],
+) -> Result<cloudevents::Event> {
+    let first = outcomes
+        .iter()
+        .find(|outcome| !outcome.stale)
+        .map(|outcome| &outcome.target)
+        .ok_or_else(|| Error::Internal("a reply without an applied release".to_owned()))?;
+    let internal = |what: &'static str| {
+        move |error: cdevents_sdk::Error| Error::Internal(format!("{what}: {error}"))
+    };
+    let source = incoming.event.source().to_string();
+    let subject = Subject::from(service_upgraded::Content {
+        artifact_id: artifact_id(change, first)
+            .as_str()
+            .try_into()
+            .map_err(internal("the artifact is not a CDEvents id"))?,
+        environment: service_upgraded::ContentEnvironment {
+            id: first
+                .namespace
+                .as_str()
+                .try_into()
+                .map_err(internal("the namespace is not a CDEvents id"))?,
+            source: None,
+        },
+    })
+    .with_id(
+        first
+            .reference()
+            .as_str()
+            .try_into()
+            .map_err(internal("the release is not a CDEvents id"))?,
+    )
+    .with_source(
+        source
+            .as_str()
+            .try_into()
+            .map_err(internal("the reply source is not a URI reference"))?,
+    );
+    let cdevent = CDEvent::from(subject)
+        .with_id(
+            reply_id(&incoming.event, "service.upgraded")
+                .as_str()
+                .try_into()
+                .map_err(internal("bad CDEvent id"))?,
+        )
+        .with_source(
+            source
+                .as_str()
+                .try_into()
+                .map_err(internal("the reply source is not a URI reference"))?,
+        )
+        .with_custom_data(json!({
+            "change": describe(change),
+            "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+        }));
+    let event_type = cdevent.ty().to_owned();
+    let body = serde_json::to_value(&cdevent)
+        .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
+    let builder = reply_to(incoming, &event_type, &source)
+        .subject(first.reference())
+        .data("application/json", body);
+    let mut reply = build_reply(builder)?;
+    incoming
+        .correlation
+        .clone()
+        .with_namespace(first.namespace.clone())
+        .stamp(&mut reply);
+    Ok(reply)
+}

@@ -1,0 +1,488 @@
+//! release-changed end to end: change events in, HelmReleases server-side-applied on the test
+//! API server (Flux's HelmRelease validated against its upstream CRD schema) through the real
+//! `kube::Client`, and the reply checked.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tekflux_common::clients::kube_client_from_config;
+use tekflux_common::cloudevent::ReplySink;
+use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings};
+use tekflux_common::metrics::Metrics;
+use tekflux_release_changed::helm_release::{
+    EVENT_ANNOTATION, TIME_ANNOTATION, VERSION_ANNOTATION, api_resource,
+};
+use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
+use tekflux_run_complete::reply::ImageReference;
+use tekflux_testkit::kube_api::{Fault, TestApiServer};
+use tower::ServiceExt;
+
+const NS: &str = "cicd";
+const FLUX_GROUP: &str = "helm.toolkit.fluxcd.io";
+const OPERATOR_GROUP: &str = "helm.fluxcd.io";
+const IMAGE: &str = "registry.example.com/acme/api-launcher";
+const DIGEST: &str = "sha256:4d2c1e0b9a8f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d";
+const ARTIFACT_PUBLISHED: &str = "dev.cdevents.artifact.published.0.3.0";
+const RELEASE_CHANGED: &str = "dev.tekflux.release.changed.v1";
+
+const CONFIG: &str = "namespace: cicd
+releases:
+  - image: registry.example.com/acme/api-launcher
+    helmRelease: api-launcher
+    set: image.tag
+  - image: registry.example.com/acme/api-launcher
+    helmRelease: legacy/api-launcher
+    set: image.tag
+    api: helmOperator
+  - chart: platform
+    helmRelease: platform
+  - chart: gateway
+    helmRelease: gateway
+";
+
+struct Harness {
+    api: TestApiServer,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let harness = Self {
+            api: TestApiServer::start().await,
+        };
+        harness.seed().await;
+        harness
+    }
+
+    fn kube(&self) -> kube::Client {
+        kube_client_from_config(self.api.config(), &KubernetesSettings::default()).unwrap()
+    }
+
+    fn state(&self) -> AppState {
+        let config = Config::from_yaml(CONFIG, "test.yaml", &Env::new()).unwrap();
+        AppState::new(
+            &config,
+            Some(self.kube()),
+            ReplySink::new(None).unwrap(),
+            &Metrics::new(),
+        )
+    }
+
+    /// The releases as Flux's kustomize-controller would have applied them from Git, each
+    /// field owned by it; the Helm Operator release as a person created it.
+    async fn seed(&self) {
+        let flux = |name: &str, chart: Value| {
+            json!({
+                "apiVersion": "helm.toolkit.fluxcd.io/v2",
+                "kind": "HelmRelease",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {
+                    "interval": "10m",
+                    "chart": chart,
+                    "values": {
+                        "image": {"repository": IMAGE, "tag": "1.0.0"},
+                        "replicaCount": 2,
+                    },
+                },
+            })
+        };
+        let chart = |name: &str| {
+            json!({"spec": {"chart": name, "version": "0.1.0",
+                   "sourceRef": {"kind": "HelmRepository", "name": "acme"}}})
+        };
+        self.kustomize_apply(flux("api-launcher", chart("api-launcher")))
+            .await;
+        self.kustomize_apply(flux("platform", chart("platform")))
+            .await;
+        let mut gateway = flux("gateway", Value::Null);
+        gateway["spec"].as_object_mut().unwrap().remove("chart");
+        gateway["spec"]["chartRef"] = json!({"kind": "OCIRepository", "name": "gateway"});
+        self.kustomize_apply(gateway).await;
+        self.api.insert_as(
+            "helmreleases",
+            json!({
+                "apiVersion": "helm.fluxcd.io/v1",
+                "kind": "HelmRelease",
+                "metadata": {"name": "api-launcher", "namespace": "legacy"},
+                "spec": {
+                    "releaseName": "api-launcher",
+                    "chart": {"repository": "https://charts.example.com", "name": "api-launcher",
+                              "version": "0.1.0"},
+                    "values": {"image": {"repository": IMAGE, "tag": "1.0.0"}},
+                },
+            }),
+        );
+    }
+
+    async fn kustomize_apply(&self, object: Value) {
+        let resource = api_resource(HelmReleaseApi::Flux);
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let api: Api<DynamicObject> = Api::namespaced_with(self.kube(), NS, &resource);
+        api.patch(
+            &name,
+            &PatchParams::apply("kustomize-controller"),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
+    }
+
+    fn flux_release(&self, name: &str) -> Value {
+        self.api
+            .get_object(FLUX_GROUP, "helmreleases", Some(NS), name)
+            .unwrap()
+    }
+
+    fn operator_release(&self) -> Value {
+        self.api
+            .get_object(
+                OPERATOR_GROUP,
+                "helmreleases",
+                Some("legacy"),
+                "api-launcher",
+            )
+            .unwrap()
+    }
+}
+
+/// Sends one CloudEvent in binary mode, with `time` when given.
+async fn send(
+    state: &AppState,
+    id: &str,
+    ty: &str,
+    time: Option<&str>,
+    data: &Value,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = Request::post("/")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-type", ty)
+        .header("ce-source", "https://github.com/acme/api-launcher")
+        .header("content-type", "application/json");
+    if let Some(time) = time {
+        request = request.header("ce-time", time);
+    }
+    let request = request.body(Body::from(data.to_string())).unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+/// What run-complete sends for a run whose results name `IMAGE:tag` (its own purl code).
+fn artifact_published(tag: &str) -> Value {
+    let image = ImageReference::parse(&format!("{IMAGE}:{tag}"), DIGEST).unwrap();
+    json!({
+        "context": {"type": ARTIFACT_PUBLISHED, "version": "0.5.0"},
+        "subject": {"id": image.purl(), "source": "https://github.com/acme/api-launcher",
+                    "content": {}},
+        "customData": {"image": image.pinned()},
+    })
+}
+
+/// Sends run-complete's artifact published event for `IMAGE:tag`.
+async fn publish(
+    state: &AppState,
+    id: &str,
+    time: Option<&str>,
+    tag: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    send(
+        state,
+        id,
+        ARTIFACT_PUBLISHED,
+        time,
+        &artifact_published(tag),
+    )
+    .await
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).unwrap().to_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its_owner() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let (status, headers, reply) =
+        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.3").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        header(&headers, "ce-type"),
+        "dev.cdevents.service.upgraded.0.3.0"
+    );
+    assert_eq!(header(&headers, "ce-subject"), "cicd/api-launcher");
+    assert_eq!(header(&headers, "ce-tekfluxnamespace"), NS);
+    assert_eq!(reply["subject"]["id"], "cicd/api-launcher");
+    assert_eq!(reply["subject"]["content"]["environment"]["id"], NS);
+    assert!(
+        reply["subject"]["content"]["artifactId"]
+            .as_str()
+            .unwrap()
+            .starts_with("pkg:oci/api-launcher@sha256%3A")
+    );
+    let releases = reply["customData"]["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[0]["previous"], "1.0.0");
+    assert_eq!(releases[1]["apiVersion"], "helm.fluxcd.io/v1");
+
+    let flux = harness.flux_release("api-launcher");
+    assert_eq!(flux["spec"]["values"]["image"]["tag"], "1.2.3");
+    // Everything else is as Git had it.
+    assert_eq!(flux["spec"]["values"]["image"]["repository"], IMAGE);
+    assert_eq!(flux["spec"]["values"]["replicaCount"], 2);
+    assert_eq!(flux["spec"]["interval"], "10m");
+    assert_eq!(flux["spec"]["chart"]["spec"]["version"], "0.1.0");
+    let annotations = &flux["metadata"]["annotations"];
+    assert_eq!(annotations[VERSION_ANNOTATION], "1.2.3");
+    assert_eq!(
+        annotations[EVENT_ANNOTATION],
+        "https://github.com/acme/api-launcher#run-1"
+    );
+    assert_eq!(annotations[TIME_ANNOTATION], "2026-11-24T06:00:00+00:00");
+    let owners = harness
+        .api
+        .field_owners(FLUX_GROUP, "helmreleases", Some(NS), "api-launcher");
+    let ours = &owners[&format!("{FIELD_MANAGER}/Apply")];
+    assert!(
+        ours.contains(&".spec.values.image.tag".to_owned()),
+        "{owners:?}"
+    );
+    assert!(
+        !ours.iter().any(|path| path.contains("replicaCount")),
+        "{owners:?}"
+    );
+    let theirs = &owners["kustomize-controller/Apply"];
+    assert!(theirs.contains(&".spec.interval".to_owned()), "{owners:?}");
+    assert!(
+        !theirs.contains(&".spec.values.image.tag".to_owned()),
+        "{owners:?}"
+    );
+
+    let operator = harness.operator_release();
+    assert_eq!(operator["spec"]["values"]["image"]["tag"], "1.2.3");
+    assert_eq!(operator["spec"]["chart"]["version"], "0.1.0");
+
+    // A redelivery gets the same answer and changes nothing.
+    let before = harness.flux_release("api-launcher");
+    let (status, again, _) = publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.3").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&again, "ce-id"), header(&headers, "ce-id"));
+    assert_eq!(harness.flux_release("api-launcher")["spec"], before["spec"]);
+}
+
+#[tokio::test]
+async fn an_older_event_arriving_late_does_not_roll_back() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let (status, _, _) = publish(&state, "run-2", Some("2026-11-24T06:10:00Z"), "1.3.0").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) =
+        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers.get("ce-type").is_none(),
+        "no reply for a stale event"
+    );
+    assert!(body["reason"].as_str().unwrap().contains("newer"), "{body}");
+    assert_eq!(
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "1.3.0"
+    );
+    assert_eq!(
+        harness.operator_release()["spec"]["values"]["image"]["tag"],
+        "1.3.0"
+    );
+}
+
+#[tokio::test]
+async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let (status, _, body) = send(
+        &state,
+        "chart-1",
+        RELEASE_CHANGED,
+        None,
+        &json!({"chart": "platform", "version": "0.2.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let platform = harness.flux_release("platform");
+    assert_eq!(platform["spec"]["chart"]["spec"]["version"], "0.2.0");
+    assert_eq!(platform["spec"]["chart"]["spec"]["chart"], "platform");
+
+    let (status, _, body) = send(
+        &state,
+        "edit-1",
+        RELEASE_CHANGED,
+        None,
+        &json!({"release": "cicd/api-launcher", "chartVersion": "0.3.0",
+                "values": {"replicaCount": 5, "resources": {"limits": {"memory": "256Mi"}}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let release = harness.flux_release("api-launcher");
+    assert_eq!(release["spec"]["chart"]["spec"]["version"], "0.3.0");
+    assert_eq!(release["spec"]["values"]["replicaCount"], 5);
+    assert_eq!(
+        release["spec"]["values"]["resources"]["limits"]["memory"],
+        "256Mi"
+    );
+    assert_eq!(release["spec"]["values"]["image"]["tag"], "1.0.0");
+
+    // A chart version cannot be set on a release whose chart comes from chartRef.
+    let before = harness.flux_release("gateway");
+    let (status, _, body) = send(
+        &state,
+        "chart-2",
+        RELEASE_CHANGED,
+        None,
+        &json!({"chart": "gateway", "version": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("chartRef"), "{body}");
+    assert_eq!(harness.flux_release("gateway"), before);
+}
+
+#[tokio::test]
+async fn input_that_can_never_apply_is_refused_and_changes_nothing() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let before = harness.flux_release("api-launcher");
+    harness.api.clear_requests();
+    let cases = [
+        (
+            "dev.tekton.event.taskrun.successful.v1",
+            json!({}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            RELEASE_CHANGED,
+            json!({"image": "a/b:1", "chart": "c"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            RELEASE_CHANGED,
+            json!("not an object"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            RELEASE_CHANGED,
+            json!({"image": format!("{IMAGE}:$(curl evil)")}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            RELEASE_CHANGED,
+            json!({"release": "kube-system/coredns", "chartVersion": "9.9.9"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            ARTIFACT_PUBLISHED,
+            json!({"subject": {"id": "pkg:maven/org.acme/app@1.0"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (ty, data, expected) in cases {
+        let (status, _, body) = send(&state, "bad", ty, None, &data).await;
+        assert_eq!(status, expected, "{ty} {data}: {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    // Nothing matches: acknowledged, nothing sent to the cluster.
+    let (status, headers, body) = send(
+        &state,
+        "other",
+        RELEASE_CHANGED,
+        None,
+        &json!({"image": "registry.example.com/acme/other:1.0.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("ce-type").is_none());
+    assert!(body["reason"].as_str().unwrap().contains("no release rule"));
+    assert!(harness.api.requests().is_empty());
+    assert_eq!(harness.flux_release("api-launcher"), before);
+}
+
+#[tokio::test]
+async fn cluster_trouble_is_retried_and_the_retry_applies() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let event = artifact_published("1.4.0");
+
+    harness.api.fail_next(1, Fault::Status(500));
+    let (status, _, _) = send(&state, "run-4", ARTIFACT_PUBLISHED, None, &event).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    harness.api.fail_next(
+        1,
+        Fault::TooManyRequests {
+            retry_after_secs: 7,
+        },
+    );
+    let (status, headers, _) = send(&state, "run-4", ARTIFACT_PUBLISHED, None, &event).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&headers, "retry-after"), "7");
+
+    let (status, _, _) = send(&state, "run-4", ARTIFACT_PUBLISHED, None, &event).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "1.4.0"
+    );
+
+    // A release that does not exist (yet) is retried, not created half-empty.
+    let config = Config::from_yaml(
+        "namespace: cicd\nreleases:\n  - chart: newcomer\n    helmRelease: newcomer\n",
+        "test.yaml",
+        &Env::new(),
+    )
+    .unwrap();
+    let state = AppState::new(
+        &config,
+        Some(harness.kube()),
+        ReplySink::new(None).unwrap(),
+        &Metrics::new(),
+    );
+    let (status, _, body) = send(
+        &state,
+        "new-1",
+        RELEASE_CHANGED,
+        None,
+        &json!({"chart": "newcomer", "version": "1.0.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"].to_string().contains("does not exist")
+            || body.to_string().contains("does not exist")
+    );
+    assert!(
+        harness
+            .api
+            .get_object(FLUX_GROUP, "helmreleases", Some(NS), "newcomer")
+            .is_none()
+    );
+
+    // And without a cluster at all.
+    let config = Config::from_yaml(CONFIG, "test.yaml", &Env::new()).unwrap();
+    let state = AppState::new(
+        &config,
+        None,
+        ReplySink::new(None).unwrap(),
+        &Metrics::new(),
+    );
+    let (status, _, _) = send(&state, "run-5", ARTIFACT_PUBLISHED, None, &event).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
