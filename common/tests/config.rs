@@ -523,6 +523,24 @@ fn providers_use_their_own_credential_key() {
     );
     let config = load("providers:\n  gitea: { insecure: true }\n", &Env::new()).unwrap();
     assert!(config.providers.gitea.unwrap().insecure);
+    // Flux's generic-hmac Provider signs too: `secret`, also from TEKFLUX_FLUX_SECRET.
+    let message = error("providers:\n  flux:\n    token: env:S\n", &env);
+    assert!(message.contains("providers.flux.token:"), "{message}");
+    fails_at(
+        "providers:\n  flux: {}\n",
+        2,
+        "providers.flux",
+        "`insecure: true`",
+    );
+    let config = load(
+        "namespace: cicd\n",
+        &Env::new().with("TEKFLUX_FLUX_SECRET", "f"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.providers.flux.unwrap().secret.unwrap().expose(),
+        b"f"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 
+pub mod answer;
 pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;

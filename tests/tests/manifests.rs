@@ -118,3 +118,46 @@ fn the_shipped_cluster_config_loads() {
         "{error}"
     );
 }
+
+/// The Flux Provider in infra/ posts to release-changed's Flux route, in the namespace and under
+/// the Service name knative/base deploys, and signs with HMAC as release-changed requires.
+#[test]
+fn the_flux_provider_reaches_release_changed() {
+    let text =
+        std::fs::read_to_string(knative_base().join("../../infra/flux/notification.yaml")).unwrap();
+    let documents: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect();
+    let provider = documents
+        .iter()
+        .find(|document| document["kind"] == "Provider")
+        .unwrap();
+    assert_eq!(provider["spec"]["type"], "generic-hmac");
+    let kustomization: Value = serde_norway::from_str(
+        &std::fs::read_to_string(knative_base().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let namespace = kustomization["namespace"].as_str().unwrap();
+    let service = documents_named("Service", "release-changed");
+    assert_eq!(service, 1, "knative/base deploys release-changed");
+    assert_eq!(
+        provider["spec"]["address"],
+        format!("http://release-changed.{namespace}.svc.cluster.local/webhooks/flux")
+    );
+    let alert = documents
+        .iter()
+        .find(|document| document["kind"] == "Alert")
+        .unwrap();
+    assert_eq!(
+        alert["spec"]["providerRef"]["name"],
+        provider["metadata"]["name"]
+    );
+    assert_eq!(alert["spec"]["eventSources"][0]["kind"], "HelmRelease");
+}
+
+fn documents_named(kind: &str, name: &str) -> usize {
+    documents()
+        .iter()
+        .filter(|(_, object)| object["kind"] == kind && object["metadata"]["name"] == name)
+        .count()
+}

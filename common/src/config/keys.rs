@@ -25,6 +25,8 @@ pub const GITEA: &str = "gitea";
 pub const FORGEJO: &str = "forgejo";
 /// `providers.bitbucket`.
 pub const BITBUCKET: &str = "bitbucket";
+/// `providers.flux`.
+pub const FLUX: &str = "flux";
 /// `providers.*.secret`.
 pub const SECRET: &str = "secret";
 /// `providers.gitlab.token`.

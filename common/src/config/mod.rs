@@ -265,6 +265,7 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
         (keys::GITEA, &mut providers.gitea),
         (keys::FORGEJO, &mut providers.forgejo),
         (keys::BITBUCKET, &mut providers.bitbucket),
+        (keys::FLUX, &mut providers.flux),
     ];
     let mut findings = Vec::new();
     for (provider, settings) in all {

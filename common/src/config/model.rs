@@ -57,6 +57,8 @@ pub struct Providers {
     pub forgejo: Option<ProviderSettings>,
     /// Bitbucket Cloud (`X-Hub-Signature`).
     pub bitbucket: Option<ProviderSettings>,
+    /// Flux's notification-controller, to release-changed (`generic-hmac`: `X-Signature`).
+    pub flux: Option<ProviderSettings>,
 }
 
 /// How one provider's webhooks are authenticated.

@@ -128,7 +128,7 @@ struct Credential {
     wrong: [&'static str; 2],
 }
 
-const CREDENTIALS: [Credential; 5] = [
+const CREDENTIALS: [Credential; 6] = [
     Credential {
         provider: keys::GITHUB,
         key: keys::SECRET,
@@ -163,6 +163,13 @@ const CREDENTIALS: [Credential; 5] = [
         value: vars::BITBUCKET_SECRET,
         file: vars::BITBUCKET_SECRET_FILE,
         wrong: ["TEKFLUX_BITBUCKET_TOKEN", "TEKFLUX_BITBUCKET_TOKEN_FILE"],
+    },
+    Credential {
+        provider: keys::FLUX,
+        key: keys::SECRET,
+        value: vars::FLUX_SECRET,
+        file: vars::FLUX_SECRET_FILE,
+        wrong: ["TEKFLUX_FLUX_TOKEN", "TEKFLUX_FLUX_TOKEN_FILE"],
     },
 ];
 
@@ -244,6 +251,7 @@ fn provider_mut<'a>(config: &'a mut Config, provider: &str) -> &'a mut ProviderS
         keys::GITEA => &mut providers.gitea,
         keys::FORGEJO => &mut providers.forgejo,
         keys::BITBUCKET => &mut providers.bitbucket,
+        keys::FLUX => &mut providers.flux,
         _ => &mut providers.github,
     };
     slot.get_or_insert_with(ProviderSettings::default)

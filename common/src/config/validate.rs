@@ -83,6 +83,7 @@ fn providers(config: &Config, path: &FieldPath, findings: &mut Findings) {
         (keys::GITEA, &providers.gitea),
         (keys::FORGEJO, &providers.forgejo),
         (keys::BITBUCKET, &providers.bitbucket),
+        (keys::FLUX, &providers.flux),
     ];
     for (name, settings) in hmac {
         let Some(settings) = settings else { continue };

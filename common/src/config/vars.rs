@@ -52,3 +52,7 @@ pub const FORGEJO_SECRET_FILE: &str = "TEKFLUX_FORGEJO_SECRET_FILE";
 pub const BITBUCKET_SECRET: &str = "TEKFLUX_BITBUCKET_SECRET";
 /// Path of a file holding the Bitbucket webhook secret.
 pub const BITBUCKET_SECRET_FILE: &str = "TEKFLUX_BITBUCKET_SECRET_FILE";
+/// Flux notification-controller HMAC key (its Provider secret's `token`), the value itself.
+pub const FLUX_SECRET: &str = "TEKFLUX_FLUX_SECRET";
+/// Path of a file holding the Flux notification-controller HMAC key.
+pub const FLUX_SECRET_FILE: &str = "TEKFLUX_FLUX_SECRET_FILE";

@@ -1,30 +1,37 @@
-//! The HTTP face of release-changed: a change event in, the HelmReleases it concerns
-//! server-side-applied, one reply out once they are.
+//! The HTTP face of release-changed.
+//!
+//! | route                 | input                                                        |
+//! |-----------------------|--------------------------------------------------------------|
+//! | `POST /`              | a CloudEvent saying a new version exists: the HelmReleases it concerns are server-side-applied, and `dev.tekflux.release.applied.v1` answers once they are |
+//! | `POST /webhooks/flux` | Flux notification-controller's event about a HelmRelease: answered with a CDEvents service event (deployed, upgraded, rolled back, removed) or `dev.tekflux.release.failed.v1` (see [`crate::flux`]) |
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
-use cdevents_sdk::latest::service_upgraded;
-use cdevents_sdk::{CDEvent, Subject};
+use bytes::Bytes;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
-    AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_id, reply_to,
+    AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_to,
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::{Error, Result};
 
 use crate::change::{self, ARTIFACT_PUBLISHED_TYPE, Change, RELEASE_CHANGED_TYPE};
+use crate::flux::{self, FluxEvent};
 use crate::helm_release::{self, Stamp};
 use crate::target::{self, Target};
 
 /// The field manager release-changed's applies are recorded under.
 pub const FIELD_MANAGER: &str = "tekflux-release-changed";
+
+/// Type of the reply once the releases are applied.
+pub const RELEASE_APPLIED_TYPE: &str = "dev.tekflux.release.applied.v1";
 
 /// Event types release-changed acts on.
 pub const ACCEPTED_TYPES: [&str; 2] = [ARTIFACT_PUBLISHED_TYPE, RELEASE_CHANGED_TYPE];
@@ -40,6 +47,7 @@ struct Inner {
     kube: Option<kube::Client>,
     replies: ReplySink,
     releases: CounterFamily,
+    flux_events: CounterFamily,
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,14 +78,23 @@ impl AppState {
                     "HelmReleases handled, by result",
                     &["result"],
                 ),
+                flux_events: metrics.counter_family(
+                    "tekflux_release_changed_flux_events",
+                    "Flux notification events received, by outcome",
+                    &["outcome"],
+                ),
             }),
         }
     }
 }
 
-/// The function's routes: `POST /` takes artifact and release CloudEvents.
+/// The function's routes: `POST /` takes artifact and release CloudEvents,
+/// `POST /webhooks/flux` Flux's notification events.
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/", post(receive)).with_state(state)
+    Router::new()
+        .route("/", post(receive))
+        .route("/webhooks/flux", post(receive_flux))
+        .with_state(state)
 }
 
 /// Builds the function's routes the way a `main` does.
@@ -233,8 +250,8 @@ fn outcome_json(outcome: &Outcome) -> Value {
     })
 }
 
-/// The artifact a change is about, as a CDEvents id: the image's package URL, or the chart's.
-fn artifact_id(change: &Change, first: &Target) -> String {
+/// The artifact a change is about, as a package URL: the image's, or the chart's.
+fn artifact(change: &Change, first: &Target) -> String {
     match change {
         Change::Image(image) => {
             let name = image
@@ -263,9 +280,9 @@ fn artifact_id(change: &Change, first: &Target) -> String {
     }
 }
 
-/// `dev.cdevents.service.upgraded`: the subject is the first applied release (as
-/// `namespace/name`), its environment the namespace; `customData.releases` lists every release
-/// the event touched.
+/// `dev.tekflux.release.applied.v1`: the desired state changed; whether the release then
+/// upgraded is Flux's to tell (see [`crate::flux`]). `subject` is the first applied release,
+/// `data.releases` lists every release the event touched.
 fn build_reply_event(
     incoming: &IncomingEvent,
     change: &Change,
@@ -276,60 +293,15 @@ fn build_reply_event(
         .find(|outcome| !outcome.stale)
         .map(|outcome| &outcome.target)
         .ok_or_else(|| Error::Internal("a reply without an applied release".to_owned()))?;
-    let internal = |what: &'static str| {
-        move |error: cdevents_sdk::Error| Error::Internal(format!("{what}: {error}"))
-    };
     let source = incoming.event.source().to_string();
-    let subject = Subject::from(service_upgraded::Content {
-        artifact_id: artifact_id(change, first)
-            .as_str()
-            .try_into()
-            .map_err(internal("the artifact is not a CDEvents id"))?,
-        environment: service_upgraded::ContentEnvironment {
-            id: first
-                .namespace
-                .as_str()
-                .try_into()
-                .map_err(internal("the namespace is not a CDEvents id"))?,
-            source: None,
-        },
-    })
-    .with_id(
-        first
-            .reference()
-            .as_str()
-            .try_into()
-            .map_err(internal("the release is not a CDEvents id"))?,
-    )
-    .with_source(
-        source
-            .as_str()
-            .try_into()
-            .map_err(internal("the reply source is not a URI reference"))?,
-    );
-    let cdevent = CDEvent::from(subject)
-        .with_id(
-            reply_id(&incoming.event, "service.upgraded")
-                .as_str()
-                .try_into()
-                .map_err(internal("bad CDEvent id"))?,
-        )
-        .with_source(
-            source
-                .as_str()
-                .try_into()
-                .map_err(internal("the reply source is not a URI reference"))?,
-        )
-        .with_custom_data(json!({
-            "change": describe(change),
-            "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
-        }));
-    let event_type = cdevent.ty().to_owned();
-    let body = serde_json::to_value(&cdevent)
-        .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
-    let builder = reply_to(incoming, &event_type, &source)
+    let data = json!({
+        "change": describe(change),
+        "artifact": artifact(change, first),
+        "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+    });
+    let builder = reply_to(incoming, RELEASE_APPLIED_TYPE, &source)
         .subject(first.reference())
-        .data("application/json", body);
+        .data("application/json", data);
     let mut reply = build_reply(builder)?;
     incoming
         .correlation
@@ -337,4 +309,31 @@ fn build_reply_event(
         .with_namespace(first.namespace.clone())
         .stamp(&mut reply);
     Ok(reply)
+}
+
+/// `POST /webhooks/flux`: checks Flux's signature and turns its event into a CloudEvent.
+async fn receive_flux(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    flux::verify(state.inner.config.providers.flux.as_ref(), &headers, &body)?;
+    let event = FluxEvent::parse(&body)?;
+    let Some(outcome) = event.outcome() else {
+        state.inner.flux_events.inc(&["ignored"]);
+        return Ok(no_reply(
+            StatusCode::OK,
+            json!({
+                "ignored": format!("{} {}", event.involved_object.kind, event.release()),
+                "reason": "only a HelmRelease's install, upgrade, rollback, uninstall or failure \
+                           becomes an event",
+            }),
+        ));
+    };
+    state
+        .inner
+        .flux_events
+        .inc(&[&format!("{outcome:?}").to_lowercase()]);
+    let reply = flux::reply(&event, outcome)?;
+    state.inner.replies.deliver(reply).await
 }

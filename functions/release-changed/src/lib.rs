@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod change;
+pub mod flux;
 pub mod helm_release;
 pub mod target;
 

@@ -166,16 +166,7 @@ async fn send(
     }
     let request = request.body(Body::from(data.to_string())).unwrap();
     let response = app(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+    tekflux_testkit::answer::answer(response).await
 }
 
 /// What run-complete sends for a run whose results name `IMAGE:tag` (its own purl code).
@@ -219,19 +210,17 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(
         header(&headers, "ce-type"),
-        "dev.cdevents.service.upgraded.0.3.0"
+        "dev.tekflux.release.applied.v1"
     );
     assert_eq!(header(&headers, "ce-subject"), "cicd/api-launcher");
     assert_eq!(header(&headers, "ce-tekfluxnamespace"), NS);
-    assert_eq!(reply["subject"]["id"], "cicd/api-launcher");
-    assert_eq!(reply["subject"]["content"]["environment"]["id"], NS);
     assert!(
-        reply["subject"]["content"]["artifactId"]
+        reply["artifact"]
             .as_str()
             .unwrap()
             .starts_with("pkg:oci/api-launcher@sha256%3A")
     );
-    let releases = reply["customData"]["releases"].as_array().unwrap();
+    let releases = reply["releases"].as_array().unwrap();
     assert_eq!(releases.len(), 2);
     assert_eq!(releases[0]["previous"], "1.0.0");
     assert_eq!(releases[1]["apiVersion"], "helm.fluxcd.io/v1");
