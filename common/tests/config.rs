@@ -541,6 +541,18 @@ fn providers_use_their_own_credential_key() {
         config.providers.flux.unwrap().secret.unwrap().expose(),
         b"f"
     );
+    // Registries send a fixed Authorization header: `token`.
+    let message = error("providers:\n  registry:\n    secret: env:S\n", &env);
+    assert!(message.contains("use `token`"), "{message}");
+    let config = load(
+        "namespace: cicd\n",
+        &Env::new().with("TEKFLUX_REGISTRY_TOKEN", "r"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.providers.registry.unwrap().token.unwrap().expose(),
+        b"r"
+    );
 }
 
 #[test]

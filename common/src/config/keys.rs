@@ -27,6 +27,8 @@ pub const FORGEJO: &str = "forgejo";
 pub const BITBUCKET: &str = "bitbucket";
 /// `providers.flux`.
 pub const FLUX: &str = "flux";
+/// `providers.registry`.
+pub const REGISTRY: &str = "registry";
 /// `providers.*.secret`.
 pub const SECRET: &str = "secret";
 /// `providers.gitlab.token`.

@@ -266,6 +266,7 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
         (keys::FORGEJO, &mut providers.forgejo),
         (keys::BITBUCKET, &mut providers.bitbucket),
         (keys::FLUX, &mut providers.flux),
+        (keys::REGISTRY, &mut providers.registry),
     ];
     let mut findings = Vec::new();
     for (provider, settings) in all {

@@ -59,6 +59,8 @@ pub struct Providers {
     pub bitbucket: Option<ProviderSettings>,
     /// Flux's notification-controller, to release-changed (`generic-hmac`: `X-Signature`).
     pub flux: Option<ProviderSettings>,
+    /// Container registries' push notifications, to release-changed (`Authorization` token).
+    pub registry: Option<ProviderSettings>,
 }
 
 /// How one provider's webhooks are authenticated.

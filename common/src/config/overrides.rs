@@ -128,7 +128,7 @@ struct Credential {
     wrong: [&'static str; 2],
 }
 
-const CREDENTIALS: [Credential; 6] = [
+const CREDENTIALS: [Credential; 7] = [
     Credential {
         provider: keys::GITHUB,
         key: keys::SECRET,
@@ -170,6 +170,13 @@ const CREDENTIALS: [Credential; 6] = [
         value: vars::FLUX_SECRET,
         file: vars::FLUX_SECRET_FILE,
         wrong: ["TEKFLUX_FLUX_TOKEN", "TEKFLUX_FLUX_TOKEN_FILE"],
+    },
+    Credential {
+        provider: keys::REGISTRY,
+        key: keys::TOKEN,
+        value: vars::REGISTRY_TOKEN,
+        file: vars::REGISTRY_TOKEN_FILE,
+        wrong: ["TEKFLUX_REGISTRY_SECRET", "TEKFLUX_REGISTRY_SECRET_FILE"],
     },
 ];
 
@@ -252,6 +259,7 @@ fn provider_mut<'a>(config: &'a mut Config, provider: &str) -> &'a mut ProviderS
         keys::FORGEJO => &mut providers.forgejo,
         keys::BITBUCKET => &mut providers.bitbucket,
         keys::FLUX => &mut providers.flux,
+        keys::REGISTRY => &mut providers.registry,
         _ => &mut providers.github,
     };
     slot.get_or_insert_with(ProviderSettings::default)

@@ -101,13 +101,18 @@ fn providers(config: &Config, path: &FieldPath, findings: &mut Findings) {
             unauthenticated(settings, keys::SECRET, &path, findings);
         }
     }
-    if let Some(settings) = &providers.gitlab {
-        let path = path.key(keys::GITLAB);
+    let token = [
+        (keys::GITLAB, &providers.gitlab, "X-Gitlab-Token"),
+        (keys::REGISTRY, &providers.registry, "Authorization"),
+    ];
+    for (name, settings, header) in token {
+        let Some(settings) = settings else { continue };
+        let path = path.key(name);
         if settings.secret.is_some() {
             findings.push(
                 path.key(keys::SECRET),
                 format!(
-                    "gitlab authenticates webhooks with a shared token (X-Gitlab-Token): \
+                    "{name} authenticates webhooks with a shared token ({header}): \
                      use `{}`, not `{}`",
                     keys::TOKEN,
                     keys::SECRET

@@ -56,3 +56,7 @@ pub const BITBUCKET_SECRET_FILE: &str = "TEKFLUX_BITBUCKET_SECRET_FILE";
 pub const FLUX_SECRET: &str = "TEKFLUX_FLUX_SECRET";
 /// Path of a file holding the Flux notification-controller HMAC key.
 pub const FLUX_SECRET_FILE: &str = "TEKFLUX_FLUX_SECRET_FILE";
+/// Container registry notification token (the `Authorization` header it sends), the value.
+pub const REGISTRY_TOKEN: &str = "TEKFLUX_REGISTRY_TOKEN";
+/// Path of a file holding the container registry notification token.
+pub const REGISTRY_TOKEN_FILE: &str = "TEKFLUX_REGISTRY_TOKEN_FILE";

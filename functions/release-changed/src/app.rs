@@ -3,6 +3,7 @@
 //! | route                 | input                                                        |
 //! |-----------------------|--------------------------------------------------------------|
 //! | `POST /`              | a CloudEvent saying a new version exists: the HelmReleases it concerns are server-side-applied, and `dev.tekflux.release.applied.v1` answers once they are |
+//! | `POST /webhooks/registry` | a container registry's push notification (Distribution or Harbor): handled like an image change on `POST /` (see [`crate::registry`]) |
 //! | `POST /webhooks/flux` | Flux notification-controller's event about a HelmRelease: answered with a CDEvents service event (deployed, upgraded, rolled back, removed) or `dev.tekflux.release.failed.v1` (see [`crate::flux`]) |
 
 use std::sync::Arc;
@@ -16,15 +17,18 @@ use bytes::Bytes;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
-    AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_to,
+    AttributesReader, Correlation, EventBuilderV10, IncomingEvent, ReplySink, build_reply,
+    no_reply, reply_builder, reply_to,
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::{Error, Result};
 
 use crate::change::{self, ARTIFACT_PUBLISHED_TYPE, Change, RELEASE_CHANGED_TYPE};
+use crate::derived_id;
 use crate::flux::{self, FluxEvent};
 use crate::helm_release::{self, Stamp};
+use crate::registry;
 use crate::target::{self, Target};
 
 /// The field manager release-changed's applies are recorded under.
@@ -89,11 +93,13 @@ impl AppState {
 }
 
 /// The function's routes: `POST /` takes artifact and release CloudEvents,
-/// `POST /webhooks/flux` Flux's notification events.
+/// `POST /webhooks/registry` registries' push notifications, `POST /webhooks/flux` Flux's
+/// notification events.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", post(receive))
         .route("/webhooks/flux", post(receive_flux))
+        .route("/webhooks/registry", post(receive_registry))
         .with_state(state)
 }
 
@@ -134,27 +140,73 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
     }
     let data = incoming.data_json("it should name the new artifact or release")?;
     let change = change::from_event(&event_type, &data)?;
-    let targets = target::targets(&state.inner.config, &change)?;
-    if targets.is_empty() {
+    let stamp = Stamp {
+        event: format!("{}#{}", incoming.event.source(), incoming.event.id()),
+        time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
+    };
+    let changes = [(change, stamp)];
+    let released = release(&state, &changes).await?;
+    let Released::Applied(outcomes) = released else {
+        return Ok(released.into_summary(&changes));
+    };
+    let source = incoming.event.source().to_string();
+    let builder = reply_to(&incoming, RELEASE_APPLIED_TYPE, &source);
+    let reply = applied_reply(builder, incoming.correlation.clone(), &changes, &outcomes)?;
+    state.inner.replies.deliver(reply).await
+}
+
+/// What became of a request's changes.
+#[derive(Debug)]
+enum Released {
+    /// No rule names anything that changed.
+    NoRule,
+    /// Every matching release already records a newer event.
+    AllStale(Vec<Outcome>),
+    /// At least one release was applied.
+    Applied(Vec<Outcome>),
+}
+
+impl Released {
+    /// The 200 answer without a reply event, for the cases that applied nothing.
+    fn into_summary(self, changes: &[(Change, Stamp)]) -> Response {
+        let ignored = describe_all(changes);
+        match self {
+            Released::NoRule => no_reply(
+                StatusCode::OK,
+                json!({"ignored": ignored, "reason": "no release rule matches it"}),
+            ),
+            Released::AllStale(outcomes) | Released::Applied(outcomes) => no_reply(
+                StatusCode::OK,
+                json!({
+                    "ignored": ignored,
+                    "reason": "every matching release already has a newer version",
+                    "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+                }),
+            ),
+        }
+    }
+}
+
+/// Applies every release the rules name for `changes`, in order.
+async fn release(state: &AppState, changes: &[(Change, Stamp)]) -> Result<Released> {
+    let mut work = Vec::new();
+    for (change, stamp) in changes {
+        for target in target::targets(&state.inner.config, change)? {
+            work.push((target, stamp));
+        }
+    }
+    if work.is_empty() {
         state.inner.releases.inc(&["ignored"]);
-        return Ok(no_reply(
-            StatusCode::OK,
-            json!({"ignored": describe(&change), "reason": "no release rule matches it"}),
-        ));
+        return Ok(Released::NoRule);
     }
     let Some(kube) = &state.inner.kube else {
         return Err(Error::Unavailable(
             "no Kubernetes cluster is configured; the release will be retried".to_owned(),
         ));
     };
-    let stamp = Stamp {
-        event: format!("{}#{}", incoming.event.source(), incoming.event.id()),
-        time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
-    };
-
-    let mut outcomes = Vec::with_capacity(targets.len());
-    for target in targets {
-        match apply(kube, &target, &stamp).await {
+    let mut outcomes = Vec::with_capacity(work.len());
+    for (target, stamp) in work {
+        match apply(kube, &target, stamp).await {
             Ok(outcome) => {
                 state
                     .inner
@@ -170,18 +222,19 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
             }
         }
     }
-    if outcomes.iter().all(|outcome| outcome.stale) {
-        return Ok(no_reply(
-            StatusCode::OK,
-            json!({
-                "ignored": describe(&change),
-                "reason": "every matching release already has a newer version",
-                "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
-            }),
-        ));
-    }
-    let reply = build_reply_event(&incoming, &change, &outcomes)?;
-    state.inner.replies.deliver(reply).await
+    Ok(if outcomes.iter().all(|outcome| outcome.stale) {
+        Released::AllStale(outcomes)
+    } else {
+        Released::Applied(outcomes)
+    })
+}
+
+fn describe_all(changes: &[(Change, Stamp)]) -> String {
+    changes
+        .iter()
+        .map(|(change, _)| describe(change))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads the release, checks it can take the edit and is not newer, and applies the edit.
@@ -282,10 +335,11 @@ fn artifact(change: &Change, first: &Target) -> String {
 
 /// `dev.tekflux.release.applied.v1`: the desired state changed; whether the release then
 /// upgraded is Flux's to tell (see [`crate::flux`]). `subject` is the first applied release,
-/// `data.releases` lists every release the event touched.
-fn build_reply_event(
-    incoming: &IncomingEvent,
-    change: &Change,
+/// `data.releases` lists every release the request touched.
+fn applied_reply(
+    builder: EventBuilderV10,
+    correlation: Correlation,
+    changes: &[(Change, Stamp)],
     outcomes: &[Outcome],
 ) -> Result<cloudevents::Event> {
     let first = outcomes
@@ -293,22 +347,40 @@ fn build_reply_event(
         .find(|outcome| !outcome.stale)
         .map(|outcome| &outcome.target)
         .ok_or_else(|| Error::Internal("a reply without an applied release".to_owned()))?;
-    let source = incoming.event.source().to_string();
+    let first_artifact = changes.first().map(|(change, _)| artifact(change, first));
     let data = json!({
-        "change": describe(change),
-        "artifact": artifact(change, first),
+        "change": describe_all(changes),
+        "artifact": first_artifact,
         "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
     });
-    let builder = reply_to(incoming, RELEASE_APPLIED_TYPE, &source)
+    let builder = builder
         .subject(first.reference())
         .data("application/json", data);
     let mut reply = build_reply(builder)?;
-    incoming
-        .correlation
-        .clone()
+    correlation
         .with_namespace(first.namespace.clone())
         .stamp(&mut reply);
     Ok(reply)
+}
+
+/// `POST /webhooks/registry`: checks the token, then releases each tagged image pushed.
+async fn receive_registry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    registry::verify(state.inner.config.providers.registry.as_ref(), &headers)?;
+    let (source, pushes) = registry::parse(&body)?;
+    let changes: Vec<(Change, Stamp)> = pushes.iter().map(|push| push.change(&source)).collect();
+    let released = release(&state, &changes).await?;
+    let Released::Applied(outcomes) = released else {
+        return Ok(released.into_summary(&changes));
+    };
+    let mut parts = vec![source.as_str()];
+    parts.extend(pushes.iter().map(|push| push.id.as_str()));
+    let builder = reply_builder(RELEASE_APPLIED_TYPE, &source).id(derived_id("registry", &parts));
+    let reply = applied_reply(builder, Correlation::default(), &changes, &outcomes)?;
+    state.inner.replies.deliver(reply).await
 }
 
 /// `POST /webhooks/flux`: checks Flux's signature and turns its event into a CloudEvent.

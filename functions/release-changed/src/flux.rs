@@ -28,15 +28,11 @@ use sha2::Sha256;
 use tekflux_common::cloudevent::{Correlation, build_reply};
 use tekflux_common::config::ProviderSettings;
 use tekflux_common::{Error, Result};
-use uuid::Uuid;
 
 /// The header Flux's `generic-hmac` Provider signs with.
 pub const SIGNATURE_HEADER: &str = "x-signature";
 /// Type of the reply for a release that failed.
 pub const RELEASE_FAILED_TYPE: &str = "dev.tekflux.release.failed.v1";
-
-/// Namespace of reply ids made from Flux events, which carry no id of their own.
-const FLUX_REPLY_NAMESPACE: Uuid = Uuid::from_u128(0x2f8e_51a0_7c3d_4b6e_8a19_d4c0_3e7f_9b25);
 
 /// Checks the request against `providers.flux`: the HMAC in `X-Signature`, or nothing when the
 /// entry says `insecure: true`. No entry rejects every request.
@@ -207,19 +203,18 @@ impl FluxEvent {
     /// A reply id that is the same for Flux's retries of one event: Flux events carry no id.
     fn reply_id(&self) -> String {
         let object = &self.involved_object;
-        let name = [
-            object.uid.as_str(),
-            object.namespace.as_str(),
-            object.name.as_str(),
-            self.timestamp.as_deref().unwrap_or_default(),
-            self.reason.as_str(),
-            self.message.as_str(),
-            self.revision().unwrap_or_default(),
-        ]
-        .iter()
-        .map(|part| format!("{}:{part}", part.len()))
-        .collect::<String>();
-        Uuid::new_v5(&FLUX_REPLY_NAMESPACE, name.as_bytes()).to_string()
+        crate::derived_id(
+            "flux",
+            &[
+                object.uid.as_str(),
+                object.namespace.as_str(),
+                object.name.as_str(),
+                self.timestamp.as_deref().unwrap_or_default(),
+                self.reason.as_str(),
+                self.message.as_str(),
+                self.revision().unwrap_or_default(),
+            ],
+        )
     }
 }
 

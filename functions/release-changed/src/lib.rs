@@ -14,6 +14,22 @@ pub mod app;
 pub mod change;
 pub mod flux;
 pub mod helm_release;
+pub mod registry;
 pub mod target;
 
 pub use app::{ACCEPTED_TYPES, AppState, FIELD_MANAGER, app, routes_from_startup};
+
+/// Namespace of reply ids derived from inputs that are not CloudEvents (Flux events, registry
+/// notifications), so they cannot collide with v5 ids made for other purposes.
+const DERIVED_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x2f8e_51a0_7c3d_4b6e_8a19_d4c0_3e7f_9b25);
+
+/// A reply id that is the same whenever the sender retries the same input: a v5 UUID of `kind`
+/// and `parts`, length-prefixed so that the parts cannot run into each other.
+pub(crate) fn derived_id(kind: &str, parts: &[&str]) -> String {
+    let name: String = std::iter::once(kind)
+        .chain(parts.iter().copied())
+        .map(|part| format!("{}:{part}", part.len()))
+        .collect();
+    uuid::Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()).to_string()
+}

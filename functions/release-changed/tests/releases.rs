@@ -475,3 +475,102 @@ async fn cluster_trouble_is_retried_and_the_retry_applies() {
     let (status, _, _) = send(&state, "run-5", ARTIFACT_PUBLISHED, None, &event).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A registry's notification, as its `Authorization` header carries the token.
+async fn notify(
+    state: &AppState,
+    body: &Value,
+    authorization: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let request = Request::post("/webhooks/registry")
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .header("authorization", authorization)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    tekflux_testkit::answer::answer(response).await
+}
+
+#[tokio::test]
+async fn a_registry_push_releases_like_a_built_image() {
+    let harness = Harness::start().await;
+    let config = Config::from_yaml(
+        &format!("{CONFIG}providers:\n  registry: {{ token: env:REGISTRY_TOKEN }}\n"),
+        "test.yaml",
+        &Env::new().with("REGISTRY_TOKEN", "reg-token"),
+    )
+    .unwrap();
+    let state = AppState::new(
+        &config,
+        Some(harness.kube()),
+        ReplySink::new(None).unwrap(),
+        &Metrics::new(),
+    );
+    // Docker distribution: a layer push (no tag) and the tagged manifest.
+    let envelope = json!({"events": [
+        {"id": "layer-1", "timestamp": "2026-11-24T06:30:00.1Z", "action": "push",
+         "target": {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": "sha256:aa", "repository": "acme/api-launcher",
+                    "url": "https://registry.example.com/v2/acme/api-launcher/blobs/sha256:aa"}},
+        {"id": "manifest-1", "timestamp": "2026-11-24T06:30:01.5Z", "action": "push",
+         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": DIGEST, "repository": "acme/api-launcher", "tag": "2.0.0",
+                    "url": format!("https://registry.example.com/v2/acme/api-launcher/manifests/{DIGEST}")},
+         "request": {"host": "registry.example.com", "method": "PUT"}},
+    ]});
+    let (status, _, body) = notify(&state, &envelope, "Bearer wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "1.0.0"
+    );
+
+    let (status, headers, reply) = notify(&state, &envelope, "Bearer reg-token").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        header(&headers, "ce-type"),
+        "dev.tekflux.release.applied.v1"
+    );
+    assert_eq!(
+        header(&headers, "ce-source"),
+        "https://registry.example.com"
+    );
+    assert_eq!(reply["releases"].as_array().unwrap().len(), 2);
+    let release = harness.flux_release("api-launcher");
+    assert_eq!(release["spec"]["values"]["image"]["tag"], "2.0.0");
+    assert_eq!(
+        release["metadata"]["annotations"][EVENT_ANNOTATION],
+        "https://registry.example.com#manifest-1"
+    );
+    assert_eq!(
+        harness.operator_release()["spec"]["values"]["image"]["tag"],
+        "2.0.0"
+    );
+    // The registry retries: same reply id, nothing changes.
+    let (_, again, _) = notify(&state, &envelope, "Bearer reg-token").await;
+    assert_eq!(header(&again, "ce-id"), header(&headers, "ce-id"));
+
+    // Harbor's own payload, pushed later (07:00; the time is what orders releases).
+    let harbor = json!({"type": "PUSH_ARTIFACT", "occur_at": 1_795_503_600_i64,
+        "operator": "robot$ci",
+        "event_data": {"resources": [{"digest": DIGEST, "tag": "2.1.0",
+            "resource_url": format!("{IMAGE}:2.1.0")}],
+            "repository": {"name": "api-launcher", "namespace": "acme"}}});
+    let (status, _, reply) = notify(&state, &harbor, "reg-token").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "2.1.0"
+    );
+
+    // Pushes no rule names are acknowledged.
+    let other = json!({"events": [{"id": "x", "action": "push",
+        "target": {"repository": "acme/other", "tag": "1", "digest": DIGEST,
+                   "url": "https://registry.example.com/v2/acme/other/manifests/1"}}]});
+    let (status, headers, body) = notify(&state, &other, "Bearer reg-token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("ce-type").is_none(), "{body}");
+}
