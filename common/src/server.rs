@@ -45,6 +45,36 @@ pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 ///
 /// They are declared empty on the request span so that recording them later works; a handler
 /// that opens its own span (`#[instrument]`) must record them on the request span, not its own.
+/// Header that asks for a dry run, like `?dryRun=true`.
+pub const DRY_RUN_HEADER: &str = "x-tekflux-dry-run";
+
+/// `?dryRun=true` (or `1`, `all`), the query extractor of every route that changes the
+/// cluster; [`DryRunQuery::wanted`] also honours [`DRY_RUN_HEADER`].
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunQuery {
+    /// The raw `dryRun` value.
+    #[serde(default)]
+    pub dry_run: Option<String>,
+}
+
+impl DryRunQuery {
+    /// Whether the query or the header asks for a dry run.
+    pub fn wanted(&self, headers: &HeaderMap) -> bool {
+        let truthy = |value: &str| {
+            matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "true" | "1" | "all"
+            )
+        };
+        self.dry_run.as_deref().is_some_and(truthy)
+            || headers
+                .get(DRY_RUN_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(truthy)
+    }
+}
+
 pub mod fields {
     /// The CloudEvent `id` attribute.
     pub const CE_ID: &str = "ce_id";

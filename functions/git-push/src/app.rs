@@ -23,14 +23,14 @@ use cdevents_sdk::{CDEvent, Subject};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
     AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_to,
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
-use tekflux_common::server::fields;
+use tekflux_common::server::{DryRunQuery, fields};
 use tekflux_common::{Error, Result};
 
 use crate::providers::{self, Webhook};
@@ -41,8 +41,7 @@ use crate::signature;
 
 /// The field manager tekflux's writes are recorded under.
 pub const FIELD_MANAGER: &str = "tekflux-git-push";
-/// Header that asks for a dry run, like `?dryRun=true`.
-pub const DRY_RUN_HEADER: &str = "x-tekflux-dry-run";
+pub use tekflux_common::server::DRY_RUN_HEADER;
 /// Tekton's API group and version of the runs git-push creates.
 const TEKTON_GROUP: &str = "tekton.dev";
 const TEKTON_VERSION: &str = "v1";
@@ -171,28 +170,6 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `?dryRun=true`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DryRunQuery {
-    #[serde(default)]
-    dry_run: Option<String>,
-}
-
-fn wants_dry_run(query: &DryRunQuery, headers: &HeaderMap) -> bool {
-    let truthy = |value: &str| {
-        matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "true" | "1" | "all"
-        )
-    };
-    query.dry_run.as_deref().is_some_and(truthy)
-        || headers
-            .get(DRY_RUN_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(truthy)
-}
-
 async fn receive_named_webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -201,14 +178,7 @@ async fn receive_named_webhook(
     body: Bytes,
 ) -> Result<Response> {
     let provider = parse_provider(&provider)?;
-    handle_webhook(
-        &state,
-        provider,
-        wants_dry_run(&query, &headers),
-        &headers,
-        &body,
-    )
-    .await
+    handle_webhook(&state, provider, query.wanted(&headers), &headers, &body).await
 }
 
 async fn receive_detected_webhook(
@@ -225,14 +195,7 @@ async fn receive_detected_webhook(
             .inc(&["unknown", "unknown_provider"]);
         return Err(crate::error::WebhookError::UnknownProvider.into());
     };
-    handle_webhook(
-        &state,
-        provider,
-        wants_dry_run(&query, &headers),
-        &headers,
-        &body,
-    )
-    .await
+    handle_webhook(&state, provider, query.wanted(&headers), &headers, &body).await
 }
 
 fn parse_provider(name: &str) -> Result<Provider> {
@@ -334,7 +297,7 @@ async fn receive_event(
             }
         };
         record_delivery(&pushes);
-        let summary = process(&state, &pushes, wants_dry_run(&query, &headers)).await?;
+        let summary = process(&state, &pushes, query.wanted(&headers)).await?;
         match (summary.runs.first(), pushes.first()) {
             (Some(first), Some(push)) if !summary.dry_run => {
                 let reply = queued_reply(&incoming, push, first, &summary)?;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
@@ -22,6 +22,7 @@ use tekflux_common::cloudevent::{
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::server::DryRunQuery;
 use tekflux_common::{Error, Result};
 
 use crate::change::{self, ARTIFACT_PUBLISHED_TYPE, Change, RELEASE_CHANGED_TYPE};
@@ -130,7 +131,13 @@ struct Outcome {
     stale: bool,
 }
 
-async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {
+async fn receive(
+    State(state): State<AppState>,
+    Query(query): Query<DryRunQuery>,
+    headers: HeaderMap,
+    incoming: IncomingEvent,
+) -> Result<Response> {
+    let dry_run = query.wanted(&headers);
     let event_type = incoming.event.ty().to_owned();
     if !ACCEPTED_TYPES.contains(&event_type.as_str()) {
         return Err(Error::BadRequest(format!(
@@ -145,10 +152,13 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
         time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
     };
     let changes = [(change, stamp)];
-    let released = release(&state, &changes).await?;
+    let released = release(&state, &changes, dry_run).await?;
     let Released::Applied(outcomes) = released else {
         return Ok(released.into_summary(&changes));
     };
+    if dry_run {
+        return Ok(dry_run_summary(&changes, &outcomes));
+    }
     let source = incoming.event.source().to_string();
     let builder = reply_to(&incoming, RELEASE_APPLIED_TYPE, &source);
     let reply = applied_reply(builder, incoming.correlation.clone(), &changes, &outcomes)?;
@@ -187,8 +197,21 @@ impl Released {
     }
 }
 
-/// Applies every release the rules name for `changes`, in order.
-async fn release(state: &AppState, changes: &[(Change, Stamp)]) -> Result<Released> {
+/// What a dry run would have applied; no reply event, since nothing changed.
+fn dry_run_summary(changes: &[(Change, Stamp)], outcomes: &[Outcome]) -> Response {
+    no_reply(
+        StatusCode::OK,
+        json!({
+            "dryRun": true,
+            "change": describe_all(changes),
+            "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// Applies every release the rules name for `changes`, in order; with `dry_run`, the API
+/// server validates each apply (`dryRun=All`) and stores nothing.
+async fn release(state: &AppState, changes: &[(Change, Stamp)], dry_run: bool) -> Result<Released> {
     let mut work = Vec::new();
     for (change, stamp) in changes {
         for target in target::targets(&state.inner.config, change)? {
@@ -206,12 +229,14 @@ async fn release(state: &AppState, changes: &[(Change, Stamp)]) -> Result<Releas
     };
     let mut outcomes = Vec::with_capacity(work.len());
     for (target, stamp) in work {
-        match apply(kube, &target, stamp).await {
+        match apply(kube, &target, stamp, dry_run).await {
             Ok(outcome) => {
-                state
-                    .inner
-                    .releases
-                    .inc(&[if outcome.stale { "stale" } else { "applied" }]);
+                let result = match (outcome.stale, dry_run) {
+                    (true, _) => "stale",
+                    (false, true) => "dry_run",
+                    (false, false) => "applied",
+                };
+                state.inner.releases.inc(&[result]);
                 outcomes.push(outcome);
             }
             Err(error) => {
@@ -238,7 +263,12 @@ fn describe_all(changes: &[(Change, Stamp)]) -> String {
 }
 
 /// Reads the release, checks it can take the edit and is not newer, and applies the edit.
-async fn apply(kube: &kube::Client, target: &Target, stamp: &Stamp) -> Result<Outcome> {
+async fn apply(
+    kube: &kube::Client,
+    target: &Target,
+    stamp: &Stamp,
+    dry_run: bool,
+) -> Result<Outcome> {
     let resource = helm_release::api_resource(target.api);
     let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
     let current = match api.get_opt(&target.name).await? {
@@ -267,13 +297,17 @@ async fn apply(kube: &kube::Client, target: &Target, stamp: &Stamp) -> Result<Ou
     let patch = helm_release::apply_patch(target, stamp);
     // Forced: the release-changed owns exactly the fields it sets; another manager holding
     // `image.tag` (a `kubectl apply` of the same value, say) must not block every release.
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    }
     api.patch(&target.name, &params, &Patch::Apply(&patch))
         .await?;
     tracing::info!(
         release = %target.reference(),
         version = %target.version,
         previous = previous.as_deref().unwrap_or(""),
+        dry_run,
         "applied"
     );
     Ok(Outcome {
@@ -366,16 +400,21 @@ fn applied_reply(
 /// `POST /webhooks/registry`: checks the token, then releases each tagged image pushed.
 async fn receive_registry(
     State(state): State<AppState>,
+    Query(query): Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let dry_run = query.wanted(&headers);
     registry::verify(state.inner.config.providers.registry.as_ref(), &headers)?;
     let (source, pushes) = registry::parse(&body)?;
     let changes: Vec<(Change, Stamp)> = pushes.iter().map(|push| push.change(&source)).collect();
-    let released = release(&state, &changes).await?;
+    let released = release(&state, &changes, dry_run).await?;
     let Released::Applied(outcomes) = released else {
         return Ok(released.into_summary(&changes));
     };
+    if dry_run {
+        return Ok(dry_run_summary(&changes, &outcomes));
+    }
     let mut parts = vec![source.as_str()];
     parts.extend(pushes.iter().map(|push| push.id.as_str()));
     let builder = reply_builder(RELEASE_APPLIED_TYPE, &source).id(derived_id("registry", &parts));

@@ -574,3 +574,43 @@ async fn a_registry_push_releases_like_a_built_image() {
     assert_eq!(status, StatusCode::OK);
     assert!(headers.get("ce-type").is_none(), "{body}");
 }
+
+#[tokio::test]
+async fn a_dry_run_shows_what_would_change_and_changes_nothing() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let before = harness.flux_release("api-launcher");
+    harness.api.clear_requests();
+    let request = Request::post("/?dryRun=true")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "dry-1")
+        .header("ce-type", RELEASE_CHANGED)
+        .header("ce-source", "https://example.com/me")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"image": format!("{IMAGE}:9.9.9")}).to_string(),
+        ))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let (status, headers, body) = tekflux_testkit::answer::answer(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(headers.get("ce-type").is_none(), "no reply for a dry run");
+    assert_eq!(body["dryRun"], true);
+    assert_eq!(body["releases"][0]["previous"], "1.0.0");
+    assert_eq!(body["releases"][0]["version"], "9.9.9");
+    assert_eq!(harness.flux_release("api-launcher"), before);
+    // The API server saw the applies, as dry runs.
+    let patches: Vec<_> = harness
+        .api
+        .requests()
+        .into_iter()
+        .filter(|request| request.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert!(
+        patches
+            .iter()
+            .all(|request| request.query.get("dryRun").map(String::as_str) == Some("All")),
+        "{patches:?}"
+    );
+}
