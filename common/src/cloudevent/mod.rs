@@ -46,6 +46,7 @@
 
 mod correlation;
 mod incoming;
+mod oci;
 mod outgoing;
 mod percent;
 mod sink;
@@ -57,7 +58,9 @@ pub use correlation::{
     Correlation, EXT_DELIVERY, EXT_NAMESPACE, EXT_REPO, EXT_SHA, EXT_TRACEPARENT, EXT_TRACESTATE,
 };
 pub use incoming::{IncomingEvent, Mode, event_from_request};
+pub use oci::{is_image_digest, oci_purl, split_image_reference};
 pub use outgoing::{
     Reply, build_reply, no_reply, reply_builder, reply_id, reply_to, respond, to_binary,
 };
+pub use percent::decode_strict as percent_decode_strict;
 pub use sink::{ReplySink, SinkError};

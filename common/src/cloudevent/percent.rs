@@ -26,6 +26,16 @@ pub(crate) fn encode(value: &str) -> Cow<'_, str> {
 /// senders that do not encode at all are common and should not be punished for a literal `%`.
 /// `None` when the decoded bytes are not UTF-8.
 pub(crate) fn decode(value: &str) -> Option<Cow<'_, str>> {
+    decode_with(value, true)
+}
+
+/// Decodes a percent-encoded value (a package URL's parts, say) where a `%` must start an
+/// escape. `None` for a stray `%` or bytes that are not UTF-8.
+pub fn decode_strict(value: &str) -> Option<Cow<'_, str>> {
+    decode_with(value, false)
+}
+
+fn decode_with(value: &str, keep_stray_percent: bool) -> Option<Cow<'_, str>> {
     if !value.contains('%') {
         return Some(Cow::Borrowed(value));
     }
@@ -41,6 +51,8 @@ pub(crate) fn decode(value: &str) -> Option<Cow<'_, str>> {
         {
             out.push(hi << 4 | lo);
             i += 3;
+        } else if bytes[i] == b'%' && !keep_stray_percent {
+            return None;
         } else {
             out.push(bytes[i]);
             i += 1;
@@ -95,5 +107,14 @@ mod tests {
         assert_eq!(decode("%zz%4").as_deref(), Some("%zz%4"));
         assert_eq!(decode("%C3%BC").as_deref(), Some("ü"));
         assert!(decode("%FF").is_none());
+    }
+
+    #[test]
+    fn strict_decoding_refuses_a_stray_percent() {
+        assert_eq!(decode_strict("sha256%3Aab").as_deref(), Some("sha256:ab"));
+        assert_eq!(decode_strict("plain").as_deref(), Some("plain"));
+        assert!(decode_strict("50%").is_none());
+        assert!(decode_strict("%zz").is_none());
+        assert!(decode_strict("%FF").is_none());
     }
 }

@@ -18,7 +18,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
     AttributesReader, Correlation, EventBuilderV10, IncomingEvent, ReplySink, build_reply,
-    no_reply, reply_builder, reply_to,
+    no_reply, oci_purl, reply_builder, reply_to,
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
@@ -341,26 +341,12 @@ fn outcome_json(outcome: &Outcome) -> Value {
 fn artifact(change: &Change, first: &Target) -> String {
     match change {
         Change::Image(image) => {
-            let name = image
-                .repository
-                .rsplit('/')
-                .next()
-                .unwrap_or(&image.repository);
             let version = image
                 .digest
                 .as_deref()
                 .or(image.tag.as_deref())
-                .unwrap_or_default()
-                .replace(':', "%3A");
-            let mut purl = format!(
-                "pkg:oci/{name}@{version}?repository_url={}",
-                image.repository
-            );
-            if let Some(tag) = &image.tag {
-                purl.push_str("&tag=");
-                purl.push_str(tag);
-            }
-            purl
+                .unwrap_or_default();
+            oci_purl(&image.repository, version, image.tag.as_deref())
         }
         Change::Chart { name, version } => format!("pkg:helm/{name}@{version}"),
         Change::Release { .. } => format!("pkg:helm/{}@{}", first.name, first.version),

@@ -11,6 +11,7 @@
 //!   `{"release": "[namespace/]name", "chartVersion": "1.2.3", "values": {…}}`.
 
 use serde_json::{Map, Value};
+use tekflux_common::cloudevent::{is_image_digest, percent_decode_strict, split_image_reference};
 use tekflux_common::{Error, Result};
 
 /// CDEvents' artifact published type, as run-complete emits it.
@@ -58,16 +59,12 @@ impl ImageVersion {
     /// # Errors
     /// [`Error::Unprocessable`] for an empty name or a digest that is not `algorithm:hex`.
     pub fn parse(reference: &str) -> Result<Self> {
-        let (name, digest) = match reference.split_once('@') {
-            Some((name, digest)) => (name, Some(digest.to_owned())),
-            None => (reference, None),
-        };
-        // A tag follows the last ':' only when no '/' comes after it (else it is a port).
-        let (repository, tag) = match name.rsplit_once(':') {
-            Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag.to_owned())),
-            _ => (name, None),
-        };
-        Self::from_parts(repository, tag, digest)
+        let (repository, tag, digest) = split_image_reference(reference);
+        Self::from_parts(
+            repository,
+            tag.map(str::to_owned),
+            digest.map(str::to_owned),
+        )
     }
 
     fn from_parts(repository: &str, tag: Option<String>, digest: Option<String>) -> Result<Self> {
@@ -77,17 +74,12 @@ impl ImageVersion {
                 "{repository:?} is not an image repository"
             )));
         }
-        if let Some(digest) = &digest {
-            let valid = digest.split_once(':').is_some_and(|(algorithm, hex)| {
-                !algorithm.is_empty()
-                    && !hex.is_empty()
-                    && hex.chars().all(|c| c.is_ascii_hexdigit())
-            });
-            if !valid {
-                return Err(Error::Unprocessable(format!(
-                    "{digest:?} is not an image digest (algorithm:hex)"
-                )));
-            }
+        if let Some(digest) = &digest
+            && !is_image_digest(digest)
+        {
+            return Err(Error::Unprocessable(format!(
+                "{digest:?} is not an image digest (algorithm:hex)"
+            )));
         }
         if let Some(tag) = &tag
             && !is_tag(tag)
@@ -226,24 +218,13 @@ fn parse_oci_purl(purl: &str) -> Result<ImageVersion> {
 }
 
 fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let hex = text
-                .get(index + 1..index + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| Error::BadRequest(format!("bad percent-encoding in {text:?}")))?;
-            out.push(hex);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| Error::BadRequest(format!("{text:?} does not decode to UTF-8")))
+    percent_decode_strict(text)
+        .map(std::borrow::Cow::into_owned)
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "bad percent-encoding in {text:?} (a stray %, or not UTF-8)"
+            ))
+        })
 }
 
 fn from_release_changed(data: &Value) -> Result<Change> {

@@ -10,7 +10,9 @@ use cdevents_sdk::latest::artifact_published;
 use cdevents_sdk::{CDEvent, Subject};
 use cloudevents::{AttributesReader, Event};
 use serde_json::{Value, json};
-use tekflux_common::cloudevent::{IncomingEvent, build_reply, reply_to};
+use tekflux_common::cloudevent::{
+    IncomingEvent, build_reply, is_image_digest, oci_purl, reply_to, split_image_reference,
+};
 use tekflux_common::{Error, Result};
 
 use crate::manifest::Manifest;
@@ -188,15 +190,10 @@ impl ImageReference {
     /// # Errors
     /// [`Error::Unprocessable`] for a digest that is not `algorithm:hex` or an empty name.
     pub fn parse(image_url: &str, digest: &str) -> Result<Self> {
-        let without_digest = image_url.split('@').next().unwrap_or_default();
-        // A tag follows the last ':' only if no '/' comes after it (a port is not a tag).
-        let (repository, tag) = match without_digest.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_owned())),
-            _ => (without_digest, None),
-        };
-        let valid_digest = digest.split_once(':').is_some_and(|(algorithm, hex)| {
-            !algorithm.is_empty() && !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())
-        });
+        // A digest in the URL itself is ignored: IMAGE_DIGEST is the one the build reports.
+        let (repository, tag, _) = split_image_reference(image_url);
+        let tag = tag.map(str::to_owned);
+        let valid_digest = is_image_digest(digest);
         if repository.is_empty() || !valid_digest {
             return Err(Error::Unprocessable(format!(
                 "the run's results do not name an image: IMAGE_URL {image_url:?}, IMAGE_DIGEST \
@@ -218,22 +215,7 @@ impl ImageReference {
     /// The package URL (`pkg:oci/name@digest?repository_url=…&tag=…`) CDEvents uses as an
     /// artifact id.
     pub fn purl(&self) -> String {
-        let name = self
-            .repository
-            .rsplit('/')
-            .next()
-            .unwrap_or(&self.repository)
-            .to_lowercase();
-        let mut purl = format!(
-            "pkg:oci/{name}@{}?repository_url={}",
-            self.digest.replace(':', "%3A"),
-            self.repository
-        );
-        if let Some(tag) = &self.tag {
-            purl.push_str("&tag=");
-            purl.push_str(tag);
-        }
-        purl
+        oci_purl(&self.repository, &self.digest, self.tag.as_deref())
     }
 }
 
