@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod server;
 pub mod startup;
 pub mod telemetry;
+pub mod webhook_auth;
 
 pub use config::Config;
 pub use error::{Error, Result};

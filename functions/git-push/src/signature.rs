@@ -16,11 +16,9 @@
 //! A provider without a secret rejects every webhook unless its settings say `insecure: true`.
 //! When a secret is configured it is always checked, `insecure` or not.
 
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tekflux_common::config::Providers;
+use tekflux_common::webhook_auth::{hmac_sha256_hex, hmac_sha256_matches, token_matches};
 
 use crate::error::WebhookError;
 use crate::push::Provider;
@@ -122,14 +120,7 @@ pub fn signature_header(provider: Provider) -> &'static str {
 /// Computes the hex HMAC-SHA256 of `body`, as providers send it (without any `sha256=` prefix).
 /// Used by tests and by the CLI that replays webhooks.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mut mac) => {
-            mac.update(body);
-            hex::encode(mac.finalize().into_bytes())
-        }
-        Err(_) => String::new(),
-    }
+    hmac_sha256_hex(secret, body)
 }
 
 fn check_hmac(
@@ -159,10 +150,11 @@ fn check_hmac(
     } else {
         value
     };
-    let expected = hex::decode(hex_digest).map_err(|_| bad.clone())?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| bad.clone())?;
-    mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| bad)
+    if hmac_sha256_matches(secret, body, hex_digest) {
+        Ok(())
+    } else {
+        Err(bad)
+    }
 }
 
 /// The header's name as the providers' docs spell it, for messages.
@@ -184,9 +176,7 @@ fn check_token(headers: &HeaderMap, token: &[u8]) -> Result<(), WebhookError> {
             header: display_name(GITLAB_TOKEN),
         });
     };
-    let given = Sha256::digest(value.as_bytes());
-    let expected = Sha256::digest(token);
-    if bool::from(given.ct_eq(&expected)) {
+    if token_matches(value.as_bytes(), token) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature {

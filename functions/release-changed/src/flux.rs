@@ -20,13 +20,12 @@ use cdevents_sdk::latest::{
 use cdevents_sdk::{CDEvent, Content, Subject};
 use chrono::{DateTime, Utc};
 use cloudevents::{Event, EventBuilder, EventBuilderV10};
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
 use tekflux_common::cloudevent::{Correlation, build_reply};
 use tekflux_common::config::ProviderSettings;
+use tekflux_common::webhook_auth::hmac_sha256_matches;
 use tekflux_common::{Error, Result};
 
 /// The header Flux's `generic-hmac` Provider signs with.
@@ -70,11 +69,12 @@ pub fn verify(settings: Option<&ProviderSettings>, headers: &HeaderMap, body: &[
             "X-Signature uses {algorithm:?}; only sha256 (Flux's default) is accepted"
         )));
     }
-    let expected = hex::decode(hex_digest).map_err(|_| bad())?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).map_err(|_| bad())?;
-    mac.update(body);
-    // verify_slice compares in constant time.
-    mac.verify_slice(&expected).map_err(|_| bad())
+    // Compared in constant time.
+    if hmac_sha256_matches(secret.expose(), body, hex_digest) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 /// Flux's event (notification-controller `Event`), the fields tekflux uses.
@@ -426,9 +426,10 @@ mod tests {
             ..ProviderSettings::default()
         };
         let body = br#"{"involvedObject":{}}"#;
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"flux-token").unwrap();
-        mac.update(body);
-        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let good = format!(
+            "sha256={}",
+            tekflux_common::webhook_auth::hmac_sha256_hex(b"flux-token", body)
+        );
         let mut headers = HeaderMap::new();
         headers.insert(SIGNATURE_HEADER, good.parse().unwrap());
         assert!(verify(Some(&settings), &headers, body).is_ok());

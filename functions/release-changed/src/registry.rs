@@ -12,9 +12,8 @@
 
 use http::HeaderMap;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tekflux_common::config::ProviderSettings;
+use tekflux_common::webhook_auth::token_matches;
 use tekflux_common::{Error, Result};
 
 use crate::change::{Change, ImageVersion};
@@ -76,10 +75,7 @@ pub fn verify(settings: Option<&ProviderSettings>, headers: &HeaderMap) -> Resul
             .trim_ascii()
             .to_vec()
     };
-    // Hashing first makes the comparison constant-time whatever the lengths.
-    let given = Sha256::digest(strip(given.as_bytes()));
-    let expected = Sha256::digest(strip(token.expose()));
-    if bool::from(given.ct_eq(&expected)) {
+    if token_matches(&strip(given.as_bytes()), &strip(token.expose())) {
         Ok(())
     } else {
         Err(Error::Unauthorized(

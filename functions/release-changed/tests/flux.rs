@@ -5,12 +5,11 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::config::{Config, Env};
 use tekflux_common::metrics::Metrics;
+use tekflux_common::webhook_auth::hmac_sha256_hex;
 use tekflux_release_changed::{AppState, app};
 use tekflux_testkit::corpus::read_corpus;
 use tower::ServiceExt;
@@ -33,9 +32,7 @@ fn state(flux: &str) -> AppState {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", hmac_sha256_hex(TOKEN.as_bytes(), body))
 }
 
 async fn post(
