@@ -16,3 +16,4 @@ pub mod fault_proxy;
 pub mod kube_api;
 pub mod lambda_runtime;
 pub mod s3;
+pub mod tree;

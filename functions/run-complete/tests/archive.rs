@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use tekflux_run_complete::archive::{
     ArchiveOptions, MIN_PART_SIZE, RestoreError, RestoreLimits, RestoreOptions, restore_archive,
@@ -15,18 +15,7 @@ use tekflux_run_complete::archive::{
 };
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
 use tekflux_testkit::s3::TestS3;
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+use tekflux_testkit::tree::{pseudo_random, snapshot};
 
 /// A tree with everything the archive must keep, a FIFO it must skip, and a 12 MiB
 /// incompressible file so the upload needs several 5 MiB parts.
@@ -49,37 +38,6 @@ fn write_tree(dir: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-type Snapshot = BTreeMap<PathBuf, (char, u32, i64, Vec<u8>)>;
-
-/// Every entry: kind, mode, mtime (files), content or link target. FIFOs are left out, as the
-/// archive leaves them out.
-fn snapshot(dir: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let relative = path.strip_prefix(root).unwrap().to_owned();
-            let kind = meta.file_type();
-            if kind.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.insert(
-                    relative,
-                    ('l', 0, 0, target.into_os_string().into_encoded_bytes()),
-                );
-            } else if kind.is_dir() {
-                out.insert(relative, ('d', meta.mode() & 0o7777, 0, Vec::new()));
-                walk(root, &path, out);
-            } else if kind.is_file() {
-                let content = std::fs::read(&path).unwrap();
-                out.insert(relative, ('f', meta.mode() & 0o7777, meta.mtime(), content));
-            }
-        }
-    }
-    let mut out = Snapshot::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn small_parts() -> ArchiveOptions {

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
@@ -22,6 +21,7 @@ use tekflux_run_complete::{AppState, app};
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
 use tekflux_testkit::kube_api::{Fault, TestApiServer};
 use tekflux_testkit::s3::TestS3;
+use tekflux_testkit::tree::{pseudo_random, snapshot};
 use tower::ServiceExt;
 
 const NS: &str = "cicd";
@@ -147,58 +147,6 @@ fn write_tree(dir: &Path) {
     .unwrap();
     std::os::unix::fs::symlink("src/main.rs", dir.join("link-to-main")).unwrap();
     std::os::unix::fs::symlink("does-not-exist", dir.join("dangling")).unwrap();
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// Every entry below `dir`: relative path → (kind, mode, mtime, content or link target).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, i64, Vec<u8>)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let relative = path.strip_prefix(root).unwrap().to_owned();
-            let mode = meta.mode() & 0o7777;
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.insert(
-                    relative,
-                    (
-                        "link".into(),
-                        0,
-                        0,
-                        target.into_os_string().into_encoded_bytes(),
-                    ),
-                );
-            } else if meta.is_dir() {
-                out.insert(relative, ("dir".into(), mode, 0, Vec::new()));
-                walk(root, &path, out);
-            } else {
-                out.insert(
-                    relative,
-                    (
-                        "file".into(),
-                        mode,
-                        meta.mtime(),
-                        std::fs::read(&path).unwrap(),
-                    ),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use tekflux_testkit::s3::TestS3;
+use tekflux_testkit::tree::snapshot;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -72,42 +73,6 @@ fn make_workspace(root: &Path) {
     )
     .unwrap();
     symlink("src/lib/main.rs", root.join("entry")).unwrap();
-}
-
-/// Every entry under `root` by relative path: kind, permission bits, and content or link target.
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<String, String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let mode = meta.permissions().mode() & 0o7777;
-            let description = if meta.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
-            } else if meta.is_dir() {
-                walk(root, &path, into);
-                format!("dir {mode:o}")
-            } else {
-                let content = std::fs::read(&path).unwrap();
-                format!(
-                    "file {mode:o} {} bytes, fnv {:016x}",
-                    content.len(),
-                    fnv1a(&content)
-                )
-            };
-            into.insert(relative, description);
-        }
-    }
-    let mut entries = BTreeMap::new();
-    walk(root, root, &mut entries);
-    entries
-}
-
-/// FNV-1a, enough to tell two file contents apart in a test.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
