@@ -15,5 +15,6 @@ pub mod crd;
 pub mod fault_proxy;
 pub mod kube_api;
 pub mod lambda_runtime;
+pub mod machine;
 pub mod s3;
 pub mod tree;

@@ -38,6 +38,7 @@ use tekflux_common::config::{
 use tekflux_common::server::{ServerState, router};
 use tekflux_git_push::{AppState, Provider, Push, RefKind, RoutingTable, app, signature};
 use tekflux_testkit::kube_api::TestApiServer;
+use tekflux_testkit::machine::{machine_load, status_kib};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -287,16 +288,6 @@ impl ChildServer {
         }
         Ok(())
     }
-}
-
-fn status_kib(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,27 +850,6 @@ async fn measure_with_cluster(mode: &str, concurrency: usize) -> anyhow::Result<
         peak_kib,
         pipeline_runs,
     })
-}
-
-/// Load average and the number of `rustc` processes, to say how busy the machine was.
-fn machine_load() -> String {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    let rustc = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|entry| {
-                    std::fs::read_to_string(entry.path().join("comm"))
-                        .is_ok_and(|comm| comm.trim() == "rustc")
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    format!(
-        "load average {}, {rustc} rustc processes",
-        loadavg.join(" ")
-    )
 }
 
 fn report(

@@ -46,6 +46,7 @@ use tekflux_run_complete::archive::{
     ArchiveOptions, MIN_PART_SIZE, Progress, RestoreOptions, restore_from_s3, upload_archive,
     verify_archive, write_archive,
 };
+use tekflux_testkit::machine::{machine_load, status_kib};
 use tekflux_testkit::s3::{ACCESS_KEY_ENV, ENDPOINT_ENV, REGION, SECRET_KEY_ENV, TestS3};
 use tokio::runtime::Runtime;
 
@@ -102,12 +103,7 @@ fn child_setup() -> anyhow::Result<(Runtime, aws_sdk_s3::Client)> {
 /// This process's peak resident set size so far, in KiB.
 fn own_peak_kib() -> anyhow::Result<u64> {
     let status = fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .context("no VmHWM in /proc/self/status")
+    status_kib(&status, "VmHWM:").context("no VmHWM in /proc/self/status")
 }
 
 /// `--archive-child DIR BUCKET KEY PART_SIZE CONCURRENCY`: `upload_archive`, then
@@ -1588,27 +1584,6 @@ fn measure_stages(
     let _ = fs::remove_file(&tar_file);
     let _ = fs::remove_file(&zst_file);
     Ok(())
-}
-
-/// Load average and the number of `rustc` processes, to say how busy the machine was.
-fn machine_load() -> String {
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    let rustc = fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|entry| {
-                    fs::read_to_string(entry.path().join("comm"))
-                        .is_ok_and(|comm| comm.trim() == "rustc")
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    format!(
-        "load average {}, {rustc} rustc processes",
-        loadavg.join(" ")
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
