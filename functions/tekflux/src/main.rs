@@ -110,13 +110,7 @@ fn main() -> ExitCode {
         Command::Serve { function } => {
             // Config first: an invalid one exits 64 before any runtime starts.
             let startup = Startup::from_process();
-            match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(serve(startup, function)),
-                Err(error) => {
-                    eprintln!("tekflux: cannot start the async runtime: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(serve(startup, function)).unwrap_or_else(|code| code)
         }
         Command::Render {
             provider,
@@ -135,6 +129,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Runs `future` on a fresh runtime; `Err` carries the exit code when none can start.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Ok(runtime.block_on(future)),
+        Err(error) => {
+            eprintln!("tekflux: cannot start the async runtime: {error}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::block_on;
 use clap::Args;
 use serde_json::json;
 use tekflux_common::clients;
@@ -355,17 +356,6 @@ fn fail(command: &str, error: &dyn std::error::Error, code: u8) -> ExitCode {
 
 fn print_result(result: &serde_json::Value) {
     println!("{result}");
-}
-
-/// Runs `future` on a fresh runtime; `Err` carries the exit code when none can start.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => Ok(runtime.block_on(future)),
-        Err(error) => {
-            eprintln!("tekflux: cannot start the async runtime: {error}");
-            Err(ExitCode::FAILURE)
-        }
-    }
 }
 
 /// Progress on stderr: redrawn in place (with a bar when the total is known) on a terminal,
