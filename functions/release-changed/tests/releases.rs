@@ -180,6 +180,15 @@ fn artifact_published(tag: &str) -> Value {
     })
 }
 
+/// Sends an explicit `dev.tekflux.release.changed.v1` event, without `time`.
+async fn release_changed(
+    state: &AppState,
+    id: &str,
+    data: &Value,
+) -> (StatusCode, HeaderMap, Value) {
+    send(state, id, RELEASE_CHANGED, None, data).await
+}
+
 /// Sends run-complete's artifact published event for `IMAGE:tag`.
 async fn publish(
     state: &AppState,
@@ -298,11 +307,9 @@ async fn an_older_event_arriving_late_does_not_roll_back() {
 async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
     let harness = Harness::start().await;
     let state = harness.state();
-    let (status, _, body) = send(
+    let (status, _, body) = release_changed(
         &state,
         "chart-1",
-        RELEASE_CHANGED,
-        None,
         &json!({"chart": "platform", "version": "0.2.0"}),
     )
     .await;
@@ -311,11 +318,9 @@ async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
     assert_eq!(platform["spec"]["chart"]["spec"]["version"], "0.2.0");
     assert_eq!(platform["spec"]["chart"]["spec"]["chart"], "platform");
 
-    let (status, _, body) = send(
+    let (status, _, body) = release_changed(
         &state,
         "edit-1",
-        RELEASE_CHANGED,
-        None,
         &json!({"release": "cicd/api-launcher", "chartVersion": "0.3.0",
                 "values": {"replicaCount": 5, "resources": {"limits": {"memory": "256Mi"}}}}),
     )
@@ -332,11 +337,9 @@ async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
 
     // A chart version cannot be set on a release whose chart comes from chartRef.
     let before = harness.flux_release("gateway");
-    let (status, _, body) = send(
+    let (status, _, body) = release_changed(
         &state,
         "chart-2",
-        RELEASE_CHANGED,
-        None,
         &json!({"chart": "gateway", "version": "2.0.0"}),
     )
     .await;
@@ -389,11 +392,9 @@ async fn input_that_can_never_apply_is_refused_and_changes_nothing() {
         assert!(body["error"].is_string(), "{body}");
     }
     // Nothing matches: acknowledged, nothing sent to the cluster.
-    let (status, headers, body) = send(
+    let (status, headers, body) = release_changed(
         &state,
         "other",
-        RELEASE_CHANGED,
-        None,
         &json!({"image": "registry.example.com/acme/other:1.0.0"}),
     )
     .await;
@@ -444,11 +445,9 @@ async fn cluster_trouble_is_retried_and_the_retry_applies() {
         ReplySink::new(None).unwrap(),
         &Metrics::new(),
     );
-    let (status, _, body) = send(
+    let (status, _, body) = release_changed(
         &state,
         "new-1",
-        RELEASE_CHANGED,
-        None,
         &json!({"chart": "newcomer", "version": "1.0.0"}),
     )
     .await;
