@@ -84,6 +84,8 @@ pub mod fields {
     pub const CE_SOURCE: &str = "ce_source";
     /// The git provider's delivery id (`X-GitHub-Delivery`, …) or the derived one.
     pub const DELIVERY_ID: &str = "delivery_id";
+    /// Who sent a CloudEvent: an OIDC subject, `events.token`, or unauthenticated.
+    pub const SENDER: &str = "sender";
 }
 
 /// Whether the function is ready for traffic; `/readyz` answers 503 until [`Readiness::set_ready`].
@@ -255,6 +257,7 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
         ce_type = Empty,
         ce_source = Empty,
         delivery_id = Empty,
+        sender = Empty,
     );
     let traceparent = request
         .headers()

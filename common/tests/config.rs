@@ -794,3 +794,66 @@ fn secret_values_from_overrides_never_appear_in_errors() {
 fn exit_code_is_ex_usage() {
     assert_eq!(EX_USAGE, 64);
 }
+
+#[test]
+fn event_senders_are_checked() {
+    let with = |events: &str| format!("{BASE}events:\n{events}");
+    let good = with(
+        "  token: env:EVENTS_TOKEN\n  oidc:\n    issuer: https://kubernetes.default.svc\n    \
+         runComplete:\n      audience: tekflux/run-complete\n      senders:\n        \
+         - system:serviceaccount:cicd:run-complete-*\n",
+    );
+    let config = load(&good, &Env::new().with("EVENTS_TOKEN", "t0ken")).unwrap();
+    assert_eq!(config.events.token.unwrap().expose(), b"t0ken");
+    let oidc = config.events.oidc.unwrap();
+    assert!(oidc.git_push.is_none());
+    assert_eq!(oidc.run_complete.unwrap().senders.len(), 1);
+
+    fails_at(
+        &with("  oidc:\n    issuer: not a url\n    gitPush:\n      senders: [a]\n"),
+        7,
+        "events.oidc.issuer",
+        "not a URL",
+    );
+    fails_at(
+        &with("  oidc:\n    gitPush:\n      senders: []\n"),
+        8,
+        "events.oidc.gitPush.senders",
+        "lists no sender",
+    );
+    fails_at(
+        &with("  oidc:\n    gitPush:\n      senders: [\"*\", \"system:*:cicd:x\"]\n"),
+        8,
+        "events.oidc.gitPush.senders[0]",
+        "trailing `*`",
+    );
+    fails_at(
+        &with("  oidc:\n    gitPush:\n      senders: [ok, \"system:*:cicd:x\"]\n"),
+        8,
+        "events.oidc.gitPush.senders[1]",
+        "trailing `*`",
+    );
+    fails_at(
+        &with("  oidc: {}\n"),
+        6,
+        "events.oidc",
+        "names no function",
+    );
+    fails_at(&with("  token: s3cret\n"), 6, "events.token", "reference");
+}
+
+#[test]
+fn the_events_token_and_insecure_come_from_the_environment_too() {
+    let env = Env::new()
+        .with("TEKFLUX_EVENTS_TOKEN", "from-env")
+        .with("TEKFLUX_EVENTS_INSECURE", "true");
+    let config = load(BASE, &env).unwrap();
+    assert_eq!(config.events.token.unwrap().expose(), b"from-env");
+    assert!(config.events.insecure);
+    let both = Env::new()
+        .with("TEKFLUX_EVENTS_TOKEN", "a")
+        .with("TEKFLUX_EVENTS_TOKEN_FILE", "/x");
+    let message = error(BASE, &both);
+    assert!(message.contains("TEKFLUX_EVENTS_TOKEN_FILE"), "{message}");
+    assert!(!message.contains(": a"), "{message}");
+}

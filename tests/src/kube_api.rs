@@ -125,6 +125,8 @@ struct Inner {
     requests: Vec<RecordedRequest>,
     /// (namespace, pod, container) → log text.
     logs: BTreeMap<(String, String, String), String>,
+    /// The service-account issuer's discovery document and keys, when set.
+    oidc: Option<(Value, Value)>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +294,20 @@ impl TestApiServer {
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Serves `/.well-known/openid-configuration` naming `issuer` and `/openid/v1/jwks` with
+    /// `jwks`, as a cluster's API server does for its service-account issuer (both 404 until
+    /// this is called). Calling it again rotates the keys.
+    pub fn set_oidc(&self, issuer: &str, jwks: Value) {
+        let discovery = json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{}/openid/v1/jwks", self.url()),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        });
+        self.shared.lock().oidc = Some((discovery, jwks));
     }
 
     /// Forgets the request log.
@@ -751,6 +767,23 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 }
 
 fn route(shared: &Arc<Shared>, method: &Method, path: &str, mut call: Call) -> Response {
+    if let ("GET", "/.well-known/openid-configuration" | "/openid/v1/jwks") =
+        (method.as_str(), path)
+    {
+        let oidc = shared.lock().oidc.clone();
+        return match oidc {
+            Some((discovery, _)) if path.starts_with("/.well-known") => {
+                status::json_response(200, &discovery)
+            }
+            Some((_, jwks)) => status::json_response(200, &jwks),
+            None => status::failure(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            ),
+        };
+    }
     if path == "/version" {
         return status::json_response(
             200,

@@ -7,6 +7,7 @@
 //!   `kube::Client`, that validates Tekton and Flux objects against the upstream CRD schemas ([`crd`]).
 //! - [`fault_proxy`]: an HTTP proxy that fails chosen requests (S3 failing mid-upload).
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
+//! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 
 pub mod answer;
@@ -16,5 +17,6 @@ pub mod fault_proxy;
 pub mod kube_api;
 pub mod lambda_runtime;
 pub mod machine;
+pub mod oidc;
 pub mod s3;
 pub mod tree;

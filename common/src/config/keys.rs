@@ -14,6 +14,22 @@ pub const KUBERNETES: &str = "kubernetes";
 pub const REPOSITORIES: &str = "repositories";
 /// Top-level `releases`.
 pub const RELEASES: &str = "releases";
+/// Top-level `events`.
+pub const EVENTS: &str = "events";
+/// `events.oidc`.
+pub const OIDC: &str = "oidc";
+/// `events.oidc.issuer`.
+pub const ISSUER: &str = "issuer";
+/// `events.oidc.gitPush`.
+pub const GIT_PUSH: &str = "gitPush";
+/// `events.oidc.runComplete`.
+pub const RUN_COMPLETE: &str = "runComplete";
+/// `events.oidc.releaseChanged`.
+pub const RELEASE_CHANGED: &str = "releaseChanged";
+/// `events.oidc.*.audience`.
+pub const AUDIENCE: &str = "audience";
+/// `events.oidc.*.senders`.
+pub const SENDERS: &str = "senders";
 
 /// `providers.github`.
 pub const GITHUB: &str = "github";

@@ -289,6 +289,14 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
             }
         }
     }
+    if let Some(token) = &mut config.events.token
+        && let Err(message) = token.resolve(env)
+    {
+        findings.push(validate::Finding {
+            path: FieldPath::root().key(keys::EVENTS).key(keys::TOKEN),
+            message,
+        });
+    }
     findings
 }
 

@@ -37,6 +37,9 @@ pub struct Config {
     /// Which artifacts update which HelmReleases.
     #[serde(default)]
     pub releases: Vec<ReleaseRule>,
+    /// Who may send CloudEvents to the functions' `POST /`.
+    #[serde(default)]
+    pub events: Events,
 }
 
 fn default_namespace() -> String {
@@ -74,6 +77,51 @@ pub struct ProviderSettings {
     /// Accept unsigned webhooks. Off by default: without a secret, webhooks are rejected.
     #[serde(default)]
     pub insecure: bool,
+}
+
+/// How CloudEvent senders (`POST /` of every function) are authenticated: Knative Eventing's
+/// sender identity (OIDC), a static bearer token, or neither when `insecure` says so.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Events {
+    /// Bearer token for senders that cannot do OIDC: a person's `curl`, another CI system.
+    pub token: Option<Secret>,
+    /// Knative Eventing sender identity: service-account JWTs checked against the cluster's
+    /// issuer, per function.
+    pub oidc: Option<OidcSettings>,
+    /// Accept unauthenticated CloudEvents. Off by default: without a token or OIDC, `POST /`
+    /// answers 401.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Knative Eventing sender identity (OIDC) settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OidcSettings {
+    /// The issuer tokens must name (`iss`); when unset, the one the API server's OIDC discovery
+    /// document names.
+    pub issuer: Option<String>,
+    /// Who may send to git-push.
+    pub git_push: Option<OidcReceiver>,
+    /// Who may send to run-complete.
+    pub run_complete: Option<OidcReceiver>,
+    /// Who may send to release-changed.
+    pub release_changed: Option<OidcReceiver>,
+}
+
+/// One function's OIDC audience and allowed senders.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OidcReceiver {
+    /// The audience tokens must be issued for (`aud`), as the Trigger's `subscriber.audience`
+    /// says; `tekflux/<function>` when unset.
+    pub audience: Option<String>,
+    /// Token subjects (`sub`) allowed to send, e.g.
+    /// `system:serviceaccount:cicd:git-push-github-oidc-eventing.knative.dev-trigger`; a
+    /// trailing `*` matches any rest, as in Knative's EventPolicy.
+    #[serde(default)]
+    pub senders: Vec<String>,
 }
 
 /// Object storage (S3 or an S3-compatible store such as MinIO).

@@ -115,7 +115,50 @@ pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec
     }
 
     providers(config, env, overridden, &mut bad);
+    events(config, env, overridden, &mut bad);
     bad
+}
+
+/// `TEKFLUX_EVENTS_TOKEN` (or `_FILE`) and `TEKFLUX_EVENTS_INSECURE`.
+fn events(config: &mut Config, env: &Env, overridden: &mut Overridden, bad: &mut Vec<BadOverride>) {
+    let events = FieldPath::root().key(keys::EVENTS);
+    if let Some(flag) = boolean(env, vars::EVENTS_INSECURE, bad) {
+        config.events.insecure = flag;
+        overridden.insert(events.key(keys::INSECURE), vars::EVENTS_INSECURE);
+    }
+    let token = match (
+        env.get_non_empty(vars::EVENTS_TOKEN),
+        env.get_non_empty(vars::EVENTS_TOKEN_FILE),
+    ) {
+        (None, None) => return,
+        (Some(_), Some(_)) => {
+            bad.push(BadOverride {
+                variable: vars::EVENTS_TOKEN_FILE,
+                message: format!(
+                    "set only one of {} and {}",
+                    vars::EVENTS_TOKEN,
+                    vars::EVENTS_TOKEN_FILE
+                ),
+            });
+            return;
+        }
+        (Some(value), None) => (
+            Secret::from_env_value(vars::EVENTS_TOKEN, value),
+            vars::EVENTS_TOKEN,
+        ),
+        (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
+            Ok(secret) => (secret, vars::EVENTS_TOKEN_FILE),
+            Err(message) => {
+                bad.push(BadOverride {
+                    variable: vars::EVENTS_TOKEN_FILE,
+                    message,
+                });
+                return;
+            }
+        },
+    };
+    config.events.token = Some(token.0);
+    overridden.insert(events.key(keys::TOKEN), token.1);
 }
 
 /// One provider's credential variables.

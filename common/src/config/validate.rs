@@ -46,7 +46,83 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     for (index, rule) in config.releases.iter().enumerate() {
         release(rule, &root.key(keys::RELEASES).index(index), &mut findings);
     }
+    events(config, &root.key(keys::EVENTS), &mut findings);
     findings.0
+}
+
+/// `events.oidc`: an issuer that is a URL, and for each function named, allowed senders
+/// whose only wildcard is a trailing `*`.
+fn events(config: &Config, path: &FieldPath, findings: &mut Findings) {
+    let Some(oidc) = &config.events.oidc else {
+        return;
+    };
+    let path = path.key(keys::OIDC);
+    if let Some(issuer) = &oidc.issuer
+        && url::Url::parse(issuer).is_err()
+    {
+        findings.push(
+            path.key(keys::ISSUER),
+            format!(
+                "{issuer:?} is not a URL; use the cluster's service-account issuer, e.g. \
+                 https://kubernetes.default.svc.cluster.local, or leave it out to take the \
+                 one the API server announces"
+            ),
+        );
+    }
+    let receivers = [
+        (keys::GIT_PUSH, &oidc.git_push),
+        (keys::RUN_COMPLETE, &oidc.run_complete),
+        (keys::RELEASE_CHANGED, &oidc.release_changed),
+    ];
+    if receivers.iter().all(|(_, receiver)| receiver.is_none()) {
+        findings.push(
+            path.clone(),
+            format!(
+                "names no function: add `{}`, `{}` or `{}` with the `{}` allowed to send to it",
+                keys::GIT_PUSH,
+                keys::RUN_COMPLETE,
+                keys::RELEASE_CHANGED,
+                keys::SENDERS
+            ),
+        );
+    }
+    for (name, receiver) in receivers {
+        let Some(receiver) = receiver else { continue };
+        let path = path.key(name);
+        if receiver
+            .audience
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
+            findings.push(
+                path.key(keys::AUDIENCE),
+                "must not be empty; leave it out for the default".to_owned(),
+            );
+        }
+        if receiver.senders.is_empty() {
+            findings.push(
+                path.key(keys::SENDERS),
+                "lists no sender: name the service accounts of the Triggers that deliver to \
+                 this function (system:serviceaccount:<namespace>:<trigger>-oidc-eventing.knative.dev-trigger)"
+                    .to_owned(),
+            );
+        }
+        for (index, sender) in receiver.senders.iter().enumerate() {
+            let star = sender.find('*');
+            if sender.trim().is_empty()
+                || star.is_some_and(|at| at + 1 != sender.len())
+                || sender == "*"
+            {
+                findings.push(
+                    path.key(keys::SENDERS).index(index),
+                    format!(
+                        "{sender:?} is not a sender: a token subject such as \
+                         system:serviceaccount:<namespace>:<name>, with at most a trailing `*`"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 #[derive(Default)]

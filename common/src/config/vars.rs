@@ -60,3 +60,9 @@ pub const FLUX_SECRET_FILE: &str = "TEKFLUX_FLUX_SECRET_FILE";
 pub const REGISTRY_TOKEN: &str = "TEKFLUX_REGISTRY_TOKEN";
 /// Path of a file holding the container registry notification token.
 pub const REGISTRY_TOKEN_FILE: &str = "TEKFLUX_REGISTRY_TOKEN_FILE";
+/// Bearer token for CloudEvent senders (`events.token`), the value itself.
+pub const EVENTS_TOKEN: &str = "TEKFLUX_EVENTS_TOKEN";
+/// Path of a file holding the CloudEvent senders' bearer token.
+pub const EVENTS_TOKEN_FILE: &str = "TEKFLUX_EVENTS_TOKEN_FILE";
+/// Overrides `events.insecure` (`true`/`false`/`1`/`0`).
+pub const EVENTS_INSECURE: &str = "TEKFLUX_EVENTS_INSECURE";

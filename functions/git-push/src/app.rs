@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -30,6 +31,7 @@ use tekflux_common::cloudevent::{
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::{DryRunQuery, fields};
 use tekflux_common::{Error, Result};
 
@@ -113,6 +115,7 @@ struct Inner {
     replies: ReplySink,
     metrics: GitPushMetrics,
     context: RunContext,
+    senders: SenderAuth,
 }
 
 impl std::fmt::Debug for Inner {
@@ -139,6 +142,7 @@ impl AppState {
         metrics: &Metrics,
     ) -> Result<Self, Vec<RuleError>> {
         let routing = RoutingTable::compile(&config)?;
+        let senders = SenderAuth::new(Receiver::GitPush, &config.events, kube.clone(), metrics);
         let context = RunContext {
             namespace: config.namespace.clone(),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -151,6 +155,7 @@ impl AppState {
                 replies,
                 metrics: GitPushMetrics::register(metrics),
                 context,
+                senders,
             }),
         })
     }
@@ -159,12 +164,19 @@ impl AppState {
     pub fn routing(&self) -> &RoutingTable {
         &self.inner.routing
     }
+
+    /// Who may send CloudEvents to `POST /`.
+    pub fn senders(&self) -> &SenderAuth {
+        &self.inner.senders
+    }
 }
 
-/// git-push's routes (see the module docs).
+/// git-push's routes (see the module docs). `POST /` takes only authenticated senders
+/// ([`tekflux_common::sender`]); the webhook routes check the provider's signature instead.
 pub fn app(state: AppState) -> Router {
+    let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
     Router::new()
-        .route("/", post(receive_event))
+        .route("/", post(receive_event).layer(senders))
         .route("/webhooks", post(receive_detected_webhook))
         .route("/webhooks/{provider}", post(receive_named_webhook))
         .with_state(state)
@@ -711,7 +723,10 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         startup.reply_sink(),
         &startup.server.metrics,
     ) {
-        Ok(state) => app(state),
+        Ok(state) => {
+            state.senders().log_startup();
+            app(state)
+        }
         Err(errors) => {
             let origin = startup.config_origin();
             eprintln!("tekflux: invalid configuration");

@@ -19,10 +19,15 @@ use tekflux_common::config::{Config, Env, KubernetesSettings, ServerSettings};
 use tekflux_common::server::{self, ServerState};
 use tekflux_git_push::{AppState, app};
 use tekflux_testkit::kube_api::TestApiServer;
+use tekflux_testkit::oidc::TestIssuer;
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
 namespace: ci
+events:
+  oidc:
+    gitPush:
+      senders: [system:serviceaccount:ci:git-push-github-oidc-eventing.knative.dev-trigger]
 repositories:
   - name: payloads
     url: https://github.com/danheberden/payloads
@@ -37,6 +42,9 @@ repositories:
     task: unit-tests
 "#;
 
+/// The Knative Trigger identity the config allows to send to git-push.
+const TRIGGER: &str = "system:serviceaccount:ci:git-push-github-oidc-eventing.knative.dev-trigger";
+const AUDIENCE: &str = "tekflux/git-push";
 const QUEUED: &str = "dev.cdevents.pipelinerun.queued.0.3.0";
 const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 const SHA: &str = "263c5253cc1578ed49892d0db8876da4ec26da84";
@@ -49,11 +57,14 @@ fn corpus(relative: &str) -> Vec<u8> {
 struct Harness {
     api: TestApiServer,
     app: Router,
+    issuer: TestIssuer,
 }
 
 impl Harness {
     async fn new(k_sink: Option<String>) -> Self {
         let api = TestApiServer::start().await;
+        let issuer = TestIssuer::new();
+        issuer.publish(&api);
         let client =
             kube_client_from_config(api.config(), &KubernetesSettings { timeout_seconds: 5 })
                 .unwrap();
@@ -69,10 +80,21 @@ impl Harness {
         Harness {
             api,
             app: server::router(app(state), server),
+            issuer,
         }
     }
 
-    async fn send(&self, request: Request<Body>) -> Answer {
+    /// Sends `request` as the Knative Trigger would, with its sender identity.
+    async fn send(&self, mut request: Request<Body>) -> Answer {
+        let token = self.issuer.token(AUDIENCE, TRIGGER).sign();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        self.send_as_is(request).await
+    }
+
+    /// Sends `request` with whatever credentials it carries.
+    async fn send_as_is(&self, request: Request<Body>) -> Answer {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -309,7 +331,16 @@ async fn unrelated_events_are_acknowledged_without_a_reply() {
         assert!(!answer.has_ce_headers(), "{ty}: {:?}", answer.headers);
         assert_eq!(answer.body["ignored"], ty);
     }
-    assert!(harness.api.requests().is_empty());
+    // Only the sender's key lookup reached the API server.
+    assert!(
+        harness
+            .api
+            .requests()
+            .iter()
+            .all(|r| r.path.starts_with("/openid/") || r.path.starts_with("/.well-known/")),
+        "{:?}",
+        harness.api.requests()
+    );
 }
 
 #[tokio::test]
@@ -394,4 +425,96 @@ async fn a_failing_k_sink_is_503_so_the_event_is_redelivered() {
     assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(received.lock().unwrap().len(), 2);
     assert_eq!(harness.runs("pipelineruns").len(), 1);
+}
+
+/// The tekflux push event a forger would send: any repository the config knows, any clone URL.
+fn forged_push() -> Request<Body> {
+    let body = json!({
+        "provider": "github",
+        "repoUrl": "https://github.com/acme/shop",
+        "cloneUrl": "https://evil.example.com/acme/shop.git",
+        "ref": "refs/heads/main",
+        "after": SHA,
+    });
+    binary(
+        &[
+            ("type", "dev.tekflux.git.pushed.v1"),
+            ("source", "https://evil.example.com"),
+            ("id", "forged-1"),
+        ],
+        serde_json::to_vec(&body).unwrap(),
+    )
+}
+
+async fn refused_total(harness: &Harness, reason: &str) -> String {
+    let response = harness
+        .app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let prefix =
+        format!(r#"tekflux_events_refused_total{{function="git-push",reason="{reason}"}} "#);
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| format!("no {prefix} in\n{text}"))
+}
+
+#[tokio::test]
+async fn an_unsigned_forged_push_is_refused_and_creates_nothing() {
+    let harness = Harness::new(None).await;
+    let answer = harness.send_as_is(forged_push()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{:?}", answer.body);
+    assert_eq!(answer.body["error"], "unauthorized");
+    assert!(harness.runs("pipelineruns").is_empty());
+    assert!(harness.runs("taskruns").is_empty());
+    assert!(
+        harness.api.requests().iter().all(|r| r.method == "GET"),
+        "nothing written"
+    );
+    assert_eq!(refused_total(&harness, "missing_credentials").await, "1");
+}
+
+#[tokio::test]
+async fn an_unsigned_dry_run_discloses_nothing() {
+    let harness = Harness::new(None).await;
+    let mut request = forged_push();
+    *request.uri_mut() = "/?dryRun=true".parse().unwrap();
+    let answer = harness.send_as_is(request).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let text = answer.body.to_string();
+    assert!(
+        !text.contains("shop-build"),
+        "no rule or pipeline disclosed: {text}"
+    );
+    assert!(!text.contains("runs"), "{text}");
+}
+
+#[tokio::test]
+async fn a_build_pods_own_identity_may_not_push() {
+    let harness = Harness::new(None).await;
+    // A PipelineRun pod can mint a token for git-push's audience with its own service account;
+    // that identity is not a Trigger the config lists.
+    let token = harness
+        .issuer
+        .token(AUDIENCE, "system:serviceaccount:ci:pipeline-runner")
+        .sign();
+    let mut request = forged_push();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let answer = harness.send_as_is(request).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{:?}", answer.body);
+    assert!(harness.runs("pipelineruns").is_empty());
+    assert_eq!(refused_total(&harness, "sender_not_allowed").await, "1");
 }
