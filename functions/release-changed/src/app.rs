@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::middleware;
 use axum::routing::post;
 use bytes::Bytes;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -22,6 +23,7 @@ use tekflux_common::cloudevent::{
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::DryRunQuery;
 use tekflux_common::{Error, Result};
 
@@ -53,6 +55,7 @@ struct Inner {
     replies: ReplySink,
     releases: CounterFamily,
     flux_events: CounterFamily,
+    senders: SenderAuth,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,11 +76,18 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
+        let senders = SenderAuth::new(
+            Receiver::ReleaseChanged,
+            &config.events,
+            kube.clone(),
+            metrics,
+        );
         Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 kube,
                 replies,
+                senders,
                 releases: metrics.counter_family(
                     "tekflux_release_changed_releases",
                     "HelmReleases handled, by result",
@@ -93,12 +103,13 @@ impl AppState {
     }
 }
 
-/// The function's routes: `POST /` takes artifact and release CloudEvents,
-/// `POST /webhooks/registry` registries' push notifications, `POST /webhooks/flux` Flux's
-/// notification events.
+/// The function's routes: `POST /` takes artifact and release CloudEvents from authenticated
+/// senders ([`tekflux_common::sender`]), `POST /webhooks/registry` registries' push
+/// notifications (their token), `POST /webhooks/flux` Flux's notification events (its HMAC).
 pub fn app(state: AppState) -> Router {
+    let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
     Router::new()
-        .route("/", post(receive))
+        .route("/", post(receive).layer(senders))
         .route("/webhooks/flux", post(receive_flux))
         .route("/webhooks/registry", post(receive_registry))
         .with_state(state)
@@ -113,12 +124,14 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
             None
         }
     };
-    app(AppState::new(
+    let state = AppState::new(
         &startup.config,
         kube,
         startup.reply_sink(),
         &startup.server.metrics,
-    ))
+    );
+    state.inner.senders.log_startup();
+    app(state)
 }
 
 /// What happened to one release.

@@ -14,12 +14,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::middleware;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::{Error, Result};
 
 use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
@@ -51,6 +53,7 @@ struct Inner {
     archived_bytes: CounterFamily,
     /// Uids of runs being archived by this process: Tekton sends duplicates close together.
     in_flight: Mutex<HashSet<String>>,
+    senders: SenderAuth,
 }
 
 /// Marks a run as being archived until dropped.
@@ -98,9 +101,12 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
+        let senders =
+            SenderAuth::new(Receiver::RunComplete, &config.events, kube.clone(), metrics);
         Self {
             inner: Arc::new(Inner {
                 storage: config.storage.clone(),
+                senders,
                 kube,
                 s3,
                 replies,
@@ -124,9 +130,13 @@ impl AppState {
     }
 }
 
-/// The function's routes: `POST /` takes Tekton CloudEvents.
+/// The function's routes: `POST /` takes Tekton CloudEvents from authenticated senders (the
+/// Broker's Trigger, see [`tekflux_common::sender`]).
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/", post(receive)).with_state(state)
+    let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
+    Router::new()
+        .route("/", post(receive).layer(senders))
+        .with_state(state)
 }
 
 /// Builds the function's routes the way a `main` does: Kubernetes from `KUBECONFIG` or the
@@ -143,13 +153,15 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         tracing::warn!("storage.bucket is not set: finished runs are answered 503");
     }
     let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
-    app(AppState::new(
+    let state = AppState::new(
         &startup.config,
         kube,
         Some(s3),
         startup.reply_sink(),
         &startup.server.metrics,
-    ))
+    );
+    state.inner.senders.log_startup();
+    app(state)
 }
 
 async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {

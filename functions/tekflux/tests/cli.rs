@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 const SECRET: &str = "dev-secret";
+/// The bearer token CloudEvent senders present (`TEKFLUX_EVENTS_TOKEN`).
+const EVENTS_TOKEN: &str = "events-token-for-tests";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -109,6 +111,7 @@ impl Served {
             .arg("serve")
             .env("PORT", port.to_string())
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
+            .env("TEKFLUX_EVENTS_TOKEN", EVENTS_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         match config {
@@ -170,18 +173,25 @@ fn serve_on_embedded_defaults_answers_health_metrics_and_stops_on_sigterm() {
         .send()
         .unwrap();
     assert_eq!(health.status(), 200);
-    // Tekton's non-terminal events are acknowledged by run-complete.
-    let ack = client
-        .post(format!("{}/run-complete", served.base))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "1")
-        .header("ce-type", "dev.tekton.event.taskrun.started.v1")
-        .header("ce-source", "/apis/tekton.dev/v1/namespaces/cicd/TaskRun/t")
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .unwrap();
-    assert_eq!(ack.status(), 200);
+    // Tekton's non-terminal events are acknowledged by run-complete, from an authenticated
+    // sender only.
+    let started = |authorization: Option<&str>| {
+        let mut request = client
+            .post(format!("{}/run-complete", served.base))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "1")
+            .header("ce-type", "dev.tekton.event.taskrun.started.v1")
+            .header("ce-source", "/apis/tekton.dev/v1/namespaces/cicd/TaskRun/t")
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        request.send().unwrap().status()
+    };
+    assert_eq!(started(None), 401);
+    assert_eq!(started(Some("Bearer wrong")), 401);
+    assert_eq!(started(Some(&format!("Bearer {EVENTS_TOKEN}"))), 200);
     // No secret configured for GitHub in the defaults: webhooks are refused.
     let refused = client
         .post(format!("{}/git-push/webhooks/github", served.base))
@@ -203,6 +213,12 @@ fn serve_on_embedded_defaults_answers_health_metrics_and_stops_on_sigterm() {
         ),
         "{metrics}"
     );
+    for (reason, count) in [("missing_credentials", 1), ("wrong_token", 1)] {
+        let line = format!(
+            "tekflux_events_refused_total{{function=\"run-complete\",reason=\"{reason}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
 
     let (code, logs) = served.terminate();
     assert_eq!(code, Some(0), "{logs}");
