@@ -51,8 +51,8 @@ fn knative_manifests_are_valid_against_the_upstream_schemas() {
             }
         }
     }
-    // 3 Services, 1 Broker, 10 Triggers.
-    assert_eq!(checked, 14, "every Knative object is checked");
+    // 4 Services, 1 Broker, 10 Triggers.
+    assert_eq!(checked, 15, "every Knative object is checked");
 }
 
 #[test]
@@ -160,4 +160,91 @@ fn documents_named(kind: &str, name: &str) -> usize {
         .iter()
         .filter(|(_, object)| object["kind"] == kind && object["metadata"]["name"] == name)
         .count()
+}
+
+fn is_cluster_local(service: &Value) -> bool {
+    service["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+}
+
+/// No public Service answers `POST /`: the only public one runs git-push's webhook routes alone,
+/// and every Service a Trigger delivers CloudEvents to is cluster-local.
+#[test]
+fn cloudevent_routes_are_cluster_local() {
+    let documents = documents();
+    let services: Vec<&Value> = documents
+        .iter()
+        .map(|(_, object)| object)
+        .filter(|object| object["kind"] == "Service" && object["apiVersion"] == "serving.knative.dev/v1")
+        .collect();
+    let public: Vec<&&Value> = services.iter().filter(|s| !is_cluster_local(s)).collect();
+    assert_eq!(public.len(), 1, "exactly one public Service");
+    let public = public[0];
+    assert_eq!(public["metadata"]["name"], "git-push-webhooks");
+    let args: Vec<&str> = public["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["serve", "--function", "git-push", "--webhooks-only"]);
+    for (_, trigger) in documents.iter().filter(|(_, o)| o["kind"] == "Trigger") {
+        let name = trigger["spec"]["subscriber"]["ref"]["name"].as_str().unwrap();
+        let service = services
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("Trigger subscribes {name}, which is not deployed"));
+        assert!(is_cluster_local(service), "{name} takes CloudEvents and must be cluster-local");
+    }
+}
+
+/// Each Trigger names its subscriber's audience, and its Knative sender identity is exactly one
+/// the shipped config allows for that function: a Trigger added without a sender entry, or a
+/// sender entry without its Trigger, fails here.
+#[test]
+fn every_trigger_is_an_allowed_sender_of_its_subscriber() {
+    use std::collections::BTreeSet;
+    use tekflux_common::config::{Config, Env, OidcReceiver};
+    use tekflux_common::sender::Receiver;
+
+    let text = std::fs::read_to_string(knative_base().join("tekflux.yaml")).unwrap();
+    let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
+    let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
+    assert!(!config.events.insecure);
+    let oidc = config.events.oidc.as_ref().expect("events.oidc is configured");
+    let kustomization: Value = serde_norway::from_str(
+        &std::fs::read_to_string(knative_base().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let namespace = kustomization["namespace"].as_str().unwrap();
+
+    let receivers: [(Receiver, &Option<OidcReceiver>); 3] = [
+        (Receiver::GitPush, &oidc.git_push),
+        (Receiver::RunComplete, &oidc.run_complete),
+        (Receiver::ReleaseChanged, &oidc.release_changed),
+    ];
+    for (receiver, settings) in receivers {
+        let settings = settings.as_ref().expect("every function lists its senders");
+        let audience = settings
+            .audience
+            .clone()
+            .unwrap_or_else(|| receiver.default_audience());
+        let mut expected = BTreeSet::new();
+        for (_, trigger) in documents().iter().filter(|(_, o)| o["kind"] == "Trigger") {
+            if trigger["spec"]["subscriber"]["ref"]["name"] != receiver.as_str() {
+                continue;
+            }
+            let name = trigger["metadata"]["name"].as_str().unwrap();
+            // Knative hashes longer names into a ServiceAccount name no config can list.
+            assert!(name.len() <= 29, "Trigger name {name} is longer than 29 characters");
+            assert_eq!(
+                trigger["spec"]["subscriber"]["audience"], audience,
+                "Trigger {name} must send tokens for {audience}"
+            );
+            expected.insert(format!(
+                "system:serviceaccount:{namespace}:{name}-oidc-eventing.knative.dev-trigger"
+            ));
+        }
+        let allowed: BTreeSet<String> = settings.senders.iter().cloned().collect();
+        assert_eq!(allowed, expected, "senders of {}", receiver.as_str());
+    }
 }

@@ -175,8 +175,16 @@ impl AppState {
 /// ([`tekflux_common::sender`]); the webhook routes check the provider's signature instead.
 pub fn app(state: AppState) -> Router {
     let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
-    Router::new()
+    let events = Router::new()
         .route("/", post(receive_event).layer(senders))
+        .with_state(state.clone());
+    webhook_app(state).merge(events)
+}
+
+/// Only the provider webhook routes, for the public Service (`serve --webhooks-only`): the
+/// process that faces the internet has no CloudEvent route at all.
+pub fn webhook_app(state: AppState) -> Router {
+    Router::new()
         .route("/webhooks", post(receive_detected_webhook))
         .route("/webhooks/{provider}", post(receive_named_webhook))
         .with_state(state)
@@ -710,6 +718,17 @@ fn queued_reply(
 /// the pod's service account (without one, only dry runs work and deliveries are answered 503),
 /// and the routing table, whose problems end the process with exit code 64 like any config error.
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
+    let state = state_from_startup(startup).await;
+    state.senders().log_startup();
+    app(state)
+}
+
+/// Like [`routes_from_startup`], with only the webhook routes ([`webhook_app`]).
+pub async fn webhook_routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
+    webhook_app(state_from_startup(startup).await)
+}
+
+async fn state_from_startup(startup: &tekflux_common::startup::Startup) -> AppState {
     let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
         Ok(client) => Some(client),
         Err(error) => {
@@ -723,10 +742,7 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         startup.reply_sink(),
         &startup.server.metrics,
     ) {
-        Ok(state) => {
-            state.senders().log_startup();
-            app(state)
-        }
+        Ok(state) => state,
         Err(errors) => {
             let origin = startup.config_origin();
             eprintln!("tekflux: invalid configuration");

@@ -11,7 +11,9 @@ pub mod run;
 pub mod signature;
 pub mod template;
 
-pub use app::{AppState, app, render, routes_from_startup};
+pub use app::{
+    AppState, app, render, routes_from_startup, webhook_app, webhook_routes_from_startup,
+};
 pub use push::{Provider, Push, RefKind};
 pub use routing::{CompiledRule, Routing, RoutingTable, RuleDecision, RuleError};
 pub use run::{BuildError, RunContext, RunKind, build_run};

@@ -36,6 +36,10 @@ enum Command {
         /// Which function to serve; `all` nests each under /<function>/.
         #[arg(long, value_enum, default_value_t = Function::All)]
         function: Function,
+        /// Serve only the provider webhook routes, with no CloudEvent route: for the public
+        /// Service in front of git-push (requires `--function git-push`).
+        #[arg(long)]
+        webhooks_only: bool,
     },
     /// Validate the config file (TEKFLUX_CONFIG, default ./tekflux.yaml) and exit: 0 valid, 64 not.
     CheckConfig,
@@ -107,10 +111,17 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(),
         Command::Archive(args) => transfer::archive(args),
         Command::Restore(args) => transfer::restore(args),
-        Command::Serve { function } => {
+        Command::Serve {
+            function,
+            webhooks_only,
+        } => {
+            if webhooks_only && function != Function::GitPush {
+                eprintln!("tekflux serve: --webhooks-only needs --function git-push");
+                return ExitCode::from(transfer::EXIT_USAGE);
+            }
             // Config first: an invalid one exits 64 before any runtime starts.
             let startup = Startup::from_process();
-            block_on(serve(startup, function)).unwrap_or_else(|code| code)
+            block_on(serve(startup, function, webhooks_only)).unwrap_or_else(|code| code)
         }
         Command::Render {
             provider,
@@ -155,8 +166,11 @@ fn check_config() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(startup: Startup, function: Function) -> ExitCode {
+async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> ExitCode {
     let routes = match function {
+        Function::GitPush if webhooks_only => {
+            tekflux_git_push::webhook_routes_from_startup(&startup).await
+        }
         Function::GitPush => tekflux_git_push::routes_from_startup(&startup).await,
         Function::RunComplete => tekflux_run_complete::routes_from_startup(&startup).await,
         Function::ReleaseChanged => tekflux_release_changed::routes_from_startup(&startup).await,
