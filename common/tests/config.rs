@@ -833,12 +833,7 @@ fn event_senders_are_checked() {
         "events.oidc.gitPush.senders[1]",
         "trailing `*`",
     );
-    fails_at(
-        &with("  oidc: {}\n"),
-        6,
-        "events.oidc",
-        "names no function",
-    );
+    fails_at(&with("  oidc: {}\n"), 6, "events.oidc", "names no function");
     fails_at(&with("  token: s3cret\n"), 6, "events.token", "reference");
 }
 

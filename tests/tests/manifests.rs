@@ -174,7 +174,9 @@ fn cloudevent_routes_are_cluster_local() {
     let services: Vec<&Value> = documents
         .iter()
         .map(|(_, object)| object)
-        .filter(|object| object["kind"] == "Service" && object["apiVersion"] == "serving.knative.dev/v1")
+        .filter(|object| {
+            object["kind"] == "Service" && object["apiVersion"] == "serving.knative.dev/v1"
+        })
         .collect();
     let public: Vec<&&Value> = services.iter().filter(|s| !is_cluster_local(s)).collect();
     assert_eq!(public.len(), 1, "exactly one public Service");
@@ -188,12 +190,17 @@ fn cloudevent_routes_are_cluster_local() {
         .collect();
     assert_eq!(args, ["serve", "--function", "git-push", "--webhooks-only"]);
     for (_, trigger) in documents.iter().filter(|(_, o)| o["kind"] == "Trigger") {
-        let name = trigger["spec"]["subscriber"]["ref"]["name"].as_str().unwrap();
+        let name = trigger["spec"]["subscriber"]["ref"]["name"]
+            .as_str()
+            .unwrap();
         let service = services
             .iter()
             .find(|s| s["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("Trigger subscribes {name}, which is not deployed"));
-        assert!(is_cluster_local(service), "{name} takes CloudEvents and must be cluster-local");
+        assert!(
+            is_cluster_local(service),
+            "{name} takes CloudEvents and must be cluster-local"
+        );
     }
 }
 
@@ -210,7 +217,11 @@ fn every_trigger_is_an_allowed_sender_of_its_subscriber() {
     let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
     let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
     assert!(!config.events.insecure);
-    let oidc = config.events.oidc.as_ref().expect("events.oidc is configured");
+    let oidc = config
+        .events
+        .oidc
+        .as_ref()
+        .expect("events.oidc is configured");
     let kustomization: Value = serde_norway::from_str(
         &std::fs::read_to_string(knative_base().join("kustomization.yaml")).unwrap(),
     )
@@ -235,7 +246,10 @@ fn every_trigger_is_an_allowed_sender_of_its_subscriber() {
             }
             let name = trigger["metadata"]["name"].as_str().unwrap();
             // Knative hashes longer names into a ServiceAccount name no config can list.
-            assert!(name.len() <= 29, "Trigger name {name} is longer than 29 characters");
+            assert!(
+                name.len() <= 29,
+                "Trigger name {name} is longer than 29 characters"
+            );
             assert_eq!(
                 trigger["spec"]["subscriber"]["audience"], audience,
                 "Trigger {name} must send tokens for {audience}"

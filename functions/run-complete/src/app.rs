@@ -1,20 +1,26 @@
 //! The HTTP function: Tekton's terminal events in, an archived run and one reply event out.
 //!
-//! For each finished run: read `manifest.json` (a manifest with the same run uid means this is
+//! A terminal event is only a notification (Tekton cannot sign it). Before any I/O its run's
+//! namespace and name must be DNS-1123 names (else 400), and a namespace the config does not
+//! serve is acknowledged and ignored without asking anything. Then the run is read from the API
+//! server ([`crate::verify`]): no such run, another uid or not finished is 422, and everything
+//! below uses the API server's copy, never the event's.
+//!
+//! For each verified run: read `manifest.json` (a manifest with the same run uid means this is
 //! a duplicate: answer as before), archive each workspace (streamed, then read back and
 //! checked), copy the step logs, write the manifest last, and only then free the volume when
 //! `storage.cleanup` is on. Any failure before the manifest is written answers 503 so the Broker
 //! retries, and nothing is deleted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
@@ -30,6 +36,7 @@ use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, WorkspaceDir, plan_workspaces};
 use crate::reply::build_reply_event;
 use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
+use crate::verify::{Refusal, RunReference, VerifyError, verify_run};
 
 /// Annotation git-push writes with the commit sha.
 pub const SHA_ANNOTATION: &str = "tekflux.dev/sha";
@@ -46,10 +53,13 @@ pub struct AppState {
 
 struct Inner {
     storage: Storage,
+    /// Namespaces whose runs are archived (see [`served_namespaces`]).
+    served: BTreeSet<String>,
     kube: Option<kube::Client>,
     s3: Option<aws_sdk_s3::Client>,
     replies: ReplySink,
     runs: CounterFamily,
+    refused: CounterFamily,
     archived_bytes: CounterFamily,
     /// Uids of runs being archived by this process: Tekton sends duplicates close together.
     in_flight: Mutex<HashSet<String>>,
@@ -85,6 +95,7 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("bucket", &self.inner.storage.bucket)
+            .field("served", &self.inner.served)
             .field("kube", &self.inner.kube.is_some())
             .field("s3", &self.inner.s3.is_some())
             .finish_non_exhaustive()
@@ -101,12 +112,12 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
-        let senders =
-            SenderAuth::new(Receiver::RunComplete, &config.events, kube.clone(), metrics);
+        let senders = SenderAuth::new(Receiver::RunComplete, &config.events, kube.clone(), metrics);
         Self {
             inner: Arc::new(Inner {
                 storage: config.storage.clone(),
                 senders,
+                served: served_namespaces(config),
                 kube,
                 s3,
                 replies,
@@ -114,6 +125,12 @@ impl AppState {
                     "tekflux_run_complete_runs",
                     "Finished runs handled, by result",
                     &["result"],
+                ),
+                refused: metrics.counter_family(
+                    "tekflux_run_complete_refused",
+                    "Terminal events refused because they name no run the API server backs, by \
+                     reason",
+                    &["reason"],
                 ),
                 archived_bytes: metrics.counter_family(
                     "tekflux_run_complete_archived_bytes",
@@ -128,6 +145,21 @@ impl AppState {
     fn archive_options(&self) -> ArchiveOptions {
         ArchiveOptions::from_storage(&self.inner.storage)
     }
+}
+
+/// The namespaces whose runs run-complete archives: the config's top-level `namespace` and
+/// every repository rule's `namespace`, which is where git-push creates runs. Tekton's
+/// `config-events` sink sends the runs of the whole cluster; the rest are not tekflux's.
+pub fn served_namespaces(config: &Config) -> BTreeSet<String> {
+    std::iter::once(&config.namespace)
+        .chain(
+            config
+                .repositories
+                .iter()
+                .filter_map(|rule| rule.namespace.as_ref()),
+        )
+        .cloned()
+        .collect()
 }
 
 /// The function's routes: `POST /` takes Tekton CloudEvents from authenticated senders (the
@@ -169,12 +201,9 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
     let Some(terminal) = Terminal::from_event_type(&event_type) else {
         if event_type.starts_with(TEKTON_TYPE_PREFIX) {
             state.inner.runs.inc(&["ignored"]);
-            return Ok(no_reply(
-                StatusCode::OK,
-                json!({
-                    "ignored": event_type,
-                    "reason": "only successful and failed runs are archived",
-                }),
+            return Ok(ignored(
+                &event_type,
+                "only successful and failed runs are archived".to_owned(),
             ));
         }
         return Err(Error::BadRequest(format!(
@@ -182,36 +211,89 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
              dev.tekton.event.* events"
         )));
     };
-    let data = incoming.data_json("Tekton sends the run in it")?;
-    let run = FinishedRun::from_event(terminal, &data)?;
-    if let Some(parent) = run.parent_pipeline_run() {
-        state.inner.runs.inc(&["ignored"]);
-        return Ok(no_reply(
-            StatusCode::OK,
-            json!({
-                "ignored": run.name,
-                "reason": format!(
-                    "TaskRun of PipelineRun {parent}: its logs are archived when the \
-                     PipelineRun finishes"
-                ),
-            }),
+    let reference = incoming
+        .data_json("Tekton sends the run in it")
+        .map_err(|error| Refusal::InvalidEvent(error.to_string()))
+        .and_then(|data| RunReference::from_event(terminal.kind, &data))
+        .map_err(|refusal| refuse(&state, refusal))?;
+    if !state.inner.served.contains(&reference.namespace) {
+        // Nothing is asked of the API server: the RBAC of other namespaces is not ours.
+        state.inner.runs.inc(&["not_served"]);
+        return Ok(ignored(
+            &reference.name,
+            format!(
+                "namespace {} is not served by this config (its `namespace` and the \
+                 repositories' namespaces)",
+                reference.namespace
+            ),
         ));
     }
-    let Some(_in_flight) = InFlight::claim(&state.inner.in_flight, &run.uid) else {
-        state.inner.runs.inc(&["busy"]);
+    let inner = &state.inner;
+    let bucket = inner.storage.bucket.as_deref().ok_or_else(|| {
+        Error::Unavailable(
+            "storage.bucket is not configured, so the run cannot be archived; the event will \
+             be retried"
+                .to_owned(),
+        )
+    })?;
+    let (Some(s3), Some(kube)) = (&inner.s3, &inner.kube) else {
+        return Err(Error::Unavailable(
+            "run-complete has no Kubernetes or S3 client; the event will be retried".to_owned(),
+        ));
+    };
+    let run = match verify_run(kube, &reference).await {
+        Ok(run) => run,
+        Err(VerifyError::Refused(refusal)) => return Err(refuse(&state, refusal)),
+        Err(VerifyError::Api(error)) => {
+            inner.runs.inc(&["failed"]);
+            return Err(error);
+        }
+    };
+    if let Some(parent) = run.parent_pipeline_run() {
+        inner.runs.inc(&["ignored"]);
+        return Ok(ignored(
+            &run.name,
+            format!(
+                "TaskRun of PipelineRun {parent}: its logs are archived when the PipelineRun \
+                 finishes"
+            ),
+        ));
+    }
+    let Some(_in_flight) = InFlight::claim(&inner.in_flight, &run.uid) else {
+        inner.runs.inc(&["busy"]);
         return Err(Error::Unavailable(format!(
             "{} {} is being archived by an earlier event; retry to get its result",
             run.kind.as_str(),
             run.name
         )));
     };
-    let result = archive_run(&state, &incoming, &run).await;
-    state.inner.runs.inc(&[match &result {
+    let target = Target { bucket, s3, kube };
+    let result = archive_run(&state, &incoming, &run, &target).await;
+    inner.runs.inc(&[match &result {
         Ok(Archived::New(_)) => "archived",
         Ok(Archived::Duplicate(_)) => "duplicate",
         Err(_) => "failed",
     }]);
     result.map(Archived::into_response)
+}
+
+/// Counts and logs a refused terminal event (a forger may be at work) and answers it.
+fn refuse(state: &AppState, refusal: Refusal) -> Error {
+    state.inner.refused.inc(&[refusal.reason()]);
+    tracing::warn!(reason = refusal.reason(), %refusal, "terminal event refused");
+    refusal.into()
+}
+
+/// 200 with `{"ignored", "reason"}`: acknowledged, so the Broker does not retry, and no reply.
+fn ignored(what: &str, reason: String) -> Response {
+    no_reply(StatusCode::OK, json!({"ignored": what, "reason": reason}))
+}
+
+/// Where a verified run goes, and the client its logs come through.
+struct Target<'a> {
+    bucket: &'a str,
+    s3: &'a aws_sdk_s3::Client,
+    kube: &'a kube::Client,
 }
 
 /// What archiving a run answered.
@@ -230,25 +312,15 @@ impl Archived {
     }
 }
 
-/// The event's data as JSON, whichever way it was carried.
+/// Archives `run`, the API server's copy: everything below comes from it, not from the event.
 async fn archive_run(
     state: &AppState,
     incoming: &IncomingEvent,
     run: &FinishedRun,
+    target: &Target<'_>,
 ) -> Result<Archived> {
     let inner = &state.inner;
-    let bucket = inner.storage.bucket.as_deref().ok_or_else(|| {
-        Error::Unavailable(
-            "storage.bucket is not configured, so the run cannot be archived; the event will \
-             be retried"
-                .to_owned(),
-        )
-    })?;
-    let (Some(s3), Some(kube)) = (&inner.s3, &inner.kube) else {
-        return Err(Error::Unavailable(
-            "run-complete has no Kubernetes or S3 client; the event will be retried".to_owned(),
-        ));
-    };
+    let &Target { bucket, s3, kube } = target;
     let layout = RunLayout::new(&inner.storage.prefix, &run.namespace, &run.name);
     let manifest_key = layout.manifest();
 

@@ -2,7 +2,9 @@
 //! and step logs to S3/MinIO (streamed, verified, manifest last) and frees the volume; the same
 //! archive code restores a workspace, so object storage becomes the workspace of record.
 //!
-//! - [`tekton`] reads the finished run out of the event.
+//! - [`verify`] takes only the run's name from the event (Tekton cannot sign it) and re-reads
+//!   the run from the API server: same uid, finished, or the event is refused.
+//! - [`tekton`] reads the facts archiving needs out of that run.
 //! - [`plan`] decides which directories to archive and where each object goes.
 //! - [`archive`] streams a directory to S3 and back.
 //! - [`logs`] copies step logs from the pods/log API.
@@ -16,6 +18,7 @@ pub mod manifest;
 pub mod plan;
 pub mod reply;
 pub mod tekton;
+pub mod verify;
 
-pub use app::{AppState, app, routes_from_startup};
+pub use app::{AppState, app, routes_from_startup, served_namespaces};
 pub use tekton::TERMINAL_TYPES;

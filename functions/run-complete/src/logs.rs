@@ -11,13 +11,14 @@ use std::io::Write;
 use aws_sdk_s3::primitives::ByteStream;
 use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, LogParams};
+use kube::api::{Api, DynamicObject, LogParams};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tekflux_common::Error;
 
 use crate::plan::RunLayout;
 use crate::tekton::{FinishedRun, RunKind};
+use crate::verify::run_resource;
 
 /// One step log in the manifest: where it went, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -87,8 +88,11 @@ pub async fn copy_logs(
     match run.kind {
         RunKind::TaskRun => task_runs.push(run.clone()),
         RunKind::PipelineRun => {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(kube.clone(), &run.namespace, &task_run_resource());
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                kube.clone(),
+                &run.namespace,
+                &run_resource(RunKind::TaskRun),
+            );
             for name in &run.child_task_runs {
                 match api.get_opt(name).await? {
                     Some(object) => {
@@ -128,11 +132,6 @@ pub async fn copy_logs(
         }
     }
     Ok(entries)
-}
-
-/// `tekton.dev/v1` TaskRuns.
-fn task_run_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("tekton.dev", "v1", "TaskRun"))
 }
 
 async fn copy_step_log(

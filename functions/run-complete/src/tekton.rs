@@ -1,6 +1,6 @@
-//! Reading a finished Tekton run from its CloudEvent (or from the API server, for the TaskRuns
-//! of a PipelineRun): only the facts archiving needs, accepting both the v1beta1 shape Tekton
-//! sends and the v1 shape the API serves.
+//! Tekton's event types, and the facts archiving needs from a run object as the API server
+//! serves it (v1; the v1beta1 shape Tekton's events carry is read as well). The run in an
+//! event's body is never read here: [`crate::verify`] takes only its name from the event.
 
 use std::collections::BTreeMap;
 
@@ -48,7 +48,7 @@ impl RunKind {
     }
 
     /// The key of the event body that holds the run.
-    fn body_key(self) -> &'static str {
+    pub(crate) fn body_key(self) -> &'static str {
         match self {
             RunKind::TaskRun => "taskRun",
             RunKind::PipelineRun => "pipelineRun",
@@ -76,7 +76,8 @@ impl Outcome {
     }
 }
 
-/// A terminal event's type, split.
+/// A terminal event's type, split. Its outcome is what the event claims; an archived run's
+/// outcome comes from the API server's `Succeeded` condition instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terminal {
     /// TaskRun or PipelineRun.
@@ -160,22 +161,6 @@ pub struct FinishedRun {
 }
 
 impl FinishedRun {
-    /// Reads the run out of a terminal event's body (`{"taskRun": …}` / `{"pipelineRun": …}`).
-    ///
-    /// # Errors
-    /// [`Error::BadRequest`] when the body does not carry the run the type announces, or lacks
-    /// its name, namespace or uid.
-    pub fn from_event(terminal: Terminal, data: &Value) -> Result<Self, Error> {
-        let key = terminal.kind.body_key();
-        let run = data.get(key).filter(|run| run.is_object()).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "the event data has no {key:?} object, which a {} event carries",
-                terminal.kind.as_str()
-            ))
-        })?;
-        Self::from_object(terminal.kind, terminal.outcome, run)
-    }
-
     /// Reads a run object (v1 or v1beta1) whose outcome is already known.
     ///
     /// # Errors
@@ -188,10 +173,7 @@ impl FinishedRun {
                 .filter(|value| !value.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    Error::BadRequest(format!(
-                        "the {} in the event has no metadata.{field}",
-                        kind.as_str()
-                    ))
+                    Error::BadRequest(format!("the {} has no metadata.{field}", kind.as_str()))
                 })
         };
         let status = &run["status"];
@@ -347,7 +329,7 @@ mod tests {
 
     #[test]
     fn v1beta1_task_run_is_read() {
-        let data = json!({"taskRun": {
+        let run = json!({
             "metadata": {"name": "build-x", "namespace": "cicd", "uid": "u-1",
                 "labels": {"tekton.dev/pipelineRun": "p-1"}, "annotations": {"a": "b"}},
             "spec": {"workspaces": [
@@ -358,9 +340,8 @@ mod tests {
                 "steps": [{"name": "clone", "container": "step-clone"}, {"name": "build"}],
                 "taskResults": [{"name": "IMAGE_DIGEST", "value": "sha256:ab"},
                                 {"name": "list", "value": ["a", "b"]}]}
-        }});
-        let terminal = Terminal::from_event_type("dev.tekton.event.taskrun.failed.v1").unwrap();
-        let run = FinishedRun::from_event(terminal, &data).unwrap();
+        });
+        let run = FinishedRun::from_object(RunKind::TaskRun, Outcome::Failed, &run).unwrap();
         assert_eq!(run.outcome, Outcome::Failed);
         assert_eq!(run.reason.as_deref(), Some("Failed"));
         assert_eq!(run.parent_pipeline_run(), Some("p-1"));
@@ -384,19 +365,5 @@ mod tests {
         let run = FinishedRun::from_object(RunKind::PipelineRun, Outcome::Succeeded, &run).unwrap();
         assert_eq!(run.results["IMAGE_URL"], "r/x");
         assert_eq!(run.child_task_runs, ["p-a", "p-b"]);
-    }
-
-    #[test]
-    fn a_body_without_the_announced_run_is_refused() {
-        let terminal =
-            Terminal::from_event_type("dev.tekton.event.pipelinerun.successful.v1").unwrap();
-        let err = FinishedRun::from_event(terminal, &json!({"taskRun": {}})).unwrap_err();
-        assert!(err.to_string().contains("pipelineRun"), "{err}");
-        let err = FinishedRun::from_event(
-            terminal,
-            &json!({"pipelineRun": {"metadata": {"name": "x", "namespace": "n"}}}),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("metadata.uid"), "{err}");
     }
 }

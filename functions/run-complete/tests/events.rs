@@ -20,8 +20,16 @@ async fn send(event_type: &str) -> (StatusCode, serde_json::Value) {
         .header("content-type", "application/json")
         .body(Body::from(r#"{"taskRun":{"metadata":{"name":"build-1","namespace":"cicd","uid":"u-1"}},"pipelineRun":{"metadata":{"name":"build-1","namespace":"cicd","uid":"u-1"}}}"#))
         .unwrap();
+    // The event's namespace is served, so what answers is the missing storage.
+    let config = tekflux_common::config::Config::from_yaml(
+        // These tests are about event types; who may send is tested in trust.rs.
+        "namespace: cicd\nevents:\n  insecure: true\n",
+        "test.yaml",
+        &tekflux_common::config::Env::new(),
+    )
+    .unwrap();
     let state = tekflux_run_complete::AppState::new(
-        &tekflux_common::config::Config::default(),
+        &config,
         None,
         None,
         tekflux_common::cloudevent::ReplySink::new(None).unwrap(),
@@ -74,19 +82,26 @@ async fn other_event_types_are_refused_without_retry() {
     );
 }
 
-/// Tekton's own example event (docs/events.md, in the shared corpus): acknowledged as a
-/// non-terminal event, and its run reads as run-complete needs it once it is terminal.
+/// Tekton's own example event (docs/events.md, in the shared corpus): the run it names is
+/// found, and its run object reads as run-complete needs it (the API server's copy has the same
+/// fields, in v1 shape).
 #[tokio::test]
 async fn tektons_documented_event_is_read() {
+    use tekflux_run_complete::tekton::{FinishedRun, Outcome, RunKind};
+    use tekflux_run_complete::verify::RunReference;
+
     let body = tekflux_testkit::corpus::read_corpus(
         "tekton-cloudevents/taskrun-unknown.tekton-docs-current.json",
     );
     let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let terminal = tekflux_run_complete::tekton::Terminal::from_event_type(
-        "dev.tekton.event.taskrun.successful.v1",
-    )
-    .unwrap();
-    let run = tekflux_run_complete::tekton::FinishedRun::from_event(terminal, &data).unwrap();
+    let reference = RunReference::from_event(RunKind::TaskRun, &data).unwrap();
+    assert_eq!(
+        (reference.namespace.as_str(), reference.name.as_str()),
+        ("default", "curl-run-6gplk")
+    );
+    assert_eq!(reference.uid, "4ccb4f01-3ecc-4eb4-87e1-76f04efeee5c");
+    let run =
+        FinishedRun::from_object(RunKind::TaskRun, Outcome::Succeeded, &data["taskRun"]).unwrap();
     assert_eq!(run.name, "curl-run-6gplk");
     assert_eq!(run.namespace, "default");
     assert_eq!(run.uid, "4ccb4f01-3ecc-4eb4-87e1-76f04efeee5c");

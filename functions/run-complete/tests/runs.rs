@@ -1,188 +1,25 @@
 //! run-complete end to end: Tekton's terminal events in, against a real S3 server (s3s-fs over
 //! SigV4, or SeaweedFS in the integration tier) and the test Kubernetes API server through the
-//! real `kube::Client`; archives, logs and manifests checked in the store, and restored.
+//! real `kube::Client`; archives, logs and manifests checked in the store, and restored. Each
+//! run is stored in the API server first, as Tekton would have it: the event only names it.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod support;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use tekflux_common::clients::kube_client_from_config;
 use tekflux_common::cloudevent::ReplySink;
-use tekflux_common::config::{Config, Env, KubernetesSettings};
+use tekflux_common::config::{Config, Env};
 use tekflux_common::metrics::Metrics;
+use tekflux_run_complete::AppState;
 use tekflux_run_complete::archive::{RestoreOptions, restore_from_s3};
-use tekflux_run_complete::manifest::Manifest;
-use tekflux_run_complete::{AppState, app};
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
-use tekflux_testkit::kube_api::{Fault, TestApiServer};
+use tekflux_testkit::kube_api::Fault;
 use tekflux_testkit::s3::TestS3;
 use tekflux_testkit::tree::{pseudo_random, snapshot};
-use tower::ServiceExt;
 
-const NS: &str = "cicd";
-const CLAIM: &str = "tekton-workspace";
-const REPO: &str = "https://github.com/acme/shop";
-const SHA: &str = "9fceb02d0ae598e95dc970b74767f19372d61af8";
-const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
-
-/// One S3 server, one API server, one claim mount, one bucket.
-struct Harness {
-    api: TestApiServer,
-    s3: TestS3,
-    bucket: String,
-    mount: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        Self::start_with(TestS3::in_process().await).await
-    }
-
-    async fn start_with(s3: TestS3) -> Self {
-        let bucket = s3.fresh_bucket().await;
-        Self {
-            api: TestApiServer::start().await,
-            s3,
-            bucket,
-            mount: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn config(&self, extra: &str) -> Config {
-        let yaml = format!(
-            "namespace: {NS}\nstorage:\n  bucket: {}\n  prefix: runs\n  mounts:\n    {CLAIM}: {}\n{extra}",
-            self.bucket,
-            self.mount.path().display()
-        );
-        Config::from_yaml(&yaml, "test.yaml", &Env::new()).unwrap()
-    }
-
-    fn state(&self, extra: &str, s3: aws_sdk_s3::Client) -> AppState {
-        let kube =
-            kube_client_from_config(self.api.config(), &KubernetesSettings::default()).unwrap();
-        AppState::new(
-            &self.config(extra),
-            Some(kube),
-            Some(s3),
-            ReplySink::new(None).unwrap(),
-            &Metrics::new(),
-        )
-    }
-
-    /// Sends a Tekton event the way Tekton's cloud events controller does (binary mode).
-    async fn send(
-        &self,
-        state: &AppState,
-        ty: &str,
-        data: &Value,
-    ) -> (StatusCode, HeaderMap, Value) {
-        let request = Request::post("/")
-            .header("ce-specversion", "1.0")
-            .header("ce-id", uuid::Uuid::new_v4().to_string())
-            .header("ce-type", ty)
-            .header(
-                "ce-source",
-                "/apis/tekton.dev/v1beta1/namespaces/cicd/runs/x",
-            )
-            .header("content-type", "application/json")
-            .body(Body::from(data.to_string()))
-            .unwrap();
-        let response = app(state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        (status, headers, body)
-    }
-
-    async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        match self
-            .s3
-            .client()
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(object) => Some(object.body.collect().await.unwrap().to_vec()),
-            Err(_) => None,
-        }
-    }
-
-    async fn manifest(&self, run: &str) -> Option<Manifest> {
-        let bytes = self
-            .object(&format!("runs/{NS}/{run}/manifest.json"))
-            .await?;
-        Some(serde_json::from_slice(&bytes).unwrap())
-    }
-
-    /// The run's directory on the claim, as git-push lays it out (`subPath` = run name).
-    fn workspace_dir(&self, run: &str) -> PathBuf {
-        self.mount.path().join(run)
-    }
-}
-
-/// A small tree with what restore must keep: nested and empty directories, modes, links.
-fn write_tree(dir: &Path) {
-    std::fs::create_dir_all(dir.join("src/nested")).unwrap();
-    std::fs::create_dir_all(dir.join("empty")).unwrap();
-    std::fs::write(dir.join("README.md"), "# shop\n").unwrap();
-    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n".repeat(1000)).unwrap();
-    std::fs::write(dir.join("src/nested/data.bin"), pseudo_random(300_000, 7)).unwrap();
-    std::fs::write(dir.join("build.sh"), "#!/bin/sh\necho build\n").unwrap();
-    std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.join("readonly.txt"), "keep").unwrap();
-    std::fs::set_permissions(
-        dir.join("readonly.txt"),
-        std::fs::Permissions::from_mode(0o444),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("src/main.rs", dir.join("link-to-main")).unwrap();
-    std::os::unix::fs::symlink("does-not-exist", dir.join("dangling")).unwrap();
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Annotations git-push puts on a run with one `archive: true` workspace.
-fn git_push_annotations(run: &str) -> Value {
-    json!({
-        "tekflux.dev/sha": SHA,
-        "tekflux.dev/delivery-id": DELIVERY,
-        "tekflux.dev/repo-url": REPO,
-        "tekflux.dev/archive-workspaces":
-            json!([{"workspace": "source", "claim": CLAIM, "subPath": run}]).to_string(),
-    })
-}
-
-fn task_run(name: &str, uid: &str, annotations: Value, results: Value) -> Value {
-    json!({
-        "apiVersion": "tekton.dev/v1beta1",
-        "kind": "TaskRun",
-        "metadata": {"name": name, "namespace": NS, "uid": uid, "annotations": annotations,
-            "labels": {"app.kubernetes.io/managed-by": "tekflux"}},
-        "spec": {"taskRef": {"name": "build"}, "workspaces": [
-            {"name": "source", "persistentVolumeClaim": {"claimName": CLAIM}, "subPath": name}]},
-        "status": {
-            "podName": format!("{name}-pod"),
-            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
-            "startTime": "2026-11-24T10:00:00Z",
-            "completionTime": "2026-11-24T10:03:00Z",
-            "steps": [{"name": "clone", "container": "step-clone"},
-                      {"name": "build", "container": "step-build"}],
-            "taskResults": results,
-        }
-    })
-}
+use support::*;
 
 #[tokio::test]
 async fn a_successful_task_run_is_archived_with_its_logs_and_restores_byte_for_byte() {
@@ -210,13 +47,15 @@ async fn archive_and_restore_a_task_run(h: Harness) {
         .set_pod_log(NS, &format!("{run}-pod"), "step-build", "built\n");
     let state = h.state("", h.s3.client());
 
-    let data = json!({"taskRun": task_run(run, "uid-1", git_push_annotations(run), json!([
-        {"name": "IMAGE_URL", "value": "registry.example.com/acme/shop:9fceb02"},
-        {"name": "IMAGE_DIGEST", "value": "sha256:4a9f1c5e2b"},
-    ]))});
-    let (status, headers, body) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let stored = h.store(task_run(
+        run,
+        git_push_annotations(run),
+        json!([
+            {"name": "IMAGE_URL", "value": "registry.example.com/acme/shop:9fceb02"},
+            {"name": "IMAGE_DIGEST", "value": "sha256:4a9f1c5e2b"},
+        ]),
+    ));
+    let (status, headers, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&stored)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The reply: the image is the artifact, routing facts are attributes.
@@ -237,7 +76,7 @@ async fn archive_and_restore_a_task_run(h: Harness) {
 
     // The manifest matches what the store holds.
     let manifest = h.manifest(run).await.unwrap();
-    assert_eq!(manifest.run.uid, "uid-1");
+    assert_eq!(manifest.run.uid, uid_of(&stored));
     assert_eq!(manifest.run.outcome, "succeeded");
     assert_eq!(manifest.sha.as_deref(), Some(SHA));
     assert_eq!(manifest.delivery_id.as_deref(), Some(DELIVERY));
@@ -308,12 +147,12 @@ async fn archive_and_restore_a_task_run(h: Harness) {
     assert_eq!(snapshot(&restored), before);
 }
 
-fn pipeline_run(name: &str, uid: &str, children: &[&str]) -> Value {
+/// A failed PipelineRun as the API server serves it.
+fn pipeline_run(name: &str, children: &[&str]) -> Value {
     json!({
-        "apiVersion": "tekton.dev/v1beta1",
+        "apiVersion": "tekton.dev/v1",
         "kind": "PipelineRun",
-        "metadata": {"name": name, "namespace": NS, "uid": uid,
-            "annotations": git_push_annotations(name)},
+        "metadata": {"name": name, "namespace": NS, "annotations": git_push_annotations(name)},
         "spec": {"pipelineRef": {"name": "ci"}, "workspaces": [
             {"name": "source", "persistentVolumeClaim": {"claimName": CLAIM}, "subPath": name}]},
         "status": {
@@ -364,9 +203,13 @@ async fn a_failed_pipeline_run_is_archived_with_the_logs_of_each_task_run() {
     // `report` never ran, and the `lint` TaskRun was pruned: both are recorded, not errors.
     let state = h.state("", h.s3.client());
 
-    let data = json!({"pipelineRun": pipeline_run(run, "uid-p", &[&fetch, &test, &pruned])});
+    let stored = h.store(pipeline_run(run, &[&fetch, &test, &pruned]));
     let (status, headers, body) = h
-        .send(&state, "dev.tekton.event.pipelinerun.failed.v1", &data)
+        .send(
+            &state,
+            "dev.tekton.event.pipelinerun.failed.v1",
+            &event_of(&stored),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["ce-type"], "dev.tekflux.run.finished.v1");
@@ -418,11 +261,9 @@ async fn duplicate_completion_events_archive_once_and_cleanup_frees_the_director
     let run = "shop-build-0a1b2c3d4e5f";
     write_tree(&h.workspace_dir(run));
     let state = h.state("  cleanup: true\n", h.s3.client());
-    let data = json!({"taskRun": task_run(run, "uid-d", git_push_annotations(run), json!([]))});
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
 
-    let (status, _, first) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let (status, _, first) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["duplicate"], false);
     assert!(
@@ -432,9 +273,7 @@ async fn duplicate_completion_events_archive_once_and_cleanup_frees_the_director
     let manifest = h.manifest(run).await.unwrap();
 
     // Tekton sends the same completion again, with another event id.
-    let (status, _, second) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let (status, _, second) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["archive"], first["archive"]);
@@ -442,15 +281,18 @@ async fn duplicate_completion_events_archive_once_and_cleanup_frees_the_director
     // workspaces.
     assert_eq!(h.manifest(run).await.unwrap(), manifest);
 
-    // A new run that reuses the name (another uid) is archived afresh.
+    // A new run that reuses the name (deleted and created again: another uid) is archived
+    // afresh.
+    h.delete_task_run(run).await;
     write_tree(&h.workspace_dir(run));
-    let data = json!({"taskRun": task_run(run, "uid-e", git_push_annotations(run), json!([]))});
+    let recreated = h.store(task_run(run, git_push_annotations(run), json!([])));
+    assert_ne!(uid_of(&recreated), manifest.run.uid);
     let (status, _, third) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
+        .send(&state, TASKRUN_SUCCEEDED, &event_of(&recreated))
         .await;
     assert_eq!(status, StatusCode::OK, "{third}");
     assert_eq!(third["duplicate"], false);
-    assert_eq!(h.manifest(run).await.unwrap().run.uid, "uid-e");
+    assert_eq!(h.manifest(run).await.unwrap().run.uid, uid_of(&recreated));
 }
 
 #[tokio::test]
@@ -471,11 +313,9 @@ async fn s3_failing_mid_upload_answers_503_leaves_no_trace_and_the_retry_complet
         "  partSizeMib: 5\n  cleanup: true\n",
         h.s3.client_via(&proxy.url()),
     );
-    let data = json!({"taskRun": task_run(run, "uid-f", git_push_annotations(run), json!([]))});
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
 
-    let (status, _, body) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("UploadPart"),
@@ -503,9 +343,7 @@ async fn s3_failing_mid_upload_answers_503_leaves_no_trace_and_the_retry_complet
 
     // The Broker retries once the store is healthy again.
     proxy.heal();
-    let (status, _, body) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let manifest = h.manifest(run).await.unwrap();
     let stored = h.object(&manifest.workspaces[0].key).await.unwrap();
@@ -522,10 +360,8 @@ async fn s3_gone_answers_503_and_nothing_is_deleted() {
     let proxy = FaultProxy::start(&h.s3.endpoint()).await;
     proxy.fail_when(|_| true, ProxyFault::Drop);
     let state = h.state("  cleanup: true\n", h.s3.client_via(&proxy.url()));
-    let data = json!({"taskRun": task_run(run, "uid-g", git_push_annotations(run), json!([]))});
-    let (status, _, body) = h
-        .send(&state, "dev.tekton.event.taskrun.failed.v1", &data)
-        .await;
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
+    let (status, _, body) = h.send(&state, TASKRUN_FAILED, &data).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(snapshot(&h.workspace_dir(run)), before);
 }
@@ -535,19 +371,50 @@ async fn kubernetes_failing_answers_503_without_a_manifest() {
     let h = Harness::start().await;
     let run = "shop-build-kube00000001";
     write_tree(&h.workspace_dir(run));
-    h.api.fail_next(1, Fault::Status(500));
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
     let state = h.state("  cleanup: true\n", h.s3.client());
-    let data = json!({"taskRun": task_run(run, "uid-k", git_push_annotations(run), json!([]))});
-    let (status, _, body) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    for fault in [Fault::Status(500), Fault::Status(403)] {
+        // The first request re-reads the run: an API server that fails it, or RBAC that does
+        // not allow it, is retried (503), not mistaken for a run that does not exist.
+        h.api.fail_next(1, fault);
+        let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(h.keys().await.is_empty());
+        assert!(h.workspace_dir(run).exists());
+    }
+    h.api.fail_next(
+        1,
+        Fault::TooManyRequests {
+            retry_after_secs: 7,
+        },
+    );
+    let (status, headers, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(headers["retry-after"], "7");
+    assert!(h.keys().await.is_empty());
+    assert_eq!(
+        h.metric(
+            &state,
+            r#"tekflux_run_complete_runs_total{result="failed"}"#
+        )
+        .await,
+        Some(3.0)
+    );
+    // A failure later, reading the logs, is retried too.
+    h.api.clear_requests();
+    h.api.fail_next(1, Fault::Stall(std::time::Duration::ZERO));
+    h.api.fail_next(1, Fault::Status(500));
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        h.api_calls()[1].ends_with(&format!("/pods/{run}-pod/log")),
+        "{:?}",
+        h.api_calls()
+    );
     assert!(h.manifest(run).await.is_none());
     assert!(h.workspace_dir(run).exists());
     // The retry succeeds.
-    let (status, _, _) = h
-        .send(&state, "dev.tekton.event.taskrun.successful.v1", &data)
-        .await;
+    let (status, _, _) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK);
     assert!(h.manifest(run).await.is_some());
 }
@@ -558,16 +425,11 @@ async fn a_run_without_an_archivable_workspace_keeps_its_logs_and_says_why() {
     let run = "lint-5e6f7a8b9c0d";
     h.api
         .set_pod_log(NS, &format!("{run}-pod"), "step-clone", "ok\n");
-    let mut object = task_run(run, "uid-n", json!({}), json!([]));
+    let mut object = task_run(run, json!({}), json!([]));
     object["spec"]["workspaces"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    let stored = h.store(object);
     let state = h.state("", h.s3.client());
-    let (status, headers, body) = h
-        .send(
-            &state,
-            "dev.tekton.event.taskrun.successful.v1",
-            &json!({"taskRun": object}),
-        )
-        .await;
+    let (status, headers, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&stored)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["ce-type"], "dev.tekflux.run.finished.v1");
     assert!(
@@ -586,27 +448,21 @@ async fn a_run_without_an_archivable_workspace_keeps_its_logs_and_says_why() {
 async fn task_runs_of_a_pipeline_run_wait_for_the_pipeline_run() {
     let h = Harness::start().await;
     let state = h.state("", h.s3.client());
-    let child = child_task_run("p", "p-build", &["build"]);
-    let mut child = child;
-    child["metadata"]["uid"] = json!("uid-c");
-    let (status, _, body) = h
-        .send(
-            &state,
-            "dev.tekton.event.taskrun.successful.v1",
-            &json!({"taskRun": child}),
-        )
-        .await;
+    let mut child = child_task_run("p", "p-build", &["build"]);
+    child["status"]["conditions"] = json!([{"type": "Succeeded", "status": "True"}]);
+    let stored = h.store(child);
+    // The event leaves the label out; the stored run's label decides.
+    let mut data = event_of(&stored);
+    data["taskRun"]["metadata"]["labels"] = json!({});
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ignored"], "p-build");
-    assert!(
-        h.s3.client()
-            .list_objects_v2()
-            .bucket(&h.bucket)
-            .send()
-            .await
-            .unwrap()
-            .contents()
-            .is_empty()
+    assert!(h.keys().await.is_empty());
+    assert_eq!(
+        h.api_calls(),
+        [format!(
+            "GET /apis/tekton.dev/v1/namespaces/{NS}/taskruns/p-build"
+        )]
     );
 }
 
@@ -625,15 +481,20 @@ async fn bad_input_is_refused_and_missing_storage_is_retried() {
     assert!(body["message"].as_str().unwrap().contains("pipelineRun"));
 
     let no_bucket = AppState::new(
-        &Config::from_yaml("namespace: x\n", "test.yaml", &Env::new()).unwrap(),
+        &Config::from_yaml(
+            &format!("namespace: {NS}\nevents:\n  token: env:EVENTS_TOKEN\n"),
+            "test.yaml",
+            &Env::new().with("EVENTS_TOKEN", EVENTS_TOKEN),
+        )
+        .unwrap(),
         None,
         None,
         ReplySink::new(None).unwrap(),
         &Metrics::new(),
     );
-    let data = json!({"taskRun": task_run("r", "u", json!({}), json!([]))});
+    let stored = h.store(task_run("r", json!({}), json!([])));
     let (status, _, body) = h
-        .send(&no_bucket, "dev.tekton.event.taskrun.successful.v1", &data)
+        .send(&no_bucket, TASKRUN_SUCCEEDED, &event_of(&stored))
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["message"].as_str().unwrap().contains("storage.bucket"));
@@ -645,8 +506,8 @@ async fn concurrent_duplicates_archive_once_and_the_other_is_retried() {
     let run = "shop-build-dup000000001";
     write_tree(&h.workspace_dir(run));
     let state = h.state("  cleanup: true\n", h.s3.client());
-    let data = json!({"taskRun": task_run(run, "uid-c", git_push_annotations(run), json!([]))});
-    let ty = "dev.tekton.event.taskrun.successful.v1";
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
+    let ty = TASKRUN_SUCCEEDED;
 
     let (first, second) = tokio::join!(h.send(&state, ty, &data), h.send(&state, ty, &data));
     let mut statuses = [first.0, second.0];
