@@ -13,6 +13,6 @@ pub mod template;
 
 pub use app::{AppState, app, render, routes_from_startup};
 pub use push::{Provider, Push, RefKind};
-pub use routing::{CompiledRule, Routing, RoutingTable, RuleDecision, RuleError};
+pub use routing::{CompiledRule, Miss, Routing, RoutingTable, RuleDecision, RuleError};
 pub use run::{BuildError, RunContext, RunKind, build_run};
 pub use template::{Template, TemplateError};
