@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use tekflux_common::config::{
-    Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, HelmReleaseApi, Location,
-    Secret, SecretSource,
+    Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, GitProvider, HelmReleaseApi,
+    Location, Secret, SecretSource, bound_provider,
 };
 
 const ORIGIN: &str = "tekflux.yaml";
 
-/// The shape from DESIGN.md, unchanged.
+/// The shape from DESIGN.md, with the one line it now needs: a rule for a host that is not
+/// well known, with two git providers configured, names its provider.
 const DESIGN_EXAMPLE: &str = r#"namespace: cicd
 providers:
   github: { secret: env:GITHUB_WEBHOOK_SECRET }
@@ -22,6 +23,7 @@ storage:
   forcePathStyle: true                     # MinIO and most S3-compatible stores
 repositories:
   - url: https://github.example.com/org/r3pf-backend
+    provider: github
     branches: [main, "release/*"]
     paths: ["apis/apis-async/api-launcher/**"]
     pipeline: api-pipeline                 # or `task:` for a TaskRun
@@ -98,6 +100,7 @@ fn design_example_loads() {
 
     let rule = &config.repositories[0];
     assert_eq!(rule.rule_name(), Some("api-pipeline"));
+    assert_eq!(rule.provider, Some(GitProvider::Github));
     assert_eq!(rule.branches, ["main", "release/*"]);
     assert_eq!(
         rule.params["image"],
@@ -130,6 +133,24 @@ fn example_file_loads() {
             .iter()
             .any(|rule| rule.timeout_duration() == Some(Duration::from_secs(90 * 60)))
     );
+}
+
+#[test]
+fn readme_config_loads() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Configuration").unwrap()..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let env = Env::new()
+        .with("GITHUB_WEBHOOK_SECRET", "gh")
+        .with("GITLAB_WEBHOOK_TOKEN", "gl");
+    let config = load(text, &env).unwrap();
+    let providers: Vec<_> = config
+        .repositories
+        .iter()
+        .map(|rule| bound_provider(rule, &config.providers).unwrap())
+        .collect();
+    assert_eq!(providers, [GitProvider::Github, GitProvider::Gitlab]);
 }
 
 #[test]
@@ -310,6 +331,115 @@ fn rule_names_are_short_dns_labels() {
         "repositories[0].task",
         "defaults to the task name, set `name`",
     );
+}
+
+/// Which provider a rule is bound to when it names none, for the provider entries in
+/// `providers` (as YAML) and the rule's URL.
+fn bound(providers: &str, url: &str) -> Result<GitProvider, String> {
+    let text =
+        format!("providers:\n{providers}repositories:\n  - url: {url}\n    pipeline: build\n");
+    load(&text, &Env::new())
+        .map(|config| bound_provider(&config.repositories[0], &config.providers).unwrap())
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn rules_are_bound_to_a_provider_inferred_from_the_host_or_the_one_configured() {
+    let gitlab_only = "  gitlab: { insecure: true }\n";
+    let two = "  gitlab: { insecure: true }\n  gitea: { insecure: true }\n";
+    // A well-known host decides, whatever is configured.
+    for (url, provider) in [
+        ("https://github.com/org/app", GitProvider::Github),
+        ("git@GitLab.com:group/sub/app.git", GitProvider::Gitlab),
+        ("https://bitbucket.org/team/app", GitProvider::Bitbucket),
+        ("https://codeberg.org/org/app", GitProvider::Forgejo),
+        ("https://gitea.com/org/*", GitProvider::Gitea),
+    ] {
+        assert_eq!(bound(two, url), Ok(provider), "{url}");
+    }
+    assert_eq!(
+        bound(gitlab_only, "https://github.com/org/app"),
+        Ok(GitProvider::Github)
+    );
+    // Any other host: the one configured git provider (flux and registry do not count).
+    let with_flux = format!("{gitlab_only}  flux: {{ insecure: true }}\n");
+    assert_eq!(
+        bound(&with_flux, "https://git.example.com/org/app"),
+        Ok(GitProvider::Gitlab)
+    );
+    // ...and with none or several, the config is refused at the rule, asking for `provider`.
+    let message = bound(two, "https://git.example.com/org/app").unwrap_err();
+    assert!(
+        message.starts_with("tekflux.yaml:5:5: repositories[0]: git.example.com is not a well-known host and 2 git providers are configured (gitlab, gitea): set `provider`"),
+        "{message}"
+    );
+    let message = bound(
+        "  flux: { insecure: true }\n",
+        "git@git.example.com:org/app",
+    )
+    .unwrap_err();
+    assert!(
+        message.contains("no git provider is configured: set `provider`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_explicit_provider_binds_unless_the_host_says_otherwise() {
+    let text = "\
+providers:
+  github: { insecure: true }
+  gitea: { insecure: true }
+repositories:
+  - url: https://git.example.com/org/app
+    provider: gitea
+    pipeline: build
+  - url: https://ghe.example.com/org/app
+    provider: github
+    pipeline: build
+";
+    let config = load(text, &Env::new()).unwrap();
+    let providers: Vec<_> = config
+        .repositories
+        .iter()
+        .map(|rule| bound_provider(rule, &config.providers).unwrap())
+        .collect();
+    assert_eq!(providers, [GitProvider::Gitea, GitProvider::Github]);
+
+    fails_at(
+        &format!("{BASE}    provider: gitlab\n"),
+        5,
+        "repositories[0].provider",
+        "github.com is github's, so its pushes come only from github",
+    );
+    fails_at(
+        &format!("{BASE}    provider: gogs\n"),
+        5,
+        "repositories[0].provider",
+        "unknown variant `gogs`",
+    );
+}
+
+#[test]
+fn globs_never_stand_for_a_host() {
+    for url in [
+        "https://*.example.com/org/app",
+        "https://github.com*/org/app",
+        "git@git?b.com:org/*",
+        "ssh://git@{github.com,evil.example}/org/app",
+    ] {
+        let text = format!(
+            "repositories:\n  - url: \"{url}\"\n    provider: github\n    pipeline: build\n"
+        );
+        let message = error(&text, &Env::new());
+        assert!(
+            message.contains("repositories[0].url: the host") && message.contains("glob"),
+            "{url}: {message}"
+        );
+    }
+    // An IPv6 literal's brackets are no glob.
+    let text = "repositories:\n  - url: \"http://[fd00::1]:3000/org/*\"\n    provider: gitea\n    pipeline: build\n";
+    load(text, &Env::new()).unwrap();
 }
 
 #[test]

@@ -86,6 +86,8 @@ pub const TIMEOUT_SECONDS: &str = "timeoutSeconds";
 pub const NAME: &str = "name";
 /// `repositories[].url`.
 pub const URL: &str = "url";
+/// `repositories[].provider`.
+pub const PROVIDER: &str = "provider";
 /// `repositories[].pipeline`.
 pub const PIPELINE: &str = "pipeline";
 /// `repositories[].task`.

@@ -24,8 +24,8 @@ pub use env::Env;
 pub use model::*;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
-    COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB, is_dns1123_label,
-    looks_like_git_url,
+    BindingProblem, COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB,
+    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, looks_like_git_url, url_host,
 };
 
 use locate::FieldPath;

@@ -4,7 +4,7 @@
 //! not pass silently. Loading, validation, secret resolution and environment overrides live in the
 //! parent module; this file only says what the file may contain.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -64,6 +64,71 @@ pub struct Providers {
     pub flux: Option<ProviderSettings>,
     /// Container registries' push notifications, to release-changed (`Authorization` token).
     pub registry: Option<ProviderSettings>,
+}
+
+/// A git provider: who sends pushes, and who a `repositories` rule is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitProvider {
+    /// GitHub.com or GitHub Enterprise Server.
+    Github,
+    /// GitLab.com or self-managed GitLab.
+    Gitlab,
+    /// Gitea.
+    Gitea,
+    /// Forgejo.
+    Forgejo,
+    /// Bitbucket Cloud.
+    Bitbucket,
+}
+
+impl GitProvider {
+    /// Every git provider, in the order the config lists them.
+    pub const ALL: [GitProvider; 5] = [
+        GitProvider::Github,
+        GitProvider::Gitlab,
+        GitProvider::Gitea,
+        GitProvider::Forgejo,
+        GitProvider::Bitbucket,
+    ];
+
+    /// The lowercase name used in config keys, paths (`/webhooks/{provider}`) and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitProvider::Github => "github",
+            GitProvider::Gitlab => "gitlab",
+            GitProvider::Gitea => "gitea",
+            GitProvider::Forgejo => "forgejo",
+            GitProvider::Bitbucket => "bitbucket",
+        }
+    }
+}
+
+impl std::fmt::Display for GitProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Providers {
+    /// The entry of a git provider, when the file (or an override) has one.
+    pub fn git(&self, provider: GitProvider) -> Option<&ProviderSettings> {
+        match provider {
+            GitProvider::Github => self.github.as_ref(),
+            GitProvider::Gitlab => self.gitlab.as_ref(),
+            GitProvider::Gitea => self.gitea.as_ref(),
+            GitProvider::Forgejo => self.forgejo.as_ref(),
+            GitProvider::Bitbucket => self.bitbucket.as_ref(),
+        }
+    }
+
+    /// The git providers that have an entry, in [`GitProvider::ALL`] order.
+    pub fn configured_git(&self) -> Vec<GitProvider> {
+        GitProvider::ALL
+            .into_iter()
+            .filter(|provider| self.git(*provider).is_some())
+            .collect()
+    }
 }
 
 /// How one provider's webhooks are authenticated.
@@ -201,6 +266,9 @@ pub struct RepositoryRule {
     pub name: Option<String>,
     /// Repository URL (https, ssh or `.git` form); `*` globs match organisations or names.
     pub url: String,
+    /// The only provider whose pushes may start this rule. When unset it is inferred (see
+    /// [`super::bound_provider`]): from a well-known host, else the one configured git provider.
+    pub provider: Option<GitProvider>,
     /// Branch globs; empty means every branch (unless `tags` is set).
     #[serde(default)]
     pub branches: Vec<String>,

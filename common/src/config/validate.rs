@@ -1,7 +1,8 @@
 //! Rules a parsed config must keep; each finding names the field path it is about.
 //!
 //! Param templates and globs are not checked here: git-push owns their syntax and checks them
-//! when it compiles its routing table at start.
+//! when it compiles its routing table at start. Which provider a rule is bound to
+//! ([`bound_provider`]) is decided here, once, for both: git-push calls the same function.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,9 @@ use std::path::Path;
 use super::duration::parse_go_duration;
 use super::keys;
 use super::locate::FieldPath;
-use super::model::{Config, ProviderSettings, ReleaseRule, RepositoryRule, WorkspaceBinding};
+use super::model::{
+    Config, GitProvider, ProviderSettings, Providers, ReleaseRule, RepositoryRule, WorkspaceBinding,
+};
 
 /// Longest rule name: it becomes part of run names, which Kubernetes caps at 63 characters,
 /// and the rest is taken by the delivery-derived suffix.
@@ -321,6 +324,15 @@ fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
     for (index, rule) in config.repositories.iter().enumerate() {
         let path = path.index(index);
         repository(rule, &path, findings);
+        if looks_like_git_url(&rule.url)
+            && let Err(problem) = bound_provider(rule, &config.providers)
+        {
+            let at = match problem.key {
+                Some(key) => path.key(key),
+                None => path.clone(),
+            };
+            findings.push(at, problem.message);
+        }
         let (name, source) = match (&rule.name, &rule.pipeline, &rule.task) {
             (Some(name), _, _) => (name, NameSource::Explicit),
             (None, Some(pipeline), _) => (pipeline, NameSource::Target(keys::PIPELINE)),
@@ -492,6 +504,141 @@ fn release(rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
     }
 }
 
+/// Hosts whose provider is known, so that rules for them need no `provider:`.
+pub const WELL_KNOWN_HOSTS: [(&str, GitProvider); 5] = [
+    ("github.com", GitProvider::Github),
+    ("gitlab.com", GitProvider::Gitlab),
+    ("bitbucket.org", GitProvider::Bitbucket),
+    ("codeberg.org", GitProvider::Forgejo),
+    ("gitea.com", GitProvider::Gitea),
+];
+
+/// Why a rule cannot be bound to a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingProblem {
+    /// The rule's key the problem is about (`url`, `provider`), or `None` for the rule itself
+    /// when `provider` is missing.
+    pub key: Option<&'static str>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// The one git provider whose pushes may start `rule`.
+///
+/// `provider:` when the rule sets it; otherwise the provider of a well-known host
+/// ([`WELL_KNOWN_HOSTS`]); otherwise the only git provider with an entry under `providers`.
+/// Anything else is a problem that asks for `provider:`, as is a `provider:` that contradicts a
+/// well-known host, or a glob in the URL's host (globs match owners and names, never hosts).
+///
+/// Both `tekflux check-config` (this module) and git-push's routing table call this, so they
+/// accept the same rules and bind them to the same provider.
+pub fn bound_provider(
+    rule: &RepositoryRule,
+    providers: &Providers,
+) -> Result<GitProvider, BindingProblem> {
+    let problem = |key, message| BindingProblem { key, message };
+    let Some(host) = url_host(&rule.url) else {
+        return Err(problem(
+            Some(keys::URL),
+            format!("{:?} names no host", rule.url),
+        ));
+    };
+    if host_has_glob(&host) {
+        return Err(problem(
+            Some(keys::URL),
+            format!(
+                "the host {host:?} contains a glob character; globs may match owners and names \
+                 in the path, never the host"
+            ),
+        ));
+    }
+    let known = WELL_KNOWN_HOSTS
+        .iter()
+        .find(|(known, _)| *known == host)
+        .map(|(_, provider)| *provider);
+    match (rule.provider, known) {
+        (Some(chosen), Some(known)) if chosen != known => Err(problem(
+            Some(keys::PROVIDER),
+            format!(
+                "{host} is {known}'s, so its pushes come only from {known}: set \
+                 `{}: {known}` or leave it out",
+                keys::PROVIDER
+            ),
+        )),
+        (Some(chosen), _) => Ok(chosen),
+        (None, Some(known)) => Ok(known),
+        (None, None) => match providers.configured_git().as_slice() {
+            [only] => Ok(*only),
+            configured => {
+                let which = if configured.is_empty() {
+                    "no git provider is configured".to_owned()
+                } else {
+                    let names: Vec<&str> = configured.iter().map(|p| p.as_str()).collect();
+                    format!(
+                        "{} git providers are configured ({})",
+                        configured.len(),
+                        names.join(", ")
+                    )
+                };
+                Err(problem(
+                    None,
+                    format!(
+                        "{host} is not a well-known host and {which}: set `{}` (github, gitlab, \
+                         gitea, forgejo or bitbucket) to say whose pushes may start this rule",
+                        keys::PROVIDER
+                    ),
+                ))
+            }
+        },
+    }
+}
+
+/// The lowercased host of a git URL (https, http, ssh, git or scp-like), without user, port
+/// or path; `None` when there is none.
+pub fn url_host(url: &str) -> Option<String> {
+    let url = url.trim();
+    let authority = match url.split_once("://") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or_default(),
+        None => {
+            let (authority, _) = url.split_once(':')?;
+            if authority.contains('/') {
+                return None;
+            }
+            authority
+        }
+    };
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if host_port.starts_with('[') {
+        // An IPv6 literal keeps its brackets; a port may follow them.
+        host_port
+            .find(']')
+            .map_or(host_port, |end| &host_port[..=end])
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => host_port,
+        }
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a host holds a glob metacharacter (an IPv6 literal's brackets are not one).
+fn host_has_glob(host: &str) -> bool {
+    let rest = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner)
+            if inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
+        {
+            ""
+        }
+        _ => host,
+    };
+    rest.contains(['*', '?', '[', ']', '{', '}'])
+}
+
 /// https, http, ssh and scp-like (`git@host:owner/name`) URLs; globs pass as ordinary characters.
 pub fn looks_like_git_url(url: &str) -> bool {
     if url.is_empty() || url.chars().any(char::is_whitespace) {
@@ -541,6 +688,28 @@ mod tests {
             "/srv/git/repo",
         ] {
             assert!(!looks_like_git_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_of_git_urls() {
+        for (url, host) in [
+            ("https://GitHub.com/org/repo", "github.com"),
+            ("http://user:token@git.local:3000/org/repo.git", "git.local"),
+            ("ssh://git@host:2222/org/repo", "host"),
+            ("git@gitlab.com:group/sub/repo.git", "gitlab.com"),
+            ("https://[::1]:8443/org/repo", "[::1]"),
+            ("https://github.com*/org/repo", "github.com*"),
+            ("https://h:*/org/repo", "h:*"),
+        ] {
+            assert_eq!(url_host(url).as_deref(), Some(host), "{url}");
+        }
+        for url in ["https:///org/repo", "/srv/git/repo", "dir/x:y"] {
+            assert_eq!(url_host(url), None, "{url}");
+        }
+        assert!(!host_has_glob("[fd00::1]"));
+        for glob in ["*", "git?b.com", "[ab].com", "{a,b}", "[::1]*"] {
+            assert!(host_has_glob(glob), "{glob}");
         }
     }
 

@@ -37,7 +37,7 @@ use tekflux_common::{Error, Result};
 
 use crate::providers::{self, Webhook};
 use crate::push::{Provider, Push};
-use crate::routing::{RoutingTable, RuleError};
+use crate::routing::{Miss, RoutingTable, RuleError};
 use crate::run::{self, RunContext, RunKind};
 use crate::signature;
 
@@ -90,7 +90,8 @@ impl GitPushMetrics {
             ),
             ignored: metrics.counter_family(
                 "tekflux_git_push_ignored",
-                "Events, pushes and rules that started nothing, by reason",
+                "Events, pushes and rules that started nothing, by reason (no_rule, \
+                 rule_not_matched, provider_mismatch, clone_host_mismatch, event)",
                 &["reason"],
             ),
             superseded: metrics.counter_family(
@@ -441,7 +442,8 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
         }
         for decision in &routing.decisions {
             if !decision.matched {
-                inner.metrics.ignored.inc(&["rule_not_matched"]);
+                let reason = decision.miss.unwrap_or(Miss::NotSelected).kind();
+                inner.metrics.ignored.inc(&[reason]);
                 summary.ignored.push(IgnoredRule {
                     rule: decision.name.to_owned(),
                     git_ref: push.git_ref.clone(),

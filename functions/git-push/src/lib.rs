@@ -15,6 +15,6 @@ pub use app::{
     AppState, app, render, routes_from_startup, webhook_app, webhook_routes_from_startup,
 };
 pub use push::{Provider, Push, RefKind};
-pub use routing::{CompiledRule, Routing, RoutingTable, RuleDecision, RuleError};
+pub use routing::{CompiledRule, Miss, Routing, RoutingTable, RuleDecision, RuleError};
 pub use run::{BuildError, RunContext, RunKind, build_run};
 pub use template::{Template, TemplateError};

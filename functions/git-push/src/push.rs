@@ -2,34 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a push came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// GitHub.com or GitHub Enterprise Server.
-    Github,
-    /// GitLab.com or self-managed GitLab.
-    Gitlab,
-    /// Gitea.
-    Gitea,
-    /// Forgejo.
-    Forgejo,
-    /// Bitbucket Cloud.
-    Bitbucket,
-}
-
-impl Provider {
-    /// The lowercase name used in paths (`/webhooks/{provider}`), config keys and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Github => "github",
-            Provider::Gitlab => "gitlab",
-            Provider::Gitea => "gitea",
-            Provider::Forgejo => "forgejo",
-            Provider::Bitbucket => "bitbucket",
-        }
-    }
-}
+/// Where a push came from: the provider whose webhook secret (or Knative source) vouched for
+/// it, or the one a `dev.tekflux.git.pushed.v1` event names. The config's own type, so that a
+/// rule's `provider:` and a push's provider are one vocabulary.
+pub use tekflux_common::config::GitProvider as Provider;
 
 /// What kind of ref was pushed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

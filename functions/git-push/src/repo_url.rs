@@ -93,6 +93,13 @@ pub fn key(url: &str) -> Option<String> {
     canonical(url).map(|c| c.to_lowercase())
 }
 
+/// The host of a repository URL in any form [`canonical`] takes, lowercase and without port;
+/// `None` when `url` is not a repository URL. Routing compares a push's clone URL host with a
+/// rule's by this.
+pub fn host(url: &str) -> Option<String> {
+    canonical(url).and_then(|canonical| tekflux_common::config::url_host(&canonical))
+}
+
 /// `url` without credentials: the whole user-info of `http(s)://` and `git://` URLs, the
 /// password of `ssh://user:password@` URLs. Other strings are returned unchanged.
 pub fn without_credentials(url: &str) -> String {

@@ -9,7 +9,18 @@
 //!   https, `http`, `ssh://`, scp-like `git@host:owner/name` and `.git` forms of one repository
 //!   are equal; host and path compare case-insensitively, as every supported provider treats
 //!   them. In a URL pattern `*` matches within one path segment (`https://github.com/org/*`),
-//!   `**` any depth (`https://gitlab.com/group/**`).
+//!   `**` any depth (`https://gitlab.com/group/**`). Globs are allowed in the path only: the
+//!   scheme and host of a pattern are matched literally, so no pattern can reach another host.
+//! - **Provider.** Every rule is bound to one provider
+//!   ([`tekflux_common::config::bound_provider`]: its `provider:`, else the provider of a
+//!   well-known host, else the one configured git provider). A push from any other provider
+//!   does not match, whichever secret it was signed with or however `insecure` its provider is.
+//!   Knative GitHubSource and GitLabSource events are github and gitlab pushes; a
+//!   `dev.tekflux.git.pushed.v1` event is the provider its `data.provider` names (its sender
+//!   is authenticated as a CloudEvent sender, and trusted to say where the push came from).
+//! - **Clone host.** The push's clone URL (what a run fetches as `{{ clone_url }}`) must be on
+//!   the rule's host (ports aside), so a payload cannot pair a trusted repository name with code
+//!   from elsewhere.
 //! - **Deleted refs** never match.
 //! - **Branches and tags.** Globs where `*` stays within one `/`-separated segment and `**` crosses
 //!   them. A rule with neither `branches` nor `tags` matches every branch and no tag; a rule with
@@ -29,10 +40,11 @@ use std::collections::{BTreeMap, HashMap};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use tekflux_common::config::{
-    Concurrency, Config, RepositoryRule, WorkspaceBinding, parse_go_duration,
+    Concurrency, Config, Providers, RepositoryRule, WorkspaceBinding, bound_provider,
+    parse_go_duration,
 };
 
-use crate::push::{Push, RefKind};
+use crate::push::{Provider, Push, RefKind};
 use crate::repo_url;
 use crate::run;
 use crate::template::Template;
@@ -99,6 +111,10 @@ pub struct CompiledRule {
     pub name: String,
     /// Canonical URL or URL pattern, as matched.
     pub url: String,
+    /// The only provider whose pushes match.
+    pub provider: Provider,
+    /// Host of `url` (lowercase, without port); a push's clone URL must be on it.
+    pub host: String,
     /// What the rule runs.
     pub target: Target,
     /// Namespace of the run, when the rule sets one.
@@ -159,6 +175,31 @@ pub struct RuleDecision<'a> {
     /// Matched although the rule's path filter could not be checked (changed-path list
     /// incomplete).
     pub path_filter_skipped: bool,
+    /// Why the rule did not match, for metrics; `None` when it matched.
+    #[serde(skip)]
+    pub miss: Option<Miss>,
+}
+
+/// Why a rule for the push's repository did not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// The rule is bound to another provider than the one the push came from.
+    ProviderMismatch,
+    /// The push's clone URL is not on the rule's host.
+    CloneHostMismatch,
+    /// The ref was deleted, or the ref, its kind or the changed paths are not selected.
+    NotSelected,
+}
+
+impl Miss {
+    /// The `reason` label of `tekflux_git_push_ignored`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Miss::ProviderMismatch => "provider_mismatch",
+            Miss::CloneHostMismatch => "clone_host_mismatch",
+            Miss::NotSelected => "rule_not_matched",
+        }
+    }
 }
 
 /// Every decision for one push.
@@ -200,7 +241,7 @@ impl RoutingTable {
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(config.repositories.len());
         for (index, rule) in config.repositories.iter().enumerate() {
-            match compile_rule(index, rule) {
+            match compile_rule(index, rule, &config.providers) {
                 Ok(compiled) => rules.push(compiled),
                 Err(mut e) => errors.append(&mut e),
             }
@@ -211,8 +252,8 @@ impl RoutingTable {
         let mut pattern_set = GlobSetBuilder::new();
         let mut pattern_rules = Vec::new();
         for (position, rule) in rules.iter().enumerate() {
-            if is_glob(&rule.url) {
-                match url_glob(&rule.url) {
+            if let Some(pattern) = url_pattern(&rule.url) {
+                match url_glob(&pattern) {
                     Ok(glob) => {
                         pattern_set.add(glob);
                         pattern_rules.push(position);
@@ -258,6 +299,7 @@ impl RoutingTable {
     /// counted.
     pub fn route(&self, push: &Push) -> Routing<'_> {
         let key = push.repo_url.to_lowercase();
+        let clone_host = repo_url::host(&push.clone_url);
         let mut candidates: Vec<usize> = self.exact.get(&key).cloned().unwrap_or_default();
         if !self.pattern_rules.is_empty() {
             candidates.extend(
@@ -270,7 +312,7 @@ impl RoutingTable {
         }
         let decisions: Vec<_> = candidates
             .into_iter()
-            .map(|i| decide(&self.rules[i], push))
+            .map(|i| decide(&self.rules[i], push, clone_host.as_deref()))
             .collect();
         Routing {
             other_repository_rules: self.rules.len() - decisions.len(),
@@ -296,13 +338,15 @@ impl RoutingTable {
                         matched: false,
                         reason: format!("repository {} does not match {}", push.repo_url, rule.url),
                         path_filter_skipped: false,
+                        miss: Some(Miss::NotSelected),
                     })
             })
             .collect()
     }
 }
 
-fn decide<'a>(rule: &'a CompiledRule, push: &Push) -> RuleDecision<'a> {
+/// `clone_host` is the host of `push.clone_url` ([`repo_url::host`]), `None` when it has none.
+fn decide<'a>(rule: &'a CompiledRule, push: &Push, clone_host: Option<&str>) -> RuleDecision<'a> {
     let mut decision = RuleDecision {
         rule,
         index: rule.index,
@@ -310,7 +354,30 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push) -> RuleDecision<'a> {
         matched: false,
         reason: String::new(),
         path_filter_skipped: false,
+        miss: Some(Miss::NotSelected),
     };
+    if push.provider != rule.provider {
+        decision.miss = Some(Miss::ProviderMismatch);
+        decision.reason = format!(
+            "rule is bound to provider {}, push came from {}",
+            rule.provider, push.provider
+        );
+        return decision;
+    }
+    match clone_host {
+        Some(host) if host == rule.host => {}
+        clone_host => {
+            decision.miss = Some(Miss::CloneHostMismatch);
+            decision.reason = match clone_host {
+                Some(host) => format!("clone URL host {host} is not the rule's host {}", rule.host),
+                None => format!(
+                    "clone URL {:?} names no host; the rule's host is {}",
+                    push.clone_url, rule.host
+                ),
+            };
+            return decision;
+        }
+    }
     if push.deleted {
         decision.reason = "ref deleted".to_owned();
         return decision;
@@ -349,6 +416,7 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push) -> RuleDecision<'a> {
         }
     };
     decision.matched = true;
+    decision.miss = None;
     decision.reason = "matched".to_owned();
     if rule.paths.is_empty() || is_tag {
         return decision;
@@ -361,12 +429,17 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push) -> RuleDecision<'a> {
     }
     if !push.changed_paths.iter().any(|p| rule.paths.matches(p)) {
         decision.matched = false;
+        decision.miss = Some(Miss::NotSelected);
         decision.reason = format!("no changed path matches {}", rule.paths.listed());
     }
     decision
 }
 
-fn compile_rule(index: usize, rule: &RepositoryRule) -> Result<CompiledRule, Vec<RuleError>> {
+fn compile_rule(
+    index: usize,
+    rule: &RepositoryRule,
+    providers: &Providers,
+) -> Result<CompiledRule, Vec<RuleError>> {
     let mut errors = Vec::new();
     let mut error = |field: String, message: String| {
         errors.push(RuleError {
@@ -389,6 +462,20 @@ fn compile_rule(index: usize, rule: &RepositoryRule) -> Result<CompiledRule, Vec
             String::new()
         }
     };
+    // Only for a URL that is one, as `tekflux check-config` does: a bad URL is one error.
+    let provider = if url.is_empty() {
+        None
+    } else {
+        match bound_provider(rule, providers) {
+            Ok(provider) => Some(provider),
+            Err(problem) => {
+                let field = problem.key.map(|key| format!(".{key}")).unwrap_or_default();
+                error(field, problem.message);
+                None
+            }
+        }
+    };
+    let host = repo_url::host(&url).unwrap_or_default();
 
     let target = match (&rule.pipeline, &rule.task) {
         (Some(p), None) if !p.is_empty() => Some(Target::Pipeline(p.clone())),
@@ -500,11 +587,13 @@ fn compile_rule(index: usize, rule: &RepositoryRule) -> Result<CompiledRule, Vec
         }
     }
 
-    match target {
-        Some(target) if errors.is_empty() => Ok(CompiledRule {
+    match (target, provider) {
+        (Some(target), Some(provider)) if errors.is_empty() => Ok(CompiledRule {
             index,
             name,
             url,
+            provider,
+            host,
             target,
             namespace: rule.namespace.clone(),
             params,
@@ -593,8 +682,17 @@ fn volume(binding: &WorkspaceBinding) -> Result<Volume, String> {
     Ok(source)
 }
 
-fn is_glob(url: &str) -> bool {
-    url.contains(['*', '?', '[', '{'])
+/// The glob pattern of a canonical rule URL whose path holds glob characters, with its
+/// `https://host[:port]/` prefix escaped so that it matches only itself; `None` for a URL
+/// without globs.
+fn url_pattern(url: &str) -> Option<String> {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let path_start = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |at| after_scheme + at);
+    let (prefix, path) = url.split_at(path_start);
+    path.contains(['*', '?', '[', '{'])
+        .then(|| format!("{}{path}", globset::escape(prefix)))
 }
 
 fn url_glob(pattern: &str) -> Result<Glob, globset::Error> {

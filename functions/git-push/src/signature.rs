@@ -15,6 +15,10 @@
 //!
 //! A provider without a secret rejects every webhook unless its settings say `insecure: true`.
 //! When a secret is configured it is always checked, `insecure` or not.
+//!
+//! A verified webhook proves only who sent it, not which repository it may start: routing
+//! ([`crate::routing`]) then matches it only against rules bound to that provider, so one
+//! provider's secret (or its `insecure: true`) cannot start another provider's rules.
 
 use http::HeaderMap;
 use tekflux_common::config::Providers;
@@ -83,14 +87,7 @@ pub fn verify_with(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), WebhookError> {
-    let settings = match provider {
-        Provider::Github => providers.github.as_ref(),
-        Provider::Gitlab => providers.gitlab.as_ref(),
-        Provider::Gitea => providers.gitea.as_ref(),
-        Provider::Forgejo => providers.forgejo.as_ref(),
-        Provider::Bitbucket => providers.bitbucket.as_ref(),
-    };
-    let Some(settings) = settings else {
+    let Some(settings) = providers.git(provider) else {
         return verify(provider, headers, body, None, false);
     };
     let configured = match provider {

@@ -39,6 +39,7 @@ repositories:
     pipeline: shop-build
   - name: diaspora
     url: https://example.com/mike/diaspora
+    provider: gitlab         # a self-hosted GitLab, delivered through the GitLabSource
     task: unit-tests
 "#;
 
@@ -262,7 +263,12 @@ async fn a_gitlab_source_push_creates_the_task_run() {
 
 /// The example of the normalized event's docs, in structured mode.
 fn normalized_push() -> Request<Body> {
-    let event = json!({
+    normalized_push_with(&json!({}))
+}
+
+/// The docs' example with `changes` merged into its `data`.
+fn normalized_push_with(changes: &Value) -> Request<Body> {
+    let mut event = json!({
         "specversion": "1.0",
         "type": "dev.tekflux.git.pushed.v1",
         "source": "https://github.com/acme/shop",
@@ -279,6 +285,9 @@ fn normalized_push() -> Request<Body> {
             "pusher": "octocat"
         }
     });
+    for (key, value) in changes.as_object().unwrap() {
+        event["data"][key] = value.clone();
+    }
     Request::post("/")
         .header("content-type", "application/cloudevents+json")
         .body(Body::from(serde_json::to_vec(&event).unwrap()))
@@ -309,6 +318,88 @@ async fn a_normalized_push_event_creates_the_run() {
     let again = harness.send(normalized_push()).await;
     assert_eq!(again.ce("id"), answer.ce("id"));
     assert_eq!(harness.runs("pipelineruns").len(), 1);
+}
+
+/// `tekflux_git_push_ignored_total{reason}` from the app's `/metrics`.
+async fn ignored_total(app: &Router, reason: &str) -> f64 {
+    let response = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let wanted = format!("tekflux_git_push_ignored_total{{reason=\"{reason}\"}} ");
+    std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_normalized_push_binds_like_the_provider_it_names() {
+    let harness = Harness::new(None).await;
+    // The github.com rule is GitHub's: an event naming another provider does not start it.
+    let answer = harness
+        .send(normalized_push_with(&json!({"provider": "gitlab"})))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(!answer.has_ce_headers(), "{answer:?}");
+    assert_eq!(answer.body["runs"], json!([]));
+    assert_eq!(
+        answer.body["ignored"],
+        json!([{
+            "rule": "shop",
+            "ref": "refs/heads/main",
+            "reason": "rule is bound to provider github, push came from gitlab",
+        }])
+    );
+    // Naming the right provider does not let it fetch from elsewhere.
+    let answer = harness
+        .send(normalized_push_with(
+            &json!({"cloneUrl": "https://evil.example/acme/shop.git"}),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["runs"], json!([]));
+    assert_eq!(
+        answer.body["ignored"][0]["reason"],
+        "clone URL host evil.example is not the rule's host github.com"
+    );
+    // A GitLabSource event is a GitLab push, whatever repository its payload names.
+    let claimed = String::from_utf8(corpus("gitlab/push.go-gitlab.json"))
+        .unwrap()
+        .replace(
+            "example.com/mike/diaspora",
+            "github.com/danheberden/payloads",
+        )
+        .replace(
+            "example.com:mike/diaspora",
+            "github.com:danheberden/payloads",
+        );
+    let answer = harness
+        .send(binary(
+            &[
+                ("type", "dev.knative.sources.gitlab.push"),
+                ("source", "https://github.com/danheberden/payloads"),
+                ("id", "5d0c8f1e-2b7a-4c3d-9e6f-1a2b3c4d5e6f"),
+            ],
+            claimed.into_bytes(),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body["runs"], json!([]));
+    assert_eq!(
+        answer.body["ignored"][0]["reason"],
+        "rule is bound to provider github, push came from gitlab"
+    );
+
+    assert!(harness.api.requests().is_empty());
+    assert_eq!(ignored_total(&harness.app, "provider_mismatch").await, 2.0);
+    assert_eq!(
+        ignored_total(&harness.app, "clone_host_mismatch").await,
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -2,11 +2,17 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
 
-use serde_json::json;
-use tekflux_common::config::{Config, RepositoryRule, WorkspaceBinding};
-use tekflux_git_push::{Provider, Push, RefKind, RoutingTable};
+use serde_json::{Value, json};
+use tekflux_common::config::{
+    Config, Env, ProviderSettings, Providers, RepositoryRule, WorkspaceBinding, bound_provider,
+};
+use tekflux_git_push::{Miss, Provider, Push, RefKind, RoutingTable};
 
 fn push(repo: &str, git_ref: &str) -> Push {
+    push_from(Provider::Github, repo, git_ref)
+}
+
+fn push_from(provider: Provider, repo: &str, git_ref: &str) -> Push {
     let ref_kind = if let Some(b) = git_ref.strip_prefix("refs/heads/") {
         RefKind::Branch(b.to_owned())
     } else if let Some(t) = git_ref.strip_prefix("refs/tags/") {
@@ -15,7 +21,7 @@ fn push(repo: &str, git_ref: &str) -> Push {
         RefKind::Other(git_ref.to_owned())
     };
     Push {
-        provider: Provider::Github,
+        provider,
         repo_url: repo.to_owned(),
         clone_url: format!("{repo}.git"),
         git_ref: git_ref.to_owned(),
@@ -122,18 +128,13 @@ fn org_glob_matches_one_segment_and_double_star_any_depth() {
         )
         .is_empty()
     );
+    let gitlab = |repo| push_from(Provider::Gitlab, repo, "refs/heads/main");
     assert_eq!(
-        matched(
-            &t,
-            &push("https://gitlab.com/group/sub/repo", "refs/heads/main")
-        ),
+        matched(&t, &gitlab("https://gitlab.com/group/sub/repo")),
         vec![1]
     );
     assert_eq!(
-        matched(
-            &t,
-            &push("https://gitlab.com/group/repo", "refs/heads/main")
-        ),
+        matched(&t, &gitlab("https://gitlab.com/group/repo")),
         vec![1]
     );
 }
@@ -221,6 +222,7 @@ fn tags_opt_in() {
 fn monorepo() -> RoutingTable {
     table(vec![RepositoryRule {
         url: "https://github.example.com/org/r3pf-backend".into(),
+        provider: Some(Provider::Github),
         branches: vec!["main".into(), "release/*".into()],
         paths: vec!["apis/apis-async/api-launcher/**".into()],
         pipeline: Some("api-pipeline".into()),
@@ -464,4 +466,358 @@ fn path_filters_do_not_apply_to_tags() {
     let mut p = push(REPO, "refs/tags/v2.0.0");
     p.changed_paths = vec!["docs/readme.md".into()];
     assert_eq!(outcome(&t, &p)["decisions"], json!([[0, true, "matched"]]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// rules bound to their provider and host
+
+/// (index, miss, reason) of every decision that did not match.
+fn misses(table: &RoutingTable, push: &Push) -> Vec<(usize, Option<Miss>, String)> {
+    table
+        .route(push)
+        .ignored()
+        .map(|d| (d.index, d.miss, d.reason.clone()))
+        .collect()
+}
+
+#[test]
+fn a_rule_matches_only_pushes_from_its_provider() {
+    const SELF_HOSTED: &str = "https://git.example.com/org/repo";
+    let t = table(vec![
+        // github.com: bound to github without saying so.
+        rule(REPO),
+        RepositoryRule {
+            name: Some("mirror".into()),
+            provider: Some(Provider::Gitea),
+            ..rule(SELF_HOSTED)
+        },
+    ]);
+    assert_eq!(t.rules()[0].provider, Provider::Github);
+    assert_eq!(t.rules()[1].provider, Provider::Gitea);
+    assert_eq!(matched(&t, &push(REPO, "refs/heads/main")), vec![0]);
+    for provider in Provider::ALL.into_iter().filter(|p| *p != Provider::Github) {
+        assert_eq!(
+            misses(&t, &push_from(provider, REPO, "refs/heads/main")),
+            [(
+                0,
+                Some(Miss::ProviderMismatch),
+                format!("rule is bound to provider github, push came from {provider}")
+            )]
+        );
+    }
+    assert_eq!(
+        matched(
+            &t,
+            &push_from(Provider::Gitea, SELF_HOSTED, "refs/heads/main")
+        ),
+        vec![1]
+    );
+    // Forgejo speaks Gitea's webhook dialect, but is its own provider.
+    for provider in [Provider::Github, Provider::Forgejo] {
+        assert_eq!(
+            misses(&t, &push_from(provider, SELF_HOSTED, "refs/heads/main"))[0].1,
+            Some(Miss::ProviderMismatch)
+        );
+    }
+    // The provider is checked before the ref: a deleted ref from another provider is a
+    // provider mismatch, which is what the metrics count.
+    let mut deleted = push_from(Provider::Gitlab, REPO, "refs/heads/main");
+    deleted.deleted = true;
+    assert_eq!(misses(&t, &deleted)[0].1, Some(Miss::ProviderMismatch));
+}
+
+#[test]
+fn a_clone_url_on_another_host_does_not_match() {
+    let t = table(vec![
+        rule(REPO),
+        RepositoryRule {
+            name: Some("org".into()),
+            ..rule("https://github.com/org/*")
+        },
+    ]);
+    let mut p = push(REPO, "refs/heads/main");
+    for clone in [
+        "https://evil.example/org/repo.git",
+        "https://github.com.evil.example/org/repo.git",
+        "https://github.com@evil.example/org/repo.git",
+        "git@evil.example:org/repo.git",
+    ] {
+        p.clone_url = clone.into();
+        let host = if clone.contains("github.com.evil") {
+            "github.com.evil.example"
+        } else {
+            "evil.example"
+        };
+        let reason = format!("clone URL host {host} is not the rule's host github.com");
+        assert_eq!(
+            misses(&t, &p),
+            [
+                (0, Some(Miss::CloneHostMismatch), reason.clone()),
+                (1, Some(Miss::CloneHostMismatch), reason),
+            ],
+            "{clone}"
+        );
+    }
+    p.clone_url = "/srv/git/repo".into();
+    assert_eq!(
+        misses(&t, &p)[0],
+        (
+            0,
+            Some(Miss::CloneHostMismatch),
+            "clone URL \"/srv/git/repo\" names no host; the rule's host is github.com".to_owned()
+        )
+    );
+    // The same host in another form, case or with a port: a match.
+    for clone in [
+        "git@github.com:org/repo.git",
+        "https://GitHub.com:443/org/repo.git",
+        "ssh://git@github.com:22/org/repo.git",
+        "http://github.com:8080/org/repo",
+    ] {
+        p.clone_url = clone.into();
+        assert_eq!(matched(&t, &p), vec![0, 1], "{clone}");
+    }
+}
+
+#[test]
+fn url_globs_never_reach_another_host() {
+    // A glob in the host is refused, naming the field.
+    let errors = compile_errors(vec![
+        RepositoryRule {
+            provider: Some(Provider::Github),
+            ..rule("https://*.example.com/org/repo")
+        },
+        RepositoryRule {
+            provider: Some(Provider::Github),
+            ..rule("https://github.com*/org/*")
+        },
+        RepositoryRule {
+            provider: Some(Provider::Gitlab),
+            ..rule("git@{gitlab.com,evil.example}:group/*")
+        },
+    ]);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for (i, error) in errors.iter().enumerate() {
+        assert!(
+            error.starts_with(&format!("repositories[{i}].url: the host")),
+            "{error}"
+        );
+    }
+    // Path globs: the scheme and host before them are matched as written. An IPv6 literal's
+    // brackets would otherwise be a character class, and `[fd00::1]` would match host `1`.
+    let t = table(vec![
+        RepositoryRule {
+            provider: Some(Provider::Gitea),
+            ..rule("http://[fd00::1]:3000/org/*")
+        },
+        RepositoryRule {
+            name: Some("teams".into()),
+            ..rule("https://github.com/{org,team}/**")
+        },
+    ]);
+    let gitea = |repo| push_from(Provider::Gitea, repo, "refs/heads/main");
+    assert_eq!(matched(&t, &gitea("https://[fd00::1]:3000/org/repo")), [0]);
+    assert!(
+        t.route(&gitea("https://1:3000/org/repo"))
+            .decisions
+            .is_empty()
+    );
+    assert_eq!(matched(&t, &push(REPO, "refs/heads/main")), [1]);
+    for elsewhere in [
+        "https://github.com.evil.example/org/repo",
+        "https://evil.example/github.com/org/repo",
+        "https://github.com:8443/org/repo",
+    ] {
+        assert!(
+            t.route(&push(elsewhere, "refs/heads/main"))
+                .decisions
+                .is_empty(),
+            "{elsewhere}"
+        );
+    }
+}
+
+fn insecure() -> Option<ProviderSettings> {
+    Some(ProviderSettings {
+        insecure: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn without_provider_the_host_or_the_one_configured_provider_decides() {
+    let only_gitlab = Providers {
+        gitlab: insecure(),
+        ..Default::default()
+    };
+    let rules = vec![
+        rule(REPO),
+        RepositoryRule {
+            name: Some("self-hosted".into()),
+            ..rule("git@git.example.com:group/repo.git")
+        },
+    ];
+    let t = RoutingTable::compile(&Config {
+        providers: only_gitlab.clone(),
+        repositories: rules.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    // github.com is GitHub's even when only GitLab is configured: a GitLab push claiming it is
+    // refused, and a GitHub one would have to be signed by a GitHub secret (or come through
+    // the GitHubSource).
+    assert_eq!(t.rules()[0].provider, Provider::Github);
+    assert_eq!(
+        misses(&t, &push_from(Provider::Gitlab, REPO, "refs/heads/main"))[0].1,
+        Some(Miss::ProviderMismatch)
+    );
+    assert_eq!(t.rules()[1].provider, Provider::Gitlab);
+
+    let two = Providers {
+        github: insecure(),
+        ..only_gitlab
+    };
+    let errors = RoutingTable::compile(&Config {
+        providers: two,
+        repositories: rules,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "repositories[1]");
+    assert!(
+        errors[0].message.starts_with(
+            "git.example.com is not a well-known host and 2 git providers are configured (github, gitlab): set `provider`"
+        ),
+        "{}",
+        errors[0].message
+    );
+}
+
+/// `tekflux check-config` (the common loader) and git-push's routing table accept and refuse
+/// the same rules, and bind the accepted ones to the same provider.
+#[test]
+fn check_config_and_the_routing_table_agree() {
+    let none = json!({});
+    let gitlab = json!({"gitlab": {"insecure": true}});
+    let two = json!({"gitlab": {"insecure": true}, "gitea": {"insecure": true}});
+    let flux = json!({"flux": {"insecure": true}});
+    let cases: Vec<(Value, Value, Option<&str>)> = vec![
+        (
+            json!({"url": "https://github.com/org/app"}),
+            none.clone(),
+            Some("github"),
+        ),
+        (
+            json!({"url": "https://github.com/org/app"}),
+            gitlab.clone(),
+            Some("github"),
+        ),
+        (
+            json!({"url": "git@gitlab.com:group/**"}),
+            two.clone(),
+            Some("gitlab"),
+        ),
+        (
+            json!({"url": "https://codeberg.org/org/*", "provider": "forgejo"}),
+            none.clone(),
+            Some("forgejo"),
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app"}),
+            gitlab.clone(),
+            Some("gitlab"),
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app"}),
+            two.clone(),
+            None,
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app"}),
+            none.clone(),
+            None,
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app"}),
+            flux.clone(),
+            None,
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app", "provider": "gitea"}),
+            two.clone(),
+            Some("gitea"),
+        ),
+        (
+            json!({"url": "https://git.example.com/org/app", "provider": "bitbucket"}),
+            none.clone(),
+            Some("bitbucket"),
+        ),
+        (
+            json!({"url": "https://github.com/org/app", "provider": "gitlab"}),
+            gitlab.clone(),
+            None,
+        ),
+        (
+            json!({"url": "https://bitbucket.org/team/app", "provider": "bitbucket"}),
+            none.clone(),
+            Some("bitbucket"),
+        ),
+        (
+            json!({"url": "https://*.example.com/org/app", "provider": "github"}),
+            none.clone(),
+            None,
+        ),
+        (
+            json!({"url": "git@git*.example.com:org/app", "provider": "github"}),
+            none.clone(),
+            None,
+        ),
+        (
+            json!({"url": "ssh://git@{a,b}/org/app", "provider": "github"}),
+            none.clone(),
+            None,
+        ),
+        (
+            json!({"url": "http://[fd00::1]:3000/org/*", "provider": "gitea"}),
+            none.clone(),
+            Some("gitea"),
+        ),
+        (
+            json!({"url": "http://[fd00::1]:3000/org/*"}),
+            gitlab.clone(),
+            Some("gitlab"),
+        ),
+    ];
+    for (rule, providers, expected) in cases {
+        let mut rule_json = rule.clone();
+        rule_json["pipeline"] = json!("build");
+        let document = json!({"providers": providers, "repositories": [rule_json]});
+        let what = format!("{rule} with providers {providers}");
+
+        // JSON is YAML: the text `tekflux check-config` would read.
+        let checked = Config::from_yaml(&document.to_string(), "case.yaml", &Env::new())
+            .map_err(|error| error.to_string());
+        let unchecked: Config = serde_json::from_value(document).unwrap();
+        let compiled = RoutingTable::compile(&unchecked).map_err(|errors| format!("{errors:?}"));
+
+        assert_eq!(
+            checked.is_ok(),
+            compiled.is_ok(),
+            "{what}: check-config {checked:?}, routing table {compiled:?}"
+        );
+        match (checked, compiled, expected) {
+            (Ok(config), Ok(table), Some(provider)) => {
+                let bound = bound_provider(&config.repositories[0], &config.providers).unwrap();
+                assert_eq!(bound.as_str(), provider, "{what}");
+                assert_eq!(table.rules()[0].provider, bound, "{what}");
+            }
+            (Err(_), Err(_), None) => {}
+            (checked, compiled, expected) => {
+                panic!(
+                    "{what}: expected {expected:?}, check-config {checked:?}, routing table {compiled:?}"
+                )
+            }
+        }
+    }
 }

@@ -60,6 +60,7 @@ fn ctx() -> RunContext {
 fn pipeline_rule() -> RepositoryRule {
     RepositoryRule {
         url: "git@github.example.com:org/r3pf-backend.git".into(),
+        provider: Some(Provider::Github),
         branches: vec!["main".into(), "release/*".into()],
         pipeline: Some("api-pipeline".into()),
         params: [
@@ -206,6 +207,7 @@ fn task_run_in_full() {
     let rule = compile(RepositoryRule {
         name: Some("notify".into()),
         url: "https://github.example.com/org/*".into(),
+        provider: Some(Provider::Github),
         tags: vec!["v*".into()],
         task: Some("send-notification".into()),
         namespace: Some("notifications".into()),
@@ -297,6 +299,7 @@ fn task_run_in_full() {
 fn minimal_rule_builds_a_minimal_run() {
     let rule = compile(RepositoryRule {
         url: "https://github.example.com/org/r3pf-backend".into(),
+        provider: Some(Provider::Github),
         pipeline: Some("build".into()),
         ..Default::default()
     });

@@ -54,6 +54,7 @@ repositories:
     pipeline: release
   - name: diaspora
     url: git@example.com:mike/diaspora.git
+    provider: gitlab
     branches: [master]
     task: unit-tests
     namespace: gitlab-ci
@@ -61,12 +62,14 @@ repositories:
       revision: "{{ sha }}"
   - name: gitea-webhooks
     url: http://localhost:3000/gitea/webhooks
+    provider: gitea
     branches: [develop]
     pipeline: build
     params:
       branch: "{{ branch }}"
   - name: deploy-tools
     url: https://forge.example/infra/deploy-tools
+    provider: forgejo
     branches: [main]
     pipeline: deploy
     params:
@@ -715,6 +718,173 @@ async fn insecure_providers_accept_unsigned_webhooks() {
     // Only GitHub is insecure.
     let answer = harness.send(Delivery::gitea_push().request()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rules bound to their provider and host
+
+/// The value of one series of the app's `/metrics` (0 when absent).
+async fn metric(app: &Router, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let response = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    scrape(std::str::from_utf8(&text).unwrap())
+        .get(&(name.to_owned(), strings(labels)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// `tekflux_git_push_ignored_total{reason}`.
+async fn ignored_total(app: &Router, reason: &str) -> f64 {
+    metric(app, "tekflux_git_push_ignored_total", &[("reason", reason)]).await
+}
+
+/// Only GitLab is configured. The github.com rule names no provider and is bound to github by
+/// its host, not to the one configured provider; the self-hosted rule is bound to gitlab, the
+/// one configured provider.
+const ONLY_GITLAB: &str = r#"
+namespace: ci
+providers:
+  gitlab: { token: "env:GITLAB_TOKEN" }
+repositories:
+  - name: payloads
+    url: https://github.com/danheberden/payloads
+    pipeline: build
+  - name: diaspora
+    url: git@example.com:mike/diaspora.git
+    task: unit-tests
+"#;
+
+#[tokio::test]
+async fn a_gitlab_signed_push_claiming_a_github_repository_starts_nothing() {
+    let harness = Harness::new(ONLY_GITLAB).await;
+    // A genuine GitLab push (right token), whose payload names the github.com repository.
+    let claimed = String::from_utf8(corpus("gitlab/push.go-gitlab.json"))
+        .unwrap()
+        .replace(
+            "example.com/mike/diaspora",
+            "github.com/danheberden/payloads",
+        )
+        .replace(
+            "example.com:mike/diaspora",
+            "github.com:danheberden/payloads",
+        );
+    let mut forged = Delivery::gitlab_push();
+    forged.body = claimed.into_bytes();
+    let answer = harness.send(forged.signed().request()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["runs"], json!([]));
+    assert_eq!(
+        answer.body["ignored"],
+        json!([{
+            "rule": "payloads",
+            "ref": "refs/heads/master",
+            "reason": "rule is bound to provider github, push came from gitlab",
+        }])
+    );
+    assert!(harness.api.requests().is_empty());
+    assert!(harness.all_runs().is_empty());
+    assert_eq!(ignored_total(&harness.app, "provider_mismatch").await, 1.0);
+
+    // The same token and payload for the self-hosted repository: that rule is GitLab's.
+    let answer = harness
+        .send(
+            Delivery::gitlab_push()
+                .redelivered_as("d-2")
+                .signed()
+                .request(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    only_run(&harness, "taskruns", &answer);
+    assert_eq!(ignored_total(&harness.app, "provider_mismatch").await, 1.0);
+}
+
+/// A GitHub push naming the Gitea repository of the `gitea-webhooks` rule.
+fn github_push_claiming(repo: &str, clone: &str, git_ref: &str) -> Delivery {
+    let mut body: Value =
+        serde_json::from_slice(&corpus("github/push-3-commits.gith-2012.json")).unwrap();
+    body["ref"] = json!(git_ref);
+    body["repository"]["url"] = json!(repo);
+    body["repository"]["html_url"] = json!(repo);
+    body["repository"]["clone_url"] = json!(clone);
+    Delivery::github("push", "d-claim", serde_json::to_vec(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_rule_bound_to_gitea_is_not_started_by_an_insecure_github() {
+    let yaml = CONFIG.replace(
+        "github: { secret: \"env:GITHUB_SECRET\" }",
+        "github: { insecure: true }",
+    );
+    let harness = Harness::new(&yaml).await;
+    // Over a real socket: anyone who can reach the Service can send an unsigned GitHub push.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = harness.app.clone();
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let unsigned = github_push_claiming(
+        "http://localhost:3000/gitea/webhooks",
+        "http://localhost:3000/gitea/webhooks.git",
+        "refs/heads/develop",
+    );
+    let (status, body) = post_over_tcp(addr, unsigned.request()).await;
+    serving.abort();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["runs"], json!([]));
+    assert_eq!(
+        body["ignored"],
+        json!([{
+            "rule": "gitea-webhooks",
+            "ref": "refs/heads/develop",
+            "reason": "rule is bound to provider gitea, push came from github",
+        }])
+    );
+    assert!(harness.api.requests().is_empty());
+    assert_eq!(ignored_total(&harness.app, "provider_mismatch").await, 1.0);
+
+    // The Gitea push itself, signed with Gitea's secret, still starts it.
+    let answer = harness
+        .send(Delivery::gitea_push().signed().request())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    only_run(&harness, "pipelineruns", &answer);
+}
+
+#[tokio::test]
+async fn a_push_whose_clone_url_is_on_another_host_starts_nothing() {
+    let harness = Harness::new(CONFIG).await;
+    // Signed with the right secret, the right repository, code from elsewhere.
+    let delivery = github_push_claiming(
+        "https://github.com/danheberden/payloads",
+        "https://evil.example/danheberden/payloads.git",
+        "refs/heads/master",
+    )
+    .signed();
+    let answer = harness.send(delivery.request()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["runs"], json!([]));
+    let reasons: Vec<&str> = answer.body["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["clone URL host evil.example is not the rule's host github.com"; 2]
+    );
+    assert!(harness.api.requests().is_empty());
+    // Both rules of the repository.
+    assert_eq!(
+        ignored_total(&harness.app, "clone_host_mismatch").await,
+        2.0
+    );
+    assert_eq!(ignored_total(&harness.app, "rule_not_matched").await, 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@
 //!
 //! | field           | type                | required | default / meaning                                  |
 //! |-----------------|---------------------|----------|----------------------------------------------------|
-//! | `provider`      | `github`, `gitlab`, `gitea`, `forgejo`, `bitbucket` | yes |                          |
+//! | `provider`      | `github`, `gitlab`, `gitea`, `forgejo`, `bitbucket` | yes | only rules bound to it match |
 //! | `repoUrl`       | string              | no       | `source`; made canonical either way                |
-//! | `cloneUrl`      | string              | no       | `repoUrl` + `.git`; credentials are removed        |
+//! | `cloneUrl`      | string              | no       | `repoUrl` + `.git`; credentials are removed; must be on the rule's host |
 //! | `ref`           | string              | no       | `subject`; one of the two is required              |
 //! | `refKind`       | `{kind, name}`      | no       | always recomputed from `ref`                       |
 //! | `before`        | sha                 | no       | all zeros                                          |
@@ -29,6 +29,11 @@
 //! | `pathsComplete` | bool                | no       | false (so path rules match when paths are unknown) |
 //! | `pusher`        | string              | no       | empty                                              |
 //! | `deliveryId`    | string              | no       | `source` + `#` + `id`                              |
+//!
+//! The event binds like a webhook of the provider it names: it matches only rules bound to
+//! `data.provider`, and only when `cloneUrl` is on the rule's host. Its sender is authenticated
+//! as a CloudEvent sender (not by a provider's secret), so it is trusted to name the provider;
+//! it cannot name one a rule is not bound to, nor fetch from another host.
 //!
 //! Example:
 //!
