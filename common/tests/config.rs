@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tekflux_common::config::{
     Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, GitProvider, HelmReleaseApi,
-    Location, Secret, SecretSource, bound_provider,
+    Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, bound_provider,
 };
 
 const ORIGIN: &str = "tekflux.yaml";
 
-/// The shape from DESIGN.md, with the one line it now needs: a rule for a host that is not
-/// well known, with two git providers configured, names its provider.
+/// The shape from DESIGN.md, with the two lines it now needs: a rule for a host that is not
+/// well known, with two git providers configured, names its provider; and every release rule
+/// says `from:`.
 const DESIGN_EXAMPLE: &str = r#"namespace: cicd
 providers:
   github: { secret: env:GITHUB_WEBHOOK_SECRET }
@@ -36,6 +37,7 @@ releases:
   - image: registry.example.com/api-launcher
     helmRelease: cicd/api-launcher
     set: image.tag
+    from: { rules: [api-pipeline], branches: [main] }
 "#;
 
 /// A small valid file that the rule tests break one line at a time.
@@ -115,6 +117,14 @@ fn design_example_loads() {
     assert_eq!(release.helm_release_ref("other"), ("cicd", "api-launcher"));
     assert_eq!(release.set.as_deref(), Some("image.tag"));
     assert_eq!(release.api, HelmReleaseApi::Flux);
+    assert_eq!(
+        release.from,
+        Some(ReleaseFrom::Sources(ReleaseSources {
+            rules: vec!["api-pipeline".into()],
+            branches: vec!["main".into()],
+            ..ReleaseSources::default()
+        }))
+    );
 }
 
 #[test]
@@ -542,31 +552,31 @@ fn timeouts_are_go_durations() {
 #[test]
 fn release_rules() {
     fails_at(
-        "releases:\n  - image: r/app\n    helmRelease: cicd/App\n",
+        "releases:\n  - image: r/app\n    helmRelease: cicd/App\n    from: any\n",
         3,
         "releases[0].helmRelease",
         "not `name` or `namespace/name`",
     );
     fails_at(
-        "releases:\n  - image: r/app\n    chart: app\n    helmRelease: app\n",
+        "releases:\n  - image: r/app\n    chart: app\n    helmRelease: app\n    from: any\n",
         3,
         "releases[0].chart",
         "only one of `image` and `chart`",
     );
     fails_at(
-        "releases:\n  - helmRelease: app\n",
+        "releases:\n  - helmRelease: app\n    from: any\n",
         2,
         "releases[0]",
         "set `image`",
     );
     fails_at(
-        "releases:\n  - image: r/app\n    helmRelease: app\n    set: image..tag\n",
+        "releases:\n  - image: r/app\n    helmRelease: app\n    set: image..tag\n    from: any\n",
         4,
         "releases[0].set",
         "dotted values path",
     );
     let config = load(
-        "releases:\n  - chart: app\n    helmRelease: app\n    api: helmOperator\n",
+        "releases:\n  - chart: app\n    helmRelease: app\n    api: helmOperator\n    from: any\n",
         &Env::new(),
     )
     .unwrap();
@@ -981,4 +991,163 @@ fn the_events_token_and_insecure_come_from_the_environment_too() {
     let message = error(BASE, &both);
     assert!(message.contains("TEKFLUX_EVENTS_TOKEN_FILE"), "{message}");
     assert!(!message.contains(": a"), "{message}");
+}
+
+/// `BASE` (one rule, `build`, for github.com/org/app) and one image release rule whose
+/// `from:` and further keys are `rest`, indented under it.
+fn release_with(rest: &str) -> String {
+    format!("{BASE}releases:\n  - image: r/app\n    helmRelease: app\n    set: image.tag\n{rest}")
+}
+
+#[test]
+fn release_rules_must_say_which_builds_may_release() {
+    // Missing: the message explains both choices.
+    let message = error(&release_with(""), &Env::new());
+    assert!(message.contains(&format!("{ORIGIN}:6:")), "{message}");
+    for words in [
+        "releases[0]: no `from:`",
+        "rules: [",
+        "branches: [main]",
+        "`from: any`",
+        "unsafe",
+    ] {
+        let words = if words == "unsafe" {
+            "anyone who can send release-changed an event can then release"
+        } else {
+            words
+        };
+        assert!(message.contains(words), "{words:?} not in:\n{message}");
+    }
+    // The explicit unsafe choice, and the checked one.
+    let config = load(&release_with("    from: any\n"), &Env::new()).unwrap();
+    assert_eq!(config.releases[0].from, Some(ReleaseFrom::Any));
+    assert!(config.releases[0].from_any());
+    let config = load(
+        &release_with(
+            "    from:\n      rules: [build]\n      branches: [main, \"release/*\"]\n      tags: [\"v*\"]\n      registry: true\n",
+        ),
+        &Env::new(),
+    )
+    .unwrap();
+    let sources = config.releases[0].from_sources().unwrap();
+    assert_eq!(sources.branches, ["main", "release/*"]);
+    assert_eq!(sources.tags, ["v*"]);
+    assert!(sources.registry);
+    // Registry pushes alone are a choice too.
+    load(&release_with("    from: { registry: true }\n"), &Env::new()).unwrap();
+
+    fails_at(
+        &release_with("    from: anyone\n"),
+        9,
+        "releases[0].from",
+        "expected `any` or a mapping",
+    );
+    fails_at(
+        &release_with("    from: { rules: [build], branch: [main] }\n"),
+        9,
+        "releases[0].from.branch",
+        "unknown field `branch`",
+    );
+}
+
+#[test]
+fn from_names_existing_rules_and_valid_globs() {
+    fails_at(
+        &release_with("    from: { rules: [biuld], branches: [main] }\n"),
+        9,
+        "releases[0].from.rules[0]",
+        "no rule named \"biuld\" in `repositories`",
+    );
+    fails_at(
+        &release_with("    from: { rules: [build] }\n"),
+        9,
+        "releases[0].from",
+        "which refs",
+    );
+    fails_at(
+        &release_with("    from: { branches: [main] }\n"),
+        9,
+        "releases[0].from.rules",
+        "name the `repositories` rules",
+    );
+    fails_at(
+        &release_with("    from: {}\n"),
+        9,
+        "releases[0].from",
+        "admits nothing",
+    );
+    for (glob, words) in [
+        ("\"release/[0-9]*\"", "only wildcards"),
+        ("refs/heads/main", "name the branch or tag itself"),
+        ("\"v***\"", "`***`"),
+        ("\"\"", "empty glob"),
+    ] {
+        fails_at(
+            &release_with(&format!(
+                "    from: {{ rules: [build], branches: [main, {glob}] }}\n"
+            )),
+            9,
+            "releases[0].from.branches[1]",
+            words,
+        );
+    }
+    fails_at(
+        &release_with("    from:\n      rules: [build]\n      tags: [\"{v1,v2}\"]\n"),
+        11,
+        "releases[0].from.tags[0]",
+        "is not allowed",
+    );
+    // A chart's versions come with no build to check.
+    fails_at(
+        &format!(
+            "{BASE}releases:\n  - chart: app\n    helmRelease: app\n    from: {{ rules: [build], branches: [main] }}\n"
+        ),
+        8,
+        "releases[0].from",
+        "use `from: any`",
+    );
+    // A rule name shared by two repositories is ambiguous.
+    let shared = format!(
+        "{BASE}  - url: https://github.com/org/other\n    pipeline: build\nreleases:\n  - image: r/app\n    helmRelease: app\n    from: {{ rules: [build], branches: [main] }}\n"
+    );
+    fails_at(
+        &shared,
+        10,
+        "releases[0].from.rules[0]",
+        "several repositories",
+    );
+}
+
+#[test]
+fn declared_values_never_reach_a_guarded_set_path() {
+    let config = load(
+        &release_with("    from: { rules: [build], branches: [main] }\n    values: [replicaCount, resources.limits]\n"),
+        &Env::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.releases[0].values,
+        ["replicaCount", "resources.limits"]
+    );
+    for (values, words) in [
+        ("[image]", "overlaps \"image.tag\""),
+        ("[image.tag]", "overlaps \"image.tag\""),
+        ("[image.tag.x]", "overlaps \"image.tag\""),
+        ("[\"a..b\"]", "not a dotted values path"),
+    ] {
+        fails_at(
+            &release_with(&format!(
+                "    from: {{ rules: [build], branches: [main] }}\n    values: {values}\n"
+            )),
+            10,
+            "releases[0].values[0]",
+            words,
+        );
+    }
+    // With `from: any` anyone may release anyway, so the path may be declared.
+    load(
+        &release_with("    from: any\n    values: [image]\n"),
+        &Env::new(),
+    )
+    .unwrap();
 }

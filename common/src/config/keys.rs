@@ -109,3 +109,13 @@ pub const CHART: &str = "chart";
 pub const HELM_RELEASE: &str = "helmRelease";
 /// `releases[].set`.
 pub const SET: &str = "set";
+/// `releases[].from`.
+pub const FROM: &str = "from";
+/// `releases[].from.rules`.
+pub const RULES: &str = "rules";
+/// `releases[].from.branches` (and `repositories[].branches`).
+pub const BRANCHES: &str = "branches";
+/// `releases[].from.tags` (and `repositories[].tags`).
+pub const TAGS: &str = "tags";
+/// `releases[].values`.
+pub const VALUES: &str = "values";

@@ -12,6 +12,7 @@ pub mod keys;
 mod locate;
 mod model;
 mod overrides;
+mod ref_glob;
 mod secret;
 mod validate;
 pub mod vars;
@@ -22,10 +23,11 @@ use std::path::{Path, PathBuf};
 pub use duration::parse_go_duration;
 pub use env::Env;
 pub use model::*;
+pub use ref_glob::RefGlob;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
     BindingProblem, COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB,
-    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, looks_like_git_url, url_host,
+    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, looks_like_git_url, path_covers, url_host,
 };
 
 use locate::FieldPath;

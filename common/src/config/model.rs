@@ -371,6 +371,79 @@ pub struct ReleaseRule {
     /// Which HelmRelease API to apply.
     #[serde(default)]
     pub api: HelmReleaseApi,
+    /// Which builds may release: required for every rule (a loaded config always has it).
+    pub from: Option<ReleaseFrom>,
+    /// Dotted values paths that explicit `dev.tekflux.release.changed.v1` events may set in
+    /// this release (a path covers everything beneath it); no others.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// `releases[].from`: which builds may release a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseFrom {
+    /// `from: any`: every event that names the image or chart releases, whoever sent it and
+    /// whatever built it. For third-party CDEvents producers, whose builds cannot be checked.
+    Any,
+    /// Only builds that these sources describe.
+    Sources(ReleaseSources),
+}
+
+/// The text of [`ReleaseFrom::Any`].
+pub const FROM_ANY: &str = "any";
+
+/// `from: { rules, branches, tags, registry }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReleaseSources {
+    /// Names of `repositories` rules whose succeeded runs may release.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Branch globs those runs must have been created for.
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Tag globs those runs must have been created for.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether registry push notifications (`/webhooks/registry`, token-checked, no run to
+    /// verify) may release.
+    #[serde(default)]
+    pub registry: bool,
+}
+
+impl<'de> Deserialize<'de> for ReleaseFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FromVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for FromVisitor {
+            type Value = ReleaseFrom;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "`{FROM_ANY}` or a mapping with `rules`, `branches`, `tags` and `registry`"
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ReleaseFrom, E> {
+                if text == FROM_ANY {
+                    Ok(ReleaseFrom::Any)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ReleaseFrom, A::Error> {
+                ReleaseSources::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ReleaseFrom::Sources)
+            }
+        }
+
+        deserializer.deserialize_any(FromVisitor)
+    }
 }
 
 /// The HelmRelease flavour a release rule targets.
@@ -411,5 +484,30 @@ impl ReleaseRule {
             Some((namespace, name)) => (namespace, name),
             None => (default_namespace, &self.helm_release),
         }
+    }
+
+    /// Whether `from: any`: events release this rule without any check of what built them.
+    pub fn from_any(&self) -> bool {
+        self.from == Some(ReleaseFrom::Any)
+    }
+
+    /// The `from:` sources, unless `from: any` (or missing, which a loaded config never is).
+    pub fn from_sources(&self) -> Option<&ReleaseSources> {
+        match &self.from {
+            Some(ReleaseFrom::Sources(sources)) => Some(sources),
+            _ => None,
+        }
+    }
+
+    /// The `set` path's keys, when the rule writes a value.
+    pub fn set_path(&self) -> Option<Vec<&str>> {
+        self.set.as_deref().map(|set| set.split('.').collect())
+    }
+}
+
+impl RepositoryRule {
+    /// The namespace the rule's runs are created in.
+    pub fn run_namespace<'a>(&'a self, default_namespace: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(default_namespace)
     }
 }

@@ -1,8 +1,10 @@
 //! Rules a parsed config must keep; each finding names the field path it is about.
 //!
-//! Param templates and globs are not checked here: git-push owns their syntax and checks them
-//! when it compiles its routing table at start. Which provider a rule is bound to
-//! ([`bound_provider`]) is decided here, once, for both: git-push calls the same function.
+//! Param templates and the `repositories` globs are not checked here: git-push owns their syntax
+//! and checks them when it compiles its routing table at start. Which provider a rule is bound
+//! to ([`bound_provider`]) is decided here, once, for both: git-push calls the same function.
+//! The branch and tag globs of `releases[].from` are checked here ([`RefGlob`]), since
+//! release-changed only matches them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +13,10 @@ use super::duration::parse_go_duration;
 use super::keys;
 use super::locate::FieldPath;
 use super::model::{
-    Config, GitProvider, ProviderSettings, Providers, ReleaseRule, RepositoryRule, WorkspaceBinding,
+    Config, GitProvider, ProviderSettings, Providers, ReleaseFrom, ReleaseRule, ReleaseSources,
+    RepositoryRule, WorkspaceBinding,
 };
+use super::ref_glob::RefGlob;
 
 /// Longest rule name: it becomes part of run names, which Kubernetes caps at 63 characters,
 /// and the rest is taken by the delivery-derived suffix.
@@ -47,7 +51,10 @@ pub fn validate(config: &Config) -> Vec<Finding> {
     server(config, &root, &mut findings);
     repositories(config, &root.key(keys::REPOSITORIES), &mut findings);
     for (index, rule) in config.releases.iter().enumerate() {
-        release(rule, &root.key(keys::RELEASES).index(index), &mut findings);
+        let path = root.key(keys::RELEASES).index(index);
+        release(rule, &path, &mut findings);
+        release_from(config, rule, &path, &mut findings);
+        release_values(config, rule, &path, &mut findings);
     }
     events(config, &root.key(keys::EVENTS), &mut findings);
     findings.0
@@ -637,6 +644,173 @@ fn host_has_glob(host: &str) -> bool {
         _ => host,
     };
     rest.contains(['*', '?', '[', ']', '{', '}'])
+}
+
+/// Every release rule says which builds may release it: `from:` sources, or `from: any`.
+fn release_from(config: &Config, rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
+    let sources = match &rule.from {
+        None => {
+            findings.push(
+                path.clone(),
+                format!(
+                    "no `{from}:` for {release}: say which builds may release it. `{from}: {{ \
+                     {rules}: [<repositories rule>], {branches}: [main] }}` releases only images \
+                     that a succeeded run of that rule built from those branches (release-changed \
+                     checks the run with the Kubernetes API); `{from}: any` releases whatever an \
+                     event names, for third-party CDEvents producers whose builds cannot be \
+                     checked (anyone who can send release-changed an event can then release)",
+                    from = keys::FROM,
+                    rules = keys::RULES,
+                    branches = keys::BRANCHES,
+                    release = rule.helm_release,
+                ),
+            );
+            return;
+        }
+        Some(ReleaseFrom::Any) => return,
+        Some(ReleaseFrom::Sources(sources)) => sources,
+    };
+    let path = path.key(keys::FROM);
+    if rule.chart.is_some() {
+        findings.push(
+            path,
+            format!(
+                "a chart's new versions arrive only in explicit dev.tekflux.release.changed.v1 \
+                 events, which name no build to check: use `{}: any`",
+                keys::FROM
+            ),
+        );
+        return;
+    }
+    from_shape(sources, &path, findings);
+    for (index, name) in sources.rules.iter().enumerate() {
+        let repositories: std::collections::BTreeSet<String> = config
+            .repositories
+            .iter()
+            .filter(|repository| repository.rule_name() == Some(name.as_str()))
+            .map(|repository| rough_repository_key(&repository.url))
+            .collect();
+        let message = match repositories.len() {
+            0 => format!(
+                "no rule named {name:?} in `{}` (a rule's name is its `{}`, else its pipeline or \
+                 task)",
+                keys::REPOSITORIES,
+                keys::NAME
+            ),
+            1 => continue,
+            _ => format!(
+                "{name:?} names rules of several repositories ({}); give the rule whose runs may \
+                 release its own `{}`",
+                repositories.into_iter().collect::<Vec<_>>().join(", "),
+                keys::NAME
+            ),
+        };
+        findings.push(path.key(keys::RULES).index(index), message);
+    }
+    for (key, globs) in [
+        (keys::BRANCHES, &sources.branches),
+        (keys::TAGS, &sources.tags),
+    ] {
+        for (index, glob) in globs.iter().enumerate() {
+            if let Err(message) = RefGlob::parse(glob) {
+                findings.push(path.key(key).index(index), message);
+            }
+        }
+    }
+}
+
+/// `from:` must admit something, and never runs of any repository.
+fn from_shape(sources: &ReleaseSources, path: &FieldPath, findings: &mut Findings) {
+    let refs = !sources.branches.is_empty() || !sources.tags.is_empty();
+    match (sources.rules.is_empty(), refs) {
+        (true, true) => findings.push(
+            path.key(keys::RULES),
+            format!(
+                "name the `{}` rules whose runs may release (`{}: [build]`): branches and tags \
+                 alone would admit a run of any repository",
+                keys::REPOSITORIES,
+                keys::RULES
+            ),
+        ),
+        (true, false) if !sources.registry => findings.push(
+            path.clone(),
+            format!(
+                "admits nothing: list `{}` with `{}` or `{}`, set `{}: true` for registry \
+                 pushes, or write `{}: any`",
+                keys::RULES,
+                keys::BRANCHES,
+                keys::TAGS,
+                keys::REGISTRY,
+                keys::FROM
+            ),
+        ),
+        (false, false) => findings.push(
+            path.clone(),
+            format!(
+                "say which refs of those rules' runs may release: `{}: [main]`, `{}: [\"v*\"]`, \
+                 or `{}: [\"**\"]` for every branch",
+                keys::BRANCHES,
+                keys::TAGS,
+                keys::BRANCHES
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// `values` paths are dotted, and never reach a `set` path that `from:` guards: an explicit
+/// event writing there would release any image, whatever built it.
+fn release_values(config: &Config, rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
+    let release = rule.helm_release_ref(&config.namespace);
+    for (index, value) in rule.values.iter().enumerate() {
+        let path = path.key(keys::VALUES).index(index);
+        if value.split('.').any(str::is_empty) {
+            findings.push(
+                path,
+                format!(
+                    "{value:?} is not a dotted values path such as `replicaCount` or \
+                     `resources.limits`"
+                ),
+            );
+            continue;
+        }
+        let declared: Vec<&str> = value.split('.').collect();
+        let guarded = config
+            .releases
+            .iter()
+            .enumerate()
+            .find_map(|(other, guard)| {
+                let set = guard.set_path()?;
+                let overlaps = path_covers(&declared, &set) || path_covers(&set, &declared);
+                (overlaps
+                    && !guard.from_any()
+                    && guard.helm_release_ref(&config.namespace) == release)
+                    .then_some((other, guard.set.clone().unwrap_or_default()))
+            });
+        if let Some((other, set)) = guarded {
+            findings.push(
+                path,
+                format!(
+                    "{value:?} overlaps {set:?}, the `{}` path of {} whose `{}:` decides which \
+                     builds it releases; an explicit event could write any image there. Remove \
+                     it, or use `{}: any` on that rule",
+                    keys::SET,
+                    FieldPath::root().key(keys::RELEASES).index(other),
+                    keys::FROM,
+                    keys::FROM
+                ),
+            );
+        }
+    }
+}
+
+/// Whether the values path `outer` is `inner` or one of its parents, key by key.
+pub fn path_covers<A: AsRef<str>, B: AsRef<str>>(outer: &[A], inner: &[B]) -> bool {
+    outer.len() <= inner.len()
+        && outer
+            .iter()
+            .zip(inner)
+            .all(|(outer, inner)| outer.as_ref() == inner.as_ref())
 }
 
 /// https, http, ssh and scp-like (`git@host:owner/name`) URLs; globs pass as ordinary characters.

@@ -2,7 +2,7 @@
 //!
 //! | route                 | input                                                        |
 //! |-----------------------|--------------------------------------------------------------|
-//! | `POST /`              | a CloudEvent saying a new version exists: the HelmReleases it concerns are server-side-applied, and `dev.tekflux.release.applied.v1` answers once they are |
+//! | `POST /`              | a CloudEvent saying a new version exists: the HelmReleases it concerns, whose rules admit it (see [`crate::admission`]), are server-side-applied, and `dev.tekflux.release.applied.v1` answers once they are |
 //! | `POST /webhooks/registry` | a container registry's push notification (Distribution or Harbor): handled like an image change on `POST /` (see [`crate::registry`]) |
 //! | `POST /webhooks/flux` | Flux notification-controller's event about a HelmRelease: answered with a CDEvents service event (deployed, upgraded, rolled back, removed) or `dev.tekflux.release.failed.v1` (see [`crate::flux`]) |
 
@@ -12,21 +12,24 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use chrono::{DateTime, Utc};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
     AttributesReader, Correlation, EventBuilderV10, IncomingEvent, ReplySink, build_reply,
     no_reply, oci_purl, reply_builder, reply_to,
 };
 use tekflux_common::config::Config;
+use tekflux_common::error::ErrorKind;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::DryRunQuery;
 use tekflux_common::{Error, Result};
 
+use crate::admission::{self, Checked, Origin, Refusal, RunIdentity};
 use crate::change::{self, ARTIFACT_PUBLISHED_TYPE, Change, RELEASE_CHANGED_TYPE};
 use crate::derived_id;
 use crate::flux::{self, FluxEvent};
@@ -39,6 +42,10 @@ pub const FIELD_MANAGER: &str = "tekflux-release-changed";
 
 /// Type of the reply once the releases are applied.
 pub const RELEASE_APPLIED_TYPE: &str = "dev.tekflux.release.applied.v1";
+
+/// API group and version of the Tekton runs release-changed reads.
+const TEKTON_GROUP: &str = "tekton.dev";
+const TEKTON_VERSION: &str = "v1";
 
 /// Event types release-changed acts on.
 pub const ACCEPTED_TYPES: [&str; 2] = [ARTIFACT_PUBLISHED_TYPE, RELEASE_CHANGED_TYPE];
@@ -54,6 +61,7 @@ struct Inner {
     kube: Option<kube::Client>,
     replies: ReplySink,
     releases: CounterFamily,
+    refused: CounterFamily,
     flux_events: CounterFamily,
     senders: SenderAuth,
 }
@@ -92,6 +100,12 @@ impl AppState {
                     "tekflux_release_changed_releases",
                     "HelmReleases handled, by result",
                     &["result"],
+                ),
+                refused: metrics.counter_family(
+                    "tekflux_release_changed_refused",
+                    "Releases (or whole inputs) refused because the event may not release \
+                     them, by reason",
+                    &["reason"],
                 ),
                 flux_events: metrics.counter_family(
                     "tekflux_release_changed_flux_events",
@@ -160,22 +174,92 @@ async fn receive(
     }
     let data = incoming.data_json("it should name the new artifact or release")?;
     let change = change::from_event(&event_type, &data)?;
+    let origin = match event_type.as_str() {
+        ARTIFACT_PUBLISHED_TYPE => {
+            RunIdentity::from_event_data(&data).map_or(Origin::Unverified, Origin::Run)
+        }
+        _ => Origin::Unverified,
+    };
     let stamp = Stamp {
         event: format!("{}#{}", incoming.event.source(), incoming.event.id()),
         time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
     };
-    let changes = [(change, stamp)];
-    let released = release(&state, &changes, dry_run).await?;
-    let Released::Applied(outcomes) = released else {
-        return Ok(released.into_summary(&changes));
+    let changes = [ChangeEvent {
+        change,
+        stamp,
+        origin,
+    }];
+    let (outcomes, refused) = match release(&state, &changes, dry_run).await? {
+        // Refused on POST /: a status Knative does not retry, naming why.
+        Released::Refused(refused) => return Ok(refusal_response(&refused)),
+        Released::Applied { outcomes, refused } => (outcomes, refused),
+        released => return Ok(released.into_summary(&changes)),
     };
     if dry_run {
-        return Ok(dry_run_summary(&changes, &outcomes));
+        return Ok(dry_run_summary(&changes, &outcomes, &refused));
     }
     let source = incoming.event.source().to_string();
     let builder = reply_to(&incoming, RELEASE_APPLIED_TYPE, &source);
-    let reply = applied_reply(builder, incoming.correlation.clone(), &changes, &outcomes)?;
+    let reply = applied_reply(
+        builder,
+        incoming.correlation.clone(),
+        &changes,
+        &outcomes,
+        &refused,
+    )?;
     state.inner.replies.deliver(reply).await
+}
+
+/// One change to release, with what the input said about it.
+#[derive(Debug)]
+struct ChangeEvent {
+    change: Change,
+    stamp: Stamp,
+    origin: Origin,
+}
+
+/// A release, or a whole input (`release: None`), that may not be released.
+#[derive(Debug)]
+struct Refused {
+    release: Option<String>,
+    refusal: Refusal,
+}
+
+impl Refused {
+    fn json(&self) -> Value {
+        json!({
+            "release": self.release,
+            "reason": self.refusal.kind(),
+            "message": self.refusal.to_string(),
+        })
+    }
+}
+
+fn refused_json(refused: &[Refused]) -> Vec<Value> {
+    refused.iter().map(Refused::json).collect()
+}
+
+/// The answer to a `POST /` input of which nothing may be released: the first refusal's status
+/// (403 or 422) and the JSON error body, with every refusal listed.
+fn refusal_response(refused: &[Refused]) -> Response {
+    let Some(first) = refused.first() else {
+        return Error::Internal("a refusal without a reason".to_owned()).into_response();
+    };
+    let status = first.refusal.status();
+    let error = if status == StatusCode::FORBIDDEN {
+        "forbidden"
+    } else {
+        "unprocessable"
+    };
+    let body = json!({
+        "error": error,
+        "reason": first.refusal.kind(),
+        "message": first.refusal.to_string(),
+        "refused": refused_json(refused),
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    response.extensions_mut().insert(ErrorKind(error));
+    response
 }
 
 /// What became of a request's changes.
@@ -183,66 +267,142 @@ async fn receive(
 enum Released {
     /// No rule names anything that changed.
     NoRule,
-    /// Every matching release already records a newer event.
-    AllStale(Vec<Outcome>),
-    /// At least one release was applied.
-    Applied(Vec<Outcome>),
+    /// Rules name what changed, but none may be released by this input.
+    Refused(Vec<Refused>),
+    /// Every admitted release already records a newer event.
+    AllStale {
+        outcomes: Vec<Outcome>,
+        refused: Vec<Refused>,
+    },
+    /// At least one release was applied; others may have been refused.
+    Applied {
+        outcomes: Vec<Outcome>,
+        refused: Vec<Refused>,
+    },
 }
 
 impl Released {
-    /// The 200 answer without a reply event, for the cases that applied nothing.
-    fn into_summary(self, changes: &[(Change, Stamp)]) -> Response {
+    /// The 200 answer without a reply event, for the cases that applied nothing (on
+    /// `/webhooks/registry`, refusals too: registries retry anything but a 2xx).
+    fn into_summary(self, changes: &[ChangeEvent]) -> Response {
         let ignored = describe_all(changes);
         match self {
             Released::NoRule => no_reply(
                 StatusCode::OK,
                 json!({"ignored": ignored, "reason": "no release rule matches it"}),
             ),
-            Released::AllStale(outcomes) | Released::Applied(outcomes) => no_reply(
+            Released::Refused(refused) => no_reply(
                 StatusCode::OK,
                 json!({
                     "ignored": ignored,
-                    "reason": "every matching release already has a newer version",
-                    "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+                    "reason": "no matching release may be released by it",
+                    "refused": refused_json(&refused),
                 }),
             ),
+            Released::AllStale { outcomes, refused } | Released::Applied { outcomes, refused } => {
+                no_reply(
+                    StatusCode::OK,
+                    json!({
+                        "ignored": ignored,
+                        "reason": "every matching release already has a newer version",
+                        "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+                        "refused": refused_json(&refused),
+                    }),
+                )
+            }
         }
     }
 }
 
 /// What a dry run would have applied; no reply event, since nothing changed.
-fn dry_run_summary(changes: &[(Change, Stamp)], outcomes: &[Outcome]) -> Response {
+fn dry_run_summary(changes: &[ChangeEvent], outcomes: &[Outcome], refused: &[Refused]) -> Response {
     no_reply(
         StatusCode::OK,
         json!({
             "dryRun": true,
             "change": describe_all(changes),
             "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+            "refused": refused_json(refused),
         }),
     )
 }
 
-/// Applies every release the rules name for `changes`, in order; with `dry_run`, the API
-/// server validates each apply (`dryRun=All`) and stores nothing.
-async fn release(state: &AppState, changes: &[(Change, Stamp)], dry_run: bool) -> Result<Released> {
+/// Applies every release the rules name for `changes` and admit (see [`crate::admission`]),
+/// in order; with `dry_run`, the API server validates each apply (`dryRun=All`) and stores
+/// nothing. Refusals are counted and logged here.
+async fn release(state: &AppState, changes: &[ChangeEvent], dry_run: bool) -> Result<Released> {
+    let config = &state.inner.config;
+    let now = Utc::now();
     let mut work = Vec::new();
-    for (change, stamp) in changes {
-        for target in target::targets(&state.inner.config, change)? {
-            work.push((target, stamp));
+    let mut refused = Vec::new();
+    for event in changes {
+        if let Err(refusal) = admission::check_time(event.stamp.time.as_deref(), now) {
+            refused.push(Refused {
+                release: None,
+                refusal,
+            });
+            continue;
+        }
+        let targets = target::targets(config, &event.change)?;
+        if let Change::Release {
+            chart_version,
+            values,
+            ..
+        } = &event.change
+        {
+            // Explicit edits are bounded by what their release declares, not by `from`.
+            for target in targets {
+                let reference = target.reference();
+                match admission::check_explicit_edit(
+                    config,
+                    &reference,
+                    chart_version.as_deref(),
+                    values.as_ref(),
+                ) {
+                    Ok(()) => work.push((target, &event.stamp)),
+                    Err(refusal) => refused.push(Refused {
+                        release: Some(reference),
+                        refusal,
+                    }),
+                }
+            }
+            continue;
+        }
+        let checked = check_origin(state, event, &targets).await?;
+        for target in targets {
+            let reference = target.reference();
+            let Some(rule) = config.releases.get(target.rule) else {
+                return Err(Error::Internal(format!("no release rule {}", target.rule)));
+            };
+            match admission::admits(config, rule, &reference, &checked) {
+                Ok(()) => work.push((target, &event.stamp)),
+                Err(refusal) => refused.push(Refused {
+                    release: Some(reference),
+                    refusal,
+                }),
+            }
         }
     }
+    for refusal in &refused {
+        state.inner.refused.inc(&[refusal.refusal.kind()]);
+        tracing::warn!(
+            reason = refusal.refusal.kind(),
+            release = refusal.release.as_deref().unwrap_or(""),
+            "refused: {}",
+            refusal.refusal
+        );
+    }
     if work.is_empty() {
+        if !refused.is_empty() {
+            return Ok(Released::Refused(refused));
+        }
         state.inner.releases.inc(&["ignored"]);
         return Ok(Released::NoRule);
     }
-    let Some(kube) = &state.inner.kube else {
-        return Err(Error::Unavailable(
-            "no Kubernetes cluster is configured; the release will be retried".to_owned(),
-        ));
-    };
+    let kube = state.kube()?;
     let mut outcomes = Vec::with_capacity(work.len());
     for (target, stamp) in work {
-        match apply(kube, &target, stamp, dry_run).await {
+        match apply(kube, &target, stamp, dry_run, now).await {
             Ok(outcome) => {
                 let result = match (outcome.stale, dry_run) {
                     (true, _) => "stale",
@@ -261,16 +421,84 @@ async fn release(state: &AppState, changes: &[(Change, Stamp)], dry_run: bool) -
         }
     }
     Ok(if outcomes.iter().all(|outcome| outcome.stale) {
-        Released::AllStale(outcomes)
+        Released::AllStale { outcomes, refused }
     } else {
-        Released::Applied(outcomes)
+        Released::Applied { outcomes, refused }
     })
 }
 
-fn describe_all(changes: &[(Change, Stamp)]) -> String {
+impl AppState {
+    /// The Kubernetes client, or 503 (retried, then dead-lettered) without one.
+    fn kube(&self) -> Result<&kube::Client> {
+        self.inner.kube.as_ref().ok_or_else(|| {
+            Error::Unavailable(
+                "no Kubernetes cluster is configured; the release will be retried".to_owned(),
+            )
+        })
+    }
+}
+
+/// What is known about where `event`'s change came from, as far as the rules of `targets`
+/// need it: the run it names is read from the API server only when a rule's `from` is not
+/// `any`, and only in a namespace where such a rule's runs are created.
+async fn check_origin(
+    state: &AppState,
+    event: &ChangeEvent,
+    targets: &[Target],
+) -> Result<Checked> {
+    let config = &state.inner.config;
+    let guarded: Vec<_> = targets
+        .iter()
+        .filter_map(|target| config.releases.get(target.rule))
+        .filter(|rule| !rule.from_any())
+        .collect();
+    let identity = match &event.origin {
+        Origin::Unverified => return Ok(Checked::Unverified),
+        Origin::Registry => return Ok(Checked::Registry),
+        Origin::Run(identity) => identity,
+    };
+    let Change::Image(image) = &event.change else {
+        return Ok(Checked::Unverified);
+    };
+    if guarded.is_empty() {
+        return Ok(Checked::Unverified);
+    }
+    if !admission::run_namespaces(config, guarded).contains(&identity.namespace.as_str()) {
+        return Ok(Checked::Failed(Refusal::NamespaceNotAllowed {
+            run: identity.describe(),
+            namespace: identity.namespace.clone(),
+        }));
+    }
+    let Some(run) = read_run(state.kube()?, identity).await? else {
+        return Ok(Checked::Failed(Refusal::RunNotFound {
+            run: identity.describe(),
+        }));
+    };
+    Ok(match admission::verify_run(&run, identity, image) {
+        Ok(facts) => Checked::Run(facts),
+        Err(refusal) => Checked::Failed(refusal),
+    })
+}
+
+/// The API server's copy of the run `identity` names; `None` when there is none. Failures are
+/// 503 or 429, as for every other call.
+async fn read_run(kube: &kube::Client, identity: &RunIdentity) -> Result<Option<Value>> {
+    let gvk = GroupVersionKind::gvk(TEKTON_GROUP, TEKTON_VERSION, identity.kind.as_str());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, identity.kind.plural());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(kube.clone(), &identity.namespace, &resource);
+    let Some(run) = api.get_opt(&identity.name).await? else {
+        return Ok(None);
+    };
+    serde_json::to_value(run)
+        .map(Some)
+        .map_err(|error| Error::Internal(format!("cannot read the run: {error}")))
+}
+
+fn describe_all(changes: &[ChangeEvent]) -> String {
     changes
         .iter()
-        .map(|(change, _)| describe(change))
+        .map(|event| describe(&event.change))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -281,6 +509,7 @@ async fn apply(
     target: &Target,
     stamp: &Stamp,
     dry_run: bool,
+    now: DateTime<Utc>,
 ) -> Result<Outcome> {
     let resource = helm_release::api_resource(target.api);
     let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
@@ -299,7 +528,7 @@ async fn apply(
     };
     helm_release::check_editable(target, &current)?;
     let previous = helm_release::current_version(target, &current);
-    if helm_release::is_stale(&current, stamp) {
+    if helm_release::is_stale(&current, stamp, now) {
         tracing::info!(release = %target.reference(), "skipped: a newer event was applied");
         return Ok(Outcome {
             target: target.clone(),
@@ -372,20 +601,24 @@ fn artifact(change: &Change, first: &Target) -> String {
 fn applied_reply(
     builder: EventBuilderV10,
     correlation: Correlation,
-    changes: &[(Change, Stamp)],
+    changes: &[ChangeEvent],
     outcomes: &[Outcome],
+    refused: &[Refused],
 ) -> Result<cloudevents::Event> {
     let first = outcomes
         .iter()
         .find(|outcome| !outcome.stale)
         .map(|outcome| &outcome.target)
         .ok_or_else(|| Error::Internal("a reply without an applied release".to_owned()))?;
-    let first_artifact = changes.first().map(|(change, _)| artifact(change, first));
-    let data = json!({
+    let first_artifact = changes.first().map(|event| artifact(&event.change, first));
+    let mut data = json!({
         "change": describe_all(changes),
         "artifact": first_artifact,
         "releases": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
     });
+    if !refused.is_empty() {
+        data["refused"] = json!(refused_json(refused));
+    }
     let builder = builder
         .subject(first.reference())
         .data("application/json", data);
@@ -406,18 +639,36 @@ async fn receive_registry(
     let dry_run = query.wanted(&headers);
     registry::verify(state.inner.config.providers.registry.as_ref(), &headers)?;
     let (source, pushes) = registry::parse(&body)?;
-    let changes: Vec<(Change, Stamp)> = pushes.iter().map(|push| push.change(&source)).collect();
-    let released = release(&state, &changes, dry_run).await?;
-    let Released::Applied(outcomes) = released else {
-        return Ok(released.into_summary(&changes));
+    let changes: Vec<ChangeEvent> = pushes
+        .iter()
+        .map(|push| {
+            let (change, stamp) = push.change(&source);
+            ChangeEvent {
+                change,
+                stamp,
+                origin: Origin::Registry,
+            }
+        })
+        .collect();
+    // Refusals are answered 200 here, with the reasons: a registry retries anything else,
+    // some of them forever.
+    let (outcomes, refused) = match release(&state, &changes, dry_run).await? {
+        Released::Applied { outcomes, refused } => (outcomes, refused),
+        released => return Ok(released.into_summary(&changes)),
     };
     if dry_run {
-        return Ok(dry_run_summary(&changes, &outcomes));
+        return Ok(dry_run_summary(&changes, &outcomes, &refused));
     }
     let mut parts = vec![source.as_str()];
     parts.extend(pushes.iter().map(|push| push.id.as_str()));
     let builder = reply_builder(RELEASE_APPLIED_TYPE, &source).id(derived_id("registry", &parts));
-    let reply = applied_reply(builder, Correlation::default(), &changes, &outcomes)?;
+    let reply = applied_reply(
+        builder,
+        Correlation::default(),
+        &changes,
+        &outcomes,
+        &refused,
+    )?;
     state.inner.replies.deliver(reply).await
 }
 

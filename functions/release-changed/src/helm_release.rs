@@ -2,11 +2,13 @@
 //! other field keeps its owner (Flux's kustomize-controller, a person's `kubectl apply`).
 //! Pure; no I/O.
 
+use chrono::{DateTime, Utc};
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::{Map, Value, json};
 use tekflux_common::config::HelmReleaseApi;
 use tekflux_common::{Error, Result};
 
+use crate::admission::{MAX_CLOCK_SKEW, parse_time};
 use crate::target::{Edit, Target};
 
 /// Annotation holding the version tekflux last applied.
@@ -75,8 +77,10 @@ pub fn check_editable(target: &Target, current: &Value) -> Result<()> {
 }
 
 /// Whether the release already records an event newer than `stamp`'s: then `stamp`'s event
-/// arrived late and must not roll the release back.
-pub fn is_stale(current: &Value, stamp: &Stamp) -> bool {
+/// arrived late and must not roll the release back. A recorded time more than
+/// [`MAX_CLOCK_SKEW`] after `now` is ignored: such times are refused on arrival, so one on a
+/// release was written before that (or by hand) and must not block every later event.
+pub fn is_stale(current: &Value, stamp: &Stamp, now: DateTime<Utc>) -> bool {
     let Some(incoming) = stamp.time.as_deref().and_then(parse_time) else {
         return false;
     };
@@ -85,13 +89,7 @@ pub fn is_stale(current: &Value, stamp: &Stamp) -> bool {
         .and_then(|annotations| annotations.get(TIME_ANNOTATION))
         .and_then(Value::as_str)
         .and_then(parse_time)
-        .is_some_and(|recorded| recorded > incoming)
-}
-
-fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|time| time.with_timezone(&chrono::Utc))
+        .is_some_and(|recorded| recorded > incoming && recorded <= now + MAX_CLOCK_SKEW)
 }
 
 /// The apply patch for `target`: apiVersion, kind, name, namespace, the tekflux annotations and
@@ -204,6 +202,7 @@ mod tests {
             api,
             edit,
             version: "1.2.3".into(),
+            rule: 0,
         }
     }
 
@@ -269,13 +268,31 @@ mod tests {
     fn older_events_are_stale_and_chart_refs_have_no_version() {
         let current = json!({"metadata": {"annotations": {TIME_ANNOTATION: "2026-11-24T06:00:00Z"}},
                              "spec": {"chartRef": {"kind": "OCIRepository", "name": "api"}}});
+        let now = parse_time("2026-11-24T06:30:00Z").unwrap();
         assert!(is_stale(
             &current,
-            &stamp(Some("2026-11-24T05:59:59+00:00"))
+            &stamp(Some("2026-11-24T05:59:59+00:00")),
+            now
         ));
-        assert!(!is_stale(&current, &stamp(Some("2026-11-24T06:00:00Z"))));
-        assert!(!is_stale(&current, &stamp(None)));
-        assert!(!is_stale(&json!({}), &stamp(Some("2026-11-24T05:00:00Z"))));
+        assert!(!is_stale(
+            &current,
+            &stamp(Some("2026-11-24T06:00:00Z")),
+            now
+        ));
+        assert!(!is_stale(&current, &stamp(None), now));
+        assert!(!is_stale(
+            &json!({}),
+            &stamp(Some("2026-11-24T05:00:00Z")),
+            now
+        ));
+        // A recorded time far ahead of the clock (written before such times were refused)
+        // does not hold every later event back.
+        let long_before = parse_time("2026-11-20T00:00:00Z").unwrap();
+        assert!(!is_stale(
+            &current,
+            &stamp(Some("2026-11-19T23:00:00Z")),
+            long_before
+        ));
 
         let chart = target(HelmReleaseApi::Flux, Edit::ChartVersion("2.0.0".into()));
         assert!(matches!(

@@ -4,12 +4,16 @@
 //! - [`change`] reads what changed from the event: an image (CDEvents artifact published, as
 //!   run-complete sends it), a chart version, or an explicit release edit.
 //! - [`target`] applies the `releases` rules: which HelmReleases, and which field of each.
+//! - [`admission`] decides which of them the input may release: the run that built an image is
+//!   read back from the API server and must match the rule's `from`; explicit edits may set only
+//!   the values their release declares; events from the future are refused.
 //! - [`helm_release`] builds the server-side apply patch: only the changed fields and three
 //!   `tekflux.dev/release-*` annotations, so every other field keeps its owner.
 //! - [`app`] reads each release, refuses edits it cannot take, skips releases that a newer event
 //!   already updated (the Broker does not keep order), applies, and answers
 //!   `dev.cdevents.service.upgraded.0.3.0`.
 
+pub mod admission;
 pub mod app;
 pub mod change;
 pub mod flux;

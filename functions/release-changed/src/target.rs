@@ -20,6 +20,8 @@ pub struct Target {
     pub edit: Edit,
     /// The new version, as recorded on the release and in the reply.
     pub version: String,
+    /// Index of the rule in the config's `releases` that names it.
+    pub rule: usize,
 }
 
 /// A change to a HelmRelease's spec.
@@ -59,7 +61,7 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::new();
     match change {
         Change::Image(image) => {
-            for rule in &config.releases {
+            for (index, rule) in config.releases.iter().enumerate() {
                 let Some(rule_image) = &rule.image else {
                     continue;
                 };
@@ -75,15 +77,15 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
                         rule.helm_release
                     ))
                 })?;
-                targets.push(target(config, rule, edit_for(rule, tag.clone()), tag));
+                targets.push(target(config, index, edit_for(rule, tag.clone()), tag));
             }
         }
         Change::Chart { name, version } => {
-            for rule in &config.releases {
+            for (index, rule) in config.releases.iter().enumerate() {
                 if rule.chart.as_deref() == Some(name.as_str()) {
                     targets.push(target(
                         config,
-                        rule,
+                        index,
                         edit_for(rule, version.clone()),
                         version.clone(),
                     ));
@@ -97,10 +99,10 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
         } => {
             let (namespace, name) = split_reference(release, &config.namespace);
             // Only releases the config manages: the event must not reach beyond them.
-            let rule = config
+            let index = config
                 .releases
                 .iter()
-                .find(|rule| {
+                .position(|rule| {
                     split_reference(&rule.helm_release, &config.namespace)
                         == (namespace.clone(), name.clone())
                 })
@@ -113,7 +115,7 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
             let version = chart_version.clone().unwrap_or_else(|| "values".to_owned());
             targets.push(target(
                 config,
-                rule,
+                index,
                 Edit::Explicit {
                     chart_version: chart_version.clone(),
                     values: values.clone(),
@@ -138,7 +140,8 @@ fn edit_for(rule: &ReleaseRule, version: String) -> Edit {
     }
 }
 
-fn target(config: &Config, rule: &ReleaseRule, edit: Edit, version: String) -> Target {
+fn target(config: &Config, index: usize, edit: Edit, version: String) -> Target {
+    let rule = &config.releases[index];
     let (namespace, name) = split_reference(&rule.helm_release, &config.namespace);
     Target {
         namespace,
@@ -146,6 +149,7 @@ fn target(config: &Config, rule: &ReleaseRule, edit: Edit, version: String) -> T
         api: rule.api,
         edit,
         version,
+        rule: index,
     }
 }
 
@@ -169,10 +173,10 @@ mod tests {
     fn config() -> Config {
         Config::from_yaml(
             "namespace: cicd\nreleases:\n\
-             - image: registry.example.com/api-launcher\n  helmRelease: api-launcher\n  set: image.tag\n\
-             - image: registry.example.com/api-launcher\n  helmRelease: staging/api-launcher\n  set: image.tag\n  api: helmOperator\n\
-             - chart: platform\n  helmRelease: ops/platform\n\
-             - image: nginx\n  helmRelease: web\n",
+             - image: registry.example.com/api-launcher\n  helmRelease: api-launcher\n  set: image.tag\n  from: any\n\
+             - image: registry.example.com/api-launcher\n  helmRelease: staging/api-launcher\n  set: image.tag\n  api: helmOperator\n  from: any\n\
+             - chart: platform\n  helmRelease: ops/platform\n  from: any\n\
+             - image: nginx\n  helmRelease: web\n  from: any\n",
             "test.yaml",
             &Env::new(),
         )
@@ -192,6 +196,7 @@ mod tests {
         .unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].reference(), "cicd/api-launcher");
+        assert_eq!(found[0].rule, 0);
         assert_eq!(found[0].api, HelmReleaseApi::Flux);
         assert_eq!(
             found[0].edit,

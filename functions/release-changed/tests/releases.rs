@@ -1,17 +1,21 @@
 //! release-changed end to end: change events in, HelmReleases server-side-applied on the test
 //! API server (Flux's HelmRelease validated against its upstream CRD schema) through the real
-//! `kube::Client`, and the reply checked.
+//! `kube::Client`, and the reply checked. The runs that built the images are Tekton objects on
+//! the same server, read back through the same client; forged and disallowed releases are
+//! refused, apply nothing and show in `/metrics`.
 
 #![allow(clippy::unwrap_used)]
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use chrono::{TimeDelta, Utc};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::clients::kube_client_from_config;
 use tekflux_common::cloudevent::ReplySink;
-use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings};
+use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings, ServerSettings};
 use tekflux_common::metrics::Metrics;
+use tekflux_common::server::{self, Readiness, ServerState};
 use tekflux_release_changed::helm_release::{
     EVENT_ANNOTATION, TIME_ANNOTATION, VERSION_ANNOTATION, api_resource,
 };
@@ -28,29 +32,57 @@ const DIGEST: &str = "sha256:4d2c1e0b9a8f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4
 const ARTIFACT_PUBLISHED: &str = "dev.cdevents.artifact.published.0.3.0";
 const RELEASE_CHANGED: &str = "dev.tekflux.release.changed.v1";
 
-const CONFIG: &str = "namespace: cicd
+const TEKTON_GROUP: &str = "tekton.dev";
+const OTHER_DIGEST: &str =
+    "sha256:9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+/// `api-launcher` takes builds of the `api-pipeline` rule from `main` and `release/*`; the
+/// legacy release only from `main`, or a registry push.
+const CONFIG: &str = r#"namespace: cicd
+events:
+  token: env:EVENTS_TOKEN
+repositories:
+  - url: https://github.com/acme/api-launcher
+    pipeline: api-pipeline
+  - url: https://github.com/acme/tools
+    name: tools
+    pipeline: build
 releases:
   - image: registry.example.com/acme/api-launcher
     helmRelease: api-launcher
     set: image.tag
+    from: { rules: [api-pipeline], branches: [main, "release/*"] }
+    values: [replicaCount, resources]
   - image: registry.example.com/acme/api-launcher
     helmRelease: legacy/api-launcher
     set: image.tag
     api: helmOperator
+    from: { rules: [api-pipeline], branches: [main], registry: true }
   - chart: platform
     helmRelease: platform
+    from: any
   - chart: gateway
     helmRelease: gateway
-";
+    from: any
+"#;
+
+/// The bearer token the tests' sender presents (`events.token`).
+const EVENTS_TOKEN: &str = "release-changed-events-token";
+
+fn env() -> Env {
+    Env::new().with("EVENTS_TOKEN", EVENTS_TOKEN)
+}
 
 struct Harness {
     api: TestApiServer,
+    metrics: Metrics,
 }
 
 impl Harness {
     async fn start() -> Self {
         let harness = Self {
             api: TestApiServer::start().await,
+            metrics: Metrics::new(),
         };
         harness.seed().await;
         harness
@@ -61,13 +93,81 @@ impl Harness {
     }
 
     fn state(&self) -> AppState {
-        let config = Config::from_yaml(CONFIG, "test.yaml", &Env::new()).unwrap();
+        let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
         AppState::new(
             &config,
             Some(self.kube()),
             ReplySink::new(None).unwrap(),
-            &Metrics::new(),
+            &self.metrics,
         )
+    }
+
+    /// A run as git-push creates it (rule label, ref annotation) and Tekton finishes it
+    /// (`Succeeded=True`, `IMAGE_URL` and `IMAGE_DIGEST` in its v1 results), stored on the API
+    /// server; `edit` changes it before it is stored. Returns the stored run, uid included.
+    fn build(
+        &self,
+        name: &str,
+        rule: &str,
+        branch: &str,
+        tag: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Value {
+        let mut run = json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "tekflux",
+                    "tekflux.dev/rule": rule,
+                    "tekflux.dev/ref-kind": "branch",
+                    "tekflux.dev/branch": branch.replace('/', "-"),
+                },
+                "annotations": {"tekflux.dev/ref": format!("refs/heads/{branch}")},
+            },
+            "spec": {"pipelineRef": {"name": rule}},
+            "status": {
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+                "results": [
+                    {"name": "IMAGE_URL", "value": format!("{IMAGE}:{tag}")},
+                    {"name": "IMAGE_DIGEST", "value": DIGEST},
+                ],
+            },
+        });
+        edit(&mut run);
+        self.api.insert(run)
+    }
+
+    /// What `/metrics` says for `tekflux_release_changed_refused_total{reason}`.
+    async fn refused(&self, reason: &str) -> u64 {
+        let state = ServerState {
+            metrics: self.metrics.clone(),
+            readiness: Readiness::new(),
+            settings: ServerSettings::default(),
+        };
+        let router = server::router(app(self.state()), state);
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let wanted = format!("tekflux_release_changed_refused_total{{reason=\"{reason}\"}} ");
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix(&wanted))
+            .map_or(0, |value| value.trim().parse().unwrap())
+    }
+
+    /// PATCH requests (applies) the API server saw since the log was last cleared.
+    fn patches(&self) -> usize {
+        self.api
+            .requests()
+            .iter()
+            .filter(|request| request.method == "PATCH")
+            .count()
     }
 
     /// The releases as Flux's kustomize-controller would have applied them from Git, each
@@ -156,6 +256,7 @@ async fn send(
     data: &Value,
 ) -> (StatusCode, HeaderMap, Value) {
     let mut request = Request::post("/")
+        .header("authorization", format!("Bearer {EVENTS_TOKEN}"))
         .header("ce-specversion", "1.0")
         .header("ce-id", id)
         .header("ce-type", ty)
@@ -169,8 +270,23 @@ async fn send(
     tekflux_testkit::answer::answer(response).await
 }
 
-/// What run-complete sends for a run whose results name `IMAGE:tag` (its own purl code).
-fn artifact_published(tag: &str) -> Value {
+/// What run-complete sends for `run`, whose results name `IMAGE:tag` (its own purl code):
+/// the run's identity, and the image with `DIGEST`.
+fn artifact_published(run: &Value, tag: &str) -> Value {
+    let mut data = anonymous_artifact(tag);
+    data["customData"]["run"] = json!({
+        "kind": run["kind"],
+        "name": run["metadata"]["name"],
+        "namespace": run["metadata"]["namespace"],
+        "uid": run["metadata"]["uid"],
+    });
+    data["customData"]["imageUrl"] = json!(format!("{IMAGE}:{tag}"));
+    data["customData"]["imageDigest"] = json!(DIGEST);
+    data
+}
+
+/// An artifact published event for `IMAGE:tag` that names no run (a third-party producer).
+fn anonymous_artifact(tag: &str) -> Value {
     let image = ImageReference::parse(&format!("{IMAGE}:{tag}"), DIGEST).unwrap();
     json!({
         "context": {"type": ARTIFACT_PUBLISHED, "version": "0.5.0"},
@@ -189,11 +305,12 @@ async fn release_changed(
     send(state, id, RELEASE_CHANGED, None, data).await
 }
 
-/// Sends run-complete's artifact published event for `IMAGE:tag`.
+/// Sends run-complete's artifact published event for `run`, which built `IMAGE:tag`.
 async fn publish(
     state: &AppState,
     id: &str,
     time: Option<&str>,
+    run: &Value,
     tag: &str,
 ) -> (StatusCode, HeaderMap, Value) {
     send(
@@ -201,7 +318,7 @@ async fn publish(
         id,
         ARTIFACT_PUBLISHED,
         time,
-        &artifact_published(tag),
+        &artifact_published(run, tag),
     )
     .await
 }
@@ -214,8 +331,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its_owner() {
     let harness = Harness::start().await;
     let state = harness.state();
+    let run = harness.build("api-pipeline-1", "api-pipeline", "main", "1.2.3", |_| {});
     let (status, headers, reply) =
-        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.3").await;
+        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), &run, "1.2.3").await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(
         header(&headers, "ce-type"),
@@ -273,7 +391,8 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
 
     // A redelivery gets the same answer and changes nothing.
     let before = harness.flux_release("api-launcher");
-    let (status, again, _) = publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.3").await;
+    let (status, again, _) =
+        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), &run, "1.2.3").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header(&again, "ce-id"), header(&headers, "ce-id"));
     assert_eq!(harness.flux_release("api-launcher")["spec"], before["spec"]);
@@ -283,10 +402,31 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
 async fn an_older_event_arriving_late_does_not_roll_back() {
     let harness = Harness::start().await;
     let state = harness.state();
-    let (status, _, _) = publish(&state, "run-2", Some("2026-11-24T06:10:00Z"), "1.3.0").await;
+    let newer = harness.build("api-pipeline-2", "api-pipeline", "main", "1.3.0", |_| {});
+    let (status, _, _) = publish(
+        &state,
+        "run-2",
+        Some("2026-11-24T06:10:00Z"),
+        &newer,
+        "1.3.0",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, headers, body) =
-        publish(&state, "run-1", Some("2026-11-24T06:00:00Z"), "1.2.0").await;
+    // The older build was a TaskRun, as Tekton sends it (v1beta1 result names).
+    let older = harness.build("api-pipeline-1", "api-pipeline", "main", "1.2.0", |run| {
+        run["kind"] = json!("TaskRun");
+        run["spec"] = json!({"taskRef": {"name": "api-pipeline"}});
+        let results = run["status"].as_object_mut().unwrap().remove("results");
+        run["status"]["taskResults"] = results.unwrap();
+    });
+    let (status, headers, body) = publish(
+        &state,
+        "run-1",
+        Some("2026-11-24T06:00:00Z"),
+        &older,
+        "1.2.0",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         headers.get("ce-type").is_none(),
@@ -321,19 +461,31 @@ async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
     let (status, _, body) = release_changed(
         &state,
         "edit-1",
-        &json!({"release": "cicd/api-launcher", "chartVersion": "0.3.0",
+        &json!({"release": "cicd/api-launcher",
                 "values": {"replicaCount": 5, "resources": {"limits": {"memory": "256Mi"}}}}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let release = harness.flux_release("api-launcher");
-    assert_eq!(release["spec"]["chart"]["spec"]["version"], "0.3.0");
+    assert_eq!(release["spec"]["chart"]["spec"]["version"], "0.1.0");
     assert_eq!(release["spec"]["values"]["replicaCount"], 5);
     assert_eq!(
         release["spec"]["values"]["resources"]["limits"]["memory"],
         "256Mi"
     );
     assert_eq!(release["spec"]["values"]["image"]["tag"], "1.0.0");
+    // A release whose rule says `from: any` and sets no value takes a chart version by name.
+    let (status, _, body) = release_changed(
+        &state,
+        "edit-2",
+        &json!({"release": "platform", "chartVersion": "0.3.0"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        harness.flux_release("platform")["spec"]["chart"]["spec"]["version"],
+        "0.3.0"
+    );
 
     // A chart version cannot be set on a release whose chart comes from chartRef.
     let before = harness.flux_release("gateway");
@@ -409,8 +561,10 @@ async fn input_that_can_never_apply_is_refused_and_changes_nothing() {
 async fn cluster_trouble_is_retried_and_the_retry_applies() {
     let harness = Harness::start().await;
     let state = harness.state();
-    let event = artifact_published("1.4.0");
+    let run = harness.build("api-pipeline-4", "api-pipeline", "main", "1.4.0", |_| {});
+    let event = artifact_published(&run, "1.4.0");
 
+    // The first call is the read of the run.
     harness.api.fail_next(1, Fault::Status(500));
     let (status, _, _) = send(&state, "run-4", ARTIFACT_PUBLISHED, None, &event).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -434,9 +588,9 @@ async fn cluster_trouble_is_retried_and_the_retry_applies() {
 
     // A release that does not exist (yet) is retried, not created half-empty.
     let config = Config::from_yaml(
-        "namespace: cicd\nreleases:\n  - chart: newcomer\n    helmRelease: newcomer\n",
+        "namespace: cicd\nevents:\n  token: env:EVENTS_TOKEN\nreleases:\n  - chart: newcomer\n    helmRelease: newcomer\n    from: any\n",
         "test.yaml",
-        &Env::new(),
+        &env(),
     )
     .unwrap();
     let state = AppState::new(
@@ -464,7 +618,7 @@ async fn cluster_trouble_is_retried_and_the_retry_applies() {
     );
 
     // And without a cluster at all.
-    let config = Config::from_yaml(CONFIG, "test.yaml", &Env::new()).unwrap();
+    let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
     let state = AppState::new(
         &config,
         None,
@@ -493,20 +647,23 @@ async fn notify(
     tekflux_testkit::answer::answer(response).await
 }
 
+/// A registry push has no run to check: it releases only rules whose `from` says
+/// `registry: true` (here the legacy release), and the others are listed as refused in a 200,
+/// since registries retry anything else.
 #[tokio::test]
-async fn a_registry_push_releases_like_a_built_image() {
+async fn a_registry_push_releases_only_rules_that_take_registry_pushes() {
     let harness = Harness::start().await;
     let config = Config::from_yaml(
         &format!("{CONFIG}providers:\n  registry: {{ token: env:REGISTRY_TOKEN }}\n"),
         "test.yaml",
-        &Env::new().with("REGISTRY_TOKEN", "reg-token"),
+        &env().with("REGISTRY_TOKEN", "reg-token"),
     )
     .unwrap();
     let state = AppState::new(
         &config,
         Some(harness.kube()),
         ReplySink::new(None).unwrap(),
-        &Metrics::new(),
+        &harness.metrics,
     );
     // Docker distribution: a layer push (no tag) and the tagged manifest.
     let envelope = json!({"events": [
@@ -537,16 +694,18 @@ async fn a_registry_push_releases_like_a_built_image() {
         header(&headers, "ce-source"),
         "https://registry.example.com"
     );
-    assert_eq!(reply["releases"].as_array().unwrap().len(), 2);
-    let release = harness.flux_release("api-launcher");
-    assert_eq!(release["spec"]["values"]["image"]["tag"], "2.0.0");
+    assert_eq!(reply["releases"].as_array().unwrap().len(), 1, "{reply}");
+    assert_eq!(reply["refused"][0]["release"], "cicd/api-launcher");
+    assert_eq!(reply["refused"][0]["reason"], "registry_not_allowed");
+    let operator = harness.operator_release();
+    assert_eq!(operator["spec"]["values"]["image"]["tag"], "2.0.0");
     assert_eq!(
-        release["metadata"]["annotations"][EVENT_ANNOTATION],
+        operator["metadata"]["annotations"][EVENT_ANNOTATION],
         "https://registry.example.com#manifest-1"
     );
     assert_eq!(
-        harness.operator_release()["spec"]["values"]["image"]["tag"],
-        "2.0.0"
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "1.0.0"
     );
     // The registry retries: same reply id, nothing changes.
     let (_, again, _) = notify(&state, &envelope, "Bearer reg-token").await;
@@ -561,9 +720,10 @@ async fn a_registry_push_releases_like_a_built_image() {
     let (status, _, reply) = notify(&state, &harbor, "reg-token").await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(
-        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        harness.operator_release()["spec"]["values"]["image"]["tag"],
         "2.1.0"
     );
+    assert_eq!(harness.refused("registry_not_allowed").await, 3);
 
     // Pushes no rule names are acknowledged.
     let other = json!({"events": [{"id": "x", "action": "push",
@@ -579,16 +739,16 @@ async fn a_dry_run_shows_what_would_change_and_changes_nothing() {
     let harness = Harness::start().await;
     let state = harness.state();
     let before = harness.flux_release("api-launcher");
+    let run = harness.build("api-pipeline-9", "api-pipeline", "main", "9.9.9", |_| {});
     harness.api.clear_requests();
     let request = Request::post("/?dryRun=true")
+        .header("authorization", format!("Bearer {EVENTS_TOKEN}"))
         .header("ce-specversion", "1.0")
         .header("ce-id", "dry-1")
-        .header("ce-type", RELEASE_CHANGED)
+        .header("ce-type", ARTIFACT_PUBLISHED)
         .header("ce-source", "https://example.com/me")
         .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"image": format!("{IMAGE}:9.9.9")}).to_string(),
-        ))
+        .body(Body::from(artifact_published(&run, "9.9.9").to_string()))
         .unwrap();
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let (status, headers, body) = tekflux_testkit::answer::answer(response).await;
@@ -611,5 +771,299 @@ async fn a_dry_run_shows_what_would_change_and_changes_nothing() {
             .iter()
             .all(|request| request.query.get("dryRun").map(String::as_str) == Some("All")),
         "{patches:?}"
+    );
+}
+
+/// Sends `data` and checks the refusal: `status`, the JSON error naming `reason`, no reply.
+#[track_caller]
+fn assert_refused(answer: &(StatusCode, HeaderMap, Value), status: StatusCode, reason: &str) {
+    let (got, headers, body) = answer;
+    assert_eq!(*got, status, "{reason}: {body}");
+    assert!(headers.get("ce-type").is_none(), "no reply for a refusal");
+    let error = if status == StatusCode::FORBIDDEN {
+        "forbidden"
+    } else {
+        "unprocessable"
+    };
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_no_admitted_run_built_is_refused_and_nothing_is_applied() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let flux_before = harness.flux_release("api-launcher");
+    let operator_before = harness.operator_release();
+    let real = harness.build("api-pipeline-7", "api-pipeline", "main", "6.6.6", |_| {});
+    let failed = harness.build("api-pipeline-8", "api-pipeline", "main", "6.6.6", |run| {
+        run["status"]["conditions"][0]["status"] = json!("False");
+        run["status"]["conditions"][0]["reason"] = json!("Failed");
+    });
+    let other_digest = harness.build("api-pipeline-9", "api-pipeline", "main", "6.6.6", |run| {
+        run["status"]["results"][1]["value"] = json!(OTHER_DIGEST);
+    });
+    let mut missing = real.clone();
+    missing["metadata"]["name"] = json!("api-pipeline-gone");
+    let mut other_uid = real.clone();
+    other_uid["metadata"]["uid"] = json!("6d3e2c1b-0a9f-4e8d-b7c6-a5b4c3d2e1f0");
+    let mut elsewhere = real.clone();
+    elsewhere["metadata"]["namespace"] = json!("kube-system");
+    harness.api.clear_requests();
+
+    let cases = [
+        (artifact_published(&missing, "6.6.6"), "run_not_found"),
+        (artifact_published(&other_uid, "6.6.6"), "run_uid_mismatch"),
+        (artifact_published(&failed, "6.6.6"), "run_not_succeeded"),
+        (artifact_published(&other_digest, "6.6.6"), "image_mismatch"),
+        // The real run, but it built 6.6.6, not 7.7.7.
+        (artifact_published(&real, "7.7.7"), "image_mismatch"),
+        (anonymous_artifact("6.6.6"), "no_run"),
+        (
+            artifact_published(&elsewhere, "6.6.6"),
+            "namespace_not_allowed",
+        ),
+    ];
+    for (n, (data, reason)) in cases.iter().enumerate() {
+        let answer = send(
+            &state,
+            &format!("forged-{n}"),
+            ARTIFACT_PUBLISHED,
+            None,
+            data,
+        )
+        .await;
+        assert_refused(&answer, StatusCode::FORBIDDEN, reason);
+        // Both releases name the image; both are refused for the same reason.
+        let refused = answer.2["refused"].as_array().unwrap();
+        assert_eq!(refused.len(), 2, "{}", answer.2);
+        assert!(
+            refused.iter().all(|r| r["reason"] == *reason),
+            "{}",
+            answer.2
+        );
+    }
+    assert_eq!(harness.patches(), 0);
+    assert_eq!(harness.flux_release("api-launcher"), flux_before);
+    assert_eq!(harness.operator_release(), operator_before);
+    // Each run was read from the API server, through tekton.dev/v1; one in a namespace no
+    // allowed rule uses is not even read.
+    let reads = harness
+        .api
+        .requests()
+        .iter()
+        .filter(|request| {
+            request.method == "GET"
+                && request.path.starts_with(&format!(
+                    "/apis/{TEKTON_GROUP}/v1/namespaces/{NS}/pipelineruns/"
+                ))
+        })
+        .count();
+    assert_eq!(reads, 5);
+    assert!(
+        harness
+            .api
+            .requests()
+            .iter()
+            .all(|request| !request.path.contains("kube-system")),
+        "{:?}",
+        harness.api.requests()
+    );
+    for (reason, count) in [
+        ("run_not_found", 2),
+        ("run_uid_mismatch", 2),
+        ("run_not_succeeded", 2),
+        ("image_mismatch", 4),
+        ("no_run", 2),
+        ("namespace_not_allowed", 2),
+    ] {
+        assert_eq!(harness.refused(reason).await, count, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn builds_from_refs_or_rules_that_from_does_not_list_are_refused() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let flux_before = harness.flux_release("api-launcher");
+    let operator_before = harness.operator_release();
+    let feature = harness.build(
+        "api-pipeline-f",
+        "api-pipeline",
+        "feature/x",
+        "5.0.0",
+        |_| {},
+    );
+    let tools = harness.build("build-t", "tools", "main", "5.0.0", |_| {});
+    harness.api.clear_requests();
+
+    let answer = publish(&state, "feature-1", None, &feature, "5.0.0").await;
+    assert_refused(&answer, StatusCode::FORBIDDEN, "ref_not_allowed");
+    assert!(
+        answer.2["message"]
+            .as_str()
+            .unwrap()
+            .contains("refs/heads/feature/x"),
+        "{}",
+        answer.2
+    );
+    let answer = publish(&state, "tools-1", None, &tools, "5.0.0").await;
+    assert_refused(&answer, StatusCode::FORBIDDEN, "rule_not_allowed");
+    assert_eq!(harness.patches(), 0);
+    assert_eq!(harness.flux_release("api-launcher"), flux_before);
+    assert_eq!(harness.operator_release(), operator_before);
+
+    // `release/1.0` may release api-launcher (`release/*`) but not the legacy release (`main`
+    // only): the one is applied, the other listed as refused.
+    let release = harness.build(
+        "api-pipeline-r",
+        "api-pipeline",
+        "release/1.0",
+        "5.1.0",
+        |_| {},
+    );
+    let (status, headers, reply) = publish(&state, "release-1", None, &release, "5.1.0").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        header(&headers, "ce-type"),
+        "dev.tekflux.release.applied.v1"
+    );
+    assert_eq!(reply["releases"].as_array().unwrap().len(), 1, "{reply}");
+    assert_eq!(reply["refused"][0]["release"], "legacy/api-launcher");
+    assert_eq!(reply["refused"][0]["reason"], "ref_not_allowed");
+    assert_eq!(
+        harness.flux_release("api-launcher")["spec"]["values"]["image"]["tag"],
+        "5.1.0"
+    );
+    assert_eq!(harness.operator_release(), operator_before);
+
+    assert_eq!(harness.refused("ref_not_allowed").await, 3);
+    assert_eq!(harness.refused("rule_not_allowed").await, 2);
+}
+
+#[tokio::test]
+async fn explicit_edits_outside_the_declared_values_are_refused() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let flux_before = harness.flux_release("api-launcher");
+    let operator_before = harness.operator_release();
+    harness.api.clear_requests();
+    let cases = [
+        // The guarded `set:` path: this would release any image, whatever built it.
+        (
+            json!({"release": "cicd/api-launcher", "values": {"image": {"tag": "6.6.6"}}}),
+            "value_not_allowed",
+        ),
+        (
+            json!({"release": "cicd/api-launcher",
+                   "values": {"image": {"repository": "evil.example.com/miner"}}}),
+            "value_not_allowed",
+        ),
+        // One declared path does not carry an undeclared one along.
+        (
+            json!({"release": "cicd/api-launcher",
+                   "values": {"replicaCount": 3, "podAnnotations": {"x": "y"}}}),
+            "value_not_allowed",
+        ),
+        // The legacy release declares no values at all.
+        (
+            json!({"release": "legacy/api-launcher", "values": {"replicaCount": 3}}),
+            "value_not_allowed",
+        ),
+        (
+            json!({"release": "cicd/api-launcher", "chartVersion": "9.9.9"}),
+            "chart_version_not_allowed",
+        ),
+    ];
+    for (n, (data, reason)) in cases.iter().enumerate() {
+        let answer = release_changed(&state, &format!("edit-{n}"), data).await;
+        assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, reason);
+    }
+    assert_eq!(harness.patches(), 0);
+    assert_eq!(harness.flux_release("api-launcher"), flux_before);
+    assert_eq!(harness.operator_release(), operator_before);
+    assert_eq!(harness.refused("value_not_allowed").await, 4);
+    assert_eq!(harness.refused("chart_version_not_allowed").await, 1);
+}
+
+#[tokio::test]
+async fn an_event_from_the_future_is_refused_and_does_not_hold_back_later_ones() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let run = harness.build("api-pipeline-3", "api-pipeline", "main", "3.0.0", |_| {});
+    let flux_before = harness.flux_release("api-launcher");
+    harness.api.clear_requests();
+    let future = (Utc::now() + TimeDelta::days(365)).to_rfc3339();
+
+    let answer = publish(&state, "future-1", Some(&future), &run, "3.0.0").await;
+    assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "future_time");
+    let answer = send(
+        &state,
+        "future-2",
+        RELEASE_CHANGED,
+        Some(&future),
+        &json!({"release": "cicd/api-launcher", "values": {"replicaCount": 3}}),
+    )
+    .await;
+    assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "future_time");
+    assert_eq!(harness.patches(), 0);
+    assert_eq!(harness.flux_release("api-launcher"), flux_before);
+    assert!(
+        flux_before["metadata"]["annotations"]
+            .get(TIME_ANNOTATION)
+            .is_none()
+    );
+    assert_eq!(harness.refused("future_time").await, 2);
+
+    // The next legitimate event applies: the future time was never recorded.
+    let now = Utc::now();
+    let (status, _, body) = publish(&state, "now-1", Some(&now.to_rfc3339()), &run, "3.0.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let release = harness.flux_release("api-launcher");
+    assert_eq!(release["spec"]["values"]["image"]["tag"], "3.0.0");
+    let recorded = release["metadata"]["annotations"][TIME_ANNOTATION]
+        .as_str()
+        .unwrap();
+    let recorded = chrono::DateTime::parse_from_rfc3339(recorded).unwrap();
+    assert_eq!(recorded.timestamp(), now.timestamp());
+}
+
+#[tokio::test]
+async fn an_unauthenticated_release_with_arbitrary_values_is_refused() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let before = harness.flux_release("api-launcher");
+    harness.api.clear_requests();
+    // Any pod in the cluster could send this before sender authentication.
+    let forged = json!({"release": "cicd/api-launcher",
+        "values": {"image": {"repository": "evil.example.com/miner", "tag": "latest"}}});
+    for authorization in [None, Some("Bearer guessed")] {
+        let mut request = Request::post("/")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "forged-1")
+            .header("ce-type", "dev.tekflux.release.changed.v1")
+            .header("ce-source", "https://evil.example.com")
+            .header("ce-time", "2999-01-01T00:00:00Z")
+            .header("content-type", "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let request = request.body(Body::from(forged.to_string())).unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let (status, _, body) = tekflux_testkit::answer::answer(response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    assert!(harness.api.requests().is_empty(), "nothing read or applied");
+    assert_eq!(harness.flux_release("api-launcher"), before);
+    let metrics = harness.metrics.encode();
+    assert!(
+        metrics.contains(
+            r#"tekflux_events_refused_total{function="release-changed",reason="wrong_token"} 1"#
+        ),
+        "{metrics}"
     );
 }
