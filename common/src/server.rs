@@ -11,7 +11,9 @@
 //!    server error;
 //! 2. panic catcher: a panicking handler is answered 500 with the JSON error body;
 //! 3. timeout: answered 503 with the JSON error body (see [`router`] for why 503);
-//! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body.
+//! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body;
+//! 5. load shedding: a cap on requests in progress and on body bytes held, answered 503 with
+//!    `Retry-After` (Knative and the git providers retry) rather than running out of memory.
 
 use crate::config::ServerSettings;
 use crate::error::{Error, ErrorKind};
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -196,6 +199,7 @@ struct PanicMessage(String);
 pub fn router(function_routes: Router, state: ServerState) -> Router {
     let body_limit = state.settings.body_limit;
     let timeout = Duration::from_secs(state.settings.request_timeout_seconds);
+    let shedding = Shedding::new(&state.settings, &state.metrics);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -205,6 +209,7 @@ pub fn router(function_routes: Router, state: ServerState) -> Router {
         // `Router::layer` wraps every route and the fallback after routing, which is what puts
         // `MatchedPath` in reach of the metrics. Each call wraps the previous ones, so the last
         // layer listed is the outermost.
+        .layer(middleware::from_fn_with_state(shedding, shed_load))
         .layer(middleware::from_fn_with_state(body_limit, limit_body))
         // Our limit replaces axum's 2 MB default, which would otherwise reject bodies that the
         // configured limit allows.
@@ -395,6 +400,82 @@ async fn limit_body(State(limit): State<usize>, request: Request, next: Next) ->
     if exceeded.load(Ordering::Relaxed) || plain_413 {
         return Error::PayloadTooLarge { limit }.into_response();
     }
+    response
+}
+
+/// How long a shed request is told to wait before it tries again.
+const SHED_RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The per-process caps of [`shed_load`]: requests in progress, and body bytes held.
+#[derive(Debug, Clone)]
+struct Shedding {
+    requests: Arc<Semaphore>,
+    body_bytes: Arc<Semaphore>,
+    body_limit: usize,
+    shed: crate::metrics::CounterFamily,
+}
+
+impl Shedding {
+    fn new(settings: &ServerSettings, metrics: &Metrics) -> Self {
+        Self {
+            requests: Arc::new(Semaphore::new(
+                settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
+            )),
+            // A Semaphore holds at most `Semaphore::MAX_PERMITS`; config values above are
+            // "unbounded" in practice.
+            body_bytes: Arc::new(Semaphore::new(
+                settings
+                    .max_body_bytes_in_flight
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            body_limit: settings.body_limit,
+            shed: metrics.counter_family(
+                "tekflux_http_shed",
+                "Requests answered 503 before their body was read, because the process was at \
+                 its cap of requests in progress or of body bytes held",
+                &["reason"],
+            ),
+        }
+    }
+}
+
+/// Answers 503 with `Retry-After` when the process is at `server.maxConcurrentRequests`, or
+/// when the body (its `Content-Length`, or without one `server.bodyLimit`) does not fit in what
+/// is left of `server.maxBodyBytesInFlight`. The reservation is held until the response is made,
+/// when the body has been dropped. Probes and metrics are never shed, so a busy pod is not
+/// restarted for it.
+async fn shed_load(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(_request_permit) = Arc::clone(&shedding.requests).try_acquire_owned() else {
+        shedding.shed.inc(&["requests"]);
+        return shed_response("the function is at its cap of requests in progress");
+    };
+    // HTTP/1.1: a body has a Content-Length or is chunked; a request with neither has none.
+    let reserve = match content_length(request.headers()) {
+        Some(length) => usize::try_from(length).unwrap_or(usize::MAX),
+        None if request.headers().contains_key(header::TRANSFER_ENCODING) => shedding.body_limit,
+        None => 0,
+    }
+    .min(shedding.body_limit);
+    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let Ok(_bytes_permit) = Arc::clone(&shedding.body_bytes).try_acquire_many_owned(permits) else {
+        shedding.shed.inc(&["body_bytes"]);
+        return shed_response("the function holds as many request bodies as it may");
+    };
+    next.run(request).await
+}
+
+fn shed_response(why: &str) -> Response {
+    let mut response =
+        Error::Unavailable(format!("{why}; retry after {SHED_RETRY_AFTER_SECONDS} s"))
+            .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, SHED_RETRY_AFTER_SECONDS.into());
+    // Counted; not logged as a server error, since shedding is the cap working as meant.
+    response.extensions_mut().insert(Expected);
     response
 }
 

@@ -638,6 +638,18 @@ fn server_limits() {
         "kubernetes.timeoutSeconds",
         "above 0",
     );
+    fails_at(
+        "server:\n  maxConcurrentRequests: 0\n",
+        2,
+        "server.maxConcurrentRequests",
+        "above 0",
+    );
+    fails_at(
+        "server:\n  bodyLimit: 2048\n  maxBodyBytesInFlight: 1024\n",
+        3,
+        "server.maxBodyBytesInFlight",
+        "below bodyLimit",
+    );
 }
 
 #[test]

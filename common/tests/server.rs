@@ -32,6 +32,7 @@ fn settings() -> ServerSettings {
         body_limit: LIMIT,
         request_timeout_seconds: 30,
         shutdown_timeout_seconds: 30,
+        ..ServerSettings::default()
     }
 }
 
@@ -498,4 +499,116 @@ async fn drain_is_bounded_by_the_shutdown_timeout() {
         .unwrap();
     assert!(!stuck.is_finished());
     stuck.abort();
+}
+
+fn shed_total(state: &ServerState, reason: &str) -> bool {
+    state.metrics.encode().contains(&format!(
+        r#"tekflux_http_shed_total{{reason="{reason}"}} 1"#
+    ))
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_cap_are_shed_with_retry_after_but_probes_are_not() {
+    let server = TestServer::start(ServerSettings {
+        max_concurrent_requests: 1,
+        ..settings()
+    })
+    .await;
+    let held = tokio::spawn(reqwest::get(server.url("/slow")));
+    tokio::time::timeout(BOUND, server.gate.entered.notified())
+        .await
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let shed = client
+        .post(server.url("/echo"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    assert!(shed_total(&server.state, "requests"));
+    // A saturated pod still answers its probes and metrics.
+    assert_eq!(get_json(&server.url("/healthz")).await.0, 200);
+    assert_eq!(
+        reqwest::get(server.url("/metrics")).await.unwrap().status(),
+        200
+    );
+
+    server.gate.release.notify_one();
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    let retried = client
+        .post(server.url("/echo"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_bytes_in_flight_cap_are_shed_before_they_are_read() {
+    let server = TestServer::start(ServerSettings {
+        max_body_bytes_in_flight: LIMIT,
+        ..settings()
+    })
+    .await;
+    // A request that announces a body of the whole budget and has not sent it yet holds it all.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {LIMIT}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Give the server the moment it needs to route the head; bounded polling, no timing assert.
+    let client = reqwest::Client::new();
+    let mut shed = None;
+    for _ in 0..200 {
+        let answer = client
+            .post(server.url("/echo"))
+            .body("tiny")
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 503 {
+            shed = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("the second body is shed while the first holds the budget");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert!(shed_total(&server.state, "body_bytes"));
+    // A bodiless request reserves nothing.
+    assert_eq!(
+        reqwest::get(server.url("/trace")).await.unwrap().status(),
+        200
+    );
+
+    // Once the first body arrives and is answered, the budget is free again.
+    slow.write_all(&vec![b'a'; LIMIT]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(BOUND, slow.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let retried = client
+        .post(server.url("/echo"))
+        .body("tiny")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
 }

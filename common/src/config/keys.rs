@@ -79,6 +79,10 @@ pub const BODY_LIMIT: &str = "bodyLimit";
 pub const REQUEST_TIMEOUT_SECONDS: &str = "requestTimeoutSeconds";
 /// `server.shutdownTimeoutSeconds`.
 pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "shutdownTimeoutSeconds";
+/// `server.maxConcurrentRequests`.
+pub const MAX_CONCURRENT_REQUESTS: &str = "maxConcurrentRequests";
+/// `server.maxBodyBytesInFlight`.
+pub const MAX_BODY_BYTES_IN_FLIGHT: &str = "maxBodyBytesInFlight";
 /// `kubernetes.timeoutSeconds`.
 pub const TIMEOUT_SECONDS: &str = "timeoutSeconds";
 

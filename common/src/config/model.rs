@@ -229,6 +229,13 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// Longest time in-flight requests get to finish after SIGTERM, in seconds.
     pub shutdown_timeout_seconds: u64,
+    /// Most requests a process works on at once (health and metrics aside); more are answered
+    /// 503 with `Retry-After` instead of queueing in memory.
+    pub max_concurrent_requests: usize,
+    /// Most request-body bytes a process holds at once: each request reserves its
+    /// `Content-Length` (or, without one, `bodyLimit`) before its body is read; a request that
+    /// does not fit is answered 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for ServerSettings {
@@ -238,6 +245,8 @@ impl Default for ServerSettings {
             body_limit: 25 * 1024 * 1024,
             request_timeout_seconds: 25,
             shutdown_timeout_seconds: 20,
+            max_concurrent_requests: 64,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
         }
     }
 }

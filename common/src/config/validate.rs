@@ -289,6 +289,22 @@ fn server(config: &Config, root: &FieldPath, findings: &mut Findings) {
     if server.body_limit == 0 {
         findings.push(path.key(keys::BODY_LIMIT), "must be above 0".into());
     }
+    if server.max_concurrent_requests == 0 {
+        findings.push(
+            path.key(keys::MAX_CONCURRENT_REQUESTS),
+            "must be above 0".into(),
+        );
+    }
+    if server.max_body_bytes_in_flight < server.body_limit {
+        findings.push(
+            path.key(keys::MAX_BODY_BYTES_IN_FLIGHT),
+            format!(
+                "{} is below bodyLimit ({}), so a body of the largest allowed size could never \
+                 be read; raise it or lower bodyLimit",
+                server.max_body_bytes_in_flight, server.body_limit
+            ),
+        );
+    }
     let timeouts = [
         (
             keys::REQUEST_TIMEOUT_SECONDS,
