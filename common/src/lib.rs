@@ -10,6 +10,7 @@ pub mod cloudevent;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod run_contract;
 pub mod sender;
 pub mod server;
 pub mod startup;

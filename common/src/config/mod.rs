@@ -27,7 +27,8 @@ pub use ref_glob::RefGlob;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
     BindingProblem, COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB,
-    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, looks_like_git_url, path_covers, url_host,
+    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, is_dns1123_subdomain, looks_like_git_url,
+    path_covers, url_host,
 };
 
 use locate::FieldPath;

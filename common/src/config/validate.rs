@@ -155,6 +155,21 @@ pub fn is_dns1123_label(value: &str) -> bool {
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
+/// A DNS-1123 subdomain, as Kubernetes checks most object names: at most 253 characters, parts
+/// of `[a-z0-9-]` that start and end alphanumeric, joined by dots (unlike a label, a part may be
+/// longer than 63 characters).
+pub fn is_dns1123_subdomain(value: &str) -> bool {
+    value.len() <= 253
+        && value.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        })
+}
+
 fn not_a_label(value: &str) -> String {
     format!(
         "{value:?} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-', \

@@ -31,6 +31,7 @@ use tekflux_common::cloudevent::{
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::{DryRunQuery, fields};
 use tekflux_common::{Error, Result};
@@ -44,9 +45,6 @@ use crate::signature;
 /// The field manager tekflux's writes are recorded under.
 pub const FIELD_MANAGER: &str = "tekflux-git-push";
 pub use tekflux_common::server::DRY_RUN_HEADER;
-/// Tekton's API group and version of the runs git-push creates.
-const TEKTON_GROUP: &str = "tekton.dev";
-const TEKTON_VERSION: &str = "v1";
 
 /// Counters git-push keeps, on the process-wide registry.
 #[derive(Debug, Clone)]
@@ -454,7 +452,7 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
             let rule = decision.rule;
             let object = run::build_run(rule, push, &inner.context)
                 .map_err(|error| Error::Unprocessable(format!("rule {:?}: {error}", rule.name)))?;
-            let kind = RunKind::of(rule);
+            let kind = rule.run_kind();
             let namespace = object["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or_default()

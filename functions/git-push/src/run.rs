@@ -39,34 +39,11 @@ use crate::push::{Push, RefKind};
 use crate::routing::{CompiledRule, Target, Volume};
 use crate::template::{Values, split_repo_url};
 
-/// Label on every object tekflux creates.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Label naming the rule that created a run.
-pub const RULE_LABEL: &str = "tekflux.dev/rule";
-/// Label naming the provider.
-pub const PROVIDER_LABEL: &str = "tekflux.dev/provider";
-/// Label with the sanitised `owner-name` of the repository.
-pub const REPO_LABEL: &str = "tekflux.dev/repo";
-/// Label with `branch`, `tag` or `other`.
-pub const REF_KIND_LABEL: &str = "tekflux.dev/ref-kind";
-/// Label with the sanitised branch name.
-pub const BRANCH_LABEL: &str = "tekflux.dev/branch";
-/// Label with the sanitised tag name.
-pub const TAG_LABEL: &str = "tekflux.dev/tag";
-/// Label and annotation with the commit sha.
-pub const SHA_KEY: &str = "tekflux.dev/sha";
-/// Annotation with the delivery id.
-pub const DELIVERY_ANNOTATION: &str = "tekflux.dev/delivery-id";
-/// Annotation with the canonical repository URL.
-pub const REPO_URL_ANNOTATION: &str = "tekflux.dev/repo-url";
-/// Annotation with the full ref.
-pub const REF_ANNOTATION: &str = "tekflux.dev/ref";
-/// Annotation with the pusher.
-pub const PUSHER_ANNOTATION: &str = "tekflux.dev/pusher";
-/// Annotation with the tekflux version that built the run.
-pub const VERSION_ANNOTATION: &str = "tekflux.dev/version";
-/// Annotation with the JSON list of workspaces run-complete archives.
-pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+pub use tekflux_common::run_contract::{
+    ARCHIVE_ANNOTATION, BRANCH_LABEL, DELIVERY_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
+    PROVIDER_LABEL, PUSHER_ANNOTATION, REF_ANNOTATION, REF_KIND_LABEL, REPO_LABEL,
+    REPO_URL_ANNOTATION, RULE_LABEL, RunKind, SHA_KEY, TAG_LABEL, VERSION_ANNOTATION,
+};
 
 const RESERVED_PREFIX: &str = "tekflux.dev/";
 const HASH_HEX: usize = 12;
@@ -81,35 +58,10 @@ pub struct RunContext {
     pub version: Option<String>,
 }
 
-/// The two kinds of run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    /// A `PipelineRun`.
-    PipelineRun,
-    /// A `TaskRun`.
-    TaskRun,
-}
-
-impl RunKind {
-    /// The Kubernetes kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::PipelineRun => "PipelineRun",
-            RunKind::TaskRun => "TaskRun",
-        }
-    }
-
-    /// The resource's plural (`pipelineruns`, `taskruns`), for API paths.
-    pub fn plural(self) -> &'static str {
-        match self {
-            RunKind::PipelineRun => "pipelineruns",
-            RunKind::TaskRun => "taskruns",
-        }
-    }
-
-    /// The kind a rule creates.
-    pub fn of(rule: &CompiledRule) -> RunKind {
-        match rule.target {
+impl CompiledRule {
+    /// The kind of run this rule creates.
+    pub fn run_kind(&self) -> RunKind {
+        match self.target {
             Target::Pipeline(_) => RunKind::PipelineRun,
             Target::Task(_) => RunKind::TaskRun,
         }
@@ -185,7 +137,7 @@ pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<V
     }
     let name = run_name(rule, push);
     let values = Values::new(push, &name, namespace);
-    let kind = RunKind::of(rule);
+    let kind = rule.run_kind();
 
     let params: Vec<Value> = rule
         .params
@@ -310,7 +262,7 @@ pub fn run_labels(rule: &CompiledRule, push: &Push) -> BTreeMap<String, String> 
             labels.insert(key.to_owned(), value);
         }
     };
-    put(MANAGED_BY_LABEL, "tekflux");
+    put(MANAGED_BY_LABEL, MANAGED_BY);
     put(RULE_LABEL, &rule.name);
     put(PROVIDER_LABEL, push.provider.as_str());
     put(REPO_LABEL, &repo);

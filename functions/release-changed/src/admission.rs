@@ -22,7 +22,8 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 use tekflux_common::cloudevent::split_image_reference;
 use tekflux_common::config::{
-    Config, RefGlob, ReleaseFrom, ReleaseRule, ReleaseSources, is_dns1123_label, path_covers,
+    Config, RefGlob, ReleaseFrom, ReleaseRule, ReleaseSources, is_dns1123_label,
+    is_dns1123_subdomain, path_covers,
 };
 
 use crate::change::{ImageVersion, normalize_repository};
@@ -31,20 +32,10 @@ use crate::change::{ImageVersion, normalize_repository};
 /// little, but a time further ahead would make every later event look stale.
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
-/// Label git-push puts on every run it creates.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// The value of [`MANAGED_BY_LABEL`] on tekflux's runs.
-pub const MANAGED_BY: &str = "tekflux";
-/// Label naming the `repositories` rule that created a run.
-pub const RULE_LABEL: &str = "tekflux.dev/rule";
-/// Label with `branch`, `tag` or `other`.
-pub const REF_KIND_LABEL: &str = "tekflux.dev/ref-kind";
-/// Annotation with the exact ref a run was created for (labels hold it sanitised).
-pub const REF_ANNOTATION: &str = "tekflux.dev/ref";
-/// The result holding the built image's reference (Kaniko/Buildah convention).
-pub const IMAGE_URL_RESULT: &str = "IMAGE_URL";
-/// The result holding the built image's digest.
-pub const IMAGE_DIGEST_RESULT: &str = "IMAGE_DIGEST";
+pub use tekflux_common::run_contract::{
+    IMAGE_DIGEST_RESULT, IMAGE_URL_RESULT, MANAGED_BY, MANAGED_BY_LABEL, REF_ANNOTATION,
+    REF_KIND_LABEL, RULE_LABEL, RunKind,
+};
 
 /// Why an input may not release (a release, or at all).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,33 +220,6 @@ pub struct RunIdentity {
     pub image_digest: Option<String>,
 }
 
-/// The two kinds of Tekton run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    /// `tekton.dev/v1` PipelineRun.
-    PipelineRun,
-    /// `tekton.dev/v1` TaskRun.
-    TaskRun,
-}
-
-impl RunKind {
-    /// The Kubernetes kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::PipelineRun => "PipelineRun",
-            RunKind::TaskRun => "TaskRun",
-        }
-    }
-
-    /// The resource's plural.
-    pub fn plural(self) -> &'static str {
-        match self {
-            RunKind::PipelineRun => "pipelineruns",
-            RunKind::TaskRun => "taskruns",
-        }
-    }
-}
-
 impl RunIdentity {
     /// `customData.run` of an artifact published event, when it names a run that can exist:
     /// a known kind, a DNS-1123 namespace, a DNS-1123 subdomain name and a uid.
@@ -266,11 +230,7 @@ impl RunIdentity {
                 .and_then(Value::as_str)
                 .filter(|text| !text.is_empty())
         };
-        let kind = match text("kind")? {
-            "PipelineRun" => RunKind::PipelineRun,
-            "TaskRun" => RunKind::TaskRun,
-            _ => return None,
-        };
+        let kind = RunKind::from_kind(text("kind")?)?;
         let name = text("name").filter(|name| is_dns1123_subdomain(name))?;
         let namespace = text("namespace").filter(|namespace| is_dns1123_label(namespace))?;
         let uid = text("uid")?;
@@ -291,10 +251,6 @@ impl RunIdentity {
     pub fn describe(&self) -> String {
         format!("{} {}/{}", self.kind.as_str(), self.namespace, self.name)
     }
-}
-
-fn is_dns1123_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns1123_label)
 }
 
 /// Where the change in an input came from, before any check.

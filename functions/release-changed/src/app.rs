@@ -25,6 +25,7 @@ use tekflux_common::cloudevent::{
 use tekflux_common::config::Config;
 use tekflux_common::error::ErrorKind;
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::DryRunQuery;
 use tekflux_common::{Error, Result};
@@ -42,10 +43,6 @@ pub const FIELD_MANAGER: &str = "tekflux-release-changed";
 
 /// Type of the reply once the releases are applied.
 pub const RELEASE_APPLIED_TYPE: &str = "dev.tekflux.release.applied.v1";
-
-/// API group and version of the Tekton runs release-changed reads.
-const TEKTON_GROUP: &str = "tekton.dev";
-const TEKTON_VERSION: &str = "v1";
 
 /// Event types release-changed acts on.
 pub const ACCEPTED_TYPES: [&str; 2] = [ARTIFACT_PUBLISHED_TYPE, RELEASE_CHANGED_TYPE];

@@ -12,7 +12,7 @@
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 use tekflux_common::Error;
-use tekflux_common::config::is_dns1123_label;
+use tekflux_common::config::{is_dns1123_label, is_dns1123_subdomain};
 
 use crate::tekton::{FinishedRun, Outcome, RunKind};
 
@@ -100,21 +100,6 @@ impl RunReference {
         }
         Ok(reference)
     }
-}
-
-/// A DNS-1123 subdomain, as Kubernetes checks object names: at most 253 characters, labels of
-/// `[a-z0-9-]` that start and end alphanumeric, joined by dots. (Unlike a label, a part may be
-/// longer than 63 characters.)
-pub fn is_dns1123_subdomain(value: &str) -> bool {
-    value.len() <= MAX_NAME_LEN
-        && value.split('.').all(|part| {
-            let bytes = part.as_bytes();
-            bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-                && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        })
 }
 
 /// Why an event's run is not archived. Each is answered 4xx, so the Broker does not retry it:
