@@ -611,3 +611,62 @@ async fn a_build_pods_own_identity_may_not_push() {
     assert!(harness.runs("pipelineruns").is_empty());
     assert_eq!(refused_total(&harness, "sender_not_allowed").await, "1");
 }
+
+#[tokio::test]
+async fn forged_pushes_over_a_real_socket_are_refused_and_a_trigger_is_accepted() {
+    let harness = Harness::new(None).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = harness.app.clone();
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let post = |request: Request<Body>| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let (mut parts, body) = request.into_parts();
+        parts
+            .headers
+            .insert("host", addr.to_string().parse().unwrap());
+        let response = sender
+            .send_request(Request::from_parts(parts, body))
+            .await
+            .unwrap();
+        response.status()
+    };
+
+    // No credentials, a guessed token, a build pod's own identity, a dry run: all refused.
+    let pod = harness
+        .issuer
+        .token(AUDIENCE, "system:serviceaccount:ci:pipeline-runner")
+        .sign();
+    for (authorization, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("Bearer guessed".to_owned()), StatusCode::UNAUTHORIZED),
+        (Some(format!("Bearer {pod}")), StatusCode::FORBIDDEN),
+    ] {
+        for uri in ["/", "/?dryRun=true"] {
+            let mut request = forged_push();
+            *request.uri_mut() = uri.parse().unwrap();
+            if let Some(authorization) = &authorization {
+                request
+                    .headers_mut()
+                    .insert("authorization", authorization.parse().unwrap());
+            }
+            assert_eq!(post(request).await, expected, "{uri} {authorization:?}");
+        }
+    }
+    assert!(harness.runs("pipelineruns").is_empty());
+
+    // The Trigger's identity is accepted, and the push then goes through the rules as any other.
+    let token = harness.issuer.token(AUDIENCE, TRIGGER).sign();
+    let mut request = github_source_push(None);
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    assert_eq!(post(request).await, StatusCode::OK);
+    assert_eq!(harness.runs("pipelineruns").len(), 1);
+    serving.abort();
+}
