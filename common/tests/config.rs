@@ -599,6 +599,12 @@ fn storage_limits() {
         "5..=5120",
     );
     fails_at(
+        "storage:\n  maxArchiveBytes: 0\n",
+        2,
+        "storage.maxArchiveBytes",
+        "must be above 0",
+    );
+    fails_at(
         "storage:\n  mounts:\n    tekton-workspace: workspaces/\n",
         3,
         "storage.mounts.tekton-workspace",
@@ -849,6 +855,7 @@ fn env_overrides_apply_after_the_file() {
         .with("TEKFLUX_S3_FORCE_PATH_STYLE", "1")
         .with("TEKFLUX_S3_COMPRESSION_LEVEL", "19")
         .with("TEKFLUX_S3_PART_SIZE_MIB", "64")
+        .with("TEKFLUX_S3_MAX_ARCHIVE_BYTES", "1099511627776")
         .with("TEKFLUX_S3_CLEANUP", "TRUE")
         .with("TEKFLUX_GITHUB_SECRET", "gh-literal")
         .with("TEKFLUX_GITLAB_TOKEN_FILE", secret_file.to_str().unwrap())
@@ -872,6 +879,7 @@ fn env_overrides_apply_after_the_file() {
     assert!(storage.force_path_style);
     assert_eq!(storage.compression_level, Some(19));
     assert_eq!(storage.part_size_mib, Some(64));
+    assert_eq!(storage.max_archive_bytes, Some(1 << 40));
     assert!(storage.cleanup);
     let github = config.providers.github.as_ref().unwrap();
     assert_eq!(github.secret.as_ref().unwrap().expose(), b"gh-literal");
@@ -887,6 +895,16 @@ fn bad_overrides_name_the_variable() {
         ("PORT", "http", "PORT"),
         ("TEKFLUX_S3_FORCE_PATH_STYLE", "yes", "true, false, 1, 0"),
         ("TEKFLUX_S3_PART_SIZE_MIB", "-1", "TEKFLUX_S3_PART_SIZE_MIB"),
+        (
+            "TEKFLUX_S3_MAX_ARCHIVE_BYTES",
+            "64GiB",
+            "TEKFLUX_S3_MAX_ARCHIVE_BYTES",
+        ),
+        (
+            "TEKFLUX_S3_MAX_ARCHIVE_BYTES",
+            "0",
+            "storage.maxArchiveBytes: must be above 0",
+        ),
         ("TEKFLUX_BODY_LIMIT", "25MiB", "TEKFLUX_BODY_LIMIT"),
         // Values that parse but break a rule name the variable, not a line of the file.
         (

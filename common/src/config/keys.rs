@@ -68,6 +68,8 @@ pub const MOUNTS: &str = "mounts";
 pub const COMPRESSION_LEVEL: &str = "compressionLevel";
 /// `storage.partSizeMib`.
 pub const PART_SIZE_MIB: &str = "partSizeMib";
+/// `storage.maxArchiveBytes`.
+pub const MAX_ARCHIVE_BYTES: &str = "maxArchiveBytes";
 /// `storage.cleanup`.
 pub const CLEANUP: &str = "cleanup";
 

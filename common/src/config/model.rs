@@ -212,6 +212,9 @@ pub struct Storage {
     pub compression_level: Option<i32>,
     /// Multipart upload part size in MiB.
     pub part_size_mib: Option<u64>,
+    /// Most bytes of file content one workspace archive may hold; a larger tree is refused as
+    /// soon as the walk reaches the file that crosses it, before that file is read.
+    pub max_archive_bytes: Option<u64>,
     /// Remove a run's workspace directory after its archive is verified.
     #[serde(default)]
     pub cleanup: bool,

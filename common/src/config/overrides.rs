@@ -113,6 +113,13 @@ pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec
         config.storage.part_size_mib = Some(size);
         set(storage.key(keys::PART_SIZE_MIB), vars::S3_PART_SIZE_MIB);
     }
+    if let Some(bytes) = number(env, vars::S3_MAX_ARCHIVE_BYTES, &mut bad) {
+        config.storage.max_archive_bytes = Some(bytes);
+        set(
+            storage.key(keys::MAX_ARCHIVE_BYTES),
+            vars::S3_MAX_ARCHIVE_BYTES,
+        );
+    }
 
     providers(config, env, overridden, &mut bad);
     events(config, env, overridden, &mut bad);

@@ -288,6 +288,12 @@ fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
             ),
         );
     }
+    if storage.max_archive_bytes == Some(0) {
+        findings.push(
+            path.key(keys::MAX_ARCHIVE_BYTES),
+            "must be above 0 (leave it out for the default)".into(),
+        );
+    }
     for (claim, mount) in &storage.mounts {
         if !Path::new(mount).is_absolute() {
             findings.push(

@@ -29,6 +29,8 @@ pub const S3_FORCE_PATH_STYLE: &str = "TEKFLUX_S3_FORCE_PATH_STYLE";
 pub const S3_COMPRESSION_LEVEL: &str = "TEKFLUX_S3_COMPRESSION_LEVEL";
 /// Overrides `storage.partSizeMib`.
 pub const S3_PART_SIZE_MIB: &str = "TEKFLUX_S3_PART_SIZE_MIB";
+/// Overrides `storage.maxArchiveBytes`.
+pub const S3_MAX_ARCHIVE_BYTES: &str = "TEKFLUX_S3_MAX_ARCHIVE_BYTES";
 /// Overrides `storage.cleanup` (`true`/`false`/`1`/`0`).
 pub const S3_CLEANUP: &str = "TEKFLUX_S3_CLEANUP";
 

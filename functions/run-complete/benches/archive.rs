@@ -43,8 +43,8 @@ use anyhow::{Context, bail};
 use aws_sdk_s3::presigning::PresigningConfig;
 use serde_json::{Value, json};
 use tekflux_run_complete::archive::{
-    ArchiveOptions, MIN_PART_SIZE, Progress, RestoreOptions, restore_from_s3, upload_archive,
-    verify_archive, write_archive,
+    ArchiveOptions, DEFAULT_MAX_ARCHIVE_BYTES, MIN_PART_SIZE, Progress, RestoreOptions, Tree,
+    restore_from_s3, upload_archive, verify_archive, write_archive,
 };
 use tekflux_testkit::machine::{machine_load, status_kib};
 use tekflux_testkit::s3::{ACCESS_KEY_ENV, ENDPOINT_ENV, REGION, SECRET_KEY_ENV, TestS3};
@@ -117,13 +117,14 @@ fn archive_child(args: &[String]) -> anyhow::Result<()> {
         level: LEVEL,
         part_size: part_size.parse()?,
         concurrency: concurrency.parse()?,
+        max_bytes: DEFAULT_MAX_ARCHIVE_BYTES,
         progress: Progress::default(),
     };
     runtime.block_on(async {
         let metadata = BTreeMap::from([("tekflux-run".to_owned(), "bench".to_owned())]);
         let started = Instant::now();
-        let report =
-            upload_archive(&client, bucket, key, Path::new(dir), &options, metadata).await?;
+        let tree = Tree::open(Path::new(dir))?;
+        let report = upload_archive(&client, bucket, key, &tree, &options, metadata).await?;
         let upload_s = started.elapsed().as_secs_f64();
         let upload_peak_kib = own_peak_kib()?;
         let started = Instant::now();
@@ -183,7 +184,13 @@ fn write_child(args: &[String]) -> anyhow::Result<()> {
         bail!("usage: {WRITE_CHILD} DIR");
     };
     let started = Instant::now();
-    let (summary, sink) = write_archive(Path::new(dir), LEVEL, CountingSink::default())?;
+    let tree = Tree::open(Path::new(dir))?;
+    let (summary, sink) = write_archive(
+        &tree,
+        LEVEL,
+        DEFAULT_MAX_ARCHIVE_BYTES,
+        CountingSink::default(),
+    )?;
     println!(
         "{}",
         json!({

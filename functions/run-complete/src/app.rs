@@ -13,7 +13,6 @@
 //! retries, and nothing is deleted.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -33,7 +32,7 @@ use tekflux_common::{Error, Result};
 use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs};
 use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
-use crate::plan::{RunLayout, WorkspaceDir, plan_workspaces};
+use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
 use crate::reply::build_reply_event;
 use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
 use crate::verify::{Refusal, RunReference, VerifyError, verify_run};
@@ -347,11 +346,28 @@ async fn archive_run(
 
     let options = state.archive_options();
     let mut workspaces = Vec::new();
+    let mut skipped = plan.skipped.clone();
     for dir in &plan.archive {
         let key = layout.workspace(&dir.workspace);
-        let report = upload_archive(s3, bucket, &key, &dir.dir, &options, metadata.clone())
-            .await
-            .map_err(archive_failure)?;
+        let uploaded = match dir.open() {
+            Ok(tree) => upload_archive(s3, bucket, &key, &tree, &options, metadata.clone()).await,
+            Err(error) => Err(error),
+        };
+        let report = match uploaded {
+            Ok(report) => report,
+            // Over the bound it will never fit: recorded like any workspace that is not
+            // archived (and so never deleted), and the run's logs and manifest still follow.
+            Err(error @ ArchiveError::TooLarge { .. }) => {
+                tracing::warn!(workspace = %dir.workspace, %error, "workspace not archived");
+                skipped.push(SkippedWorkspace {
+                    workspace: dir.workspace.clone(),
+                    claim: Some(dir.claim.clone()),
+                    reason: error.to_string(),
+                });
+                continue;
+            }
+            Err(error) => return Err(archive_failure(error)),
+        };
         // Read back what the store holds: nothing is reported or deleted on the strength of
         // what was sent alone.
         verify_archive(s3, bucket, &key, &report.sha256)
@@ -400,7 +416,7 @@ async fn archive_run(
         sha: run.annotations.get(SHA_ANNOTATION).cloned(),
         delivery_id: run.annotations.get(DELIVERY_ANNOTATION).cloned(),
         workspaces,
-        skipped_workspaces: plan.skipped.clone(),
+        skipped_workspaces: skipped,
         logs,
         results: run.results.clone(),
         tekflux_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -421,9 +437,9 @@ async fn archive_run(
     inner.replies.deliver(reply).await.map(Archived::New)
 }
 
-/// Archive failures: the store failing or holding something else is retried (503); a tree
-/// that cannot be read is a 500, which the Broker also retries before dead-lettering, since
-/// answering 2xx would lose the workspace.
+/// Archive failures: the store failing or holding something else, or the tree changing while
+/// it was read, is retried (503); a tree that cannot be read is a 500, which the Broker also
+/// retries before dead-lettering, since answering 2xx would lose the workspace.
 fn archive_failure(error: ArchiveError) -> Error {
     if error.is_transient() {
         Error::Unavailable(error.to_string())
@@ -504,35 +520,15 @@ async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
         if !archived || !dir.removable() {
             continue;
         }
-        let path = dir.dir.clone();
-        let removed = tokio::task::spawn_blocking(move || remove_tree(&path)).await;
+        let target = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || target.remove()).await;
         match removed {
             Ok(Ok(())) => tracing::info!(dir = %dir.dir.display(), "workspace removed"),
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(ArchiveError::SourceMissing { .. })) => {}
             Ok(Err(error)) => {
                 tracing::warn!(dir = %dir.dir.display(), %error, "removing the workspace failed");
             }
             Err(error) => tracing::warn!(%error, "removing the workspace stopped"),
         }
     }
-}
-
-/// Deletes `dir` after moving it aside in one rename, so that an archiver of the same run in
-/// another pod sees either the whole tree or none of it (and fails), never a half-deleted tree
-/// it would store over the good archive.
-fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    let name = dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or_default();
-    let aside = dir.with_file_name(format!(
-        ".tekflux-removing-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::rename(dir, &aside)?;
-    std::fs::remove_dir_all(&aside)
 }

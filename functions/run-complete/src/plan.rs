@@ -3,7 +3,9 @@
 //! A run created by git-push lists its `archive: true` workspaces in the
 //! `tekflux.dev/archive-workspaces` annotation, and only those are archived. Any other run has
 //! each claim workspace archived whose claim is mounted in run-complete's pod
-//! (`storage.mounts`). The run's directory is `<mount>/<subPath>`.
+//! (`storage.mounts`). The run's directory is `<mount>/<subPath>`: the mount comes from the
+//! config and may be a symlink, but no component of the `subPath` is ever followed through one
+//! ([`Tree::open_below`]), not even to another directory on the same claim.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -11,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use tekflux_common::Error;
 
+use crate::archive::{ArchiveError, Tree};
 use crate::tekton::FinishedRun;
 
 /// Annotation git-push writes: JSON `[{"workspace", "claim", "subPath"}]`.
@@ -25,7 +28,10 @@ pub struct WorkspaceDir {
     pub claim: String,
     /// Its `subPath` in the claim; empty for the claim's root.
     pub sub_path: String,
-    /// `<mount>/<subPath>`.
+    /// Where the claim is mounted (`storage.mounts`).
+    pub mount: PathBuf,
+    /// `<mount>/<subPath>`, for messages: the directory is only ever opened through
+    /// [`WorkspaceDir::open`].
     pub dir: PathBuf,
 }
 
@@ -34,6 +40,23 @@ impl WorkspaceDir {
     /// claim's root, which other runs share.
     pub fn removable(&self) -> bool {
         !self.sub_path.is_empty()
+    }
+
+    /// Opens the directory: the mount as configured, then each `subPath` component without
+    /// following symlinks.
+    ///
+    /// # Errors
+    /// As [`Tree::open`] and [`Tree::open_below`].
+    pub fn open(&self) -> Result<Tree, ArchiveError> {
+        Tree::open(&self.mount)?.open_below(Path::new(&self.sub_path))
+    }
+
+    /// Deletes the directory (see [`Tree::remove_below`]); never the claim's root.
+    ///
+    /// # Errors
+    /// As [`Tree::remove_below`].
+    pub fn remove(&self) -> Result<(), ArchiveError> {
+        Tree::open(&self.mount)?.remove_below(Path::new(&self.sub_path))
     }
 }
 
@@ -70,9 +93,13 @@ struct AnnotatedWorkspace {
 
 /// Works out which directories of `run` to archive, given where claims are mounted.
 ///
+/// A `subPath` with a symlink in any component is skipped: it is never followed.
+///
 /// # Errors
 /// [`Error::Unavailable`] when a claim's configured mount point does not exist: the volume is
 /// not mounted (yet), which a retry may fix, while skipping would lose the workspace.
+/// [`Error::Internal`] when a `subPath` cannot be opened for another reason (permissions),
+/// which skipping would also lose.
 pub fn plan_workspaces(
     run: &FinishedRun,
     mounts: &BTreeMap<String, String>,
@@ -148,30 +175,34 @@ pub fn plan_workspaces(
             )));
             continue;
         }
-        let dir = mount.join(&sub_path);
-        match inside_mount(mount, &dir) {
-            Ok(true) => {}
-            Ok(false) => {
-                plan.skipped.push(skip(format!(
-                    "{} leads outside the claim's mount through a symlink",
-                    dir.display()
-                )));
-                continue;
-            }
-            Err(_) => {
-                plan.skipped.push(skip(format!(
-                    "{} does not exist: the run wrote nothing there",
-                    dir.display()
-                )));
-                continue;
-            }
-        }
-        plan.archive.push(WorkspaceDir {
-            workspace,
+        let candidate = WorkspaceDir {
+            workspace: workspace.clone(),
             claim: claim_name,
+            dir: mount.join(&sub_path),
+            mount: mount.to_owned(),
             sub_path,
-            dir,
-        });
+        };
+        // Opened here to tell the cases apart; the archive opens it again the same way, and a
+        // swap in between fails that open instead.
+        let reason = match candidate.open() {
+            Ok(_) => {
+                plan.archive.push(candidate);
+                continue;
+            }
+            Err(ArchiveError::SourceMissing { path }) => format!(
+                "{} does not exist: the run wrote nothing there",
+                path.display()
+            ),
+            Err(ArchiveError::Symlink { path }) => format!(
+                "{} is a symlink: a subPath is never followed through one",
+                path.display()
+            ),
+            Err(ArchiveError::NotADirectory { path }) => {
+                format!("{} is not a directory", path.display())
+            }
+            Err(error) => return Err(Error::Internal(error.to_string())),
+        };
+        plan.skipped.push(skip(reason));
     }
     Ok(plan)
 }
@@ -185,14 +216,6 @@ fn is_relative_below(sub_path: &str) -> bool {
     Path::new(sub_path)
         .components()
         .all(|component| matches!(component, Component::Normal(_)))
-}
-
-/// Whether `dir`, with symlinks resolved, is a directory inside `mount`: another run could have
-/// left a symlink where this run's subPath lies.
-fn inside_mount(mount: &Path, dir: &Path) -> std::io::Result<bool> {
-    let mount = mount.canonicalize()?;
-    let dir = dir.canonicalize()?;
-    Ok(dir.starts_with(&mount) && dir.is_dir())
 }
 
 /// Where a run's objects go: `<prefix>/<namespace>/<run>/…`.
@@ -323,24 +346,43 @@ mod tests {
     }
 
     #[test]
-    fn a_symlinked_sub_path_leading_out_is_skipped() {
+    fn sub_paths_through_symlinks_are_skipped_wherever_they_lead() {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.path().join("r")).unwrap();
+        std::fs::create_dir_all(outside.path().join("b")).unwrap();
+        std::fs::create_dir_all(root.path().join("real/b")).unwrap();
+        std::fs::write(root.path().join("file"), "x").unwrap();
+        // Out of the mount, within it (another run's directory), and as an intermediate
+        // component: none is followed.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("real", root.path().join("in")).unwrap();
         let mounts = BTreeMap::from([("ws".to_owned(), root.path().to_str().unwrap().to_owned())]);
         let plan = plan_workspaces(
             &run(
                 json!({}),
-                json!([{"name": "a", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "r"}]),
+                json!([
+                    {"name": "a", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "out"},
+                    {"name": "b", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "in"},
+                    {"name": "c", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "out/b"},
+                    {"name": "d", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "in/b"},
+                    {"name": "e", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "file"},
+                    {"name": "f", "persistentVolumeClaim": {"claimName": "ws"}, "subPath": "real/b"},
+                ]),
             ),
             &mounts,
         )
         .unwrap();
-        assert!(plan.archive.is_empty());
-        assert!(
-            plan.skipped[0].reason.contains("outside"),
-            "{:?}",
-            plan.skipped
-        );
+        let archived: Vec<_> = plan.archive.iter().map(|w| w.sub_path.as_str()).collect();
+        assert_eq!(archived, ["real/b"]);
+        let reasons: Vec<_> = plan
+            .skipped
+            .iter()
+            .map(|s| (s.workspace.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        for (workspace, reason) in &reasons[..4] {
+            assert!(reason.contains("is a symlink"), "{workspace}: {reason}");
+        }
+        assert!(reasons[4].1.contains("not a directory"), "{reasons:?}");
     }
 }

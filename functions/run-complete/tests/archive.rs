@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use tekflux_run_complete::archive::{
-    ArchiveOptions, MIN_PART_SIZE, RestoreError, RestoreLimits, RestoreOptions, restore_archive,
-    restore_from_s3, upload_archive, verify_archive,
+    ArchiveOptions, MIN_PART_SIZE, RestoreError, RestoreLimits, RestoreOptions, Tree,
+    restore_archive, restore_from_s3, upload_archive, verify_archive,
 };
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
 use tekflux_testkit::s3::TestS3;
@@ -75,7 +75,7 @@ async fn archive_round_trip(s3: &TestS3) {
         &client,
         &bucket,
         "a.tar.zst",
-        &source,
+        &Tree::open(&source).unwrap(),
         &small_parts(),
         metadata,
     )
@@ -94,7 +94,7 @@ async fn archive_round_trip(s3: &TestS3) {
         &client,
         &bucket,
         "b.tar.zst",
-        &source,
+        &Tree::open(&source).unwrap(),
         &small_parts(),
         BTreeMap::new(),
     )
@@ -145,7 +145,7 @@ async fn a_failing_upload_is_aborted_and_reported_as_transient() {
         &s3.client_via(&proxy.url()),
         &bucket,
         "a.tar.zst",
-        work.path(),
+        &Tree::open(work.path()).unwrap(),
         &small_parts(),
         BTreeMap::new(),
     )

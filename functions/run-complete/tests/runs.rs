@@ -296,6 +296,71 @@ async fn duplicate_completion_events_archive_once_and_cleanup_frees_the_director
 }
 
 #[tokio::test]
+async fn a_sub_path_through_a_symlink_is_neither_archived_nor_deleted() {
+    let h = Harness::start().await;
+    let run = "shop-build-link00000001";
+    // Another run's directory on the same claim, and this run's subPath a symlink to it: the
+    // mount is never left, but the link is still not followed.
+    let victim = h.workspace_dir("shop-build-victim000001");
+    write_tree(&victim);
+    let before = snapshot(&victim);
+    std::os::unix::fs::symlink(&victim, h.workspace_dir(run)).unwrap();
+    let state = h.state("  cleanup: true\n", h.s3.client());
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
+
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let manifest = h.manifest(run).await.unwrap();
+    assert!(manifest.workspaces.is_empty());
+    assert_eq!(manifest.skipped_workspaces.len(), 1);
+    assert!(
+        manifest.skipped_workspaces[0]
+            .reason
+            .contains("is a symlink"),
+        "{:?}",
+        manifest.skipped_workspaces
+    );
+    assert_eq!(
+        snapshot(&victim),
+        before,
+        "the other run's directory is untouched"
+    );
+    assert!(std::fs::symlink_metadata(h.workspace_dir(run)).is_ok());
+}
+
+#[tokio::test]
+async fn a_workspace_over_max_archive_bytes_is_recorded_as_skipped_and_kept() {
+    let h = Harness::start().await;
+    let run = "shop-build-huge00000001";
+    let dir = h.workspace_dir(run);
+    write_tree(&dir);
+    let before = snapshot(&dir);
+    h.api
+        .set_pod_log(NS, &format!("{run}-pod"), "step-build", "built\n");
+    let state = h.state("  maxArchiveBytes: 1000\n  cleanup: true\n", h.s3.client());
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
+
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let manifest = h.manifest(run).await.unwrap();
+    assert!(manifest.workspaces.is_empty());
+    let reason = &manifest.skipped_workspaces[0].reason;
+    assert!(reason.contains("maxArchiveBytes"), "{reason}");
+    assert!(
+        h.object(&format!("runs/{NS}/{run}/workspaces/source.tar.zst"))
+            .await
+            .is_none(),
+        "no partial archive is left"
+    );
+    assert!(!manifest.logs.is_empty(), "the logs are still copied");
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "a workspace not archived is not deleted"
+    );
+}
+
+#[tokio::test]
 async fn s3_failing_mid_upload_answers_503_leaves_no_trace_and_the_retry_completes() {
     let h = Harness::start().await;
     let run = "shop-build-big000000001";

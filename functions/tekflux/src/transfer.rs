@@ -25,7 +25,7 @@ use tekflux_common::clients;
 use tekflux_common::config::{self, Env};
 use tekflux_run_complete::archive::{
     ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
-    RestoreOptions, restore_from_s3, upload_archive, verify_archive,
+    RestoreOptions, Tree, restore_from_s3, upload_archive, verify_archive,
 };
 
 /// Bad arguments (sysexits `EX_USAGE`).
@@ -141,7 +141,8 @@ impl FromStr for MetadataPair {
 /// Arguments of `tekflux archive`.
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// The directory to archive; symlinks are stored as links, special files are skipped.
+    /// The directory to archive (followed if it is itself a symlink); symlinks inside are
+    /// stored as links and never followed, special files are skipped.
     pub source: PathBuf,
     /// Where to store the archive, s3://bucket/key.
     pub url: S3Url,
@@ -154,6 +155,10 @@ pub struct ArchiveArgs {
     /// Parts uploaded at the same time (1 to 16).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub concurrency: Option<u16>,
+    /// Most bytes of file content to archive; a larger tree is refused (exit 65) before the
+    /// file that crosses it is read. Default: storage.maxArchiveBytes, else 64 GiB.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bytes: Option<u64>,
     /// Skip reading the object back to check its sha256.
     #[arg(long)]
     pub no_verify: bool,
@@ -204,6 +209,9 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
     if let Some(concurrency) = args.concurrency {
         options.concurrency = usize::from(concurrency);
     }
+    if let Some(max_bytes) = args.max_bytes {
+        options.max_bytes = max_bytes;
+    }
     let progress = ProgressLine::to_stderr("archive", None);
     options.progress = progress.callback();
     let metadata: BTreeMap<String, String> = args
@@ -215,15 +223,10 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
 
     let result = block_on(async {
         let client = clients::s3_client(&config.storage).await;
-        let report = upload_archive(
-            &client,
-            &url.bucket,
-            &url.key,
-            &args.source,
-            &options,
-            metadata,
-        )
-        .await;
+        // The operator names the directory: it may be reached through a symlink.
+        let tree = Tree::open(&args.source)?;
+        let report =
+            upload_archive(&client, &url.bucket, &url.key, &tree, &options, metadata).await;
         // The line's rate is the upload's, not diluted by the read-back.
         progress.finish();
         let report = report?;
@@ -333,6 +336,7 @@ fn archive_exit_code(error: &ArchiveError) -> u8 {
     match error {
         ArchiveError::SourceMissing { .. } | ArchiveError::NotADirectory { .. } => EXIT_NOT_FOUND,
         ArchiveError::InvalidOptions(_) => EXIT_USAGE,
+        ArchiveError::TooLarge { .. } | ArchiveError::Symlink { .. } => EXIT_REFUSED,
         error if error.is_transient() => EXIT_UNAVAILABLE,
         _ => 1,
     }

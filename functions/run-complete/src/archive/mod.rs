@@ -1,9 +1,17 @@
 //! Workspace archives: a directory becomes a zstd-compressed tar stream uploaded to S3 with
 //! bounded memory, and an archive becomes a directory again without trusting its contents.
 //!
-//! - [`upload_archive`] walks the directory in sorted order, so the same tree always gives the
+//! - [`Tree`] holds a directory by descriptor: [`Tree::open`] for a trusted path (a configured
+//!   mount, the CLI's argument), [`Tree::open_below`] for a run's `subPath`, whose components
+//!   are never followed through a symlink. Everything below is reached `openat`-style, never
+//!   through a symlink, and checked after opening to be what was looked at, so a tree that is
+//!   rewritten during the walk cannot lead it outside ([`ArchiveError::Changed`] instead).
+//! - [`upload_archive`] walks the tree in sorted order, so the same tree always gives the
 //!   same bytes and sha256, and streams tar → zstd → S3 multipart from a blocking thread through
 //!   a bounded channel. A failed multipart upload is aborted, never left to accumulate parts.
+//!   At most [`ArchiveOptions::max_bytes`] of file content is archived.
+//! - [`Tree::remove_below`] deletes a run's directory the same way: renamed aside, then
+//!   unlinked entry by entry, never following a link.
 //! - [`verify_archive`] reads an object back and recomputes its sha256, for callers that must
 //!   be sure before deleting the source.
 //! - [`restore_archive`] and [`restore_from_s3`] unpack into a private directory, refuse
@@ -12,15 +20,17 @@
 mod restore;
 mod s3_error;
 mod tar_stream;
+mod tree;
 mod upload;
 
 pub use restore::{
     RestoreError, RestoreLimits, RestoreOptions, RestoreReport, restore_archive, restore_from_s3,
 };
 pub use tar_stream::{TarSummary, write_archive};
+pub use tree::Tree;
 pub use upload::{
-    ArchiveError, ArchiveOptions, ArchiveReport, MIN_PART_SIZE, VerifiedObject, upload_archive,
-    verify_archive,
+    ArchiveError, ArchiveOptions, ArchiveReport, DEFAULT_MAX_ARCHIVE_BYTES, MIN_PART_SIZE,
+    VerifiedObject, upload_archive, verify_archive,
 };
 
 use std::sync::Arc;

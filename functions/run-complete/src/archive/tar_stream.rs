@@ -1,12 +1,18 @@
 //! Writing a directory as a reproducible tar stream compressed with zstd (blocking I/O).
+//!
+//! The walk goes through directory descriptors ([`super::tree`]): every entry is stat'ed and
+//! opened relative to its parent without following symlinks, and checked to be what was
+//! stat'ed before it is read, so a tree rewritten during the walk cannot lead it outside.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::Stat;
 
 use super::ArchiveError;
+use super::tree::{Entry, Tree, look_up, names};
 
 /// What writing one archive counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,133 +23,156 @@ pub struct TarSummary {
     pub skipped_special: u64,
 }
 
-/// Writes `dir` into `out` as a tar stream compressed with zstd at `level`, and returns `out`
-/// once the zstd frame is finished.
+/// Writes the tree into `out` as a tar stream compressed with zstd at `level`, and returns
+/// `out` once the zstd frame is finished.
 ///
-/// Entries are relative to `dir` and come in a fixed order (siblings sorted by name bytes, each
-/// directory before its contents), with uid/gid 0 and empty owner names, so the same tree always
-/// produces the same bytes. Symlinks are stored as links and never followed; hard links are
-/// stored as separate regular files; sockets, FIFOs and devices are skipped and counted.
+/// Entries are relative to the tree's root and come in a fixed order (siblings sorted by name
+/// bytes, each directory before its contents), with uid/gid 0 and empty owner names, so the
+/// same tree always produces the same bytes. Symlinks are stored as links and never followed;
+/// hard links are stored as separate regular files; sockets, FIFOs and devices are skipped and
+/// counted. At most `max_bytes` of file content is archived: the file that would cross it is
+/// refused before it is read, so a sparse terabyte costs nothing.
 ///
 /// # Errors
-/// [`ArchiveError::SourceMissing`] / [`ArchiveError::NotADirectory`] for a bad `dir`,
-/// [`ArchiveError::Source`] when a file cannot be read or changes size while read, and
-/// [`ArchiveError::Output`] when `out` refuses bytes.
+/// [`ArchiveError::Changed`] when an entry is swapped, vanishes or shrinks while the tree is
+/// read (transient: the tree is still being written, or tampered with),
+/// [`ArchiveError::TooLarge`] over `max_bytes`, [`ArchiveError::Source`] when an entry cannot
+/// be read, and [`ArchiveError::Output`] when `out` refuses bytes.
 pub fn write_archive<W: Write>(
-    dir: &Path,
+    tree: &Tree,
     level: i32,
+    max_bytes: u64,
     out: W,
 ) -> Result<(TarSummary, W), ArchiveError> {
-    // The root itself may be a symlink (a mount point seen through a link); only entries below
-    // it are never followed.
-    let meta = fs::metadata(dir).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            ArchiveError::SourceMissing {
-                path: dir.to_owned(),
-            }
-        } else {
-            ArchiveError::Source {
-                path: dir.to_owned(),
-                source,
-            }
-        }
-    })?;
-    if !meta.is_dir() {
-        return Err(ArchiveError::NotADirectory {
-            path: dir.to_owned(),
-        });
-    }
     let encoder = zstd::stream::write::Encoder::new(out, level).map_err(ArchiveError::Output)?;
     let mut builder = tar::Builder::new(encoder);
-    let mut summary = TarSummary::default();
-    walk(&mut builder, dir, Path::new(""), &mut summary)?;
+    let summary = walk(&mut builder, tree, max_bytes)?;
     let encoder = builder.into_inner().map_err(ArchiveError::Output)?;
     let out = encoder.finish().map_err(ArchiveError::Output)?;
     Ok((summary, out))
 }
 
+/// A directory being archived: its descriptor, its path in the archive, and its entries still
+/// to write, sorted.
+struct Level {
+    fd: OwnedFd,
+    relative: PathBuf,
+    names: std::vec::IntoIter<OsString>,
+}
+
+impl Level {
+    fn new(fd: OwnedFd, relative: PathBuf, path: &Path) -> Result<Self, ArchiveError> {
+        let mut names = names(&fd, path)?;
+        // OsString orders by bytes on Unix, independent of locale and of the directory's order.
+        names.sort();
+        Ok(Self {
+            fd,
+            relative,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// Depth first with an explicit stack, so a hostile tree deeper than the thread's stack is
+/// only as costly as one descriptor per level.
 fn walk<W: Write>(
     builder: &mut tar::Builder<W>,
-    root: &Path,
-    relative: &Path,
-    summary: &mut TarSummary,
-) -> Result<(), ArchiveError> {
-    let dir = root.join(relative);
-    let source_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ArchiveError::Source { path, source }
-    };
-    let mut names = fs::read_dir(&dir)
-        .and_then(|entries| {
-            entries
-                .map(|entry| entry.map(|entry| entry.file_name()))
-                .collect::<io::Result<Vec<OsString>>>()
-        })
-        .map_err(source_error(&dir))?;
-    // OsString orders by bytes on Unix, independent of locale and of the directory's own order.
-    names.sort();
-
-    for name in names {
-        let entry_path = relative.join(&name);
-        let absolute = root.join(&entry_path);
-        let meta = fs::symlink_metadata(&absolute).map_err(source_error(&absolute))?;
-        let file_type = meta.file_type();
-
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(meta.mode() & 0o7777);
-        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(0);
-
-        if file_type.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            builder
-                .append_data(&mut header, &entry_path, io::empty())
-                .map_err(ArchiveError::Output)?;
-            summary.entries += 1;
-            walk(builder, root, &entry_path, summary)?;
-        } else if file_type.is_file() {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            let file = File::open(&absolute).map_err(source_error(&absolute))?;
-            let mut reader = ExactReader {
-                inner: file,
-                remaining: meta.len(),
-                failure: None,
-            };
-            if let Err(err) = builder.append_data(&mut header, &entry_path, &mut reader) {
-                // Telling a read failure from a refusing sink matters: the first names a file.
-                return Err(match reader.failure.take() {
-                    Some(source) => ArchiveError::Source {
-                        path: absolute,
-                        source,
-                    },
-                    None => ArchiveError::Output(err),
-                });
+    tree: &Tree,
+    max_bytes: u64,
+) -> Result<TarSummary, ArchiveError> {
+    let mut summary = TarSummary::default();
+    let mut content_bytes = 0u64;
+    let root = tree.try_clone()?.into_fd();
+    let mut stack = vec![Level::new(root, PathBuf::new(), tree.path())?];
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let entry_path = level.relative.join(&name);
+        let absolute = tree.path().join(&entry_path);
+        match look_up(&level.fd, &name, &absolute)? {
+            Entry::Directory { fd, stat } => {
+                let mut header = header(&stat, tar::EntryType::Directory);
+                builder
+                    .append_data(&mut header, &entry_path, io::empty())
+                    .map_err(ArchiveError::Output)?;
+                summary.entries += 1;
+                stack.push(Level::new(fd, entry_path, &absolute)?);
             }
-            summary.entries += 1;
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&absolute).map_err(source_error(&absolute))?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            builder
-                .append_link(&mut header, &entry_path, &target)
-                .map_err(ArchiveError::Output)?;
-            summary.entries += 1;
-        } else {
+            Entry::File { file, stat } => {
+                let size = u64::try_from(stat.st_size).unwrap_or(0);
+                content_bytes = content_bytes.saturating_add(size);
+                if content_bytes > max_bytes {
+                    return Err(ArchiveError::TooLarge {
+                        path: absolute,
+                        limit: max_bytes,
+                    });
+                }
+                let mut header = header(&stat, tar::EntryType::Regular);
+                header.set_size(size);
+                let mut reader = ExactReader {
+                    inner: file,
+                    remaining: size,
+                    failure: None,
+                };
+                if let Err(err) = builder.append_data(&mut header, &entry_path, &mut reader) {
+                    // Telling a read failure from a refusing sink matters: the first names a file.
+                    return Err(match reader.failure.take() {
+                        Some(Failure::Shrank) => ArchiveError::Changed {
+                            path: absolute,
+                            detail: "it shrank while it was read",
+                        },
+                        Some(Failure::Read(source)) => ArchiveError::Source {
+                            path: absolute,
+                            source,
+                        },
+                        None => ArchiveError::Output(err),
+                    });
+                }
+                summary.entries += 1;
+            }
+            Entry::Symlink { stat, target } => {
+                let mut header = header(&stat, tar::EntryType::Symlink);
+                builder
+                    .append_link(&mut header, &entry_path, &target)
+                    .map_err(ArchiveError::Output)?;
+                summary.entries += 1;
+            }
             // Sockets, FIFOs and devices: their "content" is a live endpoint, not data.
-            summary.skipped_special += 1;
+            Entry::Special => summary.skipped_special += 1,
         }
     }
-    Ok(())
+    Ok(summary)
+}
+
+/// A header with the fields every entry shares: permission bits and mtime from `stat`, owner 0,
+/// size 0 (set by the caller for files).
+fn header(stat: &Stat, kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(stat.st_mode & 0o7777);
+    header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(0);
+    header.set_entry_type(kind);
+    header
+}
+
+/// Why reading a file for the archive stopped.
+enum Failure {
+    /// It ended before the size in its header: the tree changed.
+    Shrank,
+    /// The OS refused the read.
+    Read(io::Error),
 }
 
 /// Yields exactly the size announced in the tar header: a file that shrinks while read would
 /// otherwise leave a header promising bytes that never come, corrupting every later entry.
 struct ExactReader {
-    inner: File,
+    inner: std::fs::File,
     remaining: u64,
-    failure: Option<io::Error>,
+    failure: Option<Failure>,
 }
 
 impl Read for ExactReader {
@@ -154,8 +183,9 @@ impl Read for ExactReader {
         let limit = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        let result = self.inner.read(&mut buf[..limit]).and_then(|read| {
-            if read == 0 {
+        match self.inner.read(&mut buf[..limit]) {
+            Ok(0) => {
+                self.failure = Some(Failure::Shrank);
                 Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -163,18 +193,14 @@ impl Read for ExactReader {
                         self.remaining
                     ),
                 ))
-            } else {
-                Ok(read)
             }
-        });
-        match result {
             Ok(read) => {
                 self.remaining -= read as u64;
                 Ok(read)
             }
             Err(err) => {
                 let copy = io::Error::new(err.kind(), err.to_string());
-                self.failure = Some(err);
+                self.failure = Some(Failure::Read(err));
                 Err(copy)
             }
         }

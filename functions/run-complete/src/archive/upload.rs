@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::Progress;
 use super::s3_error::S3Failure;
 use super::tar_stream::{TarSummary, write_archive};
+use super::tree::Tree;
 
 /// S3's smallest part size for every part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -27,6 +28,11 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Content type of the stored archives.
 const CONTENT_TYPE: &str = "application/zstd";
 
+/// Most bytes of file content an archive holds unless configured otherwise
+/// (`storage.maxArchiveBytes`): 64 GiB, what `tekflux restore` accepts by default, so every
+/// archive made with the defaults can be restored with them.
+pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
 /// How an archive is compressed and uploaded.
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -37,6 +43,8 @@ pub struct ArchiveOptions {
     pub part_size: usize,
     /// Parts uploaded at the same time. Memory is about `part_size × (concurrency + 2)`.
     pub concurrency: usize,
+    /// Most bytes of file content the archive may hold (see [`write_archive`]).
+    pub max_bytes: u64,
     /// Told the number of compressed bytes produced, as they are produced.
     pub progress: Progress,
 }
@@ -50,14 +58,15 @@ impl Default for ArchiveOptions {
             // throughput in the archive benchmark), and 8 MiB × (2 + 2) leaves the archiver
             // well under its 64 MiB goal; see functions/run-complete/BENCHMARKS.md.
             concurrency: 2,
+            max_bytes: DEFAULT_MAX_ARCHIVE_BYTES,
             progress: Progress::default(),
         }
     }
 }
 
 impl ArchiveOptions {
-    /// The defaults with the config's `storage.compressionLevel` and `storage.partSizeMib`
-    /// applied; a part size below S3's minimum is raised to it.
+    /// The defaults with the config's `storage.compressionLevel`, `storage.partSizeMib` and
+    /// `storage.maxArchiveBytes` applied; a part size below S3's minimum is raised to it.
     pub fn from_storage(storage: &tekflux_common::config::Storage) -> Self {
         let mut options = Self::default();
         if let Some(level) = storage.compression_level {
@@ -66,6 +75,9 @@ impl ArchiveOptions {
         if let Some(mib) = storage.part_size_mib {
             let bytes = usize::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
             options.part_size = bytes.max(MIN_PART_SIZE);
+        }
+        if let Some(max_bytes) = storage.max_archive_bytes {
+            options.max_bytes = max_bytes;
         }
         options
     }
@@ -112,10 +124,52 @@ pub enum ArchiveError {
         /// The path given.
         path: PathBuf,
     },
+    /// A component of a run's directory is a symbolic link, which is never followed.
+    #[error(
+        "{} is a symbolic link; a run's directory is never reached through one",
+        path.display()
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A file or directory inside the tree could not be read.
     #[error("reading {} failed: {source}", path.display())]
     Source {
         /// The entry that failed.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The tree changed while it was read: an entry was swapped for another (a symlink, say)
+    /// between being looked at and opened, vanished, or shrank. Nothing outside the tree was
+    /// read; the archive is abandoned and may succeed once the tree is settled.
+    #[error(
+        "the tree changed while it was read: {} {detail}; the archive is abandoned",
+        path.display()
+    )]
+    Changed {
+        /// The entry that changed.
+        path: PathBuf,
+        /// How.
+        detail: &'static str,
+    },
+    /// The tree holds more file content than the archive may (`storage.maxArchiveBytes`).
+    #[error(
+        "the tree holds more than {limit} bytes of file content (storage.maxArchiveBytes), \
+         found at {}; it is not archived",
+        path.display()
+    )]
+    TooLarge {
+        /// The file that crossed the limit, not read.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// Removing a tree failed part way: the OS refused to unlink an entry.
+    #[error("removing {} failed: {source}", path.display())]
+    Remove {
+        /// The entry that could not be removed.
         path: PathBuf,
         /// What the OS said.
         source: io::Error,
@@ -153,16 +207,23 @@ pub enum ArchiveError {
 
 impl ArchiveError {
     /// Whether the same request may succeed later (the handler answers 503): the store was
-    /// unreachable, overloaded or failing, or what it stored does not match what was sent.
+    /// unreachable, overloaded or failing, what it stored does not match what was sent, or
+    /// the tree changed while it was read.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::S3 { transient, .. } => *transient,
             // The tree was read in full and the store kept something else: a new upload is the
             // remedy, not a different request.
             Self::Mismatch { .. } => true,
+            // A step still writing settles; a tamperer keeps failing until dead-lettered, and
+            // nothing outside the tree is read either way.
+            Self::Changed { .. } => true,
             Self::SourceMissing { .. }
             | Self::NotADirectory { .. }
+            | Self::Symlink { .. }
             | Self::Source { .. }
+            | Self::TooLarge { .. }
+            | Self::Remove { .. }
             | Self::Output(_)
             | Self::InvalidOptions(_)
             | Self::Producer(_) => false,
@@ -174,7 +235,11 @@ impl ArchiveError {
         match self {
             Self::SourceMissing { .. } => "source_missing",
             Self::NotADirectory { .. } => "not_a_directory",
+            Self::Symlink { .. } => "symlink",
             Self::Source { .. } => "source",
+            Self::Changed { .. } => "changed",
+            Self::TooLarge { .. } => "too_large",
+            Self::Remove { .. } => "remove",
             Self::Output(_) => "output",
             Self::InvalidOptions(_) => "invalid_options",
             Self::S3 { .. } => "s3",
@@ -194,7 +259,7 @@ impl ArchiveError {
     }
 }
 
-/// Archives `source_dir` (see [`write_archive`]) straight into `s3://bucket/key`, with
+/// Archives `tree` (see [`write_archive`]) straight into `s3://bucket/key`, with
 /// `metadata` as the object's `x-amz-meta-*`, and checks that the stored size is the streamed
 /// size.
 ///
@@ -210,7 +275,7 @@ pub async fn upload_archive(
     client: &Client,
     bucket: &str,
     key: &str,
-    source_dir: &Path,
+    tree: &Tree,
     options: &ArchiveOptions,
     metadata: BTreeMap<String, String>,
 ) -> Result<ArchiveReport, ArchiveError> {
@@ -232,12 +297,12 @@ pub async fn upload_archive(
     // serve the whole archive. A fresh buffer per part left glibc's heap fragmented by
     // part-sized holes and the peak RSS growing with the archive (BENCHMARKS.md).
     let (recycle, recycled) = std::sync::mpsc::channel::<BytesMut>();
-    let dir = source_dir.to_owned();
-    let (level, part_size) = (options.level, options.part_size);
+    let tree = tree.try_clone()?;
+    let (level, part_size, max_bytes) = (options.level, options.part_size, options.max_bytes);
     let progress = options.progress.clone();
     let producer = tokio::task::spawn_blocking(move || {
         let sink = ChunkSink::new(sender, recycled, part_size, progress);
-        let (summary, sink) = write_archive(&dir, level, sink)?;
+        let (summary, sink) = write_archive(&tree, level, max_bytes, sink)?;
         let (bytes, sha256) = sink.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(Streamed {
             summary,
