@@ -26,6 +26,7 @@ use serde_json::json;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
+use tekflux_common::run_contract;
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::{Error, Result};
 
@@ -38,11 +39,11 @@ use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
 use crate::verify::{Refusal, RunReference, VerifyError, verify_run};
 
 /// Annotation git-push writes with the commit sha.
-pub const SHA_ANNOTATION: &str = "tekflux.dev/sha";
+pub const SHA_ANNOTATION: &str = run_contract::SHA_KEY;
 /// Annotation git-push writes with the delivery id.
-pub const DELIVERY_ANNOTATION: &str = "tekflux.dev/delivery-id";
+pub const DELIVERY_ANNOTATION: &str = run_contract::DELIVERY_ANNOTATION;
 /// Annotation git-push writes with the canonical repository URL.
-pub const REPO_URL_ANNOTATION: &str = "tekflux.dev/repo-url";
+pub const REPO_URL_ANNOTATION: &str = run_contract::REPO_URL_ANNOTATION;
 
 /// What run-complete needs to answer requests. Cheap to clone.
 #[derive(Clone)]

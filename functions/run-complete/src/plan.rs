@@ -17,7 +17,7 @@ use crate::archive::{ArchiveError, Tree};
 use crate::tekton::FinishedRun;
 
 /// Annotation git-push writes: JSON `[{"workspace", "claim", "subPath"}]`.
-pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+pub const ARCHIVE_ANNOTATION: &str = tekflux_common::run_contract::ARCHIVE_ANNOTATION;
 
 /// A directory to archive.
 #[derive(Debug, Clone, PartialEq, Eq)]

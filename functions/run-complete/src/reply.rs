@@ -21,9 +21,9 @@ use crate::manifest::Manifest;
 pub const RUN_FINISHED_TYPE: &str = "dev.tekflux.run.finished.v1";
 
 /// The result names an image build reports (Tekton catalog kaniko/buildah Tasks).
-pub const IMAGE_URL_RESULT: &str = "IMAGE_URL";
+pub const IMAGE_URL_RESULT: &str = tekflux_common::run_contract::IMAGE_URL_RESULT;
 /// The digest result that goes with [`IMAGE_URL_RESULT`].
-pub const IMAGE_DIGEST_RESULT: &str = "IMAGE_DIGEST";
+pub const IMAGE_DIGEST_RESULT: &str = tekflux_common::run_contract::IMAGE_DIGEST_RESULT;
 
 /// Builds the reply to `incoming` for the archived run `manifest` describes.
 ///

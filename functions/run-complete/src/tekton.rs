@@ -21,38 +21,13 @@ pub const TEKTON_TYPE_PREFIX: &str = "dev.tekton.event.";
 /// Label Tekton puts on the TaskRuns a PipelineRun creates.
 pub const PIPELINE_RUN_LABEL: &str = "tekton.dev/pipelineRun";
 
-/// The two kinds of run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    /// A `TaskRun`.
-    TaskRun,
-    /// A `PipelineRun`.
-    PipelineRun,
-}
+pub use tekflux_common::run_contract::RunKind;
 
-impl RunKind {
-    /// The Kubernetes kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::TaskRun => "TaskRun",
-            RunKind::PipelineRun => "PipelineRun",
-        }
-    }
-
-    /// The resource's plural name in the `tekton.dev` group.
-    pub fn plural(self) -> &'static str {
-        match self {
-            RunKind::TaskRun => "taskruns",
-            RunKind::PipelineRun => "pipelineruns",
-        }
-    }
-
-    /// The key of the event body that holds the run.
-    pub(crate) fn body_key(self) -> &'static str {
-        match self {
-            RunKind::TaskRun => "taskRun",
-            RunKind::PipelineRun => "pipelineRun",
-        }
+/// The key of a Tekton event's body that holds the run of `kind`.
+pub(crate) fn body_key(kind: RunKind) -> &'static str {
+    match kind {
+        RunKind::TaskRun => "taskRun",
+        RunKind::PipelineRun => "pipelineRun",
     }
 }
 

@@ -13,6 +13,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 use tekflux_common::Error;
 use tekflux_common::config::{is_dns1123_label, is_dns1123_subdomain};
+use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 
 use crate::tekton::{FinishedRun, Outcome, RunKind};
 
@@ -42,7 +43,7 @@ impl RunReference {
     /// [`Refusal::InvalidEvent`] when the body does not carry the run the type announces, or
     /// its namespace, name or uid is missing or could not be a Kubernetes one.
     pub fn from_event(kind: RunKind, data: &Value) -> Result<Self, Refusal> {
-        let key = kind.body_key();
+        let key = crate::tekton::body_key(kind);
         let metadata = data
             .get(key)
             .filter(|run| run.is_object())
@@ -244,7 +245,11 @@ pub async fn verify_run(
 
 /// `tekton.dev/v1` PipelineRuns or TaskRuns.
 pub fn run_resource(kind: RunKind) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("tekton.dev", "v1", kind.as_str()))
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        TEKTON_GROUP,
+        TEKTON_VERSION,
+        kind.as_str(),
+    ))
 }
 
 /// The `Succeeded` condition's status (`True`, `False`, `Unknown`), if the run has one.
