@@ -204,6 +204,32 @@ async fn restore_refusals_leave_the_target_as_it_was_and_exit_65() {
     assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
     assert!(!fresh.exists() || snapshot(&fresh).is_empty());
 
+    // A workspace whose links lead out only through each other (l1 is the root, esc climbs
+    // above it), archived as it is: restore refuses it.
+    let planted = work.path().join("planted");
+    std::fs::create_dir_all(planted.join("a/b/c/d/e/f")).unwrap();
+    symlink("../../../../../..", planted.join("a/b/c/d/e/f/l1")).unwrap();
+    symlink(
+        "a/b/c/d/e/f/l1/../../../../../../../etc/hostname",
+        planted.join("esc"),
+    )
+    .unwrap();
+    let chained = format!("s3://{bucket}/chained.tar.zst");
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(&planted)
+        .arg(&chained)
+        .arg("--no-verify");
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let mut restore = tekflux(&s3, work.path());
+    restore.arg("restore").arg(&chained).arg(&fresh);
+    let output = run(restore).await;
+    assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("outside the target"));
+    assert!(!fresh.exists() || snapshot(&fresh).is_empty());
+
     // Not an archive at all.
     s3.client()
         .put_object()

@@ -5,11 +5,42 @@
 //! as a Tekton `emptyDir`), checked against its sha256, and only then moved into place. Any
 //! refusal or failure removes the staging directory, leaving the target as it was.
 //!
-//! Refused: absolute paths and `..`, symlinks that are absolute or lead out of the tree,
-//! writes through a symlink restored earlier, hard links, device files and FIFOs, more entries
-//! or content bytes than the limits. Content bytes are counted as they are written, so a
-//! decompression bomb stops at the limit, and the zstd window is bounded so memory is too.
+//! Refused: absolute paths and `..`, writes through a symlink restored earlier, symlinks that
+//! lead outside the target, hard links, device files and FIFOs, more entries or content bytes
+//! than the limits. Content bytes are counted as they are written, so a decompression bomb
+//! stops at the limit, and the zstd window is bounded so memory is too.
+//!
+//! # Where symlinks lead
+//!
+//! Every entry is written below real directories only (parents are checked with `lstat`, files
+//! are created `O_EXCL`), so only symlinks can make the restored tree reach outside. A link's
+//! text alone does not tell where it leads: `a/b/c/d/e/f/l1 -> ../../../../../..` is the
+//! target's root, so `esc -> a/b/c/d/e/f/l1/../../../../../../../etc/hostname` is
+//! `/etc/hostname` although the text never climbs above the root. So links are checked once the
+//! whole archive is unpacked (before anything moves into place), against the final set of
+//! links and in no particular order, by walking each link's target the way the kernel does:
+//!
+//! - from the link's directory, component by component; `..` goes to the parent;
+//! - a component that is a link of the archive is replaced by where that link leads (worked out
+//!   the same way, once per link), so links through links are followed;
+//! - a component that is not a link (a directory, a file, or nothing yet) is taken as a
+//!   directory, so a dangling link is judged by where it would lead once the missing part is
+//!   created;
+//! - the link is refused when the walk leaves the root at any point (`..` from the root, or an
+//!   absolute target), when it comes back to a link still being resolved (a loop), when it
+//!   follows more than [`MAX_FOLLOWS`] links (the kernel's own bound), or when it reaches a path
+//!   longer than [`MAX_RESOLVED_LEN`].
+//!
+//! What is accepted therefore resolves inside the target, and still does once a later step
+//! creates the directories a dangling link goes through. Some links a lexical check refused
+//! are now accepted:
+//! `up -> l1/../../x` with `l1 -> a/b` is `x`, inside. The links and where they lead are held
+//! in memory, within [`LINKS_MEMORY`].
+//!
+//! Not bounded yet: the `tar` crate reads a GNU long name, long link name or PAX extension
+//! header whole into memory before handing over the entry, and offers no hook to limit it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -23,9 +54,31 @@ use sha2::{Digest, Sha256};
 use super::Progress;
 use super::s3_error::S3Failure;
 
-/// Largest zstd window accepted (2^27 = 128 MiB, zstd's own default limit); archives written
-/// at levels up to 19 use at most 8 MiB.
-const WINDOW_LOG_MAX: u32 = 27;
+/// Largest zstd window accepted and written, 2^25 = 32 MiB: with the decoder's buffers and the
+/// link model ([`LINKS_MEMORY`]) it fits the restore Task's 128 MiB memory limit. zstd levels
+/// up to 19 use at most 2^23 (8 MiB); levels 20 to 22 use 2^25 to 2^27, so the archiver caps
+/// them at this window and tekflux can always restore what it wrote.
+pub(super) const WINDOW_LOG_MAX: u32 = 25;
+
+/// Most symlinks followed to resolve one link, Linux's `MAXSYMLINKS`: a longer chain (or a
+/// loop) is refused, as the kernel would refuse to follow it.
+const MAX_FOLLOWS: u32 = 40;
+
+/// Longest path below the target, in bytes, that a link may lead to (Linux's `PATH_MAX`). It
+/// also keeps each step of a walk cheap.
+const MAX_RESOLVED_LEN: usize = 4096;
+
+/// Longest symlink target restored, in bytes: Linux refuses to create longer ones.
+const MAX_LINK_TARGET: usize = 4095;
+
+/// Memory, in bytes, for the symlinks of one archive and where they lead (see [`Links`]):
+/// about 60,000 links of pnpm's `node_modules` kind. With the zstd window and the process
+/// itself it stays well under the restore Task's 128 MiB.
+const LINKS_MEMORY: usize = 32 * 1024 * 1024;
+
+/// Bytes counted for each link, and again for where it leads, beyond the bytes of its paths:
+/// map nodes, path headers and allocator rounding (measured at 190 and 100 on x86-64 glibc).
+const LINK_OVERHEAD: usize = 192;
 
 /// Mode bits restored: permissions and the sticky bit. setuid/setgid are dropped: a workspace
 /// has no business creating them.
@@ -315,6 +368,7 @@ fn unpack<R: Read>(
     let mut written = 0u64;
     // Directory times are set last: writing their contents changes them.
     let mut directory_times = Vec::new();
+    let mut links = Links::default();
 
     for entry in archive.entries().map_err(|e| corrupt(&e))? {
         let mut entry = entry.map_err(|e| corrupt(&e))?;
@@ -387,11 +441,20 @@ fn unpack<R: Read>(
                     .link_name_bytes()
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                     .ok_or_else(|| hostile("a symlink without a target"))?;
-                if !link_stays_inside(&relative, &link) {
+                // Where a relative link leads is known only once every link is restored.
+                if link.is_empty() || Path::new(&link).has_root() {
                     return Err(hostile(&format!(
                         "the symlink points to {link:?}, outside the target"
                     )));
                 }
+                if link.len() > MAX_LINK_TARGET {
+                    return Err(hostile(&format!(
+                        "the symlink's target is longer than {MAX_LINK_TARGET} bytes"
+                    )));
+                }
+                links
+                    .add(&relative, &link)
+                    .map_err(|reason| hostile(&reason))?;
                 std::os::unix::fs::symlink(&link, &destination).map_err(|source| {
                     match source.kind() {
                         io::ErrorKind::AlreadyExists => {
@@ -420,6 +483,11 @@ fn unpack<R: Read>(
             }
         }
     }
+
+    links.check().map_err(|refusal| RestoreError::Hostile {
+        entry: refusal.link.display().to_string(),
+        reason: refusal.reason,
+    })?;
 
     // Read to the end of the stream so the sha256 covers the whole object.
     let mut decoder = archive.into_inner();
@@ -501,27 +569,167 @@ fn ensure_parents(root: &Path, relative: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a symlink at `link_path` (relative to the root) pointing to `target` resolves,
-/// lexically, to a path inside the root. Absolute targets never do.
-fn link_stays_inside(link_path: &Path, target: &str) -> bool {
-    if target.is_empty() || Path::new(target).is_absolute() {
-        return false;
+/// The symlinks of an archive: path below the root (whose parents are real directories) →
+/// target as stored. Checked as a whole by [`Links::check`], so the order of the entries does
+/// not matter.
+#[derive(Debug, Default)]
+struct Links {
+    targets: BTreeMap<PathBuf, PathBuf>,
+    /// Bytes counted against [`LINKS_MEMORY`].
+    memory: usize,
+}
+
+/// A link refused by [`Links::check`].
+#[derive(Debug, PartialEq, Eq)]
+struct LinkRefusal {
+    link: PathBuf,
+    reason: String,
+}
+
+impl Links {
+    /// Records the link at `path` (relative, already created on disk) to `target`.
+    fn add(&mut self, path: &Path, target: &str) -> Result<(), String> {
+        self.memory += path.as_os_str().len() + target.len() + LINK_OVERHEAD;
+        if self.memory > LINKS_MEMORY {
+            return Err(too_many_links());
+        }
+        self.targets.insert(path.to_owned(), PathBuf::from(target));
+        Ok(())
     }
-    let mut depth = link_path.components().count() as i64 - 1;
-    for component in Path::new(target).components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
+
+    /// Resolves every link (see the module docs) and returns the first one refused.
+    fn check(&self) -> Result<(), LinkRefusal> {
+        let mut walk = Walk {
+            targets: &self.targets,
+            resolved: HashMap::new(),
+            memory: self.memory,
+        };
+        for link in self.targets.keys() {
+            walk.resolve(link)?;
+        }
+        Ok(())
+    }
+}
+
+fn too_many_links() -> String {
+    format!(
+        "the archive has more symlinks than can be checked in {} MiB (limit)",
+        LINKS_MEMORY >> 20
+    )
+}
+
+/// What is known of a link during [`Links::check`].
+#[derive(Debug)]
+enum Resolution {
+    /// Its target is being walked; meeting it again is a loop.
+    InProgress,
+    /// It leads to `path` (below the root, through no link) by following `follows` links,
+    /// itself included.
+    Inside { path: PathBuf, follows: u32 },
+}
+
+struct Walk<'a> {
+    targets: &'a BTreeMap<PathBuf, PathBuf>,
+    resolved: HashMap<&'a Path, Resolution>,
+    memory: usize,
+}
+
+impl<'a> Walk<'a> {
+    /// Where `link` leads, and through how many links, worked out once.
+    fn resolve(&mut self, link: &'a Path) -> Result<(PathBuf, u32), LinkRefusal> {
+        match self.resolved.get(link) {
+            Some(Resolution::Inside { path, follows }) => return Ok((path.clone(), *follows)),
+            Some(Resolution::InProgress) => {
+                return Err(refuse(link, "the symlink is part of a loop"));
+            }
+            None => {}
+        }
+        self.resolved.insert(link, Resolution::InProgress);
+        let targets = self.targets;
+        let from = link.parent().unwrap_or(Path::new("")).to_owned();
+        let (path, follows) = self.walk(link, from, &targets[link])?;
+        let follows = follows + 1;
+        if follows > MAX_FOLLOWS {
+            return Err(too_many_follows(link));
+        }
+        self.memory += path.as_os_str().len() + LINK_OVERHEAD;
+        if self.memory > LINKS_MEMORY {
+            return Err(refuse(link, &too_many_links()));
+        }
+        self.resolved.insert(
+            link,
+            Resolution::Inside {
+                path: path.clone(),
+                follows,
+            },
+        );
+        Ok((path, follows))
+    }
+
+    /// Walks `target` from the directory `at`, for the link `link`.
+    fn walk(
+        &mut self,
+        link: &'a Path,
+        mut at: PathBuf,
+        target: &Path,
+    ) -> Result<(PathBuf, u32), LinkRefusal> {
+        let mut follows = 0;
+        for component in target.components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if !at.pop() {
+                        return Err(refuse(
+                            link,
+                            &format!(
+                                "the symlink points to {target:?}, which leads outside the target"
+                            ),
+                        ));
+                    }
+                }
+                Component::Normal(name) => {
+                    at.push(name);
+                    if at.as_os_str().len() > MAX_RESOLVED_LEN {
+                        return Err(refuse(
+                            link,
+                            &format!(
+                                "the symlink leads to a path longer than {MAX_RESOLVED_LEN} bytes"
+                            ),
+                        ));
+                    }
+                    if let Some((through, _)) = self.targets.get_key_value(at.as_path()) {
+                        let (leads_to, more) = self.resolve(through)?;
+                        follows += more;
+                        if follows > MAX_FOLLOWS {
+                            return Err(too_many_follows(link));
+                        }
+                        at = leads_to;
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refuse(
+                        link,
+                        &format!("the symlink points to {target:?}, outside the target"),
+                    ));
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return false,
         }
+        Ok((at, follows))
     }
-    true
+}
+
+fn too_many_follows(link: &Path) -> LinkRefusal {
+    refuse(
+        link,
+        &format!("the symlink leads through more than {MAX_FOLLOWS} symlinks"),
+    )
+}
+
+fn refuse(link: &Path, reason: &str) -> LinkRefusal {
+    LinkRefusal {
+        link: link.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// Downloads `s3://bucket/key` and unpacks it into `target` (see [`restore_archive`]),
@@ -611,13 +819,105 @@ mod tests {
         }
     }
 
+    /// Checks the links `(path, target)`, added in the given order and reversed; the answer
+    /// must not depend on the order.
+    fn check(links: &[(&str, &str)]) -> Result<(), String> {
+        let answers: Vec<_> = [links.to_vec(), links.iter().rev().copied().collect()]
+            .into_iter()
+            .map(|order| {
+                let mut model = Links::default();
+                for (path, target) in order {
+                    model.add(Path::new(path), target)?;
+                }
+                model.check().map_err(|refusal| refusal.reason)
+            })
+            .collect();
+        assert_eq!(answers[0], answers[1], "{links:?}");
+        answers[0].clone()
+    }
+
+    fn refused(links: &[(&str, &str)], expect: &str) {
+        let reason = check(links).expect_err("refused");
+        assert!(reason.contains(expect), "{links:?}: {reason}");
+    }
+
     #[test]
-    fn links_are_resolved_lexically_against_their_directory() {
-        assert!(link_stays_inside(Path::new("a/link"), "../b"));
-        assert!(link_stays_inside(Path::new("link"), "a/../b"));
-        assert!(!link_stays_inside(Path::new("link"), ".."));
-        assert!(!link_stays_inside(Path::new("a/link"), "../../x"));
-        assert!(!link_stays_inside(Path::new("link"), "/etc"));
-        assert!(!link_stays_inside(Path::new("link"), "a/../../x"));
+    fn single_links_are_resolved_against_their_directory() {
+        assert_eq!(check(&[("a/link", "../b")]), Ok(()));
+        assert_eq!(check(&[("link", "a/../b")]), Ok(()));
+        assert_eq!(check(&[("link", ".")]), Ok(()));
+        refused(&[("link", "..")], "outside the target");
+        refused(&[("a/link", "../../x")], "outside the target");
+        refused(&[("link", "a/../../x")], "outside the target");
+        // Leaving and coming back is refused too: the walk may not leave the root at all.
+        refused(&[("a/link", "../../a/x")], "outside the target");
+        // A dangling link is judged as if the missing part existed.
+        refused(&[("link", "missing/../..")], "outside the target");
+    }
+
+    #[test]
+    fn links_through_links_are_followed() {
+        // The review's chain: l1 is the root, so esc climbs seven levels above it.
+        refused(
+            &[
+                ("a/b/c/d/e/f/l1", "../../../../../.."),
+                ("esc", "a/b/c/d/e/f/l1/../../../../../../../etc/hostname"),
+            ],
+            "outside the target",
+        );
+        // A link through a link through a link, each inside, the last step out.
+        let chain = [
+            ("d1/d2/d3/up3", "../../.."),
+            ("d1/d2/up2", "../../d1/d2/d3/up3"),
+            ("d1/up1", "../d1/d2/up2"),
+        ];
+        assert_eq!(check(&chain), Ok(()));
+        let mut out = chain.to_vec();
+        out.push(("esc", "d1/up1/.."));
+        refused(&out, "outside the target");
+        // `..` after a link leaves where the link leads, not where its text is.
+        assert_eq!(check(&[("l1", "a/b"), ("up", "l1/../../x")]), Ok(()));
+        refused(&[("l1", "a"), ("up", "l1/../../x")], "outside the target");
+        // A link to a file, used as a directory, is taken as one.
+        refused(
+            &[("f", "a/file"), ("esc", "f/../../..")],
+            "outside the target",
+        );
+    }
+
+    #[test]
+    fn loops_and_long_chains_are_refused() {
+        refused(&[("a", "b"), ("b", "a")], "loop");
+        refused(&[("self", "self")], "loop");
+        refused(&[("self", "self/..")], "loop");
+        refused(&[("d/a", "../e/b"), ("e/b", "../d/a/x")], "loop");
+        let chain = |len: usize| -> Vec<(String, String)> {
+            (0..len)
+                .map(|i| (format!("l{i}"), format!("l{}", i + 1)))
+                .collect()
+        };
+        fn as_refs(links: &[(String, String)]) -> Vec<(&str, &str)> {
+            links
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.as_str()))
+                .collect()
+        }
+        // l0 → l1 → … → l39 → l40 (not a link): 40 links followed, as many as Linux does.
+        assert_eq!(check(&as_refs(&chain(40))), Ok(()));
+        refused(&as_refs(&chain(41)), "more than 40 symlinks");
+    }
+
+    #[test]
+    fn long_paths_and_many_links_are_bounded() {
+        let deep = "a/".repeat(2100);
+        refused(&[("link", &deep)], "longer than 4096 bytes");
+        // Each link's resolution stays short, but their sum is bounded.
+        let target = "t".repeat(4000);
+        let mut model = Links::default();
+        let added = (0..10_000)
+            .map(|i| model.add(&PathBuf::from(format!("l{i}")), &target))
+            .position(|result| result.is_err())
+            .expect("refused before 10,000 links of 4 KB");
+        assert!(added > 3000, "{added}");
     }
 }

@@ -44,7 +44,14 @@ pub fn write_archive<W: Write>(
     max_bytes: u64,
     out: W,
 ) -> Result<(TarSummary, W), ArchiveError> {
-    let encoder = zstd::stream::write::Encoder::new(out, level).map_err(ArchiveError::Output)?;
+    let mut encoder =
+        zstd::stream::write::Encoder::new(out, level).map_err(ArchiveError::Output)?;
+    // Levels 20 to 22 use windows of 2^25 to 2^27; restore accepts at most 2^25.
+    if level >= 20 {
+        encoder
+            .window_log(super::restore::WINDOW_LOG_MAX)
+            .map_err(ArchiveError::Output)?;
+    }
     let mut builder = tar::Builder::new(encoder);
     let summary = walk(&mut builder, tree, max_bytes)?;
     let encoder = builder.into_inner().map_err(ArchiveError::Output)?;
