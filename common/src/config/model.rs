@@ -249,7 +249,7 @@ impl Default for ServerSettings {
             request_timeout_seconds: 25,
             shutdown_timeout_seconds: 20,
             max_concurrent_requests: 64,
-            max_body_bytes_in_flight: 64 * 1024 * 1024,
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
         }
     }
 }
