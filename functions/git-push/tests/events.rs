@@ -620,21 +620,7 @@ async fn forged_pushes_over_a_real_socket_are_refused_and_a_trigger_is_accepted(
     let app = harness.app.clone();
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
     let post = |request: Request<Body>| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let (mut parts, body) = request.into_parts();
-        parts
-            .headers
-            .insert("host", addr.to_string().parse().unwrap());
-        let response = sender
-            .send_request(Request::from_parts(parts, body))
-            .await
-            .unwrap();
-        response.status()
+        tekflux_testkit::answer::over_tcp(addr, request).await.0
     };
 
     // No credentials, a guessed token, a build pod's own identity, a dry run: all refused.

@@ -1028,22 +1028,8 @@ async fn twenty_concurrent_copies_of_a_delivery_create_one_run() {
 
 /// POSTs `request` on a fresh HTTP/1 connection to `addr`.
 async fn post_over_tcp(addr: std::net::SocketAddr, request: Request<Body>) -> (StatusCode, Value) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let (mut parts, body) = request.into_parts();
-    parts
-        .headers
-        .insert("host", addr.to_string().parse().unwrap());
-    let bytes = body.collect().await.unwrap().to_bytes();
-    let request = Request::from_parts(parts, http_body_util::Full::new(bytes));
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    let (status, _, body) = tekflux_testkit::answer::over_tcp(addr, request).await;
+    (status, body)
 }
 
 // ---------------------------------------------------------------------------------------------
