@@ -70,6 +70,8 @@ pub const COMPRESSION_LEVEL: &str = "compressionLevel";
 pub const PART_SIZE_MIB: &str = "partSizeMib";
 /// `storage.maxArchiveBytes`.
 pub const MAX_ARCHIVE_BYTES: &str = "maxArchiveBytes";
+/// `storage.maxLogBytes`.
+pub const MAX_LOG_BYTES: &str = "maxLogBytes";
 /// `storage.cleanup`.
 pub const CLEANUP: &str = "cleanup";
 

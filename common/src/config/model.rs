@@ -215,6 +215,9 @@ pub struct Storage {
     /// Most bytes of file content one workspace archive may hold; a larger tree is refused as
     /// soon as the walk reaches the file that crosses it, before that file is read.
     pub max_archive_bytes: Option<u64>,
+    /// Most bytes kept of one step's log; a longer log is cut there and marked truncated in the
+    /// manifest (never a failure).
+    pub max_log_bytes: Option<u64>,
     /// Remove a run's workspace directory after its archive is verified.
     #[serde(default)]
     pub cleanup: bool,

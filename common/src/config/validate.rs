@@ -294,6 +294,12 @@ fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
             "must be above 0 (leave it out for the default)".into(),
         );
     }
+    if storage.max_log_bytes == Some(0) {
+        findings.push(
+            path.key(keys::MAX_LOG_BYTES),
+            "must be above 0 (leave it out for the default)".into(),
+        );
+    }
     for (claim, mount) in &storage.mounts {
         if !Path::new(mount).is_absolute() {
             findings.push(

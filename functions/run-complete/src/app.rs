@@ -397,6 +397,10 @@ async fn archive_run(
             bucket,
             layout: &layout,
             metadata: &metadata,
+            max_bytes: inner
+                .storage
+                .max_log_bytes
+                .unwrap_or(crate::logs::DEFAULT_MAX_LOG_BYTES),
         },
     )
     .await?;

@@ -1,7 +1,9 @@
 //! Copying a finished run's step logs from the pods/log API to the bucket.
 //!
 //! Each step container's log is streamed to a temporary file (hashed on the way) and uploaded
-//! from there, so a large log never sits in memory. A TaskRun or pod that is already gone (runs
+//! from there, so a large log never sits in memory. At most [`LogTarget::max_bytes`] of a log
+//! are kept (the API server is asked for no more, and the copy stops there): a longer log is
+//! stored cut and marked `truncated` in the manifest, never a failure. A TaskRun or pod that is already gone (runs
 //! get pruned) is recorded in the manifest, not treated as an error: there is nothing a retry
 //! could fetch.
 
@@ -44,6 +46,9 @@ pub struct LogEntry {
     /// Why the log could not be collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
+    /// The log was longer than `storage.maxLogBytes` and is stored cut there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl LogEntry {
@@ -56,6 +61,7 @@ impl LogEntry {
             bytes: None,
             sha256: None,
             missing: Some(why),
+            truncated: false,
         }
     }
 }
@@ -71,7 +77,13 @@ pub struct LogTarget<'a> {
     pub layout: &'a RunLayout,
     /// `x-amz-meta-*` of each log object.
     pub metadata: &'a BTreeMap<String, String>,
+    /// Most bytes kept of one step's log (`storage.maxLogBytes`).
+    pub max_bytes: u64,
 }
+
+/// `storage.maxLogBytes` when unset: 100 MiB, far above a useful build log, far below what
+/// fills the pod's disk.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Copies every step log of `run` (a TaskRun, or each TaskRun of a PipelineRun) to the bucket.
 ///
@@ -141,8 +153,10 @@ async fn copy_step_log(
     step: &crate::tekton::Step,
     target: &LogTarget<'_>,
 ) -> Result<LogEntry, Error> {
+    // One byte more than is kept, to tell a log of exactly the bound from a longer one.
     let params = LogParams {
         container: Some(step.container.clone()),
+        limit_bytes: i64::try_from(target.max_bytes.saturating_add(1)).ok(),
         ..LogParams::default()
     };
     let mut stream = match pods.log_stream(pod, &params).await {
@@ -165,6 +179,7 @@ async fn copy_step_log(
     let mut writer = std::io::BufWriter::new(file.as_file());
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
+    let mut truncated = false;
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = stream.read(&mut buffer).await.map_err(|error| {
@@ -176,12 +191,18 @@ async fn copy_step_log(
         if read == 0 {
             break;
         }
-        let chunk = &buffer[..read];
+        let room = target.max_bytes - bytes;
+        let keep = read.min(usize::try_from(room).unwrap_or(usize::MAX));
+        let chunk = &buffer[..keep];
         hasher.update(chunk);
-        bytes += read as u64;
+        bytes += keep as u64;
         writer
             .write_all(chunk)
             .map_err(|error| Error::Internal(format!("cannot buffer a log: {error}")))?;
+        if keep < read {
+            truncated = true;
+            break;
+        }
     }
     writer
         .flush()
@@ -216,5 +237,6 @@ async fn copy_step_log(
         bytes: Some(bytes),
         sha256: Some(hex::encode(hasher.finalize())),
         missing: None,
+        truncated,
     })
 }

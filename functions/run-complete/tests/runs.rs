@@ -590,3 +590,47 @@ async fn concurrent_duplicates_archive_once_and_the_other_is_retried() {
     assert_eq!(body["duplicate"], true);
     assert_eq!(h.manifest(run).await.unwrap().workspaces.len(), 1);
 }
+
+#[tokio::test]
+async fn a_step_log_over_max_log_bytes_is_stored_cut_and_marked_truncated() {
+    let h = Harness::start().await;
+    let run = "shop-build-0000000000aa";
+    write_tree(&h.workspace_dir(run));
+    let long = "0123456789".repeat(10);
+    h.api
+        .set_pod_log(NS, &format!("{run}-pod"), "step-clone", "exactly 16 bytes");
+    h.api
+        .set_pod_log(NS, &format!("{run}-pod"), "step-build", &long);
+    let state = h.state("  maxLogBytes: 16\n", h.s3.client());
+    let stored = h.store(task_run(run, git_push_annotations(run), json!([])));
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&stored)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let manifest = h.manifest(run).await.unwrap();
+    let log = |step: &str| {
+        manifest
+            .logs
+            .iter()
+            .find(|log| log.step.as_deref() == Some(step))
+            .unwrap()
+            .clone()
+    };
+    // A log of exactly the bound is whole, not truncated.
+    let clone = log("clone");
+    assert_eq!(clone.bytes, Some(16));
+    assert!(!clone.truncated);
+    assert_eq!(
+        h.object(clone.key.as_deref().unwrap()).await.unwrap(),
+        b"exactly 16 bytes"
+    );
+    // A longer one is cut at the bound, hashed as stored, and says so.
+    let build = log("build");
+    assert_eq!(build.bytes, Some(16));
+    assert!(build.truncated);
+    let stored_log = h.object(build.key.as_deref().unwrap()).await.unwrap();
+    assert_eq!(stored_log, &long.as_bytes()[..16]);
+    assert_eq!(
+        build.sha256.as_deref(),
+        Some(sha256_hex(&stored_log).as_str())
+    );
+}
