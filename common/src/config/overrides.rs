@@ -133,39 +133,12 @@ fn events(config: &mut Config, env: &Env, overridden: &mut Overridden, bad: &mut
         config.events.insecure = flag;
         overridden.insert(events.key(keys::INSECURE), vars::EVENTS_INSECURE);
     }
-    let token = match (
-        env.get_non_empty(vars::EVENTS_TOKEN),
-        env.get_non_empty(vars::EVENTS_TOKEN_FILE),
-    ) {
-        (None, None) => return,
-        (Some(_), Some(_)) => {
-            bad.push(BadOverride {
-                variable: vars::EVENTS_TOKEN_FILE,
-                message: format!(
-                    "set only one of {} and {}",
-                    vars::EVENTS_TOKEN,
-                    vars::EVENTS_TOKEN_FILE
-                ),
-            });
-            return;
-        }
-        (Some(value), None) => (
-            Secret::from_env_value(vars::EVENTS_TOKEN, value),
-            vars::EVENTS_TOKEN,
-        ),
-        (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
-            Ok(secret) => (secret, vars::EVENTS_TOKEN_FILE),
-            Err(message) => {
-                bad.push(BadOverride {
-                    variable: vars::EVENTS_TOKEN_FILE,
-                    message,
-                });
-                return;
-            }
-        },
-    };
-    config.events.token = Some(token.0);
-    overridden.insert(events.key(keys::TOKEN), token.1);
+    if let Some((token, variable)) =
+        secret_override(env, vars::EVENTS_TOKEN, vars::EVENTS_TOKEN_FILE, bad)
+    {
+        config.events.token = Some(token);
+        overridden.insert(events.key(keys::TOKEN), variable);
+    }
 }
 
 /// One provider's credential variables.
@@ -256,37 +229,10 @@ fn providers(
                 });
             }
         }
-        let secret = match (
-            env.get_non_empty(credential.value),
-            env.get_non_empty(credential.file),
-        ) {
-            (None, None) => continue,
-            (Some(_), Some(_)) => {
-                bad.push(BadOverride {
-                    variable: credential.file,
-                    message: format!(
-                        "set only one of {} and {}",
-                        credential.value, credential.file
-                    ),
-                });
-                continue;
-            }
-            (Some(value), None) => (
-                Secret::from_env_value(credential.value, value),
-                credential.value,
-            ),
-            (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
-                Ok(secret) => (secret, credential.file),
-                Err(message) => {
-                    bad.push(BadOverride {
-                        variable: credential.file,
-                        message,
-                    });
-                    continue;
-                }
-            },
+        let Some((secret, variable)) = secret_override(env, credential.value, credential.file, bad)
+        else {
+            continue;
         };
-        let (secret, variable) = secret;
         let settings = provider_mut(config, credential.provider);
         if credential.key == keys::TOKEN {
             settings.token = Some(secret);
@@ -298,6 +244,37 @@ fn providers(
             .key(credential.provider)
             .key(credential.key);
         overridden.insert(path, variable);
+    }
+}
+
+/// A secret from the `value` variable (the secret itself) or the `file` variable (its path), and
+/// the variable that gave it; `None` when neither is set or the pair is bad (then recorded).
+fn secret_override(
+    env: &Env,
+    value: &'static str,
+    file: &'static str,
+    bad: &mut Vec<BadOverride>,
+) -> Option<(Secret, &'static str)> {
+    match (env.get_non_empty(value), env.get_non_empty(file)) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            bad.push(BadOverride {
+                variable: file,
+                message: format!("set only one of {value} and {file}"),
+            });
+            None
+        }
+        (Some(secret), None) => Some((Secret::from_env_value(value, secret), value)),
+        (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
+            Ok(secret) => Some((secret, file)),
+            Err(message) => {
+                bad.push(BadOverride {
+                    variable: file,
+                    message,
+                });
+                None
+            }
+        },
     }
 }
 
