@@ -344,6 +344,7 @@ fn limits_and_damage_are_refused() {
         limits: RestoreLimits {
             max_entries,
             max_bytes,
+            ..RestoreLimits::default()
         },
         ..RestoreOptions::default()
     };
@@ -612,7 +613,18 @@ fn the_zstd_window_is_bounded_and_level_22_archives_restore() {
         .write_all(&tar_of(&[entry("x", tar::EntryType::Regular)]))
         .unwrap();
     let wide = encoder.finish().unwrap();
-    assert_refused(&wide, &RestoreOptions::default(), "corrupt");
+    assert_refused(&wide, &RestoreOptions::default(), "--max-window-log");
+    // The limit is the restore's to set.
+    let roomy = RestoreOptions {
+        limits: RestoreLimits {
+            max_window_log: 26,
+            ..RestoreLimits::default()
+        },
+        ..RestoreOptions::default()
+    };
+    let target = work.path().join("roomy");
+    restore_archive(&wide[..], &target, &roomy).unwrap();
+    assert!(target.join("x").is_file());
 }
 
 /// Every entry below `target` resolves inside it: by `canonicalize` where the path exists, and
@@ -863,5 +875,216 @@ fn random_trees_are_restored_inside_or_refused_unchanged() {
     assert!(
         accepted >= CASES / 5 && refused >= CASES / 5,
         "{accepted} / {refused}"
+    );
+}
+
+/// A header entry of `kind` that declares `size` bytes but carries only a few: a restore that
+/// read it before checking its size would fail on the truncated stream, not on the limit.
+fn header_claiming(kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    tar.extend_from_slice(&[b'a'; 512]);
+    tar
+}
+
+#[test]
+fn long_names_and_pax_headers_are_bounded_before_they_are_read() {
+    for (kind, name) in [
+        (tar::EntryType::GNULongName, "GNU long name"),
+        (tar::EntryType::GNULongLink, "GNU long link name"),
+        (tar::EntryType::XHeader, "PAX extended header"),
+        (tar::EntryType::XGlobalHeader, "PAX global header"),
+    ] {
+        // 4 GiB declared, 512 bytes sent: refused on the declaration.
+        let archive = zst(&header_claiming(kind, 4 << 30));
+        assert_refused(
+            &archive,
+            &RestoreOptions::default(),
+            &format!("{name} of 4294967296 bytes"),
+        );
+    }
+
+    // A whole 2 MiB long name (a few KiB compressed) is over the default 1 MiB.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(0);
+    let long = "d/".repeat(1 << 20);
+    builder
+        .append_data(&mut header, format!("{long}f"), io::empty())
+        .unwrap();
+    let archive = zst(&builder.into_inner().unwrap());
+    assert_refused(
+        &archive,
+        &RestoreOptions::default(),
+        "more than the limit of 1048576 bytes",
+    );
+    let small_limit = RestoreOptions {
+        limits: RestoreLimits {
+            max_header_bytes: 64,
+            ..RestoreLimits::default()
+        },
+        ..RestoreOptions::default()
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_data(&mut header, "n".repeat(200), io::empty())
+        .unwrap();
+    assert_refused(
+        &zst(&builder.into_inner().unwrap()),
+        &small_limit,
+        "GNU long name of 201 bytes",
+    );
+}
+
+#[test]
+fn long_names_and_pax_records_name_the_entry_they_precede() {
+    let long_dir = "directory-with-a-long-name-".repeat(8);
+    let long_file = format!("{long_dir}/{}", "f".repeat(150));
+    let long_link = format!("{}/../{}", "x".repeat(120), "f".repeat(150));
+
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    builder
+        .append_data(&mut header, &long_dir, io::empty())
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(5);
+    builder
+        .append_data(&mut header, &long_file, &b"long\n"[..])
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_size(0);
+    builder
+        .append_link(&mut header, format!("{long_dir}/link"), &long_link)
+        .unwrap();
+    // PAX names, as `tar --format=posix` writes them, win over the header's.
+    builder
+        .append_pax_extensions([("path", &b"pax-name"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(3);
+    builder
+        .append_data(&mut header, "header-name", &b"pax"[..])
+        .unwrap();
+    builder
+        .append_pax_extensions([("linkpath", &b"pax-name"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_size(0);
+    builder
+        .append_link(&mut header, "to-pax", "header-target")
+        .unwrap();
+    let archive = zst(&builder.into_inner().unwrap());
+
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("target");
+    let report = restore_archive(&archive[..], &target, &RestoreOptions::default()).unwrap();
+    assert_eq!(report.entries, 5, "header entries are not counted as entries");
+    assert_eq!(std::fs::read(target.join(&long_file)).unwrap(), b"long\n");
+    assert_eq!(
+        std::fs::read_link(target.join(&long_dir).join("link")).unwrap(),
+        Path::new(&long_link)
+    );
+    assert_eq!(std::fs::read(target.join("pax-name")).unwrap(), b"pax");
+    assert!(!target.join("header-name").exists());
+    assert_eq!(
+        std::fs::read_link(target.join("to-pax")).unwrap(),
+        Path::new("pax-name")
+    );
+    assert_resolves_inside(&target);
+}
+
+#[test]
+fn names_from_headers_are_checked_like_any_other() {
+    let pax_then = |records: &[(&str, &[u8])], name: &str, kind: tar::EntryType, link: &str| {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(0);
+        if kind == tar::EntryType::Symlink {
+            builder.append_link(&mut header, name, link).unwrap();
+        } else {
+            builder.append_data(&mut header, name, io::empty()).unwrap();
+        }
+        zst(&builder.into_inner().unwrap())
+    };
+    let defaults = RestoreOptions::default();
+    let regular = tar::EntryType::Regular;
+    assert_refused(
+        &pax_then(&[("path", b"../escape")], "inside", regular, ""),
+        &defaults,
+        "absolute paths, `..`",
+    );
+    assert_refused(
+        &pax_then(&[("path", b"/etc/cron.d/x")], "inside", regular, ""),
+        &defaults,
+        "absolute paths, `..`",
+    );
+    assert_refused(
+        &pax_then(
+            &[("linkpath", b"../../etc/hostname")],
+            "l",
+            tar::EntryType::Symlink,
+            "harmless",
+        ),
+        &defaults,
+        "outside the target",
+    );
+    assert_refused(
+        &pax_then(&[("size", b"100")], "inside", regular, ""),
+        &defaults,
+        "PAX size records are not restored",
+    );
+    assert_refused(
+        &pax_then(&[("GNU.sparse.map", b"0,10")], "inside", regular, ""),
+        &defaults,
+        "sparse files are not restored",
+    );
+
+    // A long name must describe an entry: two in a row, or one at the end, are refused.
+    let long_name = |name: &str| {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_mode(0o644);
+        header.set_size(name.len() as u64 + 1);
+        header.set_cksum();
+        builder
+            .append(&header, format!("{name}\0").as_bytes())
+            .unwrap();
+        builder.into_inner().unwrap()
+    };
+    let mut twice = long_name(&"a".repeat(120));
+    twice.truncate(twice.len() - 1024); // the end-of-archive blocks
+    twice.extend(long_name(&"b".repeat(120)));
+    assert_refused(
+        &zst(&twice),
+        &defaults,
+        "two headers of the same kind describe one entry",
+    );
+    assert_refused(
+        &zst(&long_name(&"c".repeat(120))),
+        &defaults,
+        "no entry follows",
     );
 }

@@ -186,6 +186,14 @@ pub struct RestoreArgs {
     /// Most bytes of file content written, in total.
     #[arg(long, default_value_t = RestoreLimits::default().max_bytes)]
     pub max_bytes: u64,
+    /// Largest GNU long name, long link name or PAX header read, in bytes.
+    #[arg(long, default_value_t = RestoreLimits::default().max_header_bytes)]
+    pub max_header_bytes: u64,
+    /// Base-2 log of the largest zstd window accepted (25 = 32 MiB, 27 = 128 MiB); the
+    /// decoder holds one window in memory.
+    #[arg(long, default_value_t = RestoreLimits::default().max_window_log,
+          value_parser = clap::value_parser!(u32).range(10..=31))]
+    pub max_window_log: u32,
     /// A missing object is a success that restores nothing (the first build of a branch).
     /// Also takes `=true`/`=false`, so a Tekton param can switch it.
     #[arg(long, num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true",
@@ -298,6 +306,8 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             limits: RestoreLimits {
                 max_entries: args.max_entries,
                 max_bytes: args.max_bytes,
+                max_header_bytes: args.max_header_bytes,
+                max_window_log: args.max_window_log,
             },
             expected_sha256,
             progress: progress.callback(),

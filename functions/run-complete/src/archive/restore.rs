@@ -37,8 +37,14 @@
 //! `up -> l1/../../x` with `l1 -> a/b` is `x`, inside. The links and where they lead are held
 //! in memory, within [`LINKS_MEMORY`].
 //!
-//! Not bounded yet: the `tar` crate reads a GNU long name, long link name or PAX extension
-//! header whole into memory before handing over the entry, and offers no hook to limit it.
+//! # What is held in memory
+//!
+//! Restore's memory is bounded whatever the archive holds: the zstd window
+//! ([`RestoreLimits::max_window_log`]), one GNU long name, long link name or PAX extension
+//! header at a time ([`RestoreLimits::max_header_bytes`], checked against the header's size
+//! before a byte of it is read; the `tar` crate would read them whole, so entries are taken raw
+//! and these headers applied here), the links and where they lead ([`LINKS_MEMORY`]) and the
+//! directories whose times are set last ([`DIRECTORIES_MEMORY`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -54,7 +60,7 @@ use sha2::{Digest, Sha256};
 use super::Progress;
 use super::s3_error::S3Failure;
 
-/// Largest zstd window accepted and written, 2^25 = 32 MiB: with the decoder's buffers and the
+/// Default largest zstd window accepted, and the largest written, 2^25 = 32 MiB: with the decoder's buffers and the
 /// link model ([`LINKS_MEMORY`]) it fits the restore Task's 128 MiB memory limit. zstd levels
 /// up to 19 use at most 2^23 (8 MiB); levels 20 to 22 use 2^25 to 2^27, so the archiver caps
 /// them at this window and tekflux can always restore what it wrote.
@@ -76,6 +82,14 @@ const MAX_LINK_TARGET: usize = 4095;
 /// itself it stays well under the restore Task's 128 MiB.
 const LINKS_MEMORY: usize = 32 * 1024 * 1024;
 
+/// Memory, in bytes, for the directories whose mode and times are set once their contents are
+/// written: about 170,000 directories with paths of 100 bytes.
+const DIRECTORIES_MEMORY: usize = 32 * 1024 * 1024;
+
+/// Bytes counted for each directory beyond its path: the list's slot (twice, as the list grows
+/// by doubling) and the path's heap block.
+const DIRECTORY_OVERHEAD: usize = 96;
+
 /// Bytes counted for each link, and again for where it leads, beyond the bytes of its paths:
 /// map nodes, path headers and allocator rounding (measured at 190 and 100 on x86-64 glibc).
 const LINK_OVERHEAD: usize = 192;
@@ -91,6 +105,12 @@ pub struct RestoreLimits {
     pub max_entries: u64,
     /// Most bytes of file content written, in total.
     pub max_bytes: u64,
+    /// Largest GNU long name, long link name or PAX extension header read, in bytes. tekflux
+    /// writes long names of at most 4 KiB (Linux's `PATH_MAX`).
+    pub max_header_bytes: u64,
+    /// Base-2 log of the largest zstd window accepted (25 is 32 MiB, the largest tekflux
+    /// writes; zstd's own default limit is 27). The decoder holds one window.
+    pub max_window_log: u32,
 }
 
 impl Default for RestoreLimits {
@@ -98,8 +118,15 @@ impl Default for RestoreLimits {
         Self {
             max_entries: 1_000_000,
             max_bytes: 64 * 1024 * 1024 * 1024,
+            max_header_bytes: 1024 * 1024,
+            max_window_log: WINDOW_LOG_MAX,
         }
     }
+}
+
+impl RestoreLimits {
+    /// The window logs zstd can decode with: 2^10 (1 KiB) to 2^31 (2 GiB).
+    pub const WINDOW_LOG_RANGE: std::ops::RangeInclusive<u32> = 10..=31;
 }
 
 /// How a restore is checked and reported.
@@ -157,6 +184,27 @@ pub enum RestoreError {
     TooManyEntries {
         /// The limit.
         limit: u64,
+    },
+    /// A zstd frame whose window is larger than [`RestoreLimits::max_window_log`] allows.
+    #[error(
+        "the archive was compressed with a zstd window larger than the limit \
+         (--max-window-log); refused before the window is allocated"
+    )]
+    WindowTooLarge,
+    /// A long name, long link name or PAX header larger than
+    /// [`RestoreLimits::max_header_bytes`].
+    #[error(
+        "the archive has a {kind} of {size} bytes before entry {after:?}, more than the limit of {limit} bytes"
+    )]
+    HeaderTooLarge {
+        /// Which header.
+        kind: &'static str,
+        /// Its size as declared.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// The last entry restored before it (empty at the start).
+        after: String,
     },
     /// More content than [`RestoreLimits::max_bytes`].
     #[error(
@@ -216,6 +264,8 @@ impl RestoreError {
             Self::Hostile { .. }
                 | Self::TooManyEntries { .. }
                 | Self::TooManyBytes { .. }
+                | Self::HeaderTooLarge { .. }
+                | Self::WindowTooLarge
                 | Self::Corrupt(_)
                 | Self::ShaMismatch { .. }
         )
@@ -229,6 +279,8 @@ impl RestoreError {
             Self::Hostile { .. } => "hostile",
             Self::TooManyEntries { .. } => "too_many_entries",
             Self::TooManyBytes { .. } => "too_many_bytes",
+            Self::HeaderTooLarge { .. } => "header_too_large",
+            Self::WindowTooLarge => "window_too_large",
             Self::Corrupt(_) => "corrupt",
             Self::ShaMismatch { .. } => "sha_mismatch",
             Self::NotFound { .. } => "not_found",
@@ -344,7 +396,13 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 fn corrupt(error: &io::Error) -> RestoreError {
-    RestoreError::Corrupt(error.to_string())
+    // zstd refuses a frame whose window is over `window_log_max` with this message; it is the
+    // one error that a limit, not damage, causes.
+    if error.to_string().contains("requires too much memory") {
+        RestoreError::WindowTooLarge
+    } else {
+        RestoreError::Corrupt(error.to_string())
+    }
 }
 
 fn unpack<R: Read>(
@@ -361,24 +419,51 @@ fn unpack<R: Read>(
     };
     let mut decoder = zstd::stream::read::Decoder::new(hashing).map_err(|e| corrupt(&e))?;
     decoder
-        .window_log_max(WINDOW_LOG_MAX)
+        .window_log_max(limits.max_window_log)
         .map_err(|e| corrupt(&e))?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries = 0u64;
     let mut written = 0u64;
     // Directory times are set last: writing their contents changes them.
-    let mut directory_times = Vec::new();
+    let mut directories = Directories::default();
     let mut links = Links::default();
+    // Raw entries: long names and PAX headers come as entries of their own, so their size is
+    // checked before they are read (see the module docs).
+    let mut names = PendingNames::default();
+    let mut last_path = String::new();
 
-    for entry in archive.entries().map_err(|e| corrupt(&e))? {
+    for entry in archive.entries().map_err(|e| corrupt(&e))?.raw(true) {
         let mut entry = entry.map_err(|e| corrupt(&e))?;
+        let entry_type = entry.header().entry_type();
+        if let Some(kind) = PendingNames::header_kind(entry_type) {
+            let size = entry.size();
+            if size > limits.max_header_bytes {
+                return Err(RestoreError::HeaderTooLarge {
+                    kind,
+                    size,
+                    limit: limits.max_header_bytes,
+                    after: last_path,
+                });
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+            entry.read_to_end(&mut data).map_err(|e| corrupt(&e))?;
+            names
+                .take(entry_type, data)
+                .map_err(|reason| RestoreError::Hostile {
+                    entry: format!("(a {kind} after {last_path:?})"),
+                    reason,
+                })?;
+            continue;
+        }
         entries += 1;
         if entries > limits.max_entries {
             return Err(RestoreError::TooManyEntries {
                 limit: limits.max_entries,
             });
         }
-        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let (path_bytes, link_bytes) = names.apply(&entry);
+        let raw_path = String::from_utf8_lossy(&path_bytes).into_owned();
+        last_path.clone_from(&raw_path);
         let hostile = |reason: &str| RestoreError::Hostile {
             entry: raw_path.clone(),
             reason: reason.to_owned(),
@@ -404,7 +489,9 @@ fn unpack<R: Read>(
                     Ok(_) => return Err(hostile("a directory over an entry restored earlier")),
                     Err(_) => fs::create_dir(&destination).map_err(write_error)?,
                 }
-                directory_times.push((destination.clone(), mode, mtime));
+                directories
+                    .add(relative.clone(), mode, mtime)
+                    .map_err(|reason| hostile(&reason))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 // create_new (O_EXCL) never opens an existing path, so a symlink restored
@@ -437,8 +524,7 @@ fn unpack<R: Read>(
                 set_mtime(&file, mtime).map_err(write_error)?;
             }
             tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
+                let link = link_bytes
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                     .ok_or_else(|| hostile("a symlink without a target"))?;
                 // Where a relative link leads is known only once every link is restored.
@@ -476,14 +562,17 @@ fn unpack<R: Read>(
                 return Err(hostile("device files are not restored"));
             }
             tar::EntryType::Fifo => return Err(hostile("FIFOs are not restored")),
-            // Metadata for other entries; nothing to write.
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
             other => {
                 return Err(hostile(&format!("entry type {other:?} is not restored")));
             }
         }
     }
 
+    if let Some(kind) = names.dangling() {
+        return Err(RestoreError::Corrupt(format!(
+            "the archive ends with a {kind} that no entry follows"
+        )));
+    }
     links.check().map_err(|refusal| RestoreError::Hostile {
         entry: refusal.link.display().to_string(),
         reason: refusal.reason,
@@ -507,7 +596,8 @@ fn unpack<R: Read>(
         });
     }
 
-    for (dir, mode, mtime) in directory_times.into_iter().rev() {
+    for (relative, mode, mtime) in directories.list.into_iter().rev() {
+        let dir = staging.join(relative);
         let write_error = |source| RestoreError::Write {
             path: dir.clone(),
             source,
@@ -567,6 +657,124 @@ fn ensure_parents(root: &Path, relative: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// GNU long names and PAX records waiting for the entry they describe.
+#[derive(Debug, Default)]
+struct PendingNames {
+    long_path: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl PendingNames {
+    /// What an entry of this type is, when it describes the next entry instead of being one.
+    fn header_kind(entry_type: tar::EntryType) -> Option<&'static str> {
+        match entry_type {
+            tar::EntryType::GNULongName => Some("GNU long name"),
+            tar::EntryType::GNULongLink => Some("GNU long link name"),
+            tar::EntryType::XHeader => Some("PAX extended header"),
+            tar::EntryType::XGlobalHeader => Some("PAX global header"),
+            _ => None,
+        }
+    }
+
+    /// Keeps what a header entry says for the next entry.
+    fn take(&mut self, entry_type: tar::EntryType, data: Vec<u8>) -> Result<(), String> {
+        let slot = match entry_type {
+            tar::EntryType::GNULongName => &mut self.long_path,
+            tar::EntryType::GNULongLink => &mut self.long_link,
+            tar::EntryType::XHeader => {
+                for record in tar::PaxExtensions::new(&data) {
+                    let record = record.map_err(|_| "a malformed PAX record".to_owned())?;
+                    let key = record.key_bytes();
+                    // A size other than the header's would frame the stream differently
+                    // than the header says (and than the `tar` crate reads it raw).
+                    if key == b"size" {
+                        return Err("PAX size records are not restored (tekflux writes sizes in \
+                                    the header)"
+                            .to_owned());
+                    }
+                    if key.starts_with(b"GNU.sparse.") {
+                        return Err("sparse files are not restored".to_owned());
+                    }
+                }
+                &mut self.pax
+            }
+            // Global headers set defaults (owners, times) that restore does not use.
+            _ => return Ok(()),
+        };
+        if slot.is_some() {
+            return Err("two headers of the same kind describe one entry".to_owned());
+        }
+        *slot = Some(data);
+        Ok(())
+    }
+
+    /// The path and link name of `entry`, with what the headers before it said; resets.
+    /// A PAX record wins over a GNU long name, which wins over the entry's own header.
+    fn apply<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> (Vec<u8>, Option<Vec<u8>>) {
+        let pax = self.pax.take();
+        let pax_value = |key: &[u8]| {
+            pax.as_deref().and_then(|data| {
+                tar::PaxExtensions::new(data)
+                    .flatten()
+                    .find(|record| record.key_bytes() == key)
+                    .map(|record| record.value_bytes().to_vec())
+            })
+        };
+        let long_path = self.long_path.take().map(without_trailing_nuls);
+        let long_link = self.long_link.take().map(without_trailing_nuls);
+        let path = pax_value(b"path")
+            .or(long_path)
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let link = pax_value(b"linkpath")
+            .or(long_link)
+            .or_else(|| entry.link_name_bytes().map(|bytes| bytes.into_owned()));
+        (path, link)
+    }
+
+    /// The kind of a header still waiting for its entry.
+    fn dangling(&self) -> Option<&'static str> {
+        if self.long_path.is_some() {
+            Some("GNU long name")
+        } else if self.long_link.is_some() {
+            Some("GNU long link name")
+        } else if self.pax.is_some() {
+            Some("PAX extended header")
+        } else {
+            None
+        }
+    }
+}
+
+fn without_trailing_nuls(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    bytes
+}
+
+/// Directories restored, below the staging directory, with the mode and time to set last.
+#[derive(Debug, Default)]
+struct Directories {
+    list: Vec<(PathBuf, u32, u64)>,
+    /// Bytes counted against [`DIRECTORIES_MEMORY`].
+    memory: usize,
+}
+
+impl Directories {
+    fn add(&mut self, relative: PathBuf, mode: u32, mtime: u64) -> Result<(), String> {
+        self.memory += relative.as_os_str().len() + DIRECTORY_OVERHEAD;
+        if self.memory > DIRECTORIES_MEMORY {
+            return Err(format!(
+                "the archive has more directories than can be kept in {} MiB (limit)",
+                DIRECTORIES_MEMORY >> 20
+            ));
+        }
+        self.list.push((relative, mode, mtime));
+        Ok(())
+    }
 }
 
 /// The symlinks of an archive: path below the root (whose parents are real directories) →
