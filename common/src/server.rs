@@ -11,7 +11,8 @@
 //!    server error;
 //! 2. panic catcher: a panicking handler is answered 500 with the JSON error body;
 //! 3. timeout: answered 503 with the JSON error body (see [`router`] for why 503);
-//! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body;
+//! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body
+//!    (`server.bodyLimit` here; routes whose senders send less add their own, see [`limit_body`]);
 //! 5. load shedding: a cap on requests in progress and on body bytes held, answered 503 with
 //!    `Retry-After` (Knative and the git providers retry) rather than running out of memory.
 
@@ -376,7 +377,24 @@ async fn limit_time(State(limit): State<Duration>, request: Request, next: Next)
     }
 }
 
-async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+/// Largest body, in bytes, of a CloudEvent that carries a Kubernetes object (Tekton's run
+/// events): etcd stores objects of at most 1.5 MiB (`--max-request-bytes`), and the Kubernetes
+/// API server refuses larger requests at 3 MiB; 4 MiB leaves room for the envelope.
+pub const KUBERNETES_OBJECT_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest body, in bytes, of the small notifications tekflux takes (release events, Flux
+/// events, registry pushes): each names one artifact or a few, in kilobytes.
+pub const NOTIFICATION_BYTES: usize = 1024 * 1024;
+
+/// Refuses a body over `limit` bytes (413): a declared `Content-Length` before the body is
+/// read, a chunked body as soon as it passes the limit. [`router`] applies it with
+/// `server.bodyLimit` to every route; a route whose senders send less adds its own, smaller
+/// limit as a route layer:
+///
+/// ```ignore
+/// .route("/", post(receive).layer(middleware::from_fn_with_state(NOTIFICATION_BYTES, limit_body)))
+/// ```
+pub async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
     // Refuse a declared oversize body before anything reads it: no byte of it is received.
     if content_length(request.headers()).is_some_and(|length| length > limit as u64) {
         return Error::PayloadTooLarge { limit }.into_response();

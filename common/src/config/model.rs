@@ -102,6 +102,25 @@ impl GitProvider {
             GitProvider::Bitbucket => "bitbucket",
         }
     }
+
+    /// The largest webhook body the provider sends, in bytes: git-push reads no more from a
+    /// webhook that says it comes from this provider (never more than `server.bodyLimit`).
+    ///
+    /// - GitHub: "payloads are capped at 25 MB" (GitHub's webhook docs).
+    /// - GitLab: 25 MB since GitLab 13.3 (gitlab-org/gitlab!38687; larger payloads are not sent).
+    /// - Bitbucket Cloud: 256 KB (larger webhooks fail on Bitbucket's side, BCLOUD-22312); 1 MiB
+    ///   leaves room.
+    /// - Gitea and Forgejo publish no cap (their commit lists are short, `PAYLOAD_COMMIT_LIMIT`),
+    ///   so 25 MiB like the others.
+    pub fn max_webhook_bytes(self) -> usize {
+        match self {
+            GitProvider::Bitbucket => 1024 * 1024,
+            GitProvider::Github
+            | GitProvider::Gitlab
+            | GitProvider::Gitea
+            | GitProvider::Forgejo => 25 * 1024 * 1024,
+        }
+    }
 }
 
 impl std::fmt::Display for GitProvider {

@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -33,7 +33,7 @@ use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
-use tekflux_common::server::{DryRunQuery, fields};
+use tekflux_common::server::{self, DryRunQuery, fields};
 use tekflux_common::{Error, Result};
 
 use crate::providers::{self, Webhook};
@@ -186,7 +186,25 @@ pub fn webhook_app(state: AppState) -> Router {
     Router::new()
         .route("/webhooks", post(receive_detected_webhook))
         .route("/webhooks/{provider}", post(receive_named_webhook))
+        .layer(middleware::from_fn(limit_webhook_body))
         .with_state(state)
+}
+
+/// Reads no more of a webhook than its provider sends at most
+/// ([`Provider::max_webhook_bytes`]); the provider is the path's, else the one its headers name.
+/// A request that names none keeps `server.bodyLimit` and is refused by the handler.
+async fn limit_webhook_body(request: Request, next: Next) -> axum::response::Response {
+    let named = request
+        .uri()
+        .path()
+        .strip_prefix("/webhooks/")
+        .and_then(|name| parse_provider(name).ok());
+    match named.or_else(|| providers::detect(request.headers())) {
+        Some(provider) => {
+            server::limit_body(State(provider.max_webhook_bytes()), request, next).await
+        }
+        None => next.run(request).await,
+    }
 }
 
 async fn receive_named_webhook(

@@ -1064,6 +1064,40 @@ async fn oversized_bodies_are_413_before_anything_is_read() {
 }
 
 #[tokio::test]
+async fn each_provider_s_webhooks_are_held_to_what_it_sends_at_most() {
+    // Bitbucket Cloud sends at most 256 KB: 2 MiB in its name is refused unread, on the named
+    // route and on the detecting one, while GitHub (25 MB) may send as much.
+    let harness = Harness::with(CONFIG, 5, 25 << 20).await;
+    let padded = |mut delivery: Delivery| {
+        delivery.body = vec![b' '; 2 << 20];
+        delivery
+    };
+    for uri in ["/webhooks/bitbucket", "/webhooks"] {
+        let mut request = padded(Delivery::bitbucket_push()).signed().to(uri);
+        request
+            .headers_mut()
+            .insert("content-length", (2u64 << 20).into());
+        let answer = harness.send(request).await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+        assert!(
+            answer.body["message"].as_str().unwrap().contains("1048576"),
+            "{}",
+            answer.body
+        );
+        // Chunked: cut at the limit while it is read.
+        let answer = harness
+            .send(padded(Delivery::bitbucket_push()).signed().to(uri))
+            .await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+    }
+    let answer = harness
+        .send(padded(Delivery::github_push()).signed().request())
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(harness.api.requests().is_empty());
+}
+
+#[tokio::test]
 async fn malformed_json_is_400_with_a_json_error() {
     let harness = Harness::new(CONFIG).await;
     for body in [&b"{\"ref\": \"refs/heads/ma"[..], b"[1, 2]", b"not json"] {

@@ -27,7 +27,7 @@ use tekflux_common::error::ErrorKind;
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
-use tekflux_common::server::DryRunQuery;
+use tekflux_common::server::{self, DryRunQuery};
 use tekflux_common::{Error, Result};
 
 use crate::admission::{self, Checked, Origin, Refusal, RunIdentity};
@@ -117,12 +117,14 @@ impl AppState {
 /// The function's routes: `POST /` takes artifact and release CloudEvents from authenticated
 /// senders ([`tekflux_common::sender`]), `POST /webhooks/registry` registries' push
 /// notifications (their token), `POST /webhooks/flux` Flux's notification events (its HMAC).
+/// Each takes at most [`server::NOTIFICATION_BYTES`].
 pub fn app(state: AppState) -> Router {
     let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
+    let limit = middleware::from_fn_with_state(server::NOTIFICATION_BYTES, server::limit_body);
     Router::new()
-        .route("/", post(receive).layer(senders))
-        .route("/webhooks/flux", post(receive_flux))
-        .route("/webhooks/registry", post(receive_registry))
+        .route("/", post(receive).layer(senders).layer(limit.clone()))
+        .route("/webhooks/flux", post(receive_flux).layer(limit.clone()))
+        .route("/webhooks/registry", post(receive_registry).layer(limit))
         .with_state(state)
 }
 

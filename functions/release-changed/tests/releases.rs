@@ -1067,3 +1067,30 @@ async fn an_unauthenticated_release_with_arbitrary_values_is_refused() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn bodies_larger_than_any_notification_are_refused_unread() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let patches = harness.patches();
+    for uri in ["/", "/webhooks/flux", "/webhooks/registry"] {
+        let request = Request::post(uri)
+            .header("authorization", format!("Bearer {EVENTS_TOKEN}"))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "big")
+            .header("ce-type", RELEASE_CHANGED)
+            .header("ce-source", "https://github.com/acme/api-launcher")
+            .header("content-type", "application/json")
+            .header("content-length", 2 << 20)
+            .body(Body::from(vec![b' '; 2 << 20]))
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        let (status, _, body) = tekflux_testkit::answer::answer(response).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("1048576"),
+            "{body}"
+        );
+    }
+    assert_eq!(harness.patches(), patches, "nothing applied");
+}

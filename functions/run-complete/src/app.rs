@@ -28,6 +28,7 @@ use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract;
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
+use tekflux_common::server;
 use tekflux_common::{Error, Result};
 
 use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
@@ -163,11 +164,14 @@ pub fn served_namespaces(config: &Config) -> BTreeSet<String> {
 }
 
 /// The function's routes: `POST /` takes Tekton CloudEvents from authenticated senders (the
-/// Broker's Trigger, see [`tekflux_common::sender`]).
+/// Broker's Trigger, see [`tekflux_common::sender`]), of at most
+/// [`server::KUBERNETES_OBJECT_EVENT_BYTES`]: they carry one run object.
 pub fn app(state: AppState) -> Router {
     let senders = middleware::from_fn_with_state(state.inner.senders.clone(), require_sender);
+    let limit =
+        middleware::from_fn_with_state(server::KUBERNETES_OBJECT_EVENT_BYTES, server::limit_body);
     Router::new()
-        .route("/", post(receive).layer(senders))
+        .route("/", post(receive).layer(senders).layer(limit))
         .with_state(state)
 }
 

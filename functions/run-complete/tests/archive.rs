@@ -994,7 +994,10 @@ fn long_names_and_pax_records_name_the_entry_they_precede() {
     let work = tempfile::tempdir().unwrap();
     let target = work.path().join("target");
     let report = restore_archive(&archive[..], &target, &RestoreOptions::default()).unwrap();
-    assert_eq!(report.entries, 5, "header entries are not counted as entries");
+    assert_eq!(
+        report.entries, 5,
+        "header entries are not counted as entries"
+    );
     assert_eq!(std::fs::read(target.join(&long_file)).unwrap(), b"long\n");
     assert_eq!(
         std::fs::read_link(target.join(&long_dir).join("link")).unwrap(),

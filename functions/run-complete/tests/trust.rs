@@ -383,3 +383,25 @@ async fn an_unauthenticated_event_is_refused_before_anything() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_body_larger_than_any_run_object_is_refused_unread() {
+    // A run is one Kubernetes object (etcd keeps at most 1.5 MiB), so an event over 4 MiB is
+    // refused before its body is read, whoever sends it.
+    let h = Harness::start().await;
+    let state = h.state(CLEANUP, h.s3.client());
+    let padding = "x".repeat(5 << 20);
+    let (status, _, body) = h
+        .send(
+            &state,
+            "dev.tekton.event.taskrun.successful.v1",
+            &json!({ "padding": padding }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("4194304"),
+        "{body}"
+    );
+    assert!(h.api.requests().is_empty());
+}

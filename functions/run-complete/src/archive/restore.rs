@@ -691,9 +691,11 @@ impl PendingNames {
                     // A size other than the header's would frame the stream differently
                     // than the header says (and than the `tar` crate reads it raw).
                     if key == b"size" {
-                        return Err("PAX size records are not restored (tekflux writes sizes in \
+                        return Err(
+                            "PAX size records are not restored (tekflux writes sizes in \
                                     the header)"
-                            .to_owned());
+                                .to_owned(),
+                        );
                     }
                     if key.starts_with(b"GNU.sparse.") {
                         return Err("sparse files are not restored".to_owned());
