@@ -214,8 +214,9 @@ async fn receive_named_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let dry_run = query.wanted(&headers)?;
     let provider = parse_provider(&provider)?;
-    handle_webhook(&state, provider, query.wanted(&headers), &headers, &body).await
+    handle_webhook(&state, provider, dry_run, &headers, &body).await
 }
 
 async fn receive_detected_webhook(
@@ -224,6 +225,7 @@ async fn receive_detected_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let dry_run = query.wanted(&headers)?;
     let Some(provider) = providers::detect(&headers) else {
         state
             .inner
@@ -232,7 +234,7 @@ async fn receive_detected_webhook(
             .inc(&["unknown", "unknown_provider"]);
         return Err(crate::error::WebhookError::UnknownProvider.into());
     };
-    handle_webhook(&state, provider, query.wanted(&headers), &headers, &body).await
+    handle_webhook(&state, provider, dry_run, &headers, &body).await
 }
 
 fn parse_provider(name: &str) -> Result<Provider> {
@@ -309,6 +311,7 @@ async fn receive_event(
     headers: HeaderMap,
     incoming: IncomingEvent,
 ) -> Result<Response> {
+    let dry_run = query.wanted(&headers)?;
     let span = tracing::Span::current();
     span.record(fields::CE_ID, incoming.event.id());
     span.record(fields::CE_TYPE, incoming.event.ty());
@@ -334,7 +337,7 @@ async fn receive_event(
             }
         };
         record_delivery(&pushes);
-        let summary = process(&state, &pushes, query.wanted(&headers)).await?;
+        let summary = process(&state, &pushes, dry_run).await?;
         match (summary.runs.first(), pushes.first()) {
             (Some(first), Some(push)) if !summary.dry_run => {
                 let reply = queued_reply(&incoming, push, first, &summary)?;

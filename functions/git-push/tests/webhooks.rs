@@ -1325,6 +1325,64 @@ async fn dry_runs_use_server_side_dry_run_and_create_nothing() {
 }
 
 #[tokio::test]
+async fn a_dry_run_that_is_not_understood_is_refused_never_delivered() {
+    let harness = Harness::new(CONFIG).await;
+    let delivery = Delivery::github_push().signed();
+    let with_header = |name: &str, value: &str| {
+        let mut request = delivery.request();
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        request
+    };
+    let refused = [
+        (
+            delivery.to("/webhooks/github?dryRun=yes"),
+            "dryRun is \"yes\"",
+        ),
+        (delivery.to("/webhooks/github?dryrun=true"), "\"dryrun\""),
+        (delivery.to("/webhooks/github?dry_run=true"), "\"dry_run\""),
+        (delivery.to("/webhooks?dryRun="), "dryRun is \"\""),
+        (
+            with_header("x-tekflux-dry-run", "yes"),
+            "X-Tekflux-Dry-Run is \"yes\"",
+        ),
+        (with_header("x-dry-run", "true"), "\"x-dry-run\""),
+        (
+            with_header("x-tekflux-dryrun", "true"),
+            "\"x-tekflux-dryrun\"",
+        ),
+    ];
+    for (request, expect) in refused {
+        let uri = request.uri().clone();
+        let answer = harness.send(request).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            answer.body
+        );
+        let message = answer.body["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{uri}: {message}");
+    }
+    assert!(
+        harness.api.requests().is_empty(),
+        "nothing reached the cluster"
+    );
+
+    // The understood spellings: All (kubectl's word) is a dry run, none and false are not.
+    let dry = harness
+        .send(delivery.to("/webhooks/github?dryRun=All"))
+        .await;
+    assert_dry_run_answer(&dry);
+    let real = harness.send(with_header("x-tekflux-dry-run", "none")).await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    assert_eq!(real.body["dryRun"], false);
+    assert_eq!(harness.pipeline_runs().len(), 1);
+}
+
+#[tokio::test]
 async fn without_a_cluster_only_dry_runs_work() {
     let server = ServerState::new(ServerSettings::default());
     let state = AppState::new(

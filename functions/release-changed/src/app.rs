@@ -163,7 +163,7 @@ async fn receive(
     headers: HeaderMap,
     incoming: IncomingEvent,
 ) -> Result<Response> {
-    let dry_run = query.wanted(&headers);
+    let dry_run = query.wanted(&headers)?;
     let event_type = incoming.event.ty().to_owned();
     if !ACCEPTED_TYPES.contains(&event_type.as_str()) {
         return Err(Error::BadRequest(format!(
@@ -635,7 +635,7 @@ async fn receive_registry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let dry_run = query.wanted(&headers);
+    let dry_run = query.wanted(&headers)?;
     registry::verify(state.inner.config.providers.registry.as_ref(), &headers)?;
     let (source, pushes) = registry::parse(&body)?;
     let changes: Vec<ChangeEvent> = pushes
