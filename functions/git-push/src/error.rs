@@ -57,6 +57,18 @@ pub enum WebhookError {
         /// The serde error with the path of the offending field.
         detail: String,
     },
+    /// A webhook body in a media type git-push does not read.
+    #[error(
+        "the {provider} webhook is sent as {content_type}; set the webhook's content type to \
+         application/json",
+        provider = provider.as_str()
+    )]
+    UnsupportedContentType {
+        /// The provider that sent it.
+        provider: Provider,
+        /// The `Content-Type` essence received.
+        content_type: String,
+    },
     /// The CloudEvent's data is not JSON.
     #[error("unsupported data in {event_type} CloudEvent: {detail}")]
     UnsupportedData {
@@ -77,6 +89,7 @@ impl WebhookError {
             WebhookError::MissingHeader { .. } => "missing_header",
             WebhookError::UnknownProvider => "unknown_provider",
             WebhookError::Malformed { .. } => "malformed",
+            WebhookError::UnsupportedContentType { .. } => "unsupported_content_type",
             WebhookError::UnsupportedData { .. } => "unsupported_data",
         }
     }
@@ -109,7 +122,7 @@ impl From<WebhookError> for tekflux_common::Error {
             WebhookError::MissingHeader { .. }
             | WebhookError::UnknownProvider
             | WebhookError::Malformed { .. } => tekflux_common::Error::BadRequest(message),
-            WebhookError::UnsupportedData { .. } => {
+            WebhookError::UnsupportedData { .. } | WebhookError::UnsupportedContentType { .. } => {
                 tekflux_common::Error::UnsupportedMediaType(message)
             }
         }

@@ -1098,6 +1098,70 @@ async fn each_provider_s_webhooks_are_held_to_what_it_sends_at_most() {
 }
 
 #[tokio::test]
+async fn form_encoded_webhooks_are_read_and_other_media_types_refused_with_the_fix() {
+    // GitHub's and Gitea's "application/x-www-form-urlencoded" content type: the JSON in the
+    // `payload` field, the signature over the form as sent.
+    let harness = Harness::new(CONFIG).await;
+    for json in [Delivery::github_push(), Delivery::gitea_push()] {
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", std::str::from_utf8(&json.body).unwrap())
+            .finish();
+        let mut delivery = json;
+        delivery.body = form.into_bytes();
+        let mut request = delivery.signed().request();
+        request.headers_mut().insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let answer = harness.send(request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(
+            answer.body["runs"].as_array().unwrap().len(),
+            1,
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(harness.pipeline_runs().len(), 2);
+
+    let mut request = Delivery::github_push().signed().request();
+    request
+        .headers_mut()
+        .insert("content-type", "application/xml".parse().unwrap());
+    let answer = harness.send(request).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["message"],
+        "the github webhook is sent as application/xml; set the webhook's content type to \
+         application/json"
+    );
+
+    let mut request = Delivery::github("push", "d-form", b"nopayload=1".to_vec())
+        .signed()
+        .request();
+    request.headers_mut().insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    let answer = harness.send(request).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no `payload` field"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(harness.pipeline_runs().len(), 2);
+}
+
+#[tokio::test]
 async fn malformed_json_is_400_with_a_json_error() {
     let harness = Harness::new(CONFIG).await;
     for body in [&b"{\"ref\": \"refs/heads/ma"[..], b"[1, 2]", b"not json"] {

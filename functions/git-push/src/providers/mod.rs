@@ -154,18 +154,68 @@ pub fn delivery_id(provider: Provider, headers: &HeaderMap) -> Result<String, We
 
 /// Parses a webhook body whose signature has already been verified.
 ///
-/// Events other than pushes (and GitHub's ping) are [`Webhook::Ignored`], not errors.
+/// Events other than pushes (and GitHub's ping) are [`Webhook::Ignored`], not errors. The body
+/// is JSON, or for GitHub and Gitea/Forgejo webhooks set to the form content type, the JSON in
+/// the form's `payload` field (see [`json_payload`]).
 pub fn parse(
     provider: Provider,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Webhook, WebhookError> {
+    let body = json_payload(provider, headers, body)?;
+    let body = body.as_ref();
     match provider {
         Provider::Github => github::parse(headers, body),
         Provider::Gitlab => gitlab::parse(headers, body),
         Provider::Gitea | Provider::Forgejo => gitea::parse(provider, headers, body),
         Provider::Bitbucket => bitbucket::parse(headers, body),
     }
+}
+
+/// The JSON of a webhook body: the body itself, or the `payload` field of a form-encoded one
+/// (`application/x-www-form-urlencoded`, which GitHub, Gitea and Forgejo offer as the webhook's
+/// content type and sign as sent). Other media types are refused, naming the setting to change.
+pub fn json_payload<'b>(
+    provider: Provider,
+    headers: &HeaderMap,
+    body: &'b [u8],
+) -> Result<std::borrow::Cow<'b, [u8]>, WebhookError> {
+    let essence = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = essence.is_empty()
+        || essence == "application/json"
+        || essence == "text/json"
+        || essence.ends_with("+json")
+        // Some proxies and older Gitea send JSON as text/plain.
+        || essence == "text/plain";
+    if is_json {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    if essence == "application/x-www-form-urlencoded" {
+        return url::form_urlencoded::parse(body)
+            .find(|(name, _)| name == "payload")
+            .map(|(_, payload)| std::borrow::Cow::Owned(payload.into_owned().into_bytes()))
+            .ok_or_else(|| {
+                WebhookError::malformed(
+                    format!("form-encoded {} webhook", provider.as_str()),
+                    "no `payload` field; set the webhook's content type to application/json",
+                )
+            });
+    }
+    Err(WebhookError::UnsupportedContentType {
+        provider,
+        content_type: essence,
+    })
 }
 
 /// Parses a CloudEvent: Knative GitHubSource / GitLabSource events (see [`knative`]) and
