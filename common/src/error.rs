@@ -111,12 +111,21 @@ impl IntoResponse for Error {
         // Server errors are logged once by the request middleware, not here.
         response.extensions_mut().insert(ErrorKind(self.kind()));
         response
+            .extensions_mut()
+            .insert(ErrorMessage(self.to_string().into()));
+        response
     }
 }
 
 /// Response extension carrying the error kind, so middleware can label metrics and logs.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
+
+/// Response extension carrying the error's message (the one in the body), so the request's log
+/// line says why it was refused without reading the body again. Messages are written for the
+/// sender and never hold a secret.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub std::sync::Arc<str>);
 
 impl From<kube::Error> for Error {
     fn from(err: kube::Error) -> Self {

@@ -17,7 +17,7 @@
 //!    `Retry-After` (Knative and the git providers retry) rather than running out of memory.
 
 use crate::config::ServerSettings;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, ErrorMessage};
 use crate::metrics::{self, Metrics};
 use axum::Router;
 use axum::body::Body;
@@ -331,63 +331,38 @@ async fn observe(State(metrics): State<Metrics>, mut request: Request, next: Nex
 }
 
 /// The one log line per request outcome: server errors at `error` (once, here, never where the
-/// error is built), our own client errors at `info`, everything else at `debug` so that probes
-/// and scrapes do not flood the log.
+/// error is built), our own client errors at `info` with the reason the sender was given,
+/// everything else at `debug` so that probes and scrapes do not flood the log.
 async fn log_outcome(response: Response, started: Instant) -> Response {
     let status = response.status();
     let took_ms = started.elapsed().as_millis() as u64;
-    let kind = response.extensions().get::<ErrorKind>().map(|kind| kind.0);
-    if status.is_server_error() && response.extensions().get::<Expected>().is_none() {
-        let panic = response
-            .extensions()
+    let extensions = response.extensions();
+    let kind = extensions.get::<ErrorKind>().map(|kind| kind.0);
+    let message = extensions.get::<ErrorMessage>().map(|m| &*m.0);
+    if status.is_server_error() && extensions.get::<Expected>().is_none() {
+        let panic = extensions
             .get::<PanicMessage>()
-            .map(|panic| panic.0.clone());
-        let (response, message) = match kind {
-            Some(_) => error_message(response).await,
-            None => (response, None),
-        };
+            .map(|panic| panic.0.as_str());
         tracing::error!(
             status = status.as_u16(),
             error = kind.unwrap_or("unknown"),
-            detail = message.as_deref(),
-            panic = panic.as_deref(),
+            detail = message,
+            panic,
             took_ms,
             "request failed"
         );
-        response
     } else if let Some(kind) = kind.filter(|_| status.is_client_error()) {
         tracing::info!(
             status = status.as_u16(),
             error = kind,
+            reason = message,
             took_ms,
             "request rejected"
         );
-        response
     } else {
         tracing::debug!(status = status.as_u16(), took_ms, "request done");
-        response
     }
-}
-
-/// Reads the `message` of our JSON error body so the log line says what went wrong.
-///
-/// Only called for responses built by [`Error`]'s `IntoResponse`, whose bodies are small and
-/// already in memory; the cap keeps a surprise streaming body from being read whole.
-async fn error_message(response: Response) -> (Response, Option<String>) {
-    const CAP: usize = 64 * 1024;
-    let (parts, body) = response.into_parts();
-    match axum::body::to_bytes(body, CAP).await {
-        Ok(bytes) => {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|value| value.get("message")?.as_str().map(str::to_owned));
-            (Response::from_parts(parts, Body::from(bytes)), message)
-        }
-        Err(_) => (
-            Error::Internal("the error response could not be read".to_owned()).into_response(),
-            None,
-        ),
-    }
+    response
 }
 
 async fn catch_panic(request: Request, next: Next) -> Response {

@@ -85,6 +85,14 @@ fn function_routes(metrics: &Metrics, gate: Gate) -> Router {
             }),
         )
         .route(
+            "/refuse",
+            get(|| async {
+                Err::<(), _>(tekflux_common::Error::Forbidden(
+                    "sender system:serviceaccount:x:y may not send to git-push".to_owned(),
+                ))
+            }),
+        )
+        .route(
             "/fail",
             get(|| async {
                 Err::<(), _>(tekflux_common::Error::Internal(
@@ -406,7 +414,7 @@ impl io::Write for Captured {
 
 // Current-thread runtime: the server's tasks run on this thread, where the scoped subscriber is.
 #[tokio::test(flavor = "current_thread")]
-async fn server_errors_are_logged_exactly_once_with_kind_and_message() {
+async fn server_errors_are_logged_exactly_once_and_refusals_with_their_reason() {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -434,6 +442,20 @@ async fn server_errors_are_logged_exactly_once_with_kind_and_message() {
     assert!(errors[0].contains(r#"error="internal""#), "{log}");
     assert!(errors[1].contains("route=/panic"), "{log}");
     assert!(errors[1].contains("handler exploded"), "{log}");
+
+    // A refusal is logged at info with the reason the sender was given.
+    assert_eq!(get_json(&server.url("/refuse")).await.0, 403);
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request rejected"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].contains(r#"error="forbidden""#), "{log}");
+    assert!(
+        refused[0].contains("sender system:serviceaccount:x:y may not send to git-push"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

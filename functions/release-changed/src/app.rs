@@ -23,7 +23,7 @@ use tekflux_common::cloudevent::{
     no_reply, oci_purl, reply_builder, reply_to,
 };
 use tekflux_common::config::Config;
-use tekflux_common::error::ErrorKind;
+use tekflux_common::error::{ErrorKind, ErrorMessage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
@@ -250,14 +250,18 @@ fn refusal_response(refused: &[Refused]) -> Response {
     } else {
         "unprocessable"
     };
+    let message = first.refusal.to_string();
     let body = json!({
         "error": error,
         "reason": first.refusal.kind(),
-        "message": first.refusal.to_string(),
+        "message": message,
         "refused": refused_json(refused),
     });
     let mut response = (status, axum::Json(body)).into_response();
     response.extensions_mut().insert(ErrorKind(error));
+    response
+        .extensions_mut()
+        .insert(ErrorMessage(message.into()));
     response
 }
 
