@@ -20,17 +20,28 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 
 use crate::config::{KubernetesSettings, Storage};
 
-/// Why a client could not be built.
+/// Why a client could not be built. Messages name the file or variable involved and say what
+/// to do; show them with their causes through [`crate::error::plain_chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Neither a kubeconfig (`KUBECONFIG`, `~/.kube/config`) nor an in-cluster service account was
-    /// usable.
-    #[error("no Kubernetes configuration: neither KUBECONFIG nor an in-cluster service account")]
-    Infer(#[source] kube::config::InferConfigError),
+    /// `KUBECONFIG` is not set, `~/.kube/config` does not exist, and this is not a pod with a
+    /// service account.
+    #[error(
+        "no Kubernetes configuration (set KUBECONFIG to a kubeconfig file): KUBECONFIG is not \
+         set, {} does not exist, and the in-cluster service account is not usable",
+        default_kubeconfig.display()
+    )]
+    NoConfig {
+        /// Where a kubeconfig was looked for.
+        default_kubeconfig: PathBuf,
+        /// Why the in-cluster configuration is not usable.
+        #[source]
+        in_cluster: kube::config::InClusterError,
+    },
     /// The kubeconfig file at `path` could not be read or does not describe a usable cluster.
-    #[error("kubeconfig {}", path.display())]
+    #[error("the kubeconfig {} cannot be used", path.display())]
     Kubeconfig {
-        /// The kubeconfig file.
+        /// The kubeconfig file (or `KUBECONFIG`'s list of files).
         path: PathBuf,
         /// What was wrong with it.
         #[source]
@@ -38,18 +49,45 @@ pub enum ClientError {
     },
     /// The configuration was read but the client could not be built from it (TLS material,
     /// credentials plugin, proxy).
-    #[error("build the Kubernetes client")]
-    Kube(#[source] kube::Error),
+    #[error("cannot build a Kubernetes client for {server}")]
+    Kube {
+        /// The API server's URL.
+        server: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl ClientError {
     /// A short, stable name for metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
-            ClientError::Infer(_) => "kube_config_missing",
+            ClientError::NoConfig { .. } => "kube_config_missing",
             ClientError::Kubeconfig { .. } => "kubeconfig_invalid",
-            ClientError::Kube(_) => "kube_client",
+            ClientError::Kube { .. } => "kube_client",
         }
+    }
+}
+
+/// A Kubernetes client and what it talks to, for the startup log line.
+#[derive(Clone)]
+pub struct KubeConnection {
+    /// The client.
+    pub client: kube::Client,
+    /// The API server's URL.
+    pub server: String,
+    /// Where the configuration came from: `kubeconfig PATH, context NAME` or
+    /// `in-cluster service account`.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for KubeConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeConnection")
+            .field("server", &self.server)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,8 +97,66 @@ impl ClientError {
 /// The read timeout also applies to watches: a watch needs a client built with a longer timeout
 /// than the server's bookmark interval.
 pub async fn kube_client(settings: &KubernetesSettings) -> Result<kube::Client, ClientError> {
-    let config = kube::Config::infer().await.map_err(ClientError::Infer)?;
-    kube_client_from_config(config, settings)
+    kube_connection(settings).await.map(|c| c.client)
+}
+
+/// Like [`kube_client`], saying where the configuration came from.
+///
+/// The order is kubectl's and kube's: `KUBECONFIG` when set, else `~/.kube/config` when it
+/// exists, else the pod's service account. Unlike [`kube::Config::infer`], a `KUBECONFIG` that
+/// is set but unusable is an error naming it, not a silent fall-back to the service account.
+pub async fn kube_connection(settings: &KubernetesSettings) -> Result<KubeConnection, ClientError> {
+    let from_env = std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty());
+    let default_kubeconfig = std::env::home_dir()
+        .unwrap_or_default()
+        .join(".kube")
+        .join("config");
+    if let Some(paths) = from_env {
+        // `read` merges KUBECONFIG's list of files, as kubectl does.
+        let path = PathBuf::from(&paths);
+        let kubeconfig =
+            kube::config::Kubeconfig::read().map_err(|source| kubeconfig_error(&path, source))?;
+        connection_from_kubeconfig(&path, kubeconfig, settings).await
+    } else if default_kubeconfig.exists() {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&default_kubeconfig)
+            .map_err(|source| kubeconfig_error(&default_kubeconfig, source))?;
+        connection_from_kubeconfig(&default_kubeconfig, kubeconfig, settings).await
+    } else {
+        let config = kube::Config::incluster().map_err(|in_cluster| ClientError::NoConfig {
+            default_kubeconfig,
+            in_cluster,
+        })?;
+        let server = config.cluster_url.to_string();
+        Ok(KubeConnection {
+            client: kube_client_from_config(config, settings)?,
+            server,
+            origin: "in-cluster service account".to_owned(),
+        })
+    }
+}
+
+fn kubeconfig_error(path: &Path, source: kube::config::KubeconfigError) -> ClientError {
+    ClientError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+async fn connection_from_kubeconfig(
+    path: &Path,
+    kubeconfig: kube::config::Kubeconfig,
+    settings: &KubernetesSettings,
+) -> Result<KubeConnection, ClientError> {
+    let context = kubeconfig.current_context.clone().unwrap_or_default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|source| kubeconfig_error(path, source))?;
+    let server = config.cluster_url.to_string();
+    Ok(KubeConnection {
+        client: kube_client_from_config(config, settings)?,
+        server,
+        origin: format!("kubeconfig {}, context {context}", path.display()),
+    })
 }
 
 /// A Kubernetes client from the kubeconfig file at `path` (its current context), with the same
@@ -69,19 +165,16 @@ pub async fn kube_client_from_kubeconfig(
     path: &Path,
     settings: &KubernetesSettings,
 ) -> Result<kube::Client, ClientError> {
-    let kubeconfig_error = |source| ClientError::Kubeconfig {
-        path: path.to_owned(),
-        source,
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|source| kubeconfig_error(path, source))?;
+    connection_from_kubeconfig(path, kubeconfig, settings)
         .await
-        .map_err(kubeconfig_error)?;
-    kube_client_from_config(config, settings)
+        .map(|c| c.client)
 }
 
 /// A Kubernetes client from an already-loaded `config`, with its timeouts replaced by
-/// `settings.timeout_seconds`.
+/// `settings.timeout_seconds`. A request that cannot reach the API server fails with
+/// [`ApiServerUnreachable`], which names the server.
 pub fn kube_client_from_config(
     mut config: kube::Config,
     settings: &KubernetesSettings,
@@ -97,7 +190,36 @@ pub fn kube_client_from_config(
     // 429/503 at once lets Knative's (or the provider's) own backoff retry the whole delivery.
     config.default_retry = false;
     install_crypto_provider();
-    kube::Client::try_from(config).map_err(ClientError::Kube)
+    let server: std::sync::Arc<str> = config.cluster_url.to_string().into();
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|source| ClientError::Kube {
+            server: server.to_string(),
+            source,
+        })?;
+    let name_the_server = tower::util::MapErrLayer::new(move |error: tower::BoxError| {
+        // kube's own errors (credentials, request building) keep their meaning.
+        if error.is::<kube::Error>() {
+            error
+        } else {
+            Box::new(ApiServerUnreachable {
+                server: server.to_string(),
+                source: error,
+            }) as tower::BoxError
+        }
+    });
+    Ok(builder.with_layer(&name_the_server).build())
+}
+
+/// The API server could not be reached or did not answer in time (a connection refused, a
+/// name that does not resolve, TLS, a timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the Kubernetes API server {server}")]
+pub struct ApiServerUnreachable {
+    /// The API server's URL.
+    pub server: String,
+    /// What the connection said.
+    #[source]
+    pub source: tower::BoxError,
 }
 
 /// Installs rustls' `ring` provider as the process default, once; later calls do nothing.

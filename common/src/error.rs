@@ -157,7 +157,30 @@ impl From<kube::Error> for Error {
                     status.code, status.message
                 )),
             },
-            _ => Error::Unavailable(format!("Kubernetes API unreachable: {err}")),
+            kube::Error::Service(inner) => Error::Unavailable(plain_chain(&**inner)),
+            _ => Error::Unavailable(format!(
+                "the Kubernetes API call failed: {}",
+                plain_chain(&err)
+            )),
         }
     }
+}
+
+/// An error and its causes in plain words, joined with `: `: each cause once (libraries often
+/// repeat their source in their own message), without the `(os error N)` that `std` appends.
+pub fn plain_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let text = error.to_string();
+        let text = match text.rfind(" (os error ") {
+            Some(at) if text.ends_with(')') => text[..at].to_owned(),
+            _ => text,
+        };
+        if !parts.iter().any(|part| part.contains(&text)) && !text.is_empty() {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
 }

@@ -2,6 +2,7 @@
 //! when invalid, before any runtime work), set up tracing, and serve the function's routes inside
 //! the common scaffolding until SIGTERM.
 
+use crate::clients::{self, KubeConnection};
 use crate::cloudevent::ReplySink;
 use crate::config::{self, Config, EX_USAGE, Env};
 use crate::server::{self, ServerState};
@@ -21,6 +22,8 @@ pub struct Startup {
     pub config: Config,
     /// Metrics, readiness and server settings shared with the function.
     pub server: ServerState,
+    /// The Kubernetes connection, made once for every function the process serves.
+    kube: tokio::sync::OnceCell<Option<KubeConnection>>,
 }
 
 impl Startup {
@@ -29,13 +32,49 @@ impl Startup {
     pub fn from_process() -> Self {
         let env = Env::from_process();
         let config = config::load_or_exit(&env);
-        telemetry::init(env.get(telemetry::RUST_LOG), env.get(telemetry::LOG_FORMAT));
+        telemetry::init(
+            env.get(telemetry::RUST_LOG),
+            env.get(telemetry::LOG_FORMAT),
+            telemetry::colour_wanted(env.get(telemetry::NO_COLOR)),
+        );
         let server = ServerState::new(config.server.clone());
-        Startup {
+        let startup = Startup {
             env,
             config,
             server,
-        }
+            kube: tokio::sync::OnceCell::new(),
+        };
+        tracing::info!(config = %startup.config_origin(), "configuration loaded");
+        startup
+    }
+
+    /// The Kubernetes client, built once per process (see [`clients::kube_connection`]), with
+    /// one log line saying which configuration and API server it uses, or why there is none.
+    /// `None` without a usable configuration: each function then says what it cannot do.
+    pub async fn kube(&self) -> Option<kube::Client> {
+        self.kube
+            .get_or_init(|| async {
+                match clients::kube_connection(&self.config.kubernetes).await {
+                    Ok(connection) => {
+                        tracing::info!(
+                            server = %connection.server,
+                            from = %connection.origin,
+                            "Kubernetes API server"
+                        );
+                        Some(connection)
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            reason = %crate::error::plain_chain(&error),
+                            "no Kubernetes cluster"
+                        );
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+            .map(|connection| connection.client.clone())
     }
 
     /// Where the config came from, for messages about it (`TEKFLUX_CONFIG`, or the default).

@@ -11,16 +11,26 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub const RUST_LOG: &str = "RUST_LOG";
 /// Environment variable choosing the output format: `json`, or `text` (the default).
 pub const LOG_FORMAT: &str = "TEKFLUX_LOG_FORMAT";
-/// Filter used when `RUST_LOG` is unset or invalid.
-pub const DEFAULT_FILTER: &str = "info";
+/// Environment variable that turns colours off when set to anything (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Filter used when `RUST_LOG` is unset or invalid. kube's request tracing logs every failed
+/// API call at `error`, which the request's own line already reports with its cause.
+pub const DEFAULT_FILTER: &str = "info,kube_client::client::builder=off";
+
+/// Whether text logs get ANSI colours: only on a terminal, and never with `NO_COLOR` set.
+pub fn colour_wanted(no_color: Option<&str>) -> bool {
+    use std::io::IsTerminal;
+    no_color.is_none_or(str::is_empty) && std::io::stdout().is_terminal()
+}
 
 /// Installs the global tracing subscriber.
 ///
-/// `rust_log` is the value of [`RUST_LOG`] and `log_format` that of [`LOG_FORMAT`]. JSON output
+/// `rust_log` is the value of [`RUST_LOG`] and `log_format` that of [`LOG_FORMAT`]; `colour`
+/// says whether text lines get ANSI colours (see [`colour_wanted`]). JSON output
 /// puts the current span's fields (CloudEvent id, type, source, delivery id) on every line so log
 /// pipelines can join on them. Returns `false` when a subscriber was already installed (a second
 /// call, as happens across tests in one binary); that is not an error.
-pub fn init(rust_log: Option<&str>, log_format: Option<&str>) -> bool {
+pub fn init(rust_log: Option<&str>, log_format: Option<&str>, colour: bool) -> bool {
     let requested = rust_log.map(str::trim).filter(|value| !value.is_empty());
     let (filter, bad_filter) = match requested.map(EnvFilter::try_new) {
         None => (EnvFilter::new(DEFAULT_FILTER), None),
@@ -47,7 +57,7 @@ pub fn init(rust_log: Option<&str>, log_format: Option<&str>) -> bool {
             .is_ok()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer())
+            .with(tracing_subscriber::fmt::layer().with_ansi(colour))
             .try_init()
             .is_ok()
     };
@@ -75,7 +85,7 @@ mod tests {
     #[test]
     fn second_init_is_harmless() {
         // Whichever call comes first in this process installs; any later one must not panic.
-        let _ = super::init(Some("not a [valid filter"), Some("json"));
-        assert!(!super::init(None, None));
+        let _ = super::init(Some("not a [valid filter"), Some("json"), false);
+        assert!(!super::init(None, None, false));
     }
 }

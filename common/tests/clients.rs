@@ -188,3 +188,26 @@ async fn kube_client_from_a_missing_kubeconfig_names_the_file() {
     assert!(err.to_string().contains("absent-kubeconfig"), "{err}");
     assert!(err.source().is_some());
 }
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_named_in_plain_words() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let client = kube_client_from_config(config, &KubernetesSettings::default()).unwrap();
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "cicd");
+    let error = api.get("anything").await.unwrap_err();
+    let answered = tekflux_common::Error::from(error);
+    assert_eq!(answered.kind(), "unavailable");
+    let message = answered.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot reach the Kubernetes API server http://127.0.0.1:{port}/: "
+        )) && message.ends_with("Connection refused"),
+        "{message}"
+    );
+}

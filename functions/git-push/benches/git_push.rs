@@ -127,7 +127,7 @@ fn serve(served: Served) -> anyhow::Result<()> {
 async fn git_push_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
     // As in production: `info` to stdout (the parent sends it to /dev/null). Successful
     // requests log at `debug`, so this costs a filter check per request, not a line.
-    tekflux_common::telemetry::init(None, None);
+    tekflux_common::telemetry::init(None, None, false);
     let config = git_push_config();
     let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &config.kubernetes)
         .await?;

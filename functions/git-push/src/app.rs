@@ -750,13 +750,10 @@ pub async fn webhook_routes_from_startup(startup: &tekflux_common::startup::Star
 }
 
 async fn state_from_startup(startup: &tekflux_common::startup::Startup) -> AppState {
-    let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            tracing::warn!(%error, "no Kubernetes cluster: git-push answers dry runs only");
-            None
-        }
-    };
+    let kube = startup.kube().await;
+    if kube.is_none() {
+        tracing::warn!("no Kubernetes cluster: git-push answers dry runs only");
+    }
     match AppState::new(
         startup.config.clone(),
         kube,

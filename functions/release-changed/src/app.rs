@@ -130,13 +130,10 @@ pub fn app(state: AppState) -> Router {
 
 /// Builds the function's routes the way a `main` does.
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
-    let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            tracing::warn!(%error, "no Kubernetes cluster: matching releases are answered 503");
-            None
-        }
-    };
+    let kube = startup.kube().await;
+    if kube.is_none() {
+        tracing::warn!("no Kubernetes cluster: matching releases are answered 503");
+    }
     let state = AppState::new(
         &startup.config,
         kube,

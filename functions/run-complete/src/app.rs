@@ -178,17 +178,38 @@ pub fn app(state: AppState) -> Router {
 /// Builds the function's routes the way a `main` does: Kubernetes from `KUBECONFIG` or the
 /// pod's service account, S3 from the config and the AWS SDK's environment.
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
-    let kube = match tekflux_common::clients::kube_client(&startup.config.kubernetes).await {
-        Ok(client) => Some(client),
-        Err(error) => {
-            tracing::warn!(%error, "no Kubernetes cluster: finished runs are answered 503");
-            None
-        }
-    };
+    let kube = startup.kube().await;
+    if kube.is_none() {
+        tracing::warn!("no Kubernetes cluster: finished runs are answered 503");
+    }
     if startup.config.storage.bucket.is_none() {
         tracing::warn!("storage.bucket is not set: finished runs are answered 503");
     }
     let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
+    let storage = &startup.config.storage;
+    let endpoint = storage
+        .endpoint
+        .clone()
+        .or_else(|| {
+            startup
+                .env
+                .get_non_empty("AWS_ENDPOINT_URL_S3")
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            startup
+                .env
+                .get_non_empty("AWS_ENDPOINT_URL")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "AWS S3 (the region's endpoint)".to_owned());
+    tracing::info!(
+        bucket = storage.bucket.as_deref().unwrap_or("(none)"),
+        prefix = %storage.prefix,
+        endpoint = %endpoint,
+        region = s3.config().region().map_or("(none)", |region| region.as_ref()),
+        "S3 storage"
+    );
     let state = AppState::new(
         &startup.config,
         kube,

@@ -101,6 +101,10 @@ struct Served {
 
 impl Served {
     fn start(config: Option<&str>) -> Served {
+        Self::start_with(config, &[])
+    }
+
+    fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Served {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -112,6 +116,7 @@ impl Served {
             .env("PORT", port.to_string())
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("TEKFLUX_EVENTS_TOKEN", EVENTS_TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         match config {
@@ -259,5 +264,98 @@ fn readme_signed_webhook_dry_run_works_without_a_cluster() {
     assert_eq!(
         send("/git-push/webhooks/github?dryRun=true", "sha256=00").status(),
         401
+    );
+}
+
+/// No Debug formatting or OS error numbers in what a person reads.
+fn assert_plain(text: &str) {
+    for internal in ["{ ", "Some(", "Error(", "os error"] {
+        assert!(!text.contains(internal), "{internal:?} in {text}");
+    }
+}
+
+#[test]
+fn startup_says_which_config_cluster_and_bucket_it_uses_and_why_not() {
+    // KUBECONFIG set to a file that does not exist: named, with the reason, once for the whole
+    // process (three functions), and no fall-back to a service account.
+    let mut served = Served::start_with(
+        Some("examples/quickstart.yaml"),
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    let (_, logs) = served.terminate();
+    assert!(
+        logs.contains("configuration loaded") && logs.contains("examples/quickstart.yaml"),
+        "{logs}"
+    );
+    let no_cluster: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("no Kubernetes cluster") && line.contains("reason"))
+        .collect();
+    assert_eq!(no_cluster.len(), 1, "{logs}");
+    assert!(
+        no_cluster[0].contains("the kubeconfig /nonexistent/kubeconfig cannot be used")
+            && no_cluster[0].contains("No such file or directory"),
+        "{logs}"
+    );
+    assert!(logs.contains("S3 storage"), "{logs}");
+    assert_plain(no_cluster[0]);
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colours when not on a terminal: {logs}"
+    );
+
+    // A kubeconfig whose API server is down: the server and context are named at startup, and
+    // a real delivery is answered 503 naming the server that cannot be reached.
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: down\n  cluster: {{ server: 'http://127.0.0.1:{dead_port}' }}\nusers:\n- name: u\n  user: {{ token: t }}\ncontexts:\n- name: kind-down\n  context: {{ cluster: down, user: u }}\ncurrent-context: kind-down\n"
+        ),
+    )
+    .unwrap();
+    let mut served = Served::start_with(
+        Some("examples/quickstart.yaml"),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
+    let signature = format!(
+        "sha256={}",
+        tekflux_git_push::signature::sign(SECRET.as_bytes(), &body)
+    );
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/git-push/webhooks/github", served.base))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-down")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let answer: serde_json::Value = answer.json().unwrap();
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "cannot reach the Kubernetes API server http://127.0.0.1:{dead_port}/"
+        )) && message.contains("Connection refused"),
+        "{message}"
+    );
+    assert_plain(message);
+    let (_, logs) = served.terminate();
+    let connected = logs
+        .lines()
+        .find(|line| line.contains("Kubernetes API server") && line.contains("from="))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        connected.contains(&format!("http://127.0.0.1:{dead_port}/"))
+            && connected.contains("context kind-down"),
+        "{connected}"
     );
 }
