@@ -29,7 +29,7 @@ use futures::FutureExt;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -529,8 +529,20 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Binding the port or accepting connections failed.
-    #[error("HTTP server failed")]
+    /// The address could not be listened on (in use, not this machine's, not allowed).
+    #[error(
+        "cannot listen on {address}: {}; stop what uses it, or choose another address with \
+         --listen (or the port with PORT)",
+        crate::error::plain_chain(source)
+    )]
+    Bind {
+        /// The address asked for.
+        address: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Accepting connections failed.
+    #[error("the HTTP server stopped: {}", crate::error::plain_chain(.0))]
     Io(#[from] std::io::Error),
     /// The Lambda environment lacks a variable the runtime needs, or has an invalid one.
     #[error("Lambda environment variable {0} is missing or invalid")]
@@ -550,9 +562,12 @@ pub struct BoundServer {
     drain: Duration,
 }
 
-/// Binds `0.0.0.0:settings.port` (port 0 picks a free port).
-pub async fn bind(router: Router, settings: &ServerSettings) -> std::io::Result<BoundServer> {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, settings.port)).await?;
+/// Binds `settings.address:settings.port` (port 0 picks a free port).
+pub async fn bind(router: Router, settings: &ServerSettings) -> Result<BoundServer, ServeError> {
+    let address = SocketAddr::new(settings.address, settings.port);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
     Ok(BoundServer {
         listener,
         router,
@@ -606,11 +621,15 @@ impl BoundServer {
 }
 
 /// Binds and serves until `shutdown` resolves, with the bounded drain of [`BoundServer::run`].
-pub async fn serve<F>(router: Router, settings: &ServerSettings, shutdown: F) -> std::io::Result<()>
+pub async fn serve<F>(
+    router: Router,
+    settings: &ServerSettings,
+    shutdown: F,
+) -> Result<(), ServeError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    bind(router, settings).await?.run(shutdown).await
+    Ok(bind(router, settings).await?.run(shutdown).await?)
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or ctrl-c.

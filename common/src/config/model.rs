@@ -246,6 +246,9 @@ pub struct Storage {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServerSettings {
+    /// Address to listen on: every interface by default (what a pod needs), `127.0.0.1` to
+    /// keep a laptop's server to itself.
+    pub address: std::net::IpAddr,
     /// Listen port.
     pub port: u16,
     /// Largest accepted request body, in bytes.
@@ -266,6 +269,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
+            address: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             port: 8080,
             body_limit: 25 * 1024 * 1024,
             request_timeout_seconds: 25,

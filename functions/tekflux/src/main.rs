@@ -40,6 +40,10 @@ enum Command {
         /// Service in front of git-push (requires `--function git-push`).
         #[arg(long)]
         webhooks_only: bool,
+        /// Where to listen: `ADDRESS:PORT`, `ADDRESS` or `:PORT` (e.g. `127.0.0.1:8080` to keep
+        /// it to this machine). Default: `server.address` and `PORT`/`server.port`, 0.0.0.0:8080.
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_listen)]
+        listen: Option<Listen>,
     },
     /// Validate the config file (TEKFLUX_CONFIG, default ./tekflux.yaml) and exit: 0 valid, 64 not.
     CheckConfig,
@@ -62,6 +66,40 @@ enum Command {
     Archive(transfer::ArchiveArgs),
     /// Restore s3://bucket/key into an empty or new directory, refusing hostile archives.
     Restore(transfer::RestoreArgs),
+}
+
+/// `serve --listen`: an address, a port, or both.
+#[derive(Debug, Clone, Copy)]
+struct Listen {
+    address: Option<std::net::IpAddr>,
+    port: Option<u16>,
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return Ok(Listen {
+            address: Some(socket.ip()),
+            port: Some(socket.port()),
+        });
+    }
+    if let Ok(address) = text.trim_matches(['[', ']']).parse() {
+        return Ok(Listen {
+            address: Some(address),
+            port: None,
+        });
+    }
+    if let Some(port) = text.strip_prefix(':')
+        && let Ok(port) = port.parse()
+    {
+        return Ok(Listen {
+            address: None,
+            port: Some(port),
+        });
+    }
+    Err(format!(
+        "{text:?} is not an address to listen on: use ADDRESS:PORT (127.0.0.1:8080, \
+         [::1]:8080), ADDRESS, or :PORT"
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,13 +152,19 @@ fn main() -> ExitCode {
         Command::Serve {
             function,
             webhooks_only,
+            listen,
         } => {
             if webhooks_only && function != Function::GitPush {
                 eprintln!("tekflux serve: --webhooks-only needs --function git-push");
                 return ExitCode::from(transfer::EXIT_USAGE);
             }
             // Config first: an invalid one exits 64 before any runtime starts.
-            let startup = Startup::from_process();
+            let mut startup = Startup::from_process();
+            if let Some(listen) = listen {
+                let settings = &mut startup.server.settings;
+                settings.address = listen.address.unwrap_or(settings.address);
+                settings.port = listen.port.unwrap_or(settings.port);
+            }
             block_on(serve(startup, function, webhooks_only)).unwrap_or_else(|code| code)
         }
         Command::Render {

@@ -359,3 +359,60 @@ fn startup_says_which_config_cluster_and_bucket_it_uses_and_why_not() {
         "{connected}"
     );
 }
+
+#[test]
+fn serve_listens_where_it_is_told_and_says_why_it_cannot() {
+    // Taken: the port is named with the OS's reason and what to do, and serve exits non-zero.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let output = run(tekflux()
+        .args(["serve", "--listen", &address.to_string()])
+        .current_dir(std::env::temp_dir()));
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stdout);
+    let refused = logs
+        .lines()
+        .find(|line| line.contains("cannot listen on"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        refused.contains(&format!(
+            "cannot listen on {address}: Address already in use; stop what uses it"
+        )),
+        "{refused}"
+    );
+    assert_plain(refused);
+    drop(taken);
+
+    // Loopback only, with the port from --listen.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut served = Served::start_with(None, &[]);
+    let (_, logs) = served.terminate();
+    assert!(logs.contains("listening address=0.0.0.0:"), "{logs}");
+    let mut command = tekflux();
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut served = Served {
+        child: command.spawn().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    served.wait_ready();
+    let (code, logs) = served.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        logs.contains(&format!("listening address=127.0.0.1:{port}")),
+        "{logs}"
+    );
+
+    // Not an address: a usage error naming the forms that work.
+    let output = run(tekflux().args(["serve", "--listen", "localhost:80:80"]));
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("use ADDRESS:PORT"), "{stderr}");
+}
