@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod cloudevent;
 pub mod config;
+pub mod environment;
 pub mod error;
 pub mod metrics;
 pub mod run_contract;

@@ -13,6 +13,33 @@ use std::process::ExitCode;
 /// Knative's SinkBinding variable: when set, reply events are sent there.
 pub const K_SINK: &str = "K_SINK";
 
+/// What a per-function binary does with its arguments, before any config is read or server
+/// started: it takes none, answers `--help` (with the environment it reads) and `--version`,
+/// and refuses anything else with 64. `None`: no arguments, go on and serve.
+pub fn function_arguments(binary: &str, about: &str) -> Option<ExitCode> {
+    let first = std::env::args().nth(1)?;
+    Some(match first.as_str() {
+        "-h" | "--help" => {
+            println!(
+                "{about}\n\nUsage: {binary}\n\nIt takes no arguments: everything comes from the \
+                 config file and the environment.\n\n{}",
+                crate::environment::help(crate::environment::Reader::Serve)
+            );
+            ExitCode::SUCCESS
+        }
+        "-V" | "--version" => {
+            println!("{binary} {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!(
+                "{binary}: unexpected argument {other:?}; it takes none (see {binary} --help)"
+            );
+            ExitCode::from(EX_USAGE as u8)
+        }
+    })
+}
+
 /// The process environment, the validated config and the scaffolding state of one process.
 #[derive(Debug)]
 pub struct Startup {

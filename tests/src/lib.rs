@@ -11,6 +11,7 @@
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 
 pub mod answer;
+pub mod binary;
 pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;

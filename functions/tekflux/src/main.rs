@@ -15,6 +15,7 @@ use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
 use tekflux_common::config::{self, Env};
+use tekflux_common::environment::{self, Reader};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
 
@@ -32,6 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the functions over HTTP (or AWS Lambda when AWS_LAMBDA_RUNTIME_API is set).
+    #[command(after_help = environment::help(Reader::Serve))]
     Serve {
         /// Which function to serve; `all` nests each under /<function>/.
         #[arg(long, value_enum, default_value_t = Function::All)]
@@ -46,8 +48,10 @@ enum Command {
         listen: Option<Listen>,
     },
     /// Validate the config file (TEKFLUX_CONFIG, default ./tekflux.yaml) and exit: 0 valid, 64 not.
+    #[command(after_help = environment::help(Reader::Config))]
     CheckConfig,
     /// Show offline which runs a webhook payload would create, and why each rule matched or not.
+    #[command(after_help = environment::help(Reader::Config))]
     Render {
         /// The provider that sends the payload.
         #[arg(long, value_enum)]
@@ -63,9 +67,18 @@ enum Command {
         delivery: Option<String>,
     },
     /// Archive a directory to s3://bucket/key (tar + zstd, streamed), then check what was stored.
+    #[command(after_help = environment::help(Reader::Transfer))]
     Archive(transfer::ArchiveArgs),
     /// Restore s3://bucket/key into an empty or new directory, refusing hostile archives.
+    #[command(after_help = environment::help(Reader::Transfer))]
     Restore(transfer::RestoreArgs),
+    /// Print a shell completion script: `source <(tekflux completion bash)`, or save it where
+    /// your shell loads completions from.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `serve --listen`: an address, a port, or both.
@@ -147,6 +160,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => check_config(),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tekflux",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Archive(args) => transfer::archive(args),
         Command::Restore(args) => transfer::restore(args),
         Command::Serve {

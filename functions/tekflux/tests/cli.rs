@@ -416,3 +416,54 @@ fn serve_listens_where_it_is_told_and_says_why_it_cannot() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("use ADDRESS:PORT"), "{stderr}");
 }
+
+#[test]
+fn every_command_lists_the_environment_it_reads_and_completions_are_printed() {
+    let help = |command: &str| {
+        let output = run(tekflux().args([command, "--help"]));
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let serve = help("serve");
+    for name in [
+        "TEKFLUX_CONFIG",
+        "PORT",
+        "TEKFLUX_GITHUB_SECRET",
+        "TEKFLUX_EVENTS_TOKEN",
+        "TEKFLUX_S3_BUCKET",
+        "KUBECONFIG",
+        "K_SINK",
+        "RUST_LOG",
+        "NO_COLOR",
+    ] {
+        assert!(serve.contains(name), "{name} not in serve --help:\n{serve}");
+    }
+    for command in ["archive", "restore"] {
+        let text = help(command);
+        assert!(
+            text.contains("TEKFLUX_S3_ENDPOINT") && text.contains("AWS_ENDPOINT_URL_S3"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("KUBECONFIG") && !text.contains("TEKFLUX_GITHUB_SECRET"),
+            "{text}"
+        );
+    }
+    for command in ["check-config", "render"] {
+        assert!(help(command).contains("TEKFLUX_NAMESPACE"));
+    }
+
+    for (shell, marker) in [
+        ("bash", "complete -F _tekflux"),
+        ("zsh", "#compdef tekflux"),
+        ("fish", "complete -c tekflux"),
+    ] {
+        let output = run(tekflux().args(["completion", shell]));
+        assert!(output.status.success(), "{output:?}");
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("restore"), "{shell} completes subcommands");
+    }
+    let output = run(tekflux().args(["completion", "tcsh"]));
+    assert_eq!(output.status.code(), Some(64));
+}

@@ -1,0 +1,120 @@
+//! The environment variables each command reads, for `--help`: one list, so the help cannot
+//! drift from what the code reads. `docs/configuration.md` explains each override.
+
+use crate::config::vars;
+use crate::startup::K_SINK;
+use crate::telemetry::{LOG_FORMAT, NO_COLOR, RUST_LOG};
+
+/// What a command reads, by group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// `serve` and the per-function binaries: everything.
+    Serve,
+    /// `check-config` and `render`: the config and its overrides.
+    Config,
+    /// `archive` and `restore`: the config's storage section and the AWS SDK.
+    Transfer,
+}
+
+/// Overrides of the config file's server and Kubernetes settings.
+const SERVER_OVERRIDES: &[(&str, &str)] = &[
+    (vars::PORT, "server.port (Knative sets it)"),
+    (vars::NAMESPACE, "namespace"),
+    (vars::BODY_LIMIT, "server.bodyLimit"),
+    (
+        vars::REQUEST_TIMEOUT_SECONDS,
+        "server.requestTimeoutSeconds",
+    ),
+    (
+        vars::SHUTDOWN_TIMEOUT_SECONDS,
+        "server.shutdownTimeoutSeconds",
+    ),
+    (vars::KUBE_TIMEOUT_SECONDS, "kubernetes.timeoutSeconds"),
+];
+
+/// Overrides of the config file's storage section.
+const STORAGE_OVERRIDES: &[(&str, &str)] = &[
+    (vars::S3_BUCKET, "storage.bucket"),
+    (vars::S3_PREFIX, "storage.prefix"),
+    (vars::S3_ENDPOINT, "storage.endpoint"),
+    (vars::S3_REGION, "storage.region"),
+    (vars::S3_FORCE_PATH_STYLE, "storage.forcePathStyle"),
+    (vars::S3_COMPRESSION_LEVEL, "storage.compressionLevel"),
+    (vars::S3_PART_SIZE_MIB, "storage.partSizeMib"),
+    (vars::S3_MAX_ARCHIVE_BYTES, "storage.maxArchiveBytes"),
+    (vars::S3_CLEANUP, "storage.cleanup"),
+];
+
+/// Credentials (each also as `<NAME>_FILE`, a file holding it) and the senders' switch.
+const CREDENTIAL_OVERRIDES: &[(&str, &str)] = &[
+    (vars::GITHUB_SECRET, "providers.github.secret"),
+    (vars::GITLAB_TOKEN, "providers.gitlab.token"),
+    (vars::GITEA_SECRET, "providers.gitea.secret"),
+    (vars::FORGEJO_SECRET, "providers.forgejo.secret"),
+    (vars::BITBUCKET_SECRET, "providers.bitbucket.secret"),
+    (vars::FLUX_SECRET, "providers.flux.secret"),
+    (vars::REGISTRY_TOKEN, "providers.registry.token"),
+    (vars::EVENTS_TOKEN, "events.token"),
+    (vars::EVENTS_INSECURE, "events.insecure"),
+];
+
+/// The `Environment:` section of a command's `--help`.
+pub fn help(reader: Reader) -> String {
+    let mut lines = vec![
+        "Environment:".to_owned(),
+        row(
+            vars::TEKFLUX_CONFIG,
+            "config file (default ./tekflux.yaml, else built-in defaults)",
+        ),
+    ];
+    let overrides: Vec<&(&str, &str)> = match reader {
+        Reader::Serve | Reader::Config => SERVER_OVERRIDES
+            .iter()
+            .chain(STORAGE_OVERRIDES)
+            .chain(CREDENTIAL_OVERRIDES)
+            .collect(),
+        Reader::Transfer => STORAGE_OVERRIDES.iter().collect(),
+    };
+    for (name, key) in overrides {
+        let key = if key.ends_with(".secret") || key.ends_with(".token") {
+            format!("{key} (or {name}_FILE, a file holding it)")
+        } else {
+            (*key).to_owned()
+        };
+        lines.push(row(name, &format!("overrides {key}")));
+    }
+    if matches!(reader, Reader::Serve | Reader::Transfer) {
+        lines.push(row(
+            "AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...",
+            "the AWS SDK's S3 endpoint, region and credentials",
+        ));
+    }
+    if reader == Reader::Serve {
+        lines.extend([
+            row(
+                "KUBECONFIG",
+                "kubeconfig file (else ~/.kube/config, else the in-cluster service account)",
+            ),
+            row(K_SINK, "where reply events go (Knative's SinkBinding)"),
+            row(
+                "AWS_LAMBDA_RUNTIME_API",
+                "serve through AWS Lambda's Runtime API",
+            ),
+            row(RUST_LOG, "log filter (default info)"),
+            row(LOG_FORMAT, "text (default) or json"),
+            row(
+                NO_COLOR,
+                "no colours in text logs (only a terminal gets them anyway)",
+            ),
+        ]);
+    }
+    lines.join("\n")
+}
+
+fn row(name: &str, meaning: &str) -> String {
+    if name.len() < 34 {
+        format!("  {name:<34}{meaning}")
+    } else {
+        format!("  {name}\n  {:<34}{meaning}", "")
+    }
+}
