@@ -139,8 +139,17 @@ pub mod fields {
 /// Whether the function is ready for traffic; `/readyz` answers 503 until [`Readiness::set_ready`].
 ///
 /// Cheap to clone; clones share the flag.
+///
+/// Ready means the process has loaded its config and built its clients; `/readyz` does not call
+/// the cluster or the bucket, because a probe that did would take every pod out of service during
+/// a short outage, leaving the Broker's retries nowhere to go. What the process cannot do with
+/// the configuration it has (no cluster, no bucket) is said once at startup and listed in
+/// `/readyz`'s `limited`.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    limits: Arc<std::sync::Mutex<Vec<String>>>,
+}
 
 impl Readiness {
     /// A flag that starts not ready.
@@ -150,17 +159,35 @@ impl Readiness {
 
     /// Marks the function ready, once its Kubernetes and S3 clients are built.
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
     }
 
     /// Marks the function not ready again, e.g. while it drains.
     pub fn set_not_ready(&self) {
-        self.0.store(false, Ordering::Release);
+        self.ready.store(false, Ordering::Release);
     }
 
     /// True after [`Readiness::set_ready`].
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Records, and logs, something the process cannot do with the configuration it has
+    /// (`function` is its name, `what` says what is missing and what is answered instead).
+    pub fn limit(&self, function: &str, what: &str) {
+        tracing::warn!(function, "{what}");
+        self.limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("{function}: {what}"));
+    }
+
+    /// What [`Readiness::limit`] recorded, in order.
+    pub fn limits(&self) -> Vec<String> {
+        self.limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -270,7 +297,13 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<ServerState>) -> Response {
     if state.readiness.is_ready() {
-        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+        let limited = state.readiness.limits();
+        let body = if limited.is_empty() {
+            serde_json::json!({ "status": "ready" })
+        } else {
+            serde_json::json!({ "status": "ready", "limited": limited })
+        };
+        axum::Json(body).into_response()
     } else {
         let body = serde_json::json!({
             "error": "not_ready",

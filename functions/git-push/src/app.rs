@@ -752,7 +752,10 @@ pub async fn webhook_routes_from_startup(startup: &tekflux_common::startup::Star
 async fn state_from_startup(startup: &tekflux_common::startup::Startup) -> AppState {
     let kube = startup.kube().await;
     if kube.is_none() {
-        tracing::warn!("no Kubernetes cluster: git-push answers dry runs only");
+        startup.server.readiness.limit(
+            "git-push",
+            "no Kubernetes cluster: dry runs are answered, real deliveries get 503",
+        );
     }
     match AppState::new(
         startup.config.clone(),

@@ -132,7 +132,10 @@ pub fn app(state: AppState) -> Router {
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
     let kube = startup.kube().await;
     if kube.is_none() {
-        tracing::warn!("no Kubernetes cluster: matching releases are answered 503");
+        startup.server.readiness.limit(
+            "release-changed",
+            "no Kubernetes cluster: matching releases are answered 503",
+        );
     }
     let state = AppState::new(
         &startup.config,

@@ -180,10 +180,16 @@ pub fn app(state: AppState) -> Router {
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
     let kube = startup.kube().await;
     if kube.is_none() {
-        tracing::warn!("no Kubernetes cluster: finished runs are answered 503");
+        startup.server.readiness.limit(
+            "run-complete",
+            "no Kubernetes cluster: finished runs are answered 503",
+        );
     }
     if startup.config.storage.bucket.is_none() {
-        tracing::warn!("storage.bucket is not set: finished runs are answered 503");
+        startup.server.readiness.limit(
+            "run-complete",
+            "storage.bucket is not set: finished runs are answered 503",
+        );
     }
     let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
     let storage = &startup.config.storage;

@@ -282,6 +282,27 @@ fn startup_says_which_config_cluster_and_bucket_it_uses_and_why_not() {
         Some("examples/quickstart.yaml"),
         &[("KUBECONFIG", "/nonexistent/kubeconfig")],
     );
+    // Ready (the process works: dry runs are answered), saying what it cannot do.
+    let ready: serde_json::Value = reqwest::blocking::get(format!("{}/readyz", served.base))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    let limited: Vec<&str> = ready["limited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|limit| limit.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        limited,
+        [
+            "git-push: no Kubernetes cluster: dry runs are answered, real deliveries get 503",
+            "run-complete: no Kubernetes cluster: finished runs are answered 503",
+            "run-complete: storage.bucket is not set: finished runs are answered 503",
+            "release-changed: no Kubernetes cluster: matching releases are answered 503",
+        ]
+    );
     let (_, logs) = served.terminate();
     assert!(
         logs.contains("configuration loaded") && logs.contains("examples/quickstart.yaml"),
