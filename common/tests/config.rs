@@ -214,7 +214,10 @@ fn errors_in_a_file_name_the_file() {
     let path = dir.path().join("cm.yaml");
     std::fs::write(&path, "namespace: cicd\nserver:\n  prot: 1\n").unwrap();
     let error = Config::load(&ConfigSource::File(path.clone()), &Env::new()).unwrap_err();
-    let wanted = format!("{}:3:3: server.prot: unknown field `prot`", path.display());
+    let wanted = format!(
+        "{}:3:3: server.prot: unknown key `prot` (did you mean `port`?)",
+        path.display()
+    );
     assert!(error.to_string().starts_with(&wanted), "{error}");
 }
 
@@ -232,7 +235,7 @@ repositories:
     let message = error.to_string();
     assert!(
         message.starts_with(
-            "tekflux.yaml:5:5: repositories[0].branchs: unknown field `branchs`, expected one of"
+            "tekflux.yaml:5:5: repositories[0].branchs: unknown key `branchs` (did you mean `branches`?); the keys here are"
         ),
         "{message}"
     );
@@ -242,15 +245,20 @@ repositories:
         "storage:\n  bucket: b\n  forcePath: true\n",
         3,
         "storage.forcePath",
-        "unknown field",
+        "unknown key",
     );
     fails_at(
         &format!("{BASE}    workspaces:\n      w: {{ claim: c, subpath: x }}\n"),
         6,
         "repositories[0].workspaces.w.subpath",
-        "unknown field",
+        "unknown key",
     );
-    fails_at("namespaces: cicd\n", 1, "namespaces", "unknown field");
+    fails_at(
+        "namespaces: cicd\n",
+        1,
+        "namespaces",
+        "unknown key `namespaces` (did you mean `namespace`?)",
+    );
 }
 
 #[test]
@@ -259,17 +267,40 @@ fn wrong_types_and_syntax_name_the_line() {
         "server:\n  port: eighty\n",
         2,
         "server.port",
-        "invalid type",
+        "expected a whole number from 0 to 65535, found the text \"eighty\"",
     );
-    fails_at("server:\n  port: 70000\n", 2, "server.port", "u16");
+    fails_at(
+        "server:\n  port: 70000\n",
+        2,
+        "server.port",
+        "the number 70000 is not allowed here: expected a whole number from 0 to 65535",
+    );
     fails_at(
         &format!("{BASE}    concurrency: cancel\n"),
         5,
         "repositories[0].concurrency",
-        "unknown variant `cancel`",
+        "`cancel` is not one of",
     );
     let message = error("namespace: cicd\nrepositories:\n  - url: [x\n", &Env::new());
     assert!(message.starts_with("tekflux.yaml:"), "{message}");
+    let message = error("namespace: cicd\n: :\n", &Env::new());
+    assert!(message.contains("not valid YAML"), "{message}");
+    // The whole config must be a mapping.
+    let message = error("- a\n", &Env::new());
+    assert!(
+        message.contains("expected a mapping of settings") && message.contains("found a list"),
+        "{message}"
+    );
+    for internal in [
+        "struct ",
+        "u16",
+        "..=",
+        "unknown field",
+        "unknown variant",
+        "?:",
+    ] {
+        assert!(!message.contains(internal), "{internal:?} in {message}");
+    }
 }
 
 #[test]
@@ -426,7 +457,7 @@ repositories:
         &format!("{BASE}    provider: gogs\n"),
         5,
         "repositories[0].provider",
-        "unknown variant `gogs`",
+        "`gogs` is not one of github, gitlab, gitea, forgejo, bitbucket",
     );
 }
 
@@ -596,7 +627,7 @@ fn storage_limits() {
         "storage:\n  partSizeMib: 4\n",
         2,
         "storage.partSizeMib",
-        "5..=5120",
+        "5 to 5120 MiB",
     );
     fails_at(
         "storage:\n  maxArchiveBytes: 0\n",
@@ -636,7 +667,7 @@ fn server_limits() {
         "server:\n  port: 8080\n  shutdownTimeoutSeconds: 0\n",
         3,
         "server.shutdownTimeoutSeconds",
-        "outside 1..=3600",
+        "outside 1 to 3600",
     );
     fails_at(
         "kubernetes:\n  timeoutSeconds: 0\n",
@@ -1076,7 +1107,7 @@ fn release_rules_must_say_which_builds_may_release() {
         &release_with("    from: { rules: [build], branch: [main] }\n"),
         9,
         "releases[0].from.branch",
-        "unknown field `branch`",
+        "unknown key `branch` (did you mean `branches`?)",
     );
 }
 

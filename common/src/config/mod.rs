@@ -12,6 +12,7 @@ pub mod keys;
 mod locate;
 mod model;
 mod overrides;
+mod plain;
 mod ref_glob;
 mod secret;
 mod validate;
@@ -121,7 +122,11 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read (missing, a directory, no permission).
-    #[error("{}: cannot read the config file: {cause}", path.display())]
+    #[error(
+        "{}: cannot read the config file: {}; point TEKFLUX_CONFIG at your config file",
+        path.display(),
+        crate::error::plain_chain(cause)
+    )]
     Read {
         /// The file as it was named.
         path: PathBuf,
@@ -332,6 +337,8 @@ fn parse_problem(error: &serde_path_to_error::Error<serde_norway::Error>, origin
             break;
         }
     }
+    // A syntax error is at no key; serde_path_to_error says `?`.
+    let path = if path == "?" { String::new() } else { path };
     Problem {
         location: Location::File {
             origin: origin.to_owned(),
@@ -339,6 +346,6 @@ fn parse_problem(error: &serde_path_to_error::Error<serde_norway::Error>, origin
             column,
         },
         path,
-        message,
+        message: plain::plain(&message),
     }
 }

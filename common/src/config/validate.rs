@@ -270,7 +270,7 @@ fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
         findings.push(
             path.key(keys::COMPRESSION_LEVEL),
             format!(
-                "{level} is not a zstd level ({}..={})",
+                "{level} is not a zstd level ({} to {})",
                 COMPRESSION_LEVELS.start(),
                 COMPRESSION_LEVELS.end()
             ),
@@ -282,7 +282,7 @@ fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
         findings.push(
             path.key(keys::PART_SIZE_MIB),
             format!(
-                "{size} MiB is outside S3's multipart part sizes ({}..={} MiB)",
+                "{size} MiB is outside S3's multipart part sizes ({} to {} MiB)",
                 PART_SIZE_MIB.start(),
                 PART_SIZE_MIB.end()
             ),
@@ -347,7 +347,7 @@ fn server(config: &Config, root: &FieldPath, findings: &mut Findings) {
             findings.push(
                 path.key(key),
                 format!(
-                    "{seconds} is outside 1..={MAX_TIMEOUT_SECONDS}; keep it below the pod's \
+                    "{seconds} is outside 1 to {MAX_TIMEOUT_SECONDS}; keep it below the pod's \
                      termination grace period (Knative: the Service's timeoutSeconds)"
                 ),
             );

@@ -143,13 +143,17 @@ pub enum TemplateError {
         name: String,
     },
     /// A `{{` has no matching `}}`.
-    #[error("unterminated `{{{{` at byte {offset}")]
+    #[error("the `{{{{` at character {} is never closed with `}}}}`", offset + 1)]
     Unterminated {
         /// Byte offset of the `{{`.
         offset: usize,
     },
     /// `{{ }}` with nothing between the braces.
-    #[error("empty `{{{{ }}}}` at byte {offset}; known variables: {known}", known = known_names())]
+    #[error(
+        "the `{{{{ }}}}` at character {} names no variable; known variables: {known}",
+        offset + 1,
+        known = known_names()
+    )]
     Empty {
         /// Byte offset of the `{{`.
         offset: usize,

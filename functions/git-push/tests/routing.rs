@@ -380,7 +380,7 @@ fn unknown_template_variable_names_the_param() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(
         errors[0],
-        "repositories[0].params.broken: unterminated `{{` at byte 0"
+        "repositories[0].params.broken: the `{{` at character 1 is never closed with `}}`"
     );
     assert!(
         errors[1].starts_with(

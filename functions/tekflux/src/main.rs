@@ -223,11 +223,12 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 fn check_config() -> ExitCode {
     let env = Env::from_process();
     let config = config::load_or_exit(&env);
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "configuration is valid: namespace {}, {} repository rules, {} release rules",
+        "configuration is valid: namespace {}, {}, {}",
         config.namespace,
-        config.repositories.len(),
-        config.releases.len()
+        count(config.repositories.len(), "repository rule"),
+        count(config.releases.len(), "release rule")
     );
     ExitCode::SUCCESS
 }
