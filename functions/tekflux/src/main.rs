@@ -56,7 +56,7 @@ enum Command {
         /// The provider that sends the payload.
         #[arg(long, value_enum)]
         provider: ProviderArg,
-        /// The payload file (the webhook's JSON body).
+        /// The payload file (the webhook's JSON body); `-` reads it from standard input.
         #[arg(long)]
         event: PathBuf,
         /// The provider's event name, when not its push event (e.g. `Tag Push Hook`).
@@ -65,6 +65,10 @@ enum Command {
         /// The delivery id to derive run names from.
         #[arg(long)]
         delivery: Option<String>,
+        /// `summary`: the runs and why each rule matched or not; `json` (a v1 List) or `yaml`
+        /// (one document per run): only the runs, to pipe into `kubectl create -f -`.
+        #[arg(short, long, value_enum, default_value_t = RenderOutput::Summary)]
+        output: RenderOutput,
     },
     /// Archive a directory to s3://bucket/key (tar + zstd, streamed), then check what was stored.
     #[command(after_help = environment::help(Reader::Transfer))]
@@ -113,6 +117,14 @@ fn parse_listen(text: &str) -> Result<Listen, String> {
         "{text:?} is not an address to listen on: use ADDRESS:PORT (127.0.0.1:8080, \
          [::1]:8080), ADDRESS, or :PORT"
     ))
+}
+
+/// What `render` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RenderOutput {
+    Summary,
+    Json,
+    Yaml,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,11 +206,13 @@ fn main() -> ExitCode {
             event,
             event_name,
             delivery,
+            output,
         } => match render(
             provider.into(),
             &event,
             event_name.as_deref(),
             delivery.as_deref(),
+            output,
         ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -264,16 +278,56 @@ fn render(
     event: &PathBuf,
     event_name: Option<&str>,
     delivery: Option<&str>,
+    output: RenderOutput,
 ) -> anyhow::Result<()> {
     let env = Env::from_process();
     let config = config::load_or_exit(&env);
-    let body = std::fs::read(event).with_context(|| format!("cannot read {}", event.display()))?;
+    if config.repositories.is_empty() {
+        eprintln!(
+            "tekflux render: warning: the config has no repository rules, so no push starts \
+             anything; add some under repositories:"
+        );
+    }
+    let body = if event.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+            .context("cannot read the payload from standard input")?;
+        body
+    } else {
+        std::fs::read(event).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read {}: {}",
+                event.display(),
+                tekflux_common::error::plain_chain(&error)
+            )
+        })?
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let rendered = runtime
         .block_on(tekflux_git_push::render(
             config, provider, event_name, delivery, &body,
         ))
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    println!("{}", serde_json::to_string_pretty(&rendered)?);
+    let objects = || -> Vec<serde_json::Value> {
+        rendered["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|run| run["object"].clone())
+            .collect()
+    };
+    match output {
+        RenderOutput::Summary => println!("{}", serde_json::to_string_pretty(&rendered)?),
+        RenderOutput::Json => {
+            let list =
+                serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": objects() });
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        RenderOutput::Yaml => {
+            for object in objects() {
+                print!("---\n{}", serde_norway::to_string(&object)?);
+            }
+        }
+    }
     Ok(())
 }

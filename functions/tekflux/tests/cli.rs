@@ -91,6 +91,67 @@ fn render_shows_the_run_a_push_would_create() {
         "build-and-push"
     );
     assert_eq!(rendered["ignored"][0]["rule"], "docs");
+
+    // Only the runs, for kubectl; the payload from standard input.
+    let payload = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
+    let render_as = |format: &str| {
+        let mut child = tekflux()
+            .args([
+                "render",
+                "--provider",
+                "github",
+                "--event",
+                "-",
+                "-o",
+                format,
+            ])
+            .env("TEKFLUX_CONFIG", "examples/quickstart.yaml")
+            .env("GITHUB_WEBHOOK_SECRET", SECRET)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &payload).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let list: serde_json::Value = serde_json::from_str(&render_as("json")).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(
+        list["items"],
+        serde_json::json!([rendered["runs"][0]["object"]])
+    );
+    let yaml = render_as("yaml");
+    assert!(yaml.starts_with("---\n"), "{yaml}");
+    let documents: Vec<serde_json::Value> = yaml
+        .split("---\n")
+        .filter(|document| !document.trim().is_empty())
+        .map(|document| serde_norway::from_str(document).unwrap())
+        .collect();
+    assert_eq!(documents, [rendered["runs"][0]["object"].clone()]);
+
+    // A config without rules says so; a missing payload file says which, in plain words.
+    let output = run(tekflux()
+        .args([
+            "render",
+            "--provider",
+            "github",
+            "--event",
+            "/nonexistent/push.json",
+        ])
+        .current_dir(std::env::temp_dir()));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the config has no repository rules"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read /nonexistent/push.json: No such file or directory"),
+        "{stderr}"
+    );
+    assert_plain(&stderr);
 }
 
 /// A served `tekflux`, stopped with SIGTERM when dropped.
