@@ -292,21 +292,47 @@ fn provider_mut<'a>(config: &'a mut Config, provider: &str) -> &'a mut ProviderS
     slot.get_or_insert_with(ProviderSettings::default)
 }
 
-fn number<T: FromStr>(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Option<T> {
+fn number<T: FromStr + WholeNumber>(
+    env: &Env,
+    variable: &'static str,
+    bad: &mut Vec<BadOverride>,
+) -> Option<T> {
     let value = env.get_non_empty(variable)?;
     match value.trim().parse() {
         Ok(number) => Some(number),
         Err(_) => {
             bad.push(BadOverride {
                 variable,
-                message: format!(
-                    "{value:?} is not a number that fits {}",
-                    std::any::type_name::<T>()
-                ),
+                message: format!("{value:?} is not {}", T::WHAT),
             });
             None
         }
     }
+}
+
+/// How a number an override takes is described to a person.
+trait WholeNumber {
+    const WHAT: &'static str;
+}
+
+impl WholeNumber for u16 {
+    const WHAT: &'static str = "a whole number from 0 to 65535";
+}
+
+impl WholeNumber for u32 {
+    const WHAT: &'static str = "a whole number from 0 to 4294967295";
+}
+
+impl WholeNumber for i32 {
+    const WHAT: &'static str = "a whole number";
+}
+
+impl WholeNumber for u64 {
+    const WHAT: &'static str = "a whole number, 0 or more";
+}
+
+impl WholeNumber for usize {
+    const WHAT: &'static str = "a whole number, 0 or more";
 }
 
 fn boolean(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Option<bool> {

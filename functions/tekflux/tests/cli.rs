@@ -549,3 +549,66 @@ fn every_command_lists_the_environment_it_reads_and_completions_are_printed() {
     let output = run(tekflux().args(["completion", "tcsh"]));
     assert_eq!(output.status.code(), Some(64));
 }
+
+#[test]
+fn error_paths_speak_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let configs = [
+        file("port.yaml", "server: { port: 99999 }\n"),
+        file("type.yaml", "server: { port: eighty }\n"),
+        file("key.yaml", "nmespace: cicd\n"),
+        file("list.yaml", "- a\n"),
+        file("syntax.yaml", "namespace: cicd\n: :\n"),
+        file(
+            "variant.yaml",
+            "repositories: [{ url: https://github.com/a/b, pipeline: p, provider: githb }]\n",
+        ),
+        file("level.yaml", "storage: { compressionLevel: 40 }\n"),
+        "/nonexistent/tekflux.yaml".to_owned(),
+    ];
+    let mut outputs = Vec::new();
+    for config in &configs {
+        outputs.push((
+            config.clone(),
+            run(tekflux().arg("check-config").env("TEKFLUX_CONFIG", config)),
+        ));
+    }
+    outputs.push((
+        "PORT=abc".to_owned(),
+        run(tekflux()
+            .arg("check-config")
+            .env("PORT", "abc")
+            .current_dir(dir.path())),
+    ));
+    for args in [
+        &["serve", "--listen", "nowhere:x"][..],
+        &["completion", "tcsh"],
+        &["render", "--provider", "svn", "--event", "x"],
+        &["restore", "http://bucket/key", "target"],
+        &["archive", "dir", "s3://"],
+        &["restore", "s3://b/k", "t", "--max-window-log", "40"],
+    ] {
+        outputs.push((
+            args.join(" "),
+            run(tekflux().args(args).current_dir(dir.path())),
+        ));
+    }
+    for (what, output) in outputs {
+        assert!(!output.status.success(), "{what}: {output:?}");
+        assert_eq!(output.status.code(), Some(64), "{what}: {output:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!text.trim().is_empty(), "{what}: says nothing");
+        for internal in ["{ ", "Some(", "Error(", "os error", "struct ", "u16", "..="] {
+            assert!(!text.contains(internal), "{what}: {internal:?} in {text}");
+        }
+    }
+}
