@@ -26,6 +26,8 @@ pub const GIT_PUSH: &str = "gitPush";
 pub const RUN_COMPLETE: &str = "runComplete";
 /// `events.oidc.releaseChanged`.
 pub const RELEASE_CHANGED: &str = "releaseChanged";
+/// `events.oidc.deadLetters`.
+pub const DEAD_LETTERS: &str = "deadLetters";
 /// `events.oidc.*.audience`.
 pub const AUDIENCE: &str = "audience";
 /// `events.oidc.*.senders`.

@@ -192,6 +192,9 @@ pub struct OidcSettings {
     pub run_complete: Option<OidcReceiver>,
     /// Who may send to release-changed.
     pub release_changed: Option<OidcReceiver>,
+    /// Who may send undeliverable events to the dead-letter store (`POST /dead-letters` of
+    /// run-complete's Service): the Broker's Triggers.
+    pub dead_letters: Option<OidcReceiver>,
 }
 
 /// One function's OIDC audience and allowed senders.

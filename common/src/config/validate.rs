@@ -83,6 +83,7 @@ fn events(config: &Config, path: &FieldPath, findings: &mut Findings) {
         (keys::GIT_PUSH, &oidc.git_push),
         (keys::RUN_COMPLETE, &oidc.run_complete),
         (keys::RELEASE_CHANGED, &oidc.release_changed),
+        (keys::DEAD_LETTERS, &oidc.dead_letters),
     ];
     if receivers.iter().all(|(_, receiver)| receiver.is_none()) {
         findings.push(

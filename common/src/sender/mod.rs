@@ -42,6 +42,8 @@ pub enum Receiver {
     RunComplete,
     /// release-changed.
     ReleaseChanged,
+    /// The dead-letter store, on run-complete's Service.
+    DeadLetters,
 }
 
 impl Receiver {
@@ -51,6 +53,7 @@ impl Receiver {
             Receiver::GitPush => "git-push",
             Receiver::RunComplete => "run-complete",
             Receiver::ReleaseChanged => "release-changed",
+            Receiver::DeadLetters => "dead-letters",
         }
     }
 
@@ -65,6 +68,7 @@ impl Receiver {
             Receiver::GitPush => oidc.git_push.as_ref(),
             Receiver::RunComplete => oidc.run_complete.as_ref(),
             Receiver::ReleaseChanged => oidc.release_changed.as_ref(),
+            Receiver::DeadLetters => oidc.dead_letters.as_ref(),
         }
     }
 }

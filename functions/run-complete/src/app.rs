@@ -216,6 +216,12 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         region = s3.config().region().map_or("(none)", |region| region.as_ref()),
         "S3 storage"
     );
+    let dead_letters = crate::dead_letters::DeadLetterStore::new(
+        &startup.config,
+        kube.clone(),
+        Some(s3.clone()),
+        &startup.server.metrics,
+    );
     let state = AppState::new(
         &startup.config,
         kube,
@@ -224,7 +230,8 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         &startup.server.metrics,
     );
     state.inner.senders.log_startup();
-    app(state)
+    dead_letters.senders().log_startup();
+    app(state).merge(crate::dead_letters::app(dead_letters))
 }
 
 async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {

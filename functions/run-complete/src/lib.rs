@@ -9,10 +9,12 @@
 //! - [`archive`] streams a directory to S3 and back.
 //! - [`logs`] copies step logs from the pods/log API.
 //! - [`manifest`] is the record written last; [`reply`] the event answered.
-//! - [`app`] ties them into the HTTP function.
+//! - [`app`] ties them into the HTTP function; [`dead_letters`] keeps what the Broker could not
+//!   deliver, on the same Service.
 
 pub mod app;
 pub mod archive;
+pub mod dead_letters;
 pub mod logs;
 pub mod manifest;
 pub mod plan;

@@ -6,6 +6,7 @@
 //! what a webhook payload would start. `tekflux archive` and `tekflux restore` move a workspace
 //! to and from S3 (see `transfer`).
 
+mod dead_letters;
 mod transfer;
 
 use std::path::PathBuf;
@@ -76,6 +77,13 @@ enum Command {
     /// Restore s3://bucket/key into an empty or new directory, refusing hostile archives.
     #[command(after_help = environment::help(Reader::Transfer))]
     Restore(transfer::RestoreArgs),
+    /// List the events the Broker could not deliver, kept in the bucket by run-complete.
+    #[command(after_help = environment::help(Reader::Transfer))]
+    DeadLetters(dead_letters::ListArgs),
+    /// Send dead letters again (same id and source, so nothing is done twice) and remove each
+    /// once it was accepted.
+    #[command(after_help = environment::help(Reader::Transfer))]
+    Replay(dead_letters::ReplayArgs),
     /// Print a shell completion script: `source <(tekflux completion bash)`, or save it where
     /// your shell loads completions from.
     Completion {
@@ -182,6 +190,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Archive(args) => transfer::archive(args),
+        Command::DeadLetters(args) => dead_letters::list(&args),
+        Command::Replay(args) => dead_letters::replay(&args),
         Command::Restore(args) => transfer::restore(args),
         Command::Serve {
             function,

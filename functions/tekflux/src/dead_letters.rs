@@ -1,0 +1,212 @@
+//! `tekflux dead-letters` and `tekflux replay`: what the Broker could not deliver (kept by
+//! run-complete's dead-letter route, see `tekflux_run_complete::dead_letters`), and sending it
+//! again once the cause is fixed.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use cloudevents::AttributesReader;
+use cloudevents::binding::reqwest::RequestBuilderExt;
+use tekflux_common::clients;
+use tekflux_common::config::{self, Env};
+use tekflux_common::error::plain_chain;
+use tekflux_run_complete::dead_letters::{self, DeadLetter, ERROR_EXTENSIONS};
+
+use crate::transfer::{EXIT_UNAVAILABLE, EXIT_USAGE};
+
+/// Arguments of `tekflux dead-letters`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `text`: one line per dead letter; `json`: the stored events, one per line.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// How `dead-letters` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per dead letter.
+    Text,
+    /// The stored events, one JSON object per line.
+    Json,
+}
+
+/// Arguments of `tekflux replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Where to send them: the Broker's ingress URL (as `kubectl get broker` shows it), or a
+    /// function's own URL.
+    #[arg(long, value_name = "URL")]
+    pub to: url::Url,
+    /// A file holding a bearer token to send (the Broker's audience, when it checks senders).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Keys (as `tekflux dead-letters` lists them) to replay; all when none are named.
+    pub keys: Vec<String>,
+}
+
+/// Runs `tekflux dead-letters`.
+pub fn list(args: &ListArgs) -> ExitCode {
+    let config = config::load_or_exit(&Env::from_process());
+    let Some(bucket) = config.storage.bucket.clone() else {
+        eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    crate::block_on(async {
+        let s3 = clients::s3_client(&config.storage).await;
+        match dead_letters::list(&s3, &bucket, &config.storage.prefix).await {
+            Ok(letters) => {
+                for letter in &letters {
+                    print_letter(letter, args.output);
+                }
+                if letters.is_empty() && args.output == Format::Text {
+                    eprintln!(
+                        "no dead letters in s3://{bucket}/{}",
+                        dead_letters::folder(&config.storage.prefix)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tekflux dead-letters: {error}");
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        }
+    })
+    .unwrap_or_else(|code| code)
+}
+
+fn print_letter(letter: &DeadLetter, format: Format) {
+    let event = &letter.event;
+    match format {
+        Format::Json => match serde_json::to_string(event) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("{}: cannot print as JSON: {error}", letter.key),
+        },
+        Format::Text => {
+            let ext = |name| dead_letters::extension(event, name).unwrap_or_else(|| "-".to_owned());
+            println!(
+                "{key}  {stored}  {ty}  id={id}  source={source}  failed at {dest} with {code}",
+                key = letter.key,
+                stored = letter
+                    .stored_at
+                    .map_or_else(|| "-".to_owned(), |time| time.to_rfc3339()),
+                ty = event.ty(),
+                id = event.id(),
+                source = event.source(),
+                dest = ext(ERROR_EXTENSIONS[0]),
+                code = ext(ERROR_EXTENSIONS[1]),
+            );
+        }
+    }
+}
+
+/// Runs `tekflux replay`: sends each dead letter (in binary mode, without Knative's error
+/// extensions, with its own id and source) and removes it from the store once it was accepted
+/// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
+pub fn replay(args: &ReplayArgs) -> ExitCode {
+    let config = config::load_or_exit(&Env::from_process());
+    let Some(bucket) = config.storage.bucket.clone() else {
+        eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let token = match &args.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token.trim().to_owned()),
+            Err(error) => {
+                eprintln!(
+                    "tekflux replay: cannot read {}: {}",
+                    path.display(),
+                    plain_chain(&error)
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    crate::block_on(async {
+        let s3 = clients::s3_client(&config.storage).await;
+        let letters = match dead_letters::list(&s3, &bucket, &config.storage.prefix).await {
+            Ok(letters) => letters,
+            Err(error) => {
+                eprintln!("tekflux replay: {error}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        };
+        for key in &args.keys {
+            if !letters.iter().any(|letter| &letter.key == key) {
+                eprintln!(
+                    "tekflux replay: no dead letter {key}; `tekflux dead-letters` lists them"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+        let http = reqwest::Client::new();
+        let (mut replayed, mut kept) = (0, 0);
+        for letter in letters
+            .iter()
+            .filter(|letter| args.keys.is_empty() || args.keys.contains(&letter.key))
+        {
+            match send(&http, &args.to, token.as_deref(), letter).await {
+                Ok(()) => match dead_letters::remove(&s3, &bucket, &letter.key).await {
+                    Ok(()) => {
+                        replayed += 1;
+                        println!(
+                            "replayed {} ({} {})",
+                            letter.key,
+                            letter.event.ty(),
+                            letter.event.id()
+                        );
+                    }
+                    Err(error) => {
+                        kept += 1;
+                        eprintln!(
+                            "{}: accepted, but {error}; a second replay is harmless",
+                            letter.key
+                        );
+                    }
+                },
+                Err(reason) => {
+                    kept += 1;
+                    eprintln!("{}: not replayed: {reason}; it stays stored", letter.key);
+                }
+            }
+        }
+        eprintln!("{replayed} replayed, {kept} kept");
+        if kept == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    })
+    .unwrap_or_else(|code| code)
+}
+
+async fn send(
+    http: &reqwest::Client,
+    to: &url::Url,
+    token: Option<&str>,
+    letter: &DeadLetter,
+) -> Result<(), String> {
+    let mut request = http.post(to.clone());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let request = request
+        .event(letter.original())
+        .map_err(|error| format!("cannot encode the event: {error}"))?;
+    let answer = request
+        .send()
+        .await
+        .map_err(|error| format!("{to} cannot be reached: {}", plain_chain(&error)))?;
+    let status = answer.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let body = answer.text().await.unwrap_or_default();
+        Err(format!(
+            "{to} answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        ))
+    }
+}
