@@ -261,4 +261,31 @@ fn every_trigger_is_an_allowed_sender_of_its_subscriber() {
         let allowed: BTreeSet<String> = settings.senders.iter().cloned().collect();
         assert_eq!(allowed, expected, "senders of {}", receiver.as_str());
     }
+
+    // Every Trigger may dead-letter (the Broker uses the failing Trigger's identity), to the
+    // audience the Broker's deadLetterSink names, on run-complete's Service.
+    let dead_letters = oidc
+        .dead_letters
+        .as_ref()
+        .expect("the dead-letter store lists its senders");
+    let every_trigger: BTreeSet<String> = documents()
+        .iter()
+        .filter(|(_, o)| o["kind"] == "Trigger")
+        .map(|(_, trigger)| {
+            format!(
+                "system:serviceaccount:{namespace}:{}-oidc-eventing.knative.dev-trigger",
+                trigger["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let allowed: BTreeSet<String> = dead_letters.senders.iter().cloned().collect();
+    assert_eq!(allowed, every_trigger, "senders of the dead-letter store");
+    let (_, broker) = documents()
+        .into_iter()
+        .find(|(_, o)| o["kind"] == "Broker")
+        .unwrap();
+    let sink = &broker["spec"]["delivery"]["deadLetterSink"];
+    assert_eq!(sink["ref"]["name"], "run-complete");
+    assert_eq!(sink["uri"], "/dead-letters");
+    assert_eq!(sink["audience"], Receiver::DeadLetters.default_audience());
 }
