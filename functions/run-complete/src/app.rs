@@ -62,6 +62,7 @@ struct Inner {
     runs: CounterFamily,
     refused: CounterFamily,
     archived_bytes: CounterFamily,
+    cleanups: CounterFamily,
     /// Uids of runs being archived by this process: Tekton sends duplicates close together.
     in_flight: Mutex<HashSet<String>>,
     senders: SenderAuth,
@@ -136,6 +137,12 @@ impl AppState {
                 archived_bytes: metrics.counter_family(
                     "tekflux_run_complete_archived_bytes",
                     "Compressed workspace bytes uploaded and verified",
+                    &["outcome"],
+                ),
+                cleanups: metrics.counter_family(
+                    "tekflux_run_complete_cleanups",
+                    "Archived workspaces removed from the claim (storage.cleanup), by outcome; \
+                     `failed` means the claim keeps filling up",
                     &["outcome"],
                 ),
                 in_flight: Mutex::new(HashSet::new()),
@@ -368,7 +375,7 @@ async fn archive_run(
         tracing::info!(run = %run.name, "duplicate completion event: the run is archived");
         if inner.storage.cleanup {
             let plan = plan_workspaces(run, &inner.storage.mounts)?;
-            remove_archived(&plan.archive, &existing).await;
+            remove_archived(&plan.archive, &existing, &inner.cleanups).await;
         }
         let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
         return inner.replies.deliver(reply).await.map(Archived::Duplicate);
@@ -474,7 +481,7 @@ async fn archive_run(
         "run archived"
     );
     if inner.storage.cleanup {
-        remove_archived(&plan.archive, &manifest).await;
+        remove_archived(&plan.archive, &manifest, &inner.cleanups).await;
     }
     let reply = build_reply_event(incoming, &manifest, bucket, &manifest_key, false)?;
     inner.replies.deliver(reply).await.map(Archived::New)
@@ -554,7 +561,10 @@ async fn write_manifest(
 
 /// Deletes the run's own directories that the manifest lists as archived. A failure is logged,
 /// not answered: the archive is safe, and a later duplicate event tries again.
-async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
+/// Removes the archived workspaces. A failure leaves the archive valid, so it is not a failed
+/// delivery, but it must not be silent: the claim would fill up. It is logged at `error` and
+/// counted in `tekflux_run_complete_cleanups_total{outcome="failed"}`.
+async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest, cleanups: &CounterFamily) {
     for dir in dirs {
         let archived = manifest
             .workspaces
@@ -566,12 +576,24 @@ async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest) {
         let target = dir.clone();
         let removed = tokio::task::spawn_blocking(move || target.remove()).await;
         match removed {
-            Ok(Ok(())) => tracing::info!(dir = %dir.dir.display(), "workspace removed"),
+            Ok(Ok(())) => {
+                cleanups.inc(&["removed"]);
+                tracing::info!(dir = %dir.dir.display(), "workspace removed");
+            }
             Ok(Err(ArchiveError::SourceMissing { .. })) => {}
             Ok(Err(error)) => {
-                tracing::warn!(dir = %dir.dir.display(), %error, "removing the workspace failed");
+                cleanups.inc(&["failed"]);
+                tracing::error!(
+                    dir = %dir.dir.display(),
+                    error = %tekflux_common::error::plain_chain(&error),
+                    "removing the archived workspace failed: the claim keeps its files (check \
+                     that run-complete may write there: fsGroup, docs/deploy)"
+                );
             }
-            Err(error) => tracing::warn!(%error, "removing the workspace stopped"),
+            Err(error) => {
+                cleanups.inc(&["failed"]);
+                tracing::error!(%error, "removing the archived workspace stopped");
+            }
         }
     }
 }
