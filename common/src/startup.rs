@@ -3,7 +3,7 @@
 //! the common scaffolding until SIGTERM.
 
 use crate::cloudevent::ReplySink;
-use crate::config::{self, Config, EX_USAGE, Env};
+use crate::config::{self, Config, EX_USAGE, Env, Sections};
 use crate::server::{self, ServerState};
 use crate::telemetry;
 use axum::Router;
@@ -28,7 +28,8 @@ impl Startup {
     /// the tracing subscriber.
     pub fn from_process() -> Self {
         let env = Env::from_process();
-        let config = config::load_or_exit(&env);
+        // Serving uses every section: all of it is resolved and checked before anything starts.
+        let config = config::load_or_exit(&env, Sections::ALL);
         telemetry::init(env.get(telemetry::RUST_LOG), env.get(telemetry::LOG_FORMAT));
         let server = ServerState::new(config.server.clone());
         Startup {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
-use tekflux_common::config::{self, Env};
+use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
 
@@ -156,7 +156,7 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 
 fn check_config() -> ExitCode {
     let env = Env::from_process();
-    let config = config::load_or_exit(&env);
+    let config = config::load_or_exit(&env, Sections::ALL);
     println!(
         "configuration is valid: namespace {}, {} repository rules, {} release rules",
         config.namespace,
@@ -199,7 +199,8 @@ fn render(
     delivery: Option<&str>,
 ) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let config = config::load_or_exit(&env);
+    // Render checks no signature, so it reads no secret.
+    let config = config::load_or_exit(&env, Sections::ROUTING);
     let body = std::fs::read(event).with_context(|| format!("cannot read {}", event.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let rendered = runtime

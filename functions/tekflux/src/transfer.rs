@@ -22,7 +22,7 @@ use crate::block_on;
 use clap::Args;
 use serde_json::json;
 use tekflux_common::clients;
-use tekflux_common::config::{self, Env};
+use tekflux_common::config::{self, Env, Sections};
 use tekflux_run_complete::archive::{
     ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
     RestoreOptions, Tree, restore_from_s3, upload_archive, verify_archive,
@@ -203,7 +203,8 @@ pub struct RestoreArgs {
 
 /// Runs `tekflux archive`.
 pub fn archive(args: ArchiveArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
+    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
     let mut options = ArchiveOptions::from_storage(&config.storage);
     if let Some(level) = args.level {
         options.level = level;
@@ -275,7 +276,8 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
 
 /// Runs `tekflux restore`.
 pub fn restore(args: RestoreArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
+    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
     let expected_sha256 = args
         .sha256
         .map(|sha| sha.trim().to_ascii_lowercase())
