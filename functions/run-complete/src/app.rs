@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
+use tekflux_common::clients::S3Setup;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
@@ -185,14 +186,22 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
             None
         }
     };
-    if startup.config.storage.bucket.is_none() {
+    // Without a bucket nothing is stored, so no client is built and no region or credentials
+    // are looked up (a lookup off AWS only fails, noisily).
+    let s3 = if startup.config.storage.bucket.is_none() {
         tracing::warn!("storage.bucket is not set: finished runs are answered 503");
-    }
-    let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
+        None
+    } else {
+        Some(
+            S3Setup::load(&startup.config.storage, &startup.env)
+                .await
+                .client(),
+        )
+    };
     let state = AppState::new(
         &startup.config,
         kube,
-        Some(s3),
+        s3,
         startup.reply_sink(),
         &startup.server.metrics,
     );

@@ -101,6 +101,11 @@ struct Served {
 
 impl Served {
     fn start(config: Option<&str>) -> Served {
+        Self::start_with(config, &[])
+    }
+
+    /// [`Served::start`] with `env` added to the environment.
+    fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Served {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -112,6 +117,7 @@ impl Served {
             .env("PORT", port.to_string())
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("TEKFLUX_EVENTS_TOKEN", EVENTS_TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         match config {
@@ -260,4 +266,26 @@ fn readme_signed_webhook_dry_run_works_without_a_cluster() {
         send("/git-push/webhooks/github?dryRun=true", "sha256=00").status(),
         401
     );
+}
+
+/// Off AWS, with no AWS credentials or region, serving logs no instance-metadata (IMDS)
+/// lookups: none without a bucket (the quickstart), none with a bucket on a custom endpoint
+/// (MinIO).
+#[test]
+fn serve_logs_no_instance_metadata_noise() {
+    let mut quickstart = Served::start(Some("examples/quickstart.yaml"));
+    let (_, quickstart_logs) = quickstart.terminate();
+    let mut minio = Served::start_with(
+        None,
+        &[
+            ("TEKFLUX_S3_BUCKET", "workspaces"),
+            ("TEKFLUX_S3_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+    );
+    let (_, minio_logs) = minio.terminate();
+    for logs in [&quickstart_logs, &minio_logs] {
+        for noise in ["IMDS", "imds", "FailedToLoadToken", "{ ", "Some("] {
+            assert!(!logs.contains(noise), "{noise:?} in {logs}");
+        }
+    }
 }
