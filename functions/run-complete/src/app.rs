@@ -32,7 +32,7 @@ use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server;
 use tekflux_common::{Error, Result};
 
-use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
+use crate::archive::{ArchiveError, ArchiveOptions, S3Failure, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs};
 use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
@@ -192,11 +192,11 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         tracing::warn!("storage.bucket is not set: finished runs are answered 503");
         None
     } else {
-        Some(
-            S3Setup::load(&startup.config.storage, &startup.env)
-                .await
-                .client(),
-        )
+        let setup = S3Setup::load(&startup.config.storage, &startup.env).await;
+        if let Err(error) = setup.check() {
+            tracing::warn!("{error}; until it is fixed, finished runs are answered 500");
+        }
+        Some(setup.client())
     };
     let state = AppState::new(
         &startup.config,
@@ -456,13 +456,24 @@ async fn archive_run(
 }
 
 /// Archive failures: the store failing or holding something else, or the tree changing while
-/// it was read, is retried (503); a tree that cannot be read is a 500, which the Broker also
+/// it was read, is retried (503); a tree that cannot be read or a store refusing the
+/// configuration (credentials, permissions, a missing bucket) is a 500, which the Broker also
 /// retries before dead-lettering, since answering 2xx would lose the workspace.
 fn archive_failure(error: ArchiveError) -> Error {
     if error.is_transient() {
         Error::Unavailable(error.to_string())
     } else {
         Error::Internal(error.to_string())
+    }
+}
+
+/// Failures of run-complete's own S3 requests (manifest, logs), answered as archive failures
+/// are: 503 only when a retry may succeed.
+pub(crate) fn store_failure(failure: S3Failure) -> Error {
+    if failure.is_transient() {
+        Error::Unavailable(failure.to_string())
+    } else {
+        Error::Internal(failure.to_string())
     }
 }
 
@@ -481,16 +492,22 @@ async fn read_manifest(
             return Ok(None);
         }
         Err(error) => {
-            return Err(Error::Unavailable(format!(
-                "S3 GetObject of {key} failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&error)
+            return Err(store_failure(S3Failure::from_sdk(
+                "GetObject",
+                bucket,
+                key,
+                &error,
             )));
         }
     };
-    let bytes =
-        object.body.collect().await.map_err(|error| {
-            Error::Unavailable(format!("reading {key} from S3 failed: {error}"))
-        })?;
+    let bytes = object.body.collect().await.map_err(|error| {
+        store_failure(S3Failure::unavailable(
+            "GetObject",
+            bucket,
+            key,
+            format!("reading the body failed: {error}"),
+        ))
+    })?;
     match serde_json::from_slice(&bytes.into_bytes()) {
         Ok(manifest) => Ok(Some(manifest)),
         Err(error) => {
@@ -518,12 +535,7 @@ async fn write_manifest(
         .body(body.into())
         .send()
         .await
-        .map_err(|error| {
-            Error::Unavailable(format!(
-                "S3 PutObject of {key} failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&error)
-            ))
-        })?;
+        .map_err(|error| store_failure(S3Failure::from_sdk("PutObject", bucket, key, &error)))?;
     Ok(())
 }
 

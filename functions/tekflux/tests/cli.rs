@@ -270,7 +270,7 @@ fn readme_signed_webhook_dry_run_works_without_a_cluster() {
 
 /// Off AWS, with no AWS credentials or region, serving logs no instance-metadata (IMDS)
 /// lookups: none without a bucket (the quickstart), none with a bucket on a custom endpoint
-/// (MinIO).
+/// (MinIO), where the missing region is reported in plain words instead.
 #[test]
 fn serve_logs_no_instance_metadata_noise() {
     let mut quickstart = Served::start(Some("examples/quickstart.yaml"));
@@ -288,4 +288,5 @@ fn serve_logs_no_instance_metadata_noise() {
             assert!(!logs.contains(noise), "{noise:?} in {logs}");
         }
     }
+    assert!(minio_logs.contains("no S3 region is set"), "{minio_logs}");
 }
