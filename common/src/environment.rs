@@ -88,6 +88,11 @@ pub fn help(reader: Reader) -> String {
             "AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...",
             "the AWS SDK's S3 endpoint, region and credentials",
         ));
+        lines.push(row(
+            "AWS_EC2_METADATA_DISABLED",
+            "true: never ask the EC2 instance metadata service; false: ask it even with a \
+             custom endpoint (by default it is asked only for AWS S3 itself)",
+        ));
     }
     if reader == Reader::Serve {
         lines.extend([

@@ -4,7 +4,7 @@
 
 use crate::clients::{self, KubeConnection};
 use crate::cloudevent::ReplySink;
-use crate::config::{self, Config, EX_USAGE, Env};
+use crate::config::{self, Config, EX_USAGE, Env, Sections};
 use crate::server::{self, ServerState};
 use crate::telemetry;
 use axum::Router;
@@ -58,7 +58,8 @@ impl Startup {
     /// the tracing subscriber.
     pub fn from_process() -> Self {
         let env = Env::from_process();
-        let config = config::load_or_exit(&env);
+        // Serving uses every section: all of it is resolved and checked before anything starts.
+        let config = config::load_or_exit(&env, Sections::ALL);
         telemetry::init(
             env.get(telemetry::RUST_LOG),
             env.get(telemetry::LOG_FORMAT),

@@ -11,9 +11,10 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::primitives::ByteStream;
 use k8s_openapi::api::core::v1::ConfigMap;
 use tekflux_common::clients::{
-    ClientError, kube_client_from_config, kube_client_from_kubeconfig, s3_client_from_sdk_config,
+    ClientError, S3Setup, S3SetupError, asks_instance_metadata, kube_client_from_config,
+    kube_client_from_kubeconfig, s3_client_from_sdk_config,
 };
-use tekflux_common::config::{KubernetesSettings, Storage};
+use tekflux_common::config::{Env, KubernetesSettings, Storage};
 use tekflux_testkit::s3::TestS3;
 use tokio::net::TcpListener;
 
@@ -187,6 +188,81 @@ async fn kube_client_from_a_missing_kubeconfig_names_the_file() {
     assert_eq!(err.kind(), "kubeconfig_invalid");
     assert!(err.to_string().contains("absent-kubeconfig"), "{err}");
     assert!(err.source().is_some());
+}
+
+/// The instance metadata service is asked only when requests go to AWS S3 itself, unless
+/// `AWS_EC2_METADATA_DISABLED` says otherwise either way.
+#[test]
+fn instance_metadata_is_asked_only_for_aws_itself() {
+    let aws = Storage::default();
+    let minio = Storage {
+        endpoint: Some("http://minio:9000".to_owned()),
+        ..Storage::default()
+    };
+    assert!(asks_instance_metadata(&aws, &Env::new()));
+    assert!(!asks_instance_metadata(&minio, &Env::new()));
+    for variable in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"] {
+        let env = Env::new().with(variable, "http://seaweedfs:8333");
+        assert!(!asks_instance_metadata(&aws, &env), "{variable}");
+    }
+    let off = Env::new().with("AWS_EC2_METADATA_DISABLED", "true");
+    assert!(!asks_instance_metadata(&aws, &off));
+    let on = Env::new().with("AWS_EC2_METADATA_DISABLED", "False");
+    assert!(asks_instance_metadata(&minio, &on));
+}
+
+#[test]
+fn s3_setup_checks_region_and_endpoint_before_any_request() {
+    let sdk = |region: Option<&str>, endpoint: Option<&str>| {
+        let mut builder =
+            aws_config::SdkConfig::builder().behavior_version(BehaviorVersion::latest());
+        if let Some(region) = region {
+            builder = builder.region(Region::new(region.to_owned()));
+        }
+        if let Some(endpoint) = endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        builder.build()
+    };
+    let storage = |endpoint: Option<&str>, region: Option<&str>| Storage {
+        endpoint: endpoint.map(str::to_owned),
+        region: region.map(str::to_owned),
+        ..Storage::default()
+    };
+
+    let setup = S3Setup::from_sdk_config(sdk(None, None), &storage(None, None));
+    assert_eq!(setup.check(), Err(S3SetupError::NoRegion));
+    assert_eq!(setup.describe_endpoint(), "AWS S3");
+    // The config's region stands in for the SDK's.
+    let setup = S3Setup::from_sdk_config(sdk(None, None), &storage(None, Some("eu-west-1")));
+    assert_eq!(setup.check(), Ok(()));
+    assert_eq!(setup.describe_endpoint(), "AWS S3 in eu-west-1");
+
+    let setup = S3Setup::from_sdk_config(
+        sdk(Some("us-east-1"), Some("http://sdk:9000")),
+        &storage(None, None),
+    );
+    assert_eq!(setup.check(), Ok(()));
+    assert_eq!(setup.describe_endpoint(), "http://sdk:9000");
+    let setup = S3Setup::from_sdk_config(
+        sdk(Some("us-east-1"), Some("http://sdk:9000")),
+        &storage(Some("http://config:9000"), None),
+    );
+    assert_eq!(setup.describe_endpoint(), "http://config:9000");
+
+    for bad in ["minio:9000", "not a url", "ftp://minio"] {
+        let setup =
+            S3Setup::from_sdk_config(sdk(Some("us-east-1"), Some(bad)), &storage(None, None));
+        let error = setup.check().expect_err("a bad endpoint is refused");
+        assert!(matches!(error, S3SetupError::BadEndpoint { .. }), "{bad}");
+        let message = error.to_string();
+        assert!(
+            message.contains(bad) && message.contains("http(s)://"),
+            "{message}"
+        );
+    }
+    let message = S3SetupError::NoRegion.to_string();
+    assert!(message.contains("AWS_REGION"), "{message}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tekflux_common::config::{
     Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, GitProvider, HelmReleaseApi,
-    Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, bound_provider,
+    Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, Sections, bound_provider,
 };
 
 const ORIGIN: &str = "tekflux.yaml";
@@ -1211,4 +1211,121 @@ fn declared_values_never_reach_a_guarded_set_path() {
         &Env::new(),
     )
     .unwrap();
+}
+
+/// A file with every kind of secret reference, a broken release rule and a broken server
+/// setting: what each command may and may not ignore.
+const EVERY_SECTION: &str = "\
+namespace: cicd
+providers:
+  github: { secret: env:GITHUB_WEBHOOK_SECRET }
+  gitlab: { token: file:/nonexistent/gitlab-token }
+events:
+  token: env:EVENTS_TOKEN
+server:
+  bodyLimit: 0
+storage:
+  bucket: workspaces
+  forcePathStyle: true
+repositories:
+  - url: https://github.com/acme/shop
+    pipeline: build
+releases:
+  - image: registry.example.com/shop
+    helmRelease: cicd/shop
+    set: image.tag
+";
+
+fn load_sections(text: &str, env: &Env, sections: Sections) -> Result<Config, ConfigError> {
+    Config::from_yaml_sections(text, ORIGIN, env, sections)
+}
+
+#[test]
+fn storage_sections_read_no_secret_and_check_only_storage() {
+    let config = load_sections(EVERY_SECTION, &Env::new(), Sections::STORAGE).unwrap();
+    assert_eq!(config.storage.bucket.as_deref(), Some("workspaces"));
+    let github = config.providers.github.as_ref().unwrap();
+    assert!(!github.secret.as_ref().unwrap().is_resolved());
+    assert!(!config.events.token.as_ref().unwrap().is_resolved());
+
+    // What archive and restore use is still checked, in the file and from the environment.
+    let broken = EVERY_SECTION.replace("  forcePathStyle: true\n", "  partSizeMib: 1\n");
+    let error = load_sections(&broken, &Env::new(), Sections::STORAGE)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("storage.partSizeMib"), "{error}");
+    assert_eq!(
+        error.lines().count(),
+        1,
+        "only the storage problem: {error}"
+    );
+    let env = Env::new().with("TEKFLUX_S3_COMPRESSION_LEVEL", "fast");
+    let error = load_sections(EVERY_SECTION, &env, Sections::STORAGE)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("TEKFLUX_S3_COMPRESSION_LEVEL"), "{error}");
+    // Overrides of sections it does not use do not stop it.
+    let env = Env::new()
+        .with("PORT", "not-a-port")
+        .with("TEKFLUX_GITHUB_SECRET", "a")
+        .with("TEKFLUX_GITHUB_SECRET_FILE", "/b");
+    load_sections(EVERY_SECTION, &env, Sections::STORAGE).unwrap();
+}
+
+#[test]
+fn routing_sections_read_no_secret_but_check_the_rules() {
+    let config = load_sections(EVERY_SECTION, &Env::new(), Sections::ROUTING).unwrap();
+    assert_eq!(config.repositories.len(), 1);
+    assert!(
+        !config
+            .providers
+            .github
+            .as_ref()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap()
+            .is_resolved()
+    );
+    // A provider entry without any credential is still a routing problem.
+    let unauthenticated = EVERY_SECTION.replace(
+        "  github: { secret: env:GITHUB_WEBHOOK_SECRET }\n",
+        "  github: {}\n",
+    );
+    let error = load_sections(&unauthenticated, &Env::new(), Sections::ROUTING)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("providers.github"), "{error}");
+    let bad_rule = EVERY_SECTION.replace("pipeline: build", "pipeline: Build_It");
+    let error = load_sections(&bad_rule, &Env::new(), Sections::ROUTING)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("repositories[0].pipeline"), "{error}");
+}
+
+#[test]
+fn every_section_reads_every_secret_and_checks_every_rule() {
+    let error = load_sections(EVERY_SECTION, &Env::new(), Sections::ALL)
+        .unwrap_err()
+        .to_string();
+    for words in [
+        "GITHUB_WEBHOOK_SECRET",
+        "/nonexistent/gitlab-token",
+        "EVENTS_TOKEN",
+        "server.bodyLimit",
+        "releases[0]",
+    ] {
+        assert!(error.contains(words), "{words} not in {error}");
+    }
+    // `from_yaml` and `load` are `Sections::ALL`.
+    assert_eq!(
+        load(EVERY_SECTION, &Env::new()).unwrap_err().to_string(),
+        error
+    );
+    // A parse error stops every command: the file is one document.
+    let typo = EVERY_SECTION.replace("forcePathStyle", "forcePathStlye");
+    for sections in [Sections::ALL, Sections::ROUTING, Sections::STORAGE] {
+        let error = load_sections(&typo, &Env::new(), sections).unwrap_err();
+        assert_eq!(error.kind(), "parse", "{error}");
+    }
 }

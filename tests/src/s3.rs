@@ -12,17 +12,26 @@
 //!
 //! Both check signatures: a client with the wrong secret, or a presigned URL that was altered, gets
 //! 403. `moto` was not used because it does not check signatures by default.
+//!
+//! The in-process server also answers as S3 does where `s3s-fs` alone would not: an object
+//! request for a bucket that does not exist gets `NoSuchBucket` (s3s-fs would create the bucket's
+//! directory on upload), and a second, read-only key ([`TestS3::read_only_credentials`]) gets
+//! `AccessDenied` for anything but reads, as a key with a read-only policy does on MinIO or AWS.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -41,6 +50,8 @@ pub struct TestS3 {
     endpoint: String,
     access_key: String,
     secret_key: String,
+    /// A key pair that may only read (in-process server only).
+    read_only: Option<(String, String)>,
     kind: Kind,
 }
 
@@ -86,12 +97,17 @@ impl TestS3 {
 
         let access_key = format!("AK{}", uuid::Uuid::new_v4().simple()).to_uppercase();
         let secret_key = uuid::Uuid::new_v4().simple().to_string();
+        let read_only_key = format!("RO{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+        let read_only_secret = uuid::Uuid::new_v4().simple().to_string();
         let service = {
             let mut builder = S3ServiceBuilder::new(fs);
-            builder.set_auth(SimpleAuth::from_single(
-                access_key.clone(),
-                secret_key.clone(),
-            ));
+            let mut auth = SimpleAuth::from_single(access_key.clone(), secret_key.clone());
+            auth.register(read_only_key.clone(), read_only_secret.clone().into());
+            builder.set_auth(auth);
+            builder.set_access(AsS3Does {
+                root: root.path().to_owned(),
+                read_only_key: read_only_key.clone(),
+            });
             builder.build()
         };
 
@@ -106,6 +122,7 @@ impl TestS3 {
             endpoint: format!("http://{addr}"),
             access_key,
             secret_key,
+            read_only: Some((read_only_key, read_only_secret)),
             kind: Kind::InProcess(InProcess { stop, _root: root }),
         }
     }
@@ -136,6 +153,7 @@ impl TestS3 {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             access_key: key(ACCESS_KEY_ENV),
             secret_key: key(SECRET_KEY_ENV),
+            read_only: None,
             kind: Kind::SeaweedFs,
         })
     }
@@ -168,6 +186,14 @@ impl TestS3 {
             None,
             "tekflux-testkit",
         )
+    }
+
+    /// A second key pair the in-process server accepts for reads only: writes get 403
+    /// `AccessDenied`, as under a read-only policy. `None` for SeaweedFS.
+    pub fn read_only_credentials(&self) -> Option<Credentials> {
+        self.read_only.as_ref().map(|(key, secret)| {
+            Credentials::new(key, secret, None, None, "tekflux-testkit-read-only")
+        })
     }
 
     /// A real `aws-sdk-s3` client for this server, configured as production configures one for
@@ -245,6 +271,45 @@ impl TestS3 {
 impl Drop for TestS3 {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What the in-process server checks before `s3s-fs` sees a request, so that it answers as S3
+/// does: signed requests only, `NoSuchBucket` for objects of a missing bucket, and writes
+/// refused to the read-only key.
+struct AsS3Does {
+    root: PathBuf,
+    read_only_key: String,
+}
+
+/// Operations the read-only key may call.
+const READS: [&str; 6] = [
+    "GetObject",
+    "HeadObject",
+    "HeadBucket",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListBuckets",
+];
+
+#[async_trait::async_trait]
+impl S3Access for AsS3Does {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(credentials) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        if credentials.access_key == self.read_only_key && !READS.contains(&cx.s3_op().name()) {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        if let S3Path::Object { bucket, .. } = cx.s3_path()
+            && !self.root.join(&**bucket).is_dir()
+        {
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,11 @@
 //! resolve secrets, then check the rules that a type cannot express. Every problem names where
 //! it is: `file:line:column: field.path: message`, or the environment variable that set it.
 //! `docs/configuration.md` is the reference for users.
+//!
+//! A command names the [`Sections`] it uses: the whole file is always parsed (a typo is a typo
+//! wherever it is), but secrets are read and rules checked only for those sections, so
+//! `tekflux archive` in a Tekton step does not fail because a webhook secret it never uses is
+//! not set there.
 
 mod duration;
 mod env;
@@ -42,6 +47,73 @@ pub const EMBEDDED_ORIGIN: &str = "<embedded defaults>";
 pub const EMBEDDED_DEFAULTS: &str = "";
 /// Exit code for an invalid config (`EX_USAGE` from sysexits.h).
 pub const EX_USAGE: i32 = 64;
+
+/// The parts of the config a command uses: only their secrets are read and only their rules
+/// checked (the whole file is parsed either way).
+///
+/// A config loaded with less than [`Sections::ALL`] may hold unresolved secrets
+/// ([`Secret::is_resolved`] is false, [`Secret::expose`] empty); code that checks signatures
+/// or tokens treats such a secret as no secret, and only [`Sections::ALL`] serves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sections {
+    /// `namespace`, `providers` (their shape) and `repositories`: what routes a push.
+    routing: bool,
+    /// `storage`.
+    storage: bool,
+    /// `server`, `kubernetes`, `releases` and `events`: what only the served functions use.
+    service: bool,
+    /// The secrets named under `providers` and `events.token`, read from the environment or
+    /// their files.
+    secrets: bool,
+}
+
+impl Sections {
+    /// Everything, every secret read: `serve` and `check-config`.
+    pub const ALL: Sections = Sections {
+        routing: true,
+        storage: true,
+        service: true,
+        secrets: true,
+    };
+    /// `namespace`, `providers` and `repositories`, no secret read: `render`, which shows what
+    /// a payload would start and checks no signature.
+    pub const ROUTING: Sections = Sections {
+        routing: true,
+        storage: false,
+        service: false,
+        secrets: false,
+    };
+    /// `storage` only: `archive` and `restore`, and so the Tekton workspace Tasks.
+    pub const STORAGE: Sections = Sections {
+        routing: false,
+        storage: true,
+        service: false,
+        secrets: false,
+    };
+
+    /// Whether secrets are read (and a missing one is an error).
+    pub fn reads_secrets(self) -> bool {
+        self.secrets
+    }
+
+    pub(crate) fn includes(self, part: Part) -> bool {
+        match part {
+            Part::Routing => self.routing,
+            Part::Storage => self.storage,
+            Part::Service => self.service,
+            Part::Secrets => self.secrets,
+        }
+    }
+}
+
+/// One of the parts [`Sections`] is made of; each rule and override belongs to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Routing,
+    Storage,
+    Service,
+    Secrets,
+}
 
 /// Where the config text comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,35 +242,61 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Loads the config from `source`, with overrides and `env:` secrets from `env`.
+    /// Loads the config from `source`, with overrides and `env:` secrets from `env`, every
+    /// section checked ([`Sections::ALL`]).
     pub fn load(source: &ConfigSource, env: &Env) -> Result<Config, ConfigError> {
+        Self::load_sections(source, env, Sections::ALL)
+    }
+
+    /// Loads the config from `source`, reading the secrets and checking the rules of
+    /// `sections` only.
+    pub fn load_sections(
+        source: &ConfigSource,
+        env: &Env,
+        sections: Sections,
+    ) -> Result<Config, ConfigError> {
         match source {
-            ConfigSource::Embedded => Self::from_yaml(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env),
-            ConfigSource::File(path) => Self::from_file(path, env),
+            ConfigSource::Embedded => {
+                Self::from_yaml_sections(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env, sections)
+            }
+            ConfigSource::File(path) => Self::from_file(path, env, sections),
             ConfigSource::FileIfPresent(path) => match std::fs::metadata(path) {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    Self::from_yaml(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env)
+                    Self::from_yaml_sections(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env, sections)
                 }
-                _ => Self::from_file(path, env),
+                _ => Self::from_file(path, env, sections),
             },
         }
     }
 
-    /// Loads the config from where `env` says ([`ConfigSource::from_env`]).
+    /// Loads the config from where `env` says ([`ConfigSource::from_env`]), every section
+    /// checked.
     pub fn load_from_env(env: &Env) -> Result<Config, ConfigError> {
         Self::load(&ConfigSource::from_env(env), env)
     }
 
-    fn from_file(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    fn from_file(path: &Path, env: &Env, sections: Sections) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
         })?;
-        Self::from_yaml(&text, &path.display().to_string(), env)
+        Self::from_yaml_sections(&text, &path.display().to_string(), env, sections)
     }
 
-    /// Parses, overrides, resolves and validates `text`; `origin` names it in errors.
+    /// Parses, overrides, resolves and validates `text`, every section; `origin` names it in
+    /// errors.
     pub fn from_yaml(text: &str, origin: &str, env: &Env) -> Result<Config, ConfigError> {
+        Self::from_yaml_sections(text, origin, env, Sections::ALL)
+    }
+
+    /// Parses `text` and applies the overrides, then reads the secrets and checks the rules of
+    /// `sections` only; `origin` names it in errors.
+    pub fn from_yaml_sections(
+        text: &str,
+        origin: &str,
+        env: &Env,
+        sections: Sections,
+    ) -> Result<Config, ConfigError> {
         let deserializer = serde_norway::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| ConfigError::Parse(parse_problem(&error, origin)))?;
@@ -206,6 +304,7 @@ impl Config {
         let mut overridden = overrides::Overridden::new();
         let mut problems: Vec<Problem> = overrides::apply(&mut config, env, &mut overridden)
             .into_iter()
+            .filter(|bad| sections.includes(bad.part))
             .map(|bad| Problem {
                 location: Location::Env {
                     variable: bad.variable.to_owned(),
@@ -214,8 +313,12 @@ impl Config {
                 message: bad.message,
             })
             .collect();
-        let mut findings = resolve_secrets(&mut config, env);
-        findings.extend(validate::validate(&config));
+        let mut findings = if sections.reads_secrets() {
+            resolve_secrets(&mut config, env)
+        } else {
+            Vec::new()
+        };
+        findings.extend(validate::validate(&config, sections));
 
         let locate = |path: &FieldPath| match overridden.get(path) {
             Some(variable) => Location::Env {
@@ -252,11 +355,12 @@ impl Config {
     }
 }
 
-/// Loads the config as `main` does, before any runtime starts: on error, prints every problem
-/// to stderr and exits with [`EX_USAGE`] (64), so a bad ConfigMap shows in `kubectl logs` and
-/// the pod's restart reason rather than as a half-working service.
-pub fn load_or_exit(env: &Env) -> Config {
-    match Config::load_from_env(env) {
+/// Loads the config as `main` does, before any runtime starts, with the `sections` the command
+/// uses: on error, prints every problem to stderr and exits with [`EX_USAGE`] (64), so a bad
+/// ConfigMap shows in `kubectl logs` and the pod's restart reason rather than as a half-working
+/// service.
+pub fn load_or_exit(env: &Env, sections: Sections) -> Config {
+    match Config::load_sections(&ConfigSource::from_env(env), env, sections) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("tekflux: invalid configuration\n{error}");

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use super::Part;
 use super::env::Env;
 use super::keys;
 use super::locate::FieldPath;
@@ -22,6 +23,35 @@ pub struct BadOverride {
     pub variable: &'static str,
     /// What is wrong; never the value of a secret variable.
     pub message: String,
+    /// The part of the config the variable sets: a command that does not use it is not
+    /// stopped by it.
+    pub(crate) part: Part,
+}
+
+impl BadOverride {
+    fn new(variable: &'static str, message: String) -> Self {
+        Self {
+            variable,
+            message,
+            part: part_of(variable),
+        }
+    }
+}
+
+/// Which part of the config `variable` overrides.
+fn part_of(variable: &str) -> Part {
+    match variable {
+        vars::NAMESPACE => Part::Routing,
+        vars::PORT
+        | vars::BODY_LIMIT
+        | vars::REQUEST_TIMEOUT_SECONDS
+        | vars::SHUTDOWN_TIMEOUT_SECONDS
+        | vars::KUBE_TIMEOUT_SECONDS
+        | vars::EVENTS_INSECURE => Part::Service,
+        storage if storage.starts_with("TEKFLUX_S3_") => Part::Storage,
+        // The provider credentials and the events token, and their misnamed forms.
+        _ => Part::Secrets,
+    }
 }
 
 /// Which fields the environment set, and by which variable, so that findings about them
@@ -212,9 +242,9 @@ fn providers(
     for credential in &CREDENTIALS {
         for wrong in credential.wrong {
             if env.get_non_empty(wrong).is_some() {
-                bad.push(BadOverride {
-                    variable: wrong,
-                    message: format!(
+                bad.push(BadOverride::new(
+                    wrong,
+                    format!(
                         "{} authenticates with a {}, not a {}: use {} or {}",
                         credential.provider,
                         credential.key,
@@ -226,7 +256,7 @@ fn providers(
                         credential.value,
                         credential.file
                     ),
-                });
+                ));
             }
         }
         let Some((secret, variable)) = secret_override(env, credential.value, credential.file, bad)
@@ -258,20 +288,17 @@ fn secret_override(
     match (env.get_non_empty(value), env.get_non_empty(file)) {
         (None, None) => None,
         (Some(_), Some(_)) => {
-            bad.push(BadOverride {
-                variable: file,
-                message: format!("set only one of {value} and {file}"),
-            });
+            bad.push(BadOverride::new(
+                file,
+                format!("set only one of {value} and {file}"),
+            ));
             None
         }
         (Some(secret), None) => Some((Secret::from_env_value(value, secret), value)),
         (None, Some(path)) => match Secret::parse(&format!("{FILE_PREFIX}{path}")) {
             Ok(secret) => Some((secret, file)),
             Err(message) => {
-                bad.push(BadOverride {
-                    variable: file,
-                    message,
-                });
+                bad.push(BadOverride::new(file, message));
                 None
             }
         },
@@ -301,10 +328,10 @@ fn number<T: FromStr + WholeNumber>(
     match value.trim().parse() {
         Ok(number) => Some(number),
         Err(_) => {
-            bad.push(BadOverride {
+            bad.push(BadOverride::new(
                 variable,
-                message: format!("{value:?} is not {}", T::WHAT),
-            });
+                format!("{value:?} is not {}", T::WHAT),
+            ));
             None
         }
     }
@@ -341,10 +368,10 @@ fn boolean(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Opt
         "true" | "1" => Some(true),
         "false" | "0" => Some(false),
         _ => {
-            bad.push(BadOverride {
+            bad.push(BadOverride::new(
                 variable,
-                message: format!("{value:?} is not one of true, false, 1, 0"),
-            });
+                format!("{value:?} is not one of true, false, 1, 0"),
+            ));
             None
         }
     }

@@ -17,6 +17,7 @@ use super::model::{
     RepositoryRule, WorkspaceBinding,
 };
 use super::ref_glob::RefGlob;
+use super::{Part, Sections};
 
 /// Longest rule name: it becomes part of run names, which Kubernetes caps at 63 characters,
 /// and the rest is taken by the delivery-derived suffix.
@@ -39,24 +40,30 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Every rule broken by `config`, in file order.
-pub fn validate(config: &Config) -> Vec<Finding> {
+/// Every rule of `sections` broken by `config`.
+pub fn validate(config: &Config, sections: Sections) -> Vec<Finding> {
     let mut findings = Findings::default();
     let root = FieldPath::root();
-    if !is_dns1123_label(&config.namespace) {
-        findings.push(root.key(keys::NAMESPACE), not_a_label(&config.namespace));
+    if sections.includes(Part::Routing) {
+        if !is_dns1123_label(&config.namespace) {
+            findings.push(root.key(keys::NAMESPACE), not_a_label(&config.namespace));
+        }
+        providers(config, &root.key(keys::PROVIDERS), &mut findings);
+        repositories(config, &root.key(keys::REPOSITORIES), &mut findings);
     }
-    providers(config, &root.key(keys::PROVIDERS), &mut findings);
-    storage(config, &root.key(keys::STORAGE), &mut findings);
-    server(config, &root, &mut findings);
-    repositories(config, &root.key(keys::REPOSITORIES), &mut findings);
-    for (index, rule) in config.releases.iter().enumerate() {
-        let path = root.key(keys::RELEASES).index(index);
-        release(rule, &path, &mut findings);
-        release_from(config, rule, &path, &mut findings);
-        release_values(config, rule, &path, &mut findings);
+    if sections.includes(Part::Storage) {
+        storage(config, &root.key(keys::STORAGE), &mut findings);
     }
-    events(config, &root.key(keys::EVENTS), &mut findings);
+    if sections.includes(Part::Service) {
+        server(config, &root, &mut findings);
+        for (index, rule) in config.releases.iter().enumerate() {
+            let path = root.key(keys::RELEASES).index(index);
+            release(rule, &path, &mut findings);
+            release_from(config, rule, &path, &mut findings);
+            release_values(config, rule, &path, &mut findings);
+        }
+        events(config, &root.key(keys::EVENTS), &mut findings);
+    }
     findings.0
 }
 

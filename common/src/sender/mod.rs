@@ -144,7 +144,8 @@ impl SenderAuth {
         Self {
             inner: Arc::new(Inner {
                 receiver,
-                token: events.token.clone(),
+                // An unread token (a config loaded without its secrets) accepts no one.
+                token: events.token.clone().filter(Secret::is_resolved),
                 oidc,
                 insecure: events.insecure,
                 authenticated: metrics.counter_family(

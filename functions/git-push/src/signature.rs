@@ -94,6 +94,9 @@ pub fn verify_with(
         Provider::Gitlab => settings.token.as_ref().or(settings.secret.as_ref()),
         _ => settings.secret.as_ref(),
     };
+    // A secret that was never read (a config loaded without its secrets) is no secret: the
+    // webhook is refused rather than checked against an empty key.
+    let configured = configured.filter(|secret| secret.is_resolved());
     verify(
         provider,
         headers,

@@ -1547,3 +1547,26 @@ fn verify_with_the_config_files_provider_settings() {
         Err("no_secret")
     );
 }
+
+/// A config loaded without its secrets (`render`, `archive`) holds unread ones: they verify
+/// nothing, not even a signature made with an empty key.
+#[test]
+fn an_unread_secret_accepts_no_signature() {
+    use tekflux_common::config::{Config, Env, Sections};
+    let config = Config::from_yaml_sections(
+        "providers:\n  github: { secret: env:GITHUB_SECRET }\n  gitlab: { token: env:GITLAB_TOKEN }\n",
+        "test.yaml",
+        &Env::new(),
+        Sections::ROUTING,
+    )
+    .unwrap();
+    for provider in [Provider::Github, Provider::Gitlab] {
+        let result =
+            signature::verify_with(provider, &config.providers, &signed(provider, b""), BODY);
+        assert_eq!(
+            result.map_err(|e| e.kind()),
+            Err("no_secret"),
+            "{provider:?}"
+        );
+    }
+}

@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
+use tekflux_common::clients::S3Setup;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
@@ -31,7 +32,7 @@ use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server;
 use tekflux_common::{Error, Result};
 
-use crate::archive::{ArchiveError, ArchiveOptions, upload_archive, verify_archive};
+use crate::archive::{ArchiveError, ArchiveOptions, S3Failure, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs};
 use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
@@ -192,47 +193,41 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
             "no Kubernetes cluster: finished runs are answered 503",
         );
     }
-    if startup.config.storage.bucket.is_none() {
+    let storage = &startup.config.storage;
+    // Without a bucket nothing is stored, so no client is built and no region or credentials
+    // are looked up (a lookup off AWS only fails, noisily).
+    let setup = if storage.bucket.is_none() {
         startup.server.readiness.limit(
             "run-complete",
             "storage.bucket is not set: finished runs are answered 503",
         );
-    }
-    let s3 = tekflux_common::clients::s3_client(&startup.config.storage).await;
-    let storage = &startup.config.storage;
-    let endpoint = storage
-        .endpoint
-        .clone()
-        .or_else(|| {
-            startup
-                .env
-                .get_non_empty("AWS_ENDPOINT_URL_S3")
-                .map(str::to_owned)
-        })
-        .or_else(|| {
-            startup
-                .env
-                .get_non_empty("AWS_ENDPOINT_URL")
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "AWS S3 (the region's endpoint)".to_owned());
+        None
+    } else {
+        Some(S3Setup::load(storage, &startup.env).await)
+    };
     tracing::info!(
         bucket = storage.bucket.as_deref().unwrap_or("(none)"),
         prefix = %storage.prefix,
-        endpoint = %endpoint,
-        region = s3.config().region().map_or("(none)", |region| region.as_ref()),
+        endpoint = %setup
+            .as_ref()
+            .map_or_else(|| "(none: no bucket)".to_owned(), S3Setup::describe_endpoint),
+        region = setup.as_ref().and_then(S3Setup::region).unwrap_or("(none)"),
         "S3 storage"
     );
+    if let Some(Err(error)) = setup.as_ref().map(S3Setup::check) {
+        tracing::warn!("{error}; until it is fixed, finished runs are answered 500");
+    }
+    let s3 = setup.as_ref().map(S3Setup::client);
     let dead_letters = crate::dead_letters::DeadLetterStore::new(
         &startup.config,
         kube.clone(),
-        Some(s3.clone()),
+        s3.clone(),
         &startup.server.metrics,
     );
     let state = AppState::new(
         &startup.config,
         kube,
-        Some(s3),
+        s3,
         startup.reply_sink(),
         &startup.server.metrics,
     );
@@ -488,13 +483,24 @@ async fn archive_run(
 }
 
 /// Archive failures: the store failing or holding something else, or the tree changing while
-/// it was read, is retried (503); a tree that cannot be read is a 500, which the Broker also
+/// it was read, is retried (503); a tree that cannot be read or a store refusing the
+/// configuration (credentials, permissions, a missing bucket) is a 500, which the Broker also
 /// retries before dead-lettering, since answering 2xx would lose the workspace.
 fn archive_failure(error: ArchiveError) -> Error {
     if error.is_transient() {
         Error::Unavailable(error.to_string())
     } else {
         Error::Internal(error.to_string())
+    }
+}
+
+/// Failures of run-complete's own S3 requests (manifest, logs), answered as archive failures
+/// are: 503 only when a retry may succeed.
+pub(crate) fn store_failure(failure: S3Failure) -> Error {
+    if failure.is_transient() {
+        Error::Unavailable(failure.to_string())
+    } else {
+        Error::Internal(failure.to_string())
     }
 }
 
@@ -513,16 +519,22 @@ async fn read_manifest(
             return Ok(None);
         }
         Err(error) => {
-            return Err(Error::Unavailable(format!(
-                "S3 GetObject of {key} failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&error)
+            return Err(store_failure(S3Failure::from_sdk(
+                "GetObject",
+                bucket,
+                key,
+                &error,
             )));
         }
     };
-    let bytes =
-        object.body.collect().await.map_err(|error| {
-            Error::Unavailable(format!("reading {key} from S3 failed: {error}"))
-        })?;
+    let bytes = object.body.collect().await.map_err(|error| {
+        store_failure(S3Failure::unavailable(
+            "GetObject",
+            bucket,
+            key,
+            format!("reading the body failed: {error}"),
+        ))
+    })?;
     match serde_json::from_slice(&bytes.into_bytes()) {
         Ok(manifest) => Ok(Some(manifest)),
         Err(error) => {
@@ -550,12 +562,7 @@ async fn write_manifest(
         .body(body.into())
         .send()
         .await
-        .map_err(|error| {
-            Error::Unavailable(format!(
-                "S3 PutObject of {key} failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&error)
-            ))
-        })?;
+        .map_err(|error| store_failure(S3Failure::from_sdk("PutObject", bucket, key, &error)))?;
     Ok(())
 }
 

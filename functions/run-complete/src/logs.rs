@@ -224,9 +224,11 @@ async fn copy_step_log(
         .send()
         .await
         .map_err(|error| {
-            Error::Unavailable(format!(
-                "S3 PutObject of {key} failed: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&error)
+            crate::app::store_failure(crate::archive::S3Failure::from_sdk(
+                "PutObject",
+                target.bucket,
+                &key,
+                &error,
             ))
         })?;
     Ok(LogEntry {

@@ -431,6 +431,31 @@ async fn s3_gone_answers_503_and_nothing_is_deleted() {
     assert_eq!(snapshot(&h.workspace_dir(run)), before);
 }
 
+/// Credentials the store refuses will not work on a retry: 500 (the Broker still retries 5xx
+/// before dead-lettering, so nothing is lost), never the 503 kept for transient trouble, with
+/// a message that says what is wrong.
+#[tokio::test]
+async fn s3_refusing_the_credentials_answers_500_and_nothing_is_deleted() {
+    let h = Harness::start().await;
+    let run = "shop-build-cred00000001";
+    write_tree(&h.workspace_dir(run));
+    let before = snapshot(&h.workspace_dir(run));
+    let state = h.state(
+        "  cleanup: true\n",
+        h.s3.client_with_secret("not-the-secret"),
+    );
+    let data = event_of(&h.store(task_run(run, git_push_annotations(run), json!([]))));
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+    assert!(message.contains(&h.bucket), "{message}");
+    for internal in ["{ ", "Some(", "Error("] {
+        assert!(!message.contains(internal), "{internal:?} in {message}");
+    }
+    assert_eq!(snapshot(&h.workspace_dir(run)), before);
+}
+
 #[tokio::test]
 async fn kubernetes_failing_answers_503_without_a_manifest() {
     let h = Harness::start().await;

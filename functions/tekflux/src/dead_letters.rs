@@ -8,7 +8,7 @@ use clap::Args;
 use cloudevents::AttributesReader;
 use cloudevents::binding::reqwest::RequestBuilderExt;
 use tekflux_common::clients;
-use tekflux_common::config::{self, Env};
+use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::error::plain_chain;
 use tekflux_run_complete::dead_letters::{self, DeadLetter, ERROR_EXTENSIONS};
 
@@ -47,7 +47,7 @@ pub struct ReplayArgs {
 
 /// Runs `tekflux dead-letters`.
 pub fn list(args: &ListArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
@@ -105,7 +105,7 @@ fn print_letter(letter: &DeadLetter, format: Format) {
 /// extensions, with its own id and source) and removes it from the store once it was accepted
 /// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
 pub fn replay(args: &ReplayArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);

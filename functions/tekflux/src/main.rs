@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
-use tekflux_common::config::{self, Env};
+use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::environment::{self, Reader};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
@@ -246,7 +246,7 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 
 fn check_config() -> ExitCode {
     let env = Env::from_process();
-    let config = config::load_or_exit(&env);
+    let config = config::load_or_exit(&env, Sections::ALL);
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
         "configuration is valid: namespace {}, {}, {}",
@@ -291,7 +291,8 @@ fn render(
     output: RenderOutput,
 ) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let config = config::load_or_exit(&env);
+    // Render checks no signature, so it reads no secret.
+    let config = config::load_or_exit(&env, Sections::ROUTING);
     if config.repositories.is_empty() {
         eprintln!(
             "tekflux render: warning: the config has no repository rules, so no push starts \

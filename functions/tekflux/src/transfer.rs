@@ -10,34 +10,37 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::block_on;
 use clap::Args;
 use serde_json::json;
-use tekflux_common::clients;
-use tekflux_common::config::{self, Env};
+use tekflux_common::clients::S3Setup;
+use tekflux_common::config::{self, Env, Sections};
 use tekflux_run_complete::archive::{
     ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
-    RestoreOptions, Tree, restore_from_s3, upload_archive, verify_archive,
+    RestoreOptions, S3ErrorKind, S3Failure, Tree, check_target, restore_from_s3, upload_archive,
+    verify_archive,
 };
 
-/// Bad arguments (sysexits `EX_USAGE`).
+/// Bad arguments or configuration, S3 settings and credentials included: no region, no or
+/// wrong credentials, access denied, an endpoint that is not a URL (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
 /// The archive or target was refused: hostile entry, over a limit, corrupt, sha256 mismatch,
 /// target not empty (`EX_DATAERR`).
 pub const EXIT_REFUSED: u8 = 65;
-/// The object or the directory to archive does not exist (`EX_NOINPUT`).
+/// The object, its bucket or the directory to archive does not exist (`EX_NOINPUT`).
 pub const EXIT_NOT_FOUND: u8 = 66;
-/// The store is unreachable or failing; retrying later may succeed (`EX_UNAVAILABLE`).
+/// The store is unreachable, too slow, overloaded or failing (connection failures, timeouts,
+/// 5xx, throttling); retrying later may succeed (`EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Writing the restored tree failed (`EX_CANTCREAT`).
+/// Writing the restored tree or the `--sha256-file` failed (`EX_CANTCREAT`).
 pub const EXIT_CANNOT_WRITE: u8 = 73;
 
 /// S3 limits a key to 1024 bytes.
@@ -202,8 +205,13 @@ pub struct RestoreArgs {
 }
 
 /// Runs `tekflux archive`.
+///
+/// Everything local is checked before the first request: the config, the directory, and that
+/// `--sha256-file` can be written; then the S3 settings (region, endpoint).
 pub fn archive(args: ArchiveArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    let env = Env::from_process();
+    // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
+    let config = config::load_or_exit(&env, Sections::STORAGE);
     let mut options = ArchiveOptions::from_storage(&config.storage);
     if let Some(level) = args.level {
         options.level = level;
@@ -220,8 +228,6 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
     if let Some(max_bytes) = args.max_bytes {
         options.max_bytes = max_bytes;
     }
-    let progress = ProgressLine::to_stderr("archive", None);
-    options.progress = progress.callback();
     let metadata: BTreeMap<String, String> = args
         .metadata
         .into_iter()
@@ -229,10 +235,43 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
         .collect();
     let url = args.url;
 
-    let result = block_on(async {
-        let client = clients::s3_client(&config.storage).await;
-        // The operator names the directory: it may be reached through a symlink.
-        let tree = Tree::open(&args.source)?;
+    // The operator names the directory: it may be reached through a symlink.
+    let tree = match Tree::open(&args.source) {
+        Ok(tree) => tree,
+        Err(error) => return fail("archive", &error, archive_exit_code(&error)),
+    };
+    let sha256_file = match args
+        .sha256_file
+        .as_deref()
+        .map(Sha256File::open)
+        .transpose()
+    {
+        Ok(file) => file,
+        Err((path, error)) => {
+            eprintln!(
+                "tekflux archive: cannot write the sha256 to {}: {}; nothing was uploaded",
+                path.display(),
+                plain_io(&error)
+            );
+            return ExitCode::from(EXIT_CANNOT_WRITE);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let setup = runtime.block_on(S3Setup::load(&config.storage, &env));
+    let endpoint = setup.describe_endpoint();
+    if let Err(error) = setup.check() {
+        eprintln!("tekflux archive: cannot store {url} at {endpoint}: {error}");
+        discard(sha256_file);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let client = setup.client();
+
+    let progress = ProgressLine::to_stderr("archive", None);
+    options.progress = progress.callback();
+    let result = runtime.block_on(async {
         let report =
             upload_archive(&client, &url.bucket, &url.key, &tree, &options, metadata).await;
         // The line's rate is the upload's, not diluted by the read-back.
@@ -247,17 +286,21 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
         Ok::<_, ArchiveError>((report, verified))
     });
     let (report, verified) = match result {
-        Ok(Ok(done)) => done,
-        Ok(Err(error)) => return fail("archive", &error, archive_exit_code(&error)),
-        Err(code) => return code,
+        Ok(done) => done,
+        Err(error) => {
+            discard(sha256_file);
+            let code = archive_exit_code(&error);
+            return fail("archive", &error.at(&endpoint), code);
+        }
     };
-    if let Some(path) = &args.sha256_file
-        && let Err(error) = std::fs::write(path, &report.sha256)
+    if let Some(file) = sha256_file
+        && let Err((path, error)) = file.write(&report.sha256)
     {
         // The archive is stored; only the note of its sha256 is missing.
         eprintln!(
-            "tekflux archive: stored {url} but cannot write {}: {error}",
-            path.display()
+            "tekflux archive: stored {url} but cannot write the sha256 to {}: {}",
+            path.display(),
+            plain_io(&error)
         );
         return ExitCode::from(EXIT_CANNOT_WRITE);
     }
@@ -274,8 +317,13 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
 }
 
 /// Runs `tekflux restore`.
+///
+/// The target is checked (empty or absent, and writable) before the first request, then the
+/// S3 settings (region, endpoint).
 pub fn restore(args: RestoreArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process());
+    let env = Env::from_process();
+    // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
+    let config = config::load_or_exit(&env, Sections::STORAGE);
     let expected_sha256 = args
         .sha256
         .map(|sha| sha.trim().to_ascii_lowercase())
@@ -288,9 +336,22 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
     }
     let url = args.url;
     let target = args.target;
+    if let Err(error) = check_target(&target) {
+        return fail("restore", &error, restore_exit_code(&error));
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let setup = runtime.block_on(S3Setup::load(&config.storage, &env));
+    let endpoint = setup.describe_endpoint();
+    if let Err(error) = setup.check() {
+        eprintln!("tekflux restore: cannot read {url} from {endpoint}: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let client = setup.client();
 
-    let result = block_on(async {
-        let client = clients::s3_client(&config.storage).await;
+    let result = runtime.block_on(async {
         // Only for the progress bar's total: restore_from_s3 reports a missing object itself.
         let total = client
             .head_object()
@@ -317,9 +378,12 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         result
     });
     let report = match result {
-        Ok(Ok(report)) => report,
-        Ok(Err(RestoreError::NotFound { .. })) if args.missing_ok => {
-            eprintln!("tekflux restore: {url} does not exist; nothing restored (--missing-ok)");
+        Ok(report) => report,
+        Err(RestoreError::NotFound { .. }) if args.missing_ok => {
+            eprintln!(
+                "tekflux restore: {url} does not exist at {endpoint}; nothing restored \
+                 (--missing-ok)"
+            );
             print_result(&json!({
                 "url": url.to_string(),
                 "target": target.display().to_string(),
@@ -327,8 +391,17 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             }));
             return ExitCode::SUCCESS;
         }
-        Ok(Err(error)) => return fail("restore", &error, restore_exit_code(&error)),
-        Err(code) => return code,
+        Err(error @ RestoreError::NotFound { .. }) => {
+            eprintln!(
+                "tekflux restore: {error} at {endpoint}; check the URL, or pass --missing-ok \
+                 when a missing archive is expected (the first build of a branch)"
+            );
+            return ExitCode::from(EXIT_NOT_FOUND);
+        }
+        Err(error) => {
+            let code = restore_exit_code(&error);
+            return fail("restore", &error.at(&endpoint), code);
+        }
     };
     print_result(&json!({
         "url": url.to_string(),
@@ -342,8 +415,32 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A fresh async runtime; `Err` carries the exit code when none can start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!(
+            "tekflux: cannot start the async runtime: {}",
+            plain_io(&error)
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// The exit code for an S3 failure: configuration (credentials, permissions, region,
+/// endpoint) is 64, a missing bucket or object 66, and only a store that is unreachable,
+/// overloaded or failing 69, the code that tells a script to retry.
+fn s3_exit_code(failure: &S3Failure) -> u8 {
+    match failure.kind() {
+        S3ErrorKind::Config => EXIT_USAGE,
+        S3ErrorKind::NoSuchBucket | S3ErrorKind::NoSuchKey => EXIT_NOT_FOUND,
+        S3ErrorKind::Unavailable => EXIT_UNAVAILABLE,
+        S3ErrorKind::Refused => 1,
+    }
+}
+
 fn archive_exit_code(error: &ArchiveError) -> u8 {
     match error {
+        ArchiveError::S3(failure) => s3_exit_code(failure),
         ArchiveError::SourceMissing { .. } | ArchiveError::NotADirectory { .. } => EXIT_NOT_FOUND,
         ArchiveError::InvalidOptions(_) => EXIT_USAGE,
         ArchiveError::TooLarge { .. } | ArchiveError::Symlink { .. } => EXIT_REFUSED,
@@ -354,6 +451,7 @@ fn archive_exit_code(error: &ArchiveError) -> u8 {
 
 fn restore_exit_code(error: &RestoreError) -> u8 {
     match error {
+        RestoreError::S3(failure) => s3_exit_code(failure),
         RestoreError::NotFound { .. } => EXIT_NOT_FOUND,
         RestoreError::TargetNotEmpty { .. } => EXIT_REFUSED,
         RestoreError::Write { .. } => EXIT_CANNOT_WRITE,
@@ -366,6 +464,63 @@ fn restore_exit_code(error: &RestoreError) -> u8 {
 fn fail(command: &str, error: &dyn std::error::Error, code: u8) -> ExitCode {
     eprintln!("tekflux {command}: {error}");
     ExitCode::from(code)
+}
+
+/// An OS error in words, without the ` (os error N)` the standard library appends.
+fn plain_io(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// `--sha256-file`, opened before the upload so that a path that cannot be written is found
+/// out before anything is stored, and written once the archive is verified.
+struct Sha256File {
+    file: File,
+    path: PathBuf,
+    /// Whether this run created it (and so removes it when the archive fails).
+    created: bool,
+}
+
+impl Sha256File {
+    fn open(path: &Path) -> Result<Self, (PathBuf, std::io::Error)> {
+        let opened = match OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(file) => Ok((file, true)),
+            // Kept as it is until there is a sha256 to replace it with.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(|file| (file, false)),
+            Err(error) => Err(error),
+        };
+        match opened {
+            Ok((file, created)) => Ok(Self {
+                file,
+                path: path.to_owned(),
+                created,
+            }),
+            Err(error) => Err((path.to_owned(), error)),
+        }
+    }
+
+    fn write(mut self, sha256: &str) -> Result<(), (PathBuf, std::io::Error)> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_all(sha256.as_bytes()))
+            .map_err(|error| (self.path.clone(), error))
+    }
+}
+
+/// Removes a `--sha256-file` this run created, when there is no sha256 to put in it.
+fn discard(file: Option<Sha256File>) {
+    if let Some(file) = file
+        && file.created
+    {
+        drop(file.file);
+        let _ = std::fs::remove_file(&file.path);
+    }
 }
 
 fn print_result(result: &serde_json::Value) {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
 use tekflux_testkit::s3::TestS3;
 use tekflux_testkit::tree::snapshot;
 
@@ -56,6 +57,21 @@ fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Asserts the exit code, that stderr names each of `names` (bucket, key, endpoint, file) and
+/// that it holds no Rust `Debug` output or OS error numbers; returns stderr.
+#[track_caller]
+fn assert_plain_failure(output: &Output, code: i32, names: &[&str]) -> String {
+    assert_eq!(output.status.code(), Some(code), "{}", describe(output));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    for name in names {
+        assert!(stderr.contains(name), "{name:?} is not named in: {stderr}");
+    }
+    for internal in ["{ ", "Some(", "Error(", "os error"] {
+        assert!(!stderr.contains(internal), "{internal:?} in: {stderr}");
+    }
+    stderr
 }
 
 /// A small workspace: nested files, an executable, an empty directory, a relative symlink.
@@ -261,8 +277,9 @@ async fn missing_objects_and_sources_exit_66_unless_missing_is_ok() {
     let mut restore = tekflux(&s3, work.path());
     restore.arg("restore").arg(&url).arg(&target);
     let output = run(restore).await;
-    assert_eq!(output.status.code(), Some(66), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    let stderr = assert_plain_failure(&output, 66, &[&url, &s3.endpoint()]);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("--missing-ok"), "{stderr}");
 
     for flag in ["--missing-ok", "--missing-ok=true"] {
         let mut restore = tekflux(&s3, work.path());
@@ -286,7 +303,334 @@ async fn missing_objects_and_sources_exit_66_unless_missing_is_ok() {
         .arg(work.path().join("no-such-dir"))
         .arg(&url);
     let output = run(archive).await;
+    assert_plain_failure(&output, 66, &["no-such-dir", "does not exist"]);
+}
+
+/// A bucket that does not exist is 66 (nothing there), for archive and for restore, and
+/// `--missing-ok` does not cover it: it forgives a missing archive, not a wrong bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_exits_66_naming_bucket_and_endpoint() {
+    let s3 = TestS3::in_process().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let url = "s3://no-such-bucket-here/ws.tar.zst";
+
+    let mut archive = tekflux(&s3, work.path());
+    archive.arg("archive").arg(&source).arg(url);
+    let output = run(archive).await;
+    let stderr = assert_plain_failure(
+        &output,
+        66,
+        &[
+            url,
+            &s3.endpoint(),
+            "bucket no-such-bucket-here does not exist",
+        ],
+    );
+    assert!(stderr.contains("create it"), "{stderr}");
+
+    for flag in [None, Some("--missing-ok")] {
+        let mut restore = tekflux(&s3, work.path());
+        restore
+            .arg("restore")
+            .args(flag)
+            .arg(url)
+            .arg(work.path().join("target"));
+        let output = run(restore).await;
+        assert_plain_failure(
+            &output,
+            66,
+            &[
+                url,
+                &s3.endpoint(),
+                "bucket no-such-bucket-here does not exist",
+            ],
+        );
+        assert!(!work.path().join("target").exists());
+    }
+}
+
+/// A configuration or credentials problem exits 64 (fix the configuration), never 69 (retry):
+/// no region, no credentials, credentials the store does not know or whose secret is wrong, a
+/// key that may not write, an endpoint that is not a URL. Each message names the object and
+/// the endpoint and says what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_configuration_problems_exit_64_with_plain_messages() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let url = format!("s3://{bucket}/ws.tar.zst");
+    let mut archive = tekflux(&s3, work.path());
+    archive.arg("archive").arg(&source).arg(&url);
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let endpoint = s3.endpoint();
+    let read_only = s3.read_only_credentials().unwrap();
+    type Change = fn(&mut Command);
+    let cases: [(&str, Change, Vec<&str>, bool); 5] = [
+        (
+            "no region",
+            |command| {
+                command.env_remove("AWS_REGION");
+            },
+            vec!["no S3 region is set", "AWS_REGION"],
+            true,
+        ),
+        (
+            "no credentials",
+            |command| {
+                command
+                    .env_remove("AWS_ACCESS_KEY_ID")
+                    .env_remove("AWS_SECRET_ACCESS_KEY");
+            },
+            vec!["no S3 credentials were found", "AWS_ACCESS_KEY_ID"],
+            true,
+        ),
+        (
+            "wrong secret",
+            |command| {
+                command.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+            },
+            vec!["SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"],
+            true,
+        ),
+        (
+            "unknown access key",
+            |command| {
+                command.env("AWS_ACCESS_KEY_ID", "AKIANOBODYKNOWS");
+            },
+            vec!["does not know the access key ID", "AWS_ACCESS_KEY_ID"],
+            true,
+        ),
+        (
+            "bad endpoint",
+            |command| {
+                command.env("AWS_ENDPOINT_URL_S3", "minio.example:9000");
+            },
+            vec!["is not a URL", "AWS_ENDPOINT_URL_S3", "minio.example:9000"],
+            false,
+        ),
+    ];
+    for (case, change, words, names_endpoint) in cases {
+        for command_name in ["archive", "restore"] {
+            let target = work
+                .path()
+                .join(format!("target-{}", case.replace(' ', "-")));
+            let mut command = tekflux(&s3, work.path());
+            change(&mut command);
+            match command_name {
+                "archive" => command.arg("archive").arg(&source).arg(&url),
+                _ => command.arg("restore").arg(&url).arg(&target),
+            };
+            let output = run(command).await;
+            let mut names = words.clone();
+            names.push(&url);
+            if names_endpoint {
+                names.push(&endpoint);
+            }
+            let stderr = assert_plain_failure(&output, 64, &names);
+            assert!(!target.exists(), "{case}, {command_name}: {stderr}");
+        }
+    }
+
+    // A key that may read but not write: archive is refused (AccessDenied), restore works.
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .env("AWS_ACCESS_KEY_ID", read_only.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", read_only.secret_access_key())
+        .arg("archive")
+        .arg(&source)
+        .arg(format!("s3://{bucket}/other.tar.zst"));
+    let output = run(archive).await;
+    let stderr = assert_plain_failure(
+        &output,
+        64,
+        &[
+            "AccessDenied",
+            &bucket,
+            "other.tar.zst",
+            &endpoint,
+            "s3:PutObject",
+        ],
+    );
+    assert!(stderr.contains("access denied"), "{stderr}");
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .env("AWS_ACCESS_KEY_ID", read_only.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", read_only.secret_access_key())
+        .arg("restore")
+        .arg(&url)
+        .arg(work.path().join("read-only-restore"));
+    let output = run(restore).await;
+    assert!(output.status.success(), "{}", describe(&output));
+}
+
+/// A store that answers 5xx is "retry later" (69), like one that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_exits_69_naming_the_endpoint() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let proxy = FaultProxy::start(&s3.endpoint()).await;
+    proxy.fail_when(|_| true, ProxyFault::ServiceUnavailable);
+    let url = format!("s3://{bucket}/ws.tar.zst");
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .env("AWS_ENDPOINT_URL_S3", proxy.url())
+        .arg("archive")
+        .arg(&source)
+        .arg(&url);
+    let output = run(archive).await;
+    let stderr = assert_plain_failure(&output, 69, &[&url, &proxy.url(), "ServiceUnavailable"]);
+    assert!(stderr.contains("retrying later may succeed"), "{stderr}");
+
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .env("AWS_ENDPOINT_URL_S3", proxy.url())
+        .arg("restore")
+        .arg(&url)
+        .arg(work.path().join("target"));
+    let output = run(restore).await;
+    assert_plain_failure(&output, 69, &[&url, &proxy.url(), "ServiceUnavailable"]);
+    assert!(!work.path().join("target").exists());
+}
+
+/// Local checks come first: with the store gone, a target that cannot be filled is still
+/// reported as what it is (65 not empty, 73 cannot be created), not as an unreachable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_checks_its_target_before_asking_the_store() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    s3.shutdown();
+    let url = format!("s3://{bucket}/ws.tar.zst");
+
+    let occupied = work.path().join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
+    let mut restore = tekflux(&s3, work.path());
+    restore.arg("restore").arg(&url).arg(&occupied);
+    let output = run(restore).await;
+    let stderr = assert_plain_failure(&output, 65, &["occupied", "not an empty directory"]);
+    assert!(!stderr.contains("connect"), "{stderr}");
+    assert_eq!(snapshot(&occupied).len(), 1);
+
+    // Below a file, the target can never be created (as root too, unlike a read-only mode).
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let mut restore = tekflux(&s3, work.path());
+    restore.arg("restore").arg(&url).arg(file.join("target"));
+    let output = run(restore).await;
+    let stderr = assert_plain_failure(&output, 73, &["a-file", "cannot write"]);
+    assert!(!stderr.contains("connect"), "{stderr}");
+}
+
+/// `--sha256-file` that cannot be written is found out before anything is uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_checks_its_sha256_file_before_uploading() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let url = format!("s3://{bucket}/ws.tar.zst");
+
+    for (name, path) in [
+        ("no directory", work.path().join("no-such-dir/sha256")),
+        ("a directory", work.path().to_owned()),
+    ] {
+        let mut archive = tekflux(&s3, work.path());
+        archive
+            .arg("archive")
+            .arg(&source)
+            .arg(&url)
+            .arg("--sha256-file")
+            .arg(&path);
+        let output = run(archive).await;
+        let stderr = assert_plain_failure(
+            &output,
+            73,
+            &[&path.display().to_string(), "nothing was uploaded"],
+        );
+        let head = s3
+            .client()
+            .head_object()
+            .bucket(&bucket)
+            .key("ws.tar.zst")
+            .send()
+            .await;
+        assert!(head.is_err(), "{name}: an object was stored: {stderr}");
+    }
+
+    // A failed archive leaves no empty sha256 file behind for a Tekton result.
+    let sha_file = work.path().join("sha256");
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .arg("archive")
+        .arg(&source)
+        .arg("s3://no-such-bucket-here/ws.tar.zst")
+        .arg("--sha256-file")
+        .arg(&sha_file);
+    let output = run(archive).await;
     assert_eq!(output.status.code(), Some(66), "{}", describe(&output));
+    assert!(!sha_file.exists());
+}
+
+/// archive and restore read only `storage`: a config whose webhook secrets and events token
+/// are not set in the step's environment (a Tekton Task gets S3 credentials only) still works,
+/// and a bad `storage` value still stops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_and_restore_need_no_webhook_or_events_secret() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    make_workspace(&source);
+    let config = work.path().join("tekflux.yaml");
+    let text = "namespace: cicd\n\
+                providers:\n  github: { secret: env:GITHUB_WEBHOOK_SECRET }\n  \
+                gitlab: { token: file:/nonexistent/gitlab-token }\n\
+                events:\n  token: env:TEKFLUX_TEST_EVENTS_TOKEN\n\
+                storage:\n  bucket: unused\n  forcePathStyle: true\n\
+                repositories:\n  - url: https://github.com/acme/shop\n    pipeline: build\n";
+    std::fs::write(&config, text).unwrap();
+    let url = format!("s3://{bucket}/ws.tar.zst");
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .env("TEKFLUX_CONFIG", &config)
+        .arg("archive")
+        .arg(&source)
+        .arg(&url);
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let target = work.path().join("restored");
+    let mut restore = tekflux(&s3, work.path());
+    restore
+        .env("TEKFLUX_CONFIG", &config)
+        .arg("restore")
+        .arg(&url)
+        .arg(&target);
+    let output = run(restore).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(snapshot(&target), snapshot(&source));
+
+    let mut archive = tekflux(&s3, work.path());
+    archive
+        .env("TEKFLUX_CONFIG", &config)
+        .env("TEKFLUX_S3_PART_SIZE_MIB", "1")
+        .arg("archive")
+        .arg(&source)
+        .arg(&url);
+    let output = run(archive).await;
+    assert_plain_failure(&output, 64, &["TEKFLUX_S3_PART_SIZE_MIB"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,20 +642,19 @@ async fn an_unreachable_store_exits_69_and_bad_arguments_exit_64() {
     make_workspace(&source);
     s3.shutdown();
 
+    let url = format!("s3://{bucket}/ws.tar.zst");
     let mut archive = tekflux(&s3, work.path());
-    archive
-        .arg("archive")
-        .arg(&source)
-        .arg(format!("s3://{bucket}/ws.tar.zst"));
+    archive.arg("archive").arg(&source).arg(&url);
     let output = run(archive).await;
-    assert_eq!(output.status.code(), Some(69), "{}", describe(&output));
+    let stderr = assert_plain_failure(&output, 69, &[&url, &s3.endpoint(), "cannot connect"]);
+    assert!(stderr.contains("retrying later may succeed"), "{stderr}");
     let mut restore = tekflux(&s3, work.path());
     restore
         .arg("restore")
-        .arg(format!("s3://{bucket}/ws.tar.zst"))
+        .arg(&url)
         .arg(work.path().join("target"));
     let output = run(restore).await;
-    assert_eq!(output.status.code(), Some(69), "{}", describe(&output));
+    assert_plain_failure(&output, 69, &[&url, &s3.endpoint(), "cannot connect"]);
     assert!(!work.path().join("target").exists());
 
     for args in [
@@ -461,7 +804,8 @@ async fn the_tekton_tasks_archive_and_restore_a_workspace() {
     let results = work.path().join("results");
     std::fs::create_dir(&results).unwrap();
     let url = format!("s3://{bucket}/cache/shop/main.tar.zst");
-    // The ConfigMap's content: knative/base/tekflux.yaml; the Secret supplies its webhook secret.
+    // The ConfigMap's content: knative/base/tekflux.yaml, which names a webhook secret the
+    // step's environment does not have.
     let config = std::fs::read_to_string(repo_root().join("knative/base/tekflux.yaml")).unwrap();
     let config_dir = work.path().join("etc-tekflux");
     std::fs::create_dir(&config_dir).unwrap();
@@ -470,10 +814,8 @@ async fn the_tekton_tasks_archive_and_restore_a_workspace() {
     let run_step = |step: TaskStep| {
         let mut command = tekflux(&s3, work.path());
         let config_file = config_dir.join(Path::new(&step.config_path).file_name().unwrap());
-        command
-            .args(&step.args)
-            .env("TEKFLUX_CONFIG", config_file)
-            .env("GITHUB_WEBHOOK_SECRET", "from-tekflux-secrets");
+        // S3 settings only: the Tasks need none of the functions' webhook secrets.
+        command.args(&step.args).env("TEKFLUX_CONFIG", config_file);
         run(command)
     };
 

@@ -16,6 +16,10 @@
 //!   be sure before deleting the source.
 //! - [`restore_archive`] and [`restore_from_s3`] unpack into a private directory, refuse
 //!   anything that could write outside the target, and only then move the result into place.
+//!   [`check_target`] is the first check they make, for callers that want it done before
+//!   anything else (the CLI checks it before any request).
+//! - [`S3Failure`] says what an S3 request's failure means in plain words and whether it is
+//!   worth a retry ([`S3ErrorKind`]).
 
 mod restore;
 mod s3_error;
@@ -24,8 +28,10 @@ mod tree;
 mod upload;
 
 pub use restore::{
-    RestoreError, RestoreLimits, RestoreOptions, RestoreReport, restore_archive, restore_from_s3,
+    RestoreError, RestoreLimits, RestoreOptions, RestoreReport, check_target, restore_archive,
+    restore_from_s3,
 };
+pub use s3_error::{S3ErrorKind, S3Failure};
 pub use tar_stream::{TarSummary, write_archive};
 pub use tree::Tree;
 pub use upload::{
@@ -34,6 +40,15 @@ pub use upload::{
 };
 
 use std::sync::Arc;
+
+/// `text` without the ` (os error N)` the standard library appends to an OS error's message:
+/// "Permission denied" says it to a person, the number does not.
+pub(crate) fn without_os_error(text: &str) -> String {
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text.to_owned(),
+    }
+}
 
 /// A callback told how many bytes were just processed, for progress bars; does nothing when
 /// empty (the default).

@@ -58,7 +58,7 @@ use aws_sdk_s3::Client;
 use sha2::{Digest, Sha256};
 
 use super::Progress;
-use super::s3_error::S3Failure;
+use super::s3_error::{S3ErrorKind, S3Failure};
 
 /// Default largest zstd window accepted, and the largest written, 2^25 = 32 MiB: with the decoder's buffers and the
 /// link model ([`LINKS_MEMORY`]) it fits the restore Task's 128 MiB memory limit. zstd levels
@@ -164,7 +164,7 @@ pub enum RestoreError {
         path: PathBuf,
     },
     /// Writing into the target failed.
-    #[error("writing {} failed: {source}", path.display())]
+    #[error("cannot write {}: {}", path.display(), super::without_os_error(&source.to_string()))]
     Write {
         /// What was being written.
         path: PathBuf,
@@ -233,16 +233,10 @@ pub enum RestoreError {
         /// The key.
         key: String,
     },
-    /// Reading the object from S3 failed.
-    #[error("S3 GetObject of {key} failed: {detail}")]
-    S3 {
-        /// The key.
-        key: String,
-        /// The SDK's error chain.
-        detail: String,
-        /// Unreachable store, 5xx, 429 or timeout.
-        transient: bool,
-    },
+    /// Reading the object from S3 failed (see [`S3Failure::kind`]); a missing object is
+    /// [`RestoreError::NotFound`].
+    #[error("{0}")]
+    S3(Box<S3Failure>),
     /// The unpacking thread panicked or was cancelled.
     #[error("the restore stopped unexpectedly: {0}")]
     Stopped(String),
@@ -252,8 +246,25 @@ impl RestoreError {
     /// Whether the same restore may succeed later: only the store failing.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::S3 { transient, .. } => *transient,
+            Self::S3(failure) => failure.is_transient(),
             _ => false,
+        }
+    }
+
+    /// The S3 failure behind this error, if it is one.
+    pub fn s3_failure(&self) -> Option<&S3Failure> {
+        match self {
+            Self::S3(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// Names `endpoint` in an S3 failure's message.
+    #[must_use]
+    pub fn at(self, endpoint: &str) -> Self {
+        match self {
+            Self::S3(failure) => Self::S3(Box::new(failure.at(endpoint))),
+            other => other,
         }
     }
 
@@ -284,7 +295,7 @@ impl RestoreError {
             Self::Corrupt(_) => "corrupt",
             Self::ShaMismatch { .. } => "sha_mismatch",
             Self::NotFound { .. } => "not_found",
-            Self::S3 { .. } => "s3",
+            Self::S3(_) => "s3",
             Self::Stopped(_) => "stopped",
         }
     }
@@ -311,6 +322,7 @@ fn restore_with_source_check<R: Read>(
     options: &RestoreOptions,
     source_failure: &dyn Fn() -> Option<RestoreError>,
 ) -> Result<RestoreReport, RestoreError> {
+    check_target(target)?;
     let created_target = prepare_target(target)?;
     let staging = target.join(format!(
         ".tekflux-restore-{}-{}",
@@ -335,6 +347,66 @@ fn restore_with_source_check<R: Read>(
         }
     }
     result
+}
+
+/// Checks, without changing anything, that a restore can fill `target`: it is an empty
+/// directory this process may write to, or it does not exist and its nearest existing ancestor
+/// is a directory this process may create entries in.
+///
+/// [`restore_archive`] and [`restore_from_s3`] make this check first; callers that do more
+/// before a restore (ask the store for the size, say) call it themselves, so that a target that
+/// cannot be filled is refused before anything else happens.
+///
+/// # Errors
+/// [`RestoreError::TargetNotEmpty`] when it exists and is not an empty directory,
+/// [`RestoreError::Write`] when it or its ancestor cannot be written.
+pub fn check_target(target: &Path) -> Result<(), RestoreError> {
+    use rustix::fs::{Access, access};
+    let write_error = |path: &Path, source: io::Error| RestoreError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let writable = |dir: &Path| {
+        access(dir, Access::WRITE_OK | Access::EXEC_OK)
+            .map_err(|errno| write_error(dir, io::Error::from(errno)))
+    };
+    match fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(target).map_err(|error| write_error(target, error))?;
+            if entries.next().is_some() {
+                return Err(RestoreError::TargetNotEmpty {
+                    path: target.to_owned(),
+                });
+            }
+            writable(target)
+        }
+        Ok(_) => Err(RestoreError::TargetNotEmpty {
+            path: target.to_owned(),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            // `create_dir_all` will create the missing part below the nearest existing ancestor.
+            for ancestor in target.ancestors().skip(1) {
+                let ancestor = if ancestor.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    ancestor
+                };
+                match fs::metadata(ancestor) {
+                    Ok(meta) if meta.is_dir() => return writable(ancestor),
+                    Ok(_) => {
+                        return Err(write_error(
+                            ancestor,
+                            io::Error::from(io::ErrorKind::NotADirectory),
+                        ));
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(write_error(ancestor, error)),
+                }
+            }
+            Ok(())
+        }
+        Err(error) => Err(write_error(target, error)),
+    }
 }
 
 /// Checks that `target` is empty or absent, creating it in the latter case (returns true).
@@ -955,24 +1027,19 @@ pub async fn restore_from_s3(
     target: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
+    // Local first: a target that cannot be filled is refused before the store is asked.
+    check_target(target)?;
     let object = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(object) => object,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
-        {
-            return Err(RestoreError::NotFound {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            });
-        }
         Err(error) => {
-            let failure = S3Failure::from(error);
-            return Err(RestoreError::S3 {
-                key: key.to_owned(),
-                detail: failure.detail,
-                transient: failure.transient,
+            let failure = S3Failure::from_sdk("GetObject", bucket, key, &error);
+            return Err(if failure.kind() == S3ErrorKind::NoSuchKey {
+                RestoreError::NotFound {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }
+            } else {
+                RestoreError::S3(Box::new(failure))
             });
         }
     };
@@ -982,17 +1049,21 @@ pub async fn restore_from_s3(
         failure: Arc::new(Mutex::new(None)),
     };
     let failure = Arc::clone(&source.failure);
-    let (target, options, key) = (target.to_owned(), options.clone(), key.to_owned());
+    let (target, options) = (target.to_owned(), options.clone());
+    let (bucket, key) = (bucket.to_owned(), key.to_owned());
     tokio::task::spawn_blocking(move || {
         let source_failure = || {
             failure
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take()
-                .map(|detail| RestoreError::S3 {
-                    key: key.clone(),
-                    detail,
-                    transient: true,
+                .map(|detail| {
+                    RestoreError::S3(Box::new(S3Failure::unavailable(
+                        "GetObject",
+                        &bucket,
+                        &key,
+                        detail,
+                    )))
                 })
         };
         restore_with_source_check(source, &target, &options, &source_failure)
@@ -1011,8 +1082,10 @@ struct SourceReader<R> {
 impl<R: Read> Read for SourceReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|error| {
-            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(format!("reading the body failed: {error}"));
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
+                "reading the body failed: {}",
+                super::without_os_error(&error.to_string())
+            ));
         })
     }
 }

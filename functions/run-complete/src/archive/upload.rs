@@ -180,18 +180,9 @@ pub enum ArchiveError {
     /// The options cannot produce a valid upload.
     #[error("invalid archive options: {0}")]
     InvalidOptions(String),
-    /// An S3 request failed; `transient` says whether retrying later may succeed.
-    #[error("S3 {operation} of {key} failed: {detail}")]
-    S3 {
-        /// The S3 operation, e.g. `UploadPart`.
-        operation: &'static str,
-        /// The object key.
-        key: String,
-        /// The SDK's error chain.
-        detail: String,
-        /// Unreachable store, 5xx, 429 or timeout.
-        transient: bool,
-    },
+    /// An S3 request failed (see [`S3Failure::kind`]).
+    #[error("{0}")]
+    S3(Box<S3Failure>),
     /// The store holds a different size or sha256 than what was streamed.
     #[error("{key} in the store does not match the archive: {detail}")]
     Mismatch {
@@ -211,7 +202,7 @@ impl ArchiveError {
     /// the tree changed while it was read.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::S3 { transient, .. } => *transient,
+            Self::S3(failure) => failure.is_transient(),
             // The tree was read in full and the store kept something else: a new upload is the
             // remedy, not a different request.
             Self::Mismatch { .. } => true,
@@ -242,20 +233,39 @@ impl ArchiveError {
             Self::Remove { .. } => "remove",
             Self::Output(_) => "output",
             Self::InvalidOptions(_) => "invalid_options",
-            Self::S3 { .. } => "s3",
+            Self::S3(_) => "s3",
             Self::Mismatch { .. } => "mismatch",
             Self::Producer(_) => "producer",
         }
     }
 
-    fn s3(operation: &'static str, key: &str, failure: impl Into<S3Failure>) -> Self {
-        let failure = failure.into();
-        Self::S3 {
-            operation,
-            key: key.to_owned(),
-            detail: failure.detail,
-            transient: failure.transient,
+    /// The S3 failure behind this error, if it is one.
+    pub fn s3_failure(&self) -> Option<&S3Failure> {
+        match self {
+            Self::S3(failure) => Some(failure),
+            _ => None,
         }
+    }
+
+    /// Names `endpoint` in an S3 failure's message.
+    #[must_use]
+    pub fn at(self, endpoint: &str) -> Self {
+        match self {
+            Self::S3(failure) => Self::S3(Box::new(failure.at(endpoint))),
+            other => other,
+        }
+    }
+
+    fn s3<E>(
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        Self::S3(Box::new(S3Failure::from_sdk(operation, bucket, key, error)))
     }
 }
 
@@ -330,7 +340,7 @@ pub async fn upload_archive(
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|err| ArchiveError::s3("PutObject", key, err))?;
+            .map_err(|err| ArchiveError::s3("PutObject", bucket, key, &err))?;
         check_stored_size(client, bucket, key, streamed.bytes).await?;
         return Ok(streamed.into_report(key, 1));
     };
@@ -343,13 +353,15 @@ pub async fn upload_archive(
         .set_metadata(Some(metadata.into_iter().collect()))
         .send()
         .await
-        .map_err(|err| ArchiveError::s3("CreateMultipartUpload", key, err))?
+        .map_err(|err| ArchiveError::s3("CreateMultipartUpload", bucket, key, &err))?
         .upload_id
-        .ok_or_else(|| ArchiveError::S3 {
-            operation: "CreateMultipartUpload",
-            key: key.to_owned(),
-            detail: "the answer carries no upload id".to_owned(),
-            transient: true,
+        .ok_or_else(|| {
+            ArchiveError::S3(Box::new(S3Failure::unavailable(
+                "CreateMultipartUpload",
+                bucket,
+                key,
+                "the answer carries no upload id".to_owned(),
+            )))
         })?;
 
     let first = first.unwrap_or_default();
@@ -386,7 +398,7 @@ pub async fn upload_archive(
             )
             .send()
             .await
-            .map_err(|err| ArchiveError::s3("CompleteMultipartUpload", key, err))?;
+            .map_err(|err| ArchiveError::s3("CompleteMultipartUpload", bucket, key, &err))?;
         Ok::<_, ArchiveError>((streamed, part_count))
     }
     .await;
@@ -421,16 +433,21 @@ pub async fn verify_archive(
         .key(key)
         .send()
         .await
-        .map_err(|err| ArchiveError::s3("GetObject", key, err))?;
+        .map_err(|err| ArchiveError::s3("GetObject", bucket, key, &err))?;
     let mut body = object.body;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| ArchiveError::S3 {
-            operation: "GetObject",
-            key: key.to_owned(),
-            detail: format!("reading the body failed: {err}"),
-            transient: true,
+        let chunk = chunk.map_err(|err| {
+            ArchiveError::S3(Box::new(S3Failure::unavailable(
+                "GetObject",
+                bucket,
+                key,
+                format!(
+                    "reading the body failed: {}",
+                    super::without_os_error(&err.to_string())
+                ),
+            )))
         })?;
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
@@ -497,7 +514,7 @@ async fn send_parts(
         // here while waiting would be one more part in memory without being uploaded sooner.
         while in_flight.len() >= concurrency {
             if let Some(result) = in_flight.join_next().await {
-                done.push(part_result(target.key, result)?);
+                done.push(part_result(target, result)?);
             }
         }
         let chunk = match pending.next() {
@@ -534,7 +551,7 @@ async fn send_parts(
         });
     }
     while let Some(result) = in_flight.join_next().await {
-        done.push(part_result(target.key, result)?);
+        done.push(part_result(target, result)?);
     }
     done.sort_by_key(|part| part.part_number);
     Ok(done)
@@ -549,12 +566,12 @@ type PartResult = Result<
 >;
 
 fn part_result(
-    key: &str,
+    target: &Target<'_>,
     joined: Result<PartResult, tokio::task::JoinError>,
 ) -> Result<CompletedPart, ArchiveError> {
     joined
         .map_err(|err| ArchiveError::Producer(err.to_string()))?
-        .map_err(|err| ArchiveError::s3("UploadPart", key, err))
+        .map_err(|err| ArchiveError::s3("UploadPart", target.bucket, target.key, &err))
 }
 
 async fn abort(target: &Target<'_>) {
@@ -570,7 +587,7 @@ async fn abort(target: &Target<'_>) {
         Ok(Err(err)) => tracing::warn!(
             key = target.key,
             upload_id = target.upload_id,
-            error = %aws_sdk_s3::error::DisplayErrorContext(&err),
+            error = %S3Failure::from_sdk("AbortMultipartUpload", target.bucket, target.key, &err),
             "aborting the failed multipart upload failed; a bucket lifecycle rule must remove its parts"
         ),
         Err(_) => tracing::warn!(
@@ -593,12 +610,15 @@ async fn check_stored_size(
         .key(key)
         .send()
         .await
-        .map_err(|err| ArchiveError::s3("HeadObject", key, err))?;
+        .map_err(|err| ArchiveError::s3("HeadObject", bucket, key, &err))?;
     let stored = head.content_length.and_then(|len| u64::try_from(len).ok());
     if stored != Some(expected) {
         return Err(ArchiveError::Mismatch {
             key: key.to_owned(),
-            detail: format!("streamed {expected} bytes, the store reports {stored:?}"),
+            detail: match stored {
+                Some(stored) => format!("streamed {expected} bytes, the store reports {stored}"),
+                None => format!("streamed {expected} bytes, the store reports no size"),
+            },
         });
     }
     Ok(())
