@@ -269,14 +269,18 @@ fn s3_setup_checks_region_and_endpoint_before_any_request() {
 async fn an_unreachable_api_server_is_named_in_plain_words() {
     let port = TcpListener::bind("127.0.0.1:0")
         .await
-        .unwrap()
+        .expect("a free port")
         .local_addr()
-        .unwrap()
+        .expect("its address")
         .port();
-    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
-    let client = kube_client_from_config(config, &KubernetesSettings::default()).unwrap();
+    let url = format!("http://127.0.0.1:{port}").parse().expect("a URL");
+    let client = kube_client_from_config(kube::Config::new(url), &KubernetesSettings::default())
+        .expect("build the client");
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "cicd");
-    let error = api.get("anything").await.unwrap_err();
+    let error = api
+        .get("anything")
+        .await
+        .expect_err("nothing listens there");
     let answered = tekflux_common::Error::from(error);
     assert_eq!(answered.kind(), "unavailable");
     let message = answered.to_string();

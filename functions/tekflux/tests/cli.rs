@@ -45,7 +45,7 @@ fn invalid_config_exits_64_naming_file_line_and_field() {
         assert_eq!(output.status.code(), Some(64), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("tekflux.yaml:4:5: repositories[0].branchs: unknown field"),
+            stderr.contains("tekflux.yaml:4:5: repositories[0].branchs: unknown key `branchs` (did you mean `branches`?)"),
             "{stderr}"
         );
     }
