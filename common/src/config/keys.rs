@@ -72,6 +72,8 @@ pub const COMPRESSION_LEVEL: &str = "compressionLevel";
 pub const PART_SIZE_MIB: &str = "partSizeMib";
 /// `storage.maxArchiveBytes`.
 pub const MAX_ARCHIVE_BYTES: &str = "maxArchiveBytes";
+/// `storage.maxArchiveEntries`.
+pub const MAX_ARCHIVE_ENTRIES: &str = "maxArchiveEntries";
 /// `storage.maxLogBytes`.
 pub const MAX_LOG_BYTES: &str = "maxLogBytes";
 /// `storage.cleanup`.

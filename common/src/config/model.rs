@@ -237,6 +237,10 @@ pub struct Storage {
     /// Most bytes of file content one workspace archive may hold; a larger tree is refused as
     /// soon as the walk reaches the file that crosses it, before that file is read.
     pub max_archive_bytes: Option<u64>,
+    /// Most entries (files, directories, links) one workspace archive may hold; a larger tree
+    /// is refused when the walk reaches the entry that crosses it. Restore accepts 1,000,000 by
+    /// default, so archiving more would only store what cannot come back.
+    pub max_archive_entries: Option<u64>,
     /// Most bytes kept of one step's log; a longer log is cut there and marked truncated in the
     /// manifest (never a failure).
     pub max_log_bytes: Option<u64>,

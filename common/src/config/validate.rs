@@ -302,6 +302,12 @@ fn storage(config: &Config, path: &FieldPath, findings: &mut Findings) {
             "must be above 0 (leave it out for the default)".into(),
         );
     }
+    if storage.max_archive_entries == Some(0) {
+        findings.push(
+            path.key(keys::MAX_ARCHIVE_ENTRIES),
+            "must be above 0 (leave it out for the default)".into(),
+        );
+    }
     if storage.max_log_bytes == Some(0) {
         findings.push(
             path.key(keys::MAX_LOG_BYTES),

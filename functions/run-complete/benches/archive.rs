@@ -118,6 +118,7 @@ fn archive_child(args: &[String]) -> anyhow::Result<()> {
         part_size: part_size.parse()?,
         concurrency: concurrency.parse()?,
         max_bytes: DEFAULT_MAX_ARCHIVE_BYTES,
+        max_entries: u64::MAX,
         progress: Progress::default(),
     };
     runtime.block_on(async {
@@ -189,6 +190,7 @@ fn write_child(args: &[String]) -> anyhow::Result<()> {
         &tree,
         LEVEL,
         DEFAULT_MAX_ARCHIVE_BYTES,
+        u64::MAX,
         CountingSink::default(),
     )?;
     println!(

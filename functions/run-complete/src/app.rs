@@ -398,7 +398,7 @@ async fn archive_run(
             Ok(report) => report,
             // Over the bound it will never fit: recorded like any workspace that is not
             // archived (and so never deleted), and the run's logs and manifest still follow.
-            Err(error @ ArchiveError::TooLarge { .. }) => {
+            Err(error @ (ArchiveError::TooLarge { .. } | ArchiveError::TooManyEntries { .. })) => {
                 tracing::warn!(workspace = %dir.workspace, %error, "workspace not archived");
                 skipped.push(SkippedWorkspace {
                     workspace: dir.workspace.clone(),

@@ -600,8 +600,14 @@ fn the_zstd_window_is_bounded_and_level_22_archives_restore() {
     std::fs::create_dir(&source).unwrap();
     std::fs::write(source.join("file"), "x".repeat(10_000)).unwrap();
     // Level 22 would use a 128 MiB window; the archiver caps it at what restore accepts.
-    let (_, archive) =
-        write_archive(&Tree::open(&source).unwrap(), 22, u64::MAX, Vec::new()).unwrap();
+    let (_, archive) = write_archive(
+        &Tree::open(&source).unwrap(),
+        22,
+        u64::MAX,
+        u64::MAX,
+        Vec::new(),
+    )
+    .unwrap();
     let target = work.path().join("target");
     restore_archive(&archive[..], &target, &RestoreOptions::default()).unwrap();
     assert_eq!(snapshot(&target), snapshot(&source));

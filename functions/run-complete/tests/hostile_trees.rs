@@ -113,7 +113,7 @@ fn a_tree_rewritten_while_it_is_archived_never_leaks_what_lies_outside() {
     let started = Instant::now();
     while archived + changed < 400 || started.elapsed() < Duration::from_secs(2) {
         let tree = Tree::open(&ws).unwrap();
-        match write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, Vec::new()) {
+        match write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, u64::MAX, Vec::new()) {
             Ok((_, archive)) => {
                 archived += 1;
                 assert!(!contains(&archive, SECRET), "the secret is in an archive");
@@ -197,7 +197,8 @@ fn a_sub_path_is_never_followed_through_a_symlink() {
     ));
     assert!(root.open_below(Path::new("../mount/real")).is_err());
     let run = root.open_below(Path::new("real/run")).unwrap();
-    let (summary, _) = write_archive(&run, 1, DEFAULT_MAX_ARCHIVE_BYTES, Vec::new()).unwrap();
+    let (summary, _) =
+        write_archive(&run, 1, DEFAULT_MAX_ARCHIVE_BYTES, u64::MAX, Vec::new()).unwrap();
     assert_eq!(summary.entries, 1);
 
     // The root itself is trusted (a configured mount, the CLI's argument): it may be reached
@@ -282,8 +283,8 @@ fn a_tree_over_the_byte_limit_is_refused_before_the_file_that_crosses_it_is_read
         std::fs::write(work.path().join(name), [b'x'; 1000]).unwrap();
     }
     let tree = Tree::open(work.path()).unwrap();
-    assert!(write_archive(&tree, 1, 3000, Vec::new()).is_ok());
-    match write_archive(&tree, 1, 2999, Vec::new()) {
+    assert!(write_archive(&tree, 1, 3000, u64::MAX, Vec::new()).is_ok());
+    match write_archive(&tree, 1, 2999, u64::MAX, Vec::new()) {
         Err(error @ ArchiveError::TooLarge { .. }) => {
             assert!(!error.is_transient());
             assert!(error.to_string().contains("maxArchiveBytes"), "{error}");
@@ -298,7 +299,7 @@ fn a_tree_over_the_byte_limit_is_refused_before_the_file_that_crosses_it_is_read
         .set_len(1 << 40)
         .unwrap();
     let started = Instant::now();
-    match write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, Vec::new()) {
+    match write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, u64::MAX, Vec::new()) {
         Err(ArchiveError::TooLarge { path, limit }) => {
             assert_eq!(path, sparse);
             assert_eq!(limit, DEFAULT_MAX_ARCHIVE_BYTES);
@@ -306,4 +307,30 @@ fn a_tree_over_the_byte_limit_is_refused_before_the_file_that_crosses_it_is_read
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_tree_over_the_entry_limit_is_refused_when_it_crosses_it() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("d")).unwrap();
+    for name in ["d/a", "d/b", "e"] {
+        std::fs::write(work.path().join(name), "x").unwrap();
+    }
+    let tree = Tree::open(work.path()).unwrap();
+    // d, d/a, d/b, e: four entries.
+    let (summary, _) = write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, 4, Vec::new()).unwrap();
+    assert_eq!(summary.entries, 4);
+    match write_archive(&tree, 1, DEFAULT_MAX_ARCHIVE_BYTES, 3, Vec::new()) {
+        Err(error @ ArchiveError::TooManyEntries { .. }) => {
+            assert!(!error.is_transient());
+            assert_eq!(error.kind(), "too_many_entries");
+            assert!(error.to_string().contains("maxArchiveEntries"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The default is what restore accepts by default, so what is archived comes back.
+    assert_eq!(
+        tekflux_run_complete::archive::DEFAULT_MAX_ARCHIVE_ENTRIES,
+        tekflux_run_complete::archive::RestoreLimits::default().max_entries
+    );
 }

@@ -162,6 +162,10 @@ pub struct ArchiveArgs {
     /// file that crosses it is read. Default: storage.maxArchiveBytes, else 64 GiB.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_bytes: Option<u64>,
+    /// Most entries (files, directories, links) to archive; a larger tree is refused (exit 65).
+    /// Default: storage.maxArchiveEntries, else 1,000,000 (what restore accepts).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_entries: Option<u64>,
     /// Skip reading the object back to check its sha256.
     #[arg(long)]
     pub no_verify: bool,
@@ -227,6 +231,9 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
     }
     if let Some(max_bytes) = args.max_bytes {
         options.max_bytes = max_bytes;
+    }
+    if let Some(max_entries) = args.max_entries {
+        options.max_entries = max_entries;
     }
     let metadata: BTreeMap<String, String> = args
         .metadata
@@ -443,7 +450,9 @@ fn archive_exit_code(error: &ArchiveError) -> u8 {
         ArchiveError::S3(failure) => s3_exit_code(failure),
         ArchiveError::SourceMissing { .. } | ArchiveError::NotADirectory { .. } => EXIT_NOT_FOUND,
         ArchiveError::InvalidOptions(_) => EXIT_USAGE,
-        ArchiveError::TooLarge { .. } | ArchiveError::Symlink { .. } => EXIT_REFUSED,
+        ArchiveError::TooLarge { .. }
+        | ArchiveError::TooManyEntries { .. }
+        | ArchiveError::Symlink { .. } => EXIT_REFUSED,
         error if error.is_transient() => EXIT_UNAVAILABLE,
         _ => 1,
     }

@@ -35,8 +35,8 @@ pub use s3_error::{S3ErrorKind, S3Failure};
 pub use tar_stream::{TarSummary, write_archive};
 pub use tree::Tree;
 pub use upload::{
-    ArchiveError, ArchiveOptions, ArchiveReport, DEFAULT_MAX_ARCHIVE_BYTES, MIN_PART_SIZE,
-    VerifiedObject, upload_archive, verify_archive,
+    ArchiveError, ArchiveOptions, ArchiveReport, DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_ARCHIVE_ENTRIES, MIN_PART_SIZE, VerifiedObject, upload_archive, verify_archive,
 };
 
 use std::sync::Arc;

@@ -31,17 +31,20 @@ pub struct TarSummary {
 /// same tree always produces the same bytes. Symlinks are stored as links and never followed;
 /// hard links are stored as separate regular files; sockets, FIFOs and devices are skipped and
 /// counted. At most `max_bytes` of file content is archived: the file that would cross it is
-/// refused before it is read, so a sparse terabyte costs nothing.
+/// refused before it is read, so a sparse terabyte costs nothing. At most `max_entries` entries
+/// are written, so a tree of millions of empty files is refused rather than stored unrestorable.
 ///
 /// # Errors
 /// [`ArchiveError::Changed`] when an entry is swapped, vanishes or shrinks while the tree is
 /// read (transient: the tree is still being written, or tampered with),
-/// [`ArchiveError::TooLarge`] over `max_bytes`, [`ArchiveError::Source`] when an entry cannot
+/// [`ArchiveError::TooLarge`] over `max_bytes`, [`ArchiveError::TooManyEntries`] over
+/// `max_entries`, [`ArchiveError::Source`] when an entry cannot
 /// be read, and [`ArchiveError::Output`] when `out` refuses bytes.
 pub fn write_archive<W: Write>(
     tree: &Tree,
     level: i32,
     max_bytes: u64,
+    max_entries: u64,
     out: W,
 ) -> Result<(TarSummary, W), ArchiveError> {
     let mut encoder =
@@ -53,7 +56,7 @@ pub fn write_archive<W: Write>(
             .map_err(ArchiveError::Output)?;
     }
     let mut builder = tar::Builder::new(encoder);
-    let summary = walk(&mut builder, tree, max_bytes)?;
+    let summary = walk(&mut builder, tree, max_bytes, max_entries)?;
     let encoder = builder.into_inner().map_err(ArchiveError::Output)?;
     let out = encoder.finish().map_err(ArchiveError::Output)?;
     Ok((summary, out))
@@ -86,6 +89,7 @@ fn walk<W: Write>(
     builder: &mut tar::Builder<W>,
     tree: &Tree,
     max_bytes: u64,
+    max_entries: u64,
 ) -> Result<TarSummary, ArchiveError> {
     let mut summary = TarSummary::default();
     let mut content_bytes = 0u64;
@@ -98,6 +102,14 @@ fn walk<W: Write>(
         };
         let entry_path = level.relative.join(&name);
         let absolute = tree.path().join(&entry_path);
+        // Counted before the entry is looked at: skipped entries count too, as each costs a
+        // lookup.
+        if summary.entries + summary.skipped_special >= max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                path: absolute,
+                limit: max_entries,
+            });
+        }
         match look_up(&level.fd, &name, &absolute)? {
             Entry::Directory { fd, stat } => {
                 let mut header = header(&stat, tar::EntryType::Directory);

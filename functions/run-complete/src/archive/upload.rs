@@ -32,6 +32,8 @@ const CONTENT_TYPE: &str = "application/zstd";
 /// (`storage.maxArchiveBytes`): 64 GiB, what `tekflux restore` accepts by default, so every
 /// archive made with the defaults can be restored with them.
 pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Default bound on an archive's entries: what restore accepts by default.
+pub const DEFAULT_MAX_ARCHIVE_ENTRIES: u64 = 1_000_000;
 
 /// How an archive is compressed and uploaded.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct ArchiveOptions {
     pub concurrency: usize,
     /// Most bytes of file content the archive may hold (see [`write_archive`]).
     pub max_bytes: u64,
+    /// Most entries the archive may hold (see [`write_archive`]).
+    pub max_entries: u64,
     /// Told the number of compressed bytes produced, as they are produced.
     pub progress: Progress,
 }
@@ -59,6 +63,7 @@ impl Default for ArchiveOptions {
             // well under its 64 MiB goal; see functions/run-complete/BENCHMARKS.md.
             concurrency: 2,
             max_bytes: DEFAULT_MAX_ARCHIVE_BYTES,
+            max_entries: DEFAULT_MAX_ARCHIVE_ENTRIES,
             progress: Progress::default(),
         }
     }
@@ -78,6 +83,9 @@ impl ArchiveOptions {
         }
         if let Some(max_bytes) = storage.max_archive_bytes {
             options.max_bytes = max_bytes;
+        }
+        if let Some(max_entries) = storage.max_archive_entries {
+            options.max_entries = max_entries;
         }
         options
     }
@@ -166,6 +174,18 @@ pub enum ArchiveError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The tree holds more entries than the archive may (`storage.maxArchiveEntries`).
+    #[error(
+        "the tree holds more than {limit} entries (storage.maxArchiveEntries), the last at {}; \
+         it is not archived",
+        path.display()
+    )]
+    TooManyEntries {
+        /// The entry that crossed the limit.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
     /// Removing a tree failed part way: the OS refused to unlink an entry.
     #[error("removing {} failed: {source}", path.display())]
     Remove {
@@ -214,6 +234,7 @@ impl ArchiveError {
             | Self::Symlink { .. }
             | Self::Source { .. }
             | Self::TooLarge { .. }
+            | Self::TooManyEntries { .. }
             | Self::Remove { .. }
             | Self::Output(_)
             | Self::InvalidOptions(_)
@@ -230,6 +251,7 @@ impl ArchiveError {
             Self::Source { .. } => "source",
             Self::Changed { .. } => "changed",
             Self::TooLarge { .. } => "too_large",
+            Self::TooManyEntries { .. } => "too_many_entries",
             Self::Remove { .. } => "remove",
             Self::Output(_) => "output",
             Self::InvalidOptions(_) => "invalid_options",
@@ -308,11 +330,16 @@ pub async fn upload_archive(
     // part-sized holes and the peak RSS growing with the archive (BENCHMARKS.md).
     let (recycle, recycled) = std::sync::mpsc::channel::<BytesMut>();
     let tree = tree.try_clone()?;
-    let (level, part_size, max_bytes) = (options.level, options.part_size, options.max_bytes);
+    let (level, part_size, max_bytes, max_entries) = (
+        options.level,
+        options.part_size,
+        options.max_bytes,
+        options.max_entries,
+    );
     let progress = options.progress.clone();
     let producer = tokio::task::spawn_blocking(move || {
         let sink = ChunkSink::new(sender, recycled, part_size, progress);
-        let (summary, sink) = write_archive(&tree, level, max_bytes, sink)?;
+        let (summary, sink) = write_archive(&tree, level, max_bytes, max_entries, sink)?;
         let (bytes, sha256) = sink.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(Streamed {
             summary,
