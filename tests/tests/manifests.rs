@@ -55,6 +55,105 @@ fn knative_manifests_are_valid_against_the_upstream_schemas() {
     assert_eq!(checked, 15, "every Knative object is checked");
 }
 
+/// The namespace `kubectl kustomize knative/base` puts every object in.
+fn kustomization_namespace() -> String {
+    let kustomization: Value = serde_norway::from_str(
+        &std::fs::read_to_string(knative_base().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    kustomization["namespace"].as_str().unwrap().to_owned()
+}
+
+/// The one event type a Trigger passes, from `filter.attributes` or from an `exact` entry of
+/// `filters`. A Trigger with both would have its `filter` ignored by Knative, so none has both.
+fn trigger_type(trigger: &Value) -> &str {
+    let spec = &trigger["spec"];
+    let name = &trigger["metadata"]["name"];
+    match spec["filters"].as_array() {
+        Some(filters) => {
+            assert!(
+                spec.get("filter").is_none(),
+                "Trigger {name} sets filters, so Knative ignores its filter: drop it"
+            );
+            let types: Vec<&str> = filters
+                .iter()
+                .filter_map(|filter| filter["exact"]["type"].as_str())
+                .collect();
+            assert_eq!(types.len(), 1, "Trigger {name}: one exact type");
+            types[0]
+        }
+        None => spec["filter"]["attributes"]["type"].as_str().unwrap(),
+    }
+}
+
+/// CESQL `LIKE` (`%` any run of characters, `_` one character), enough for the shipped patterns.
+fn cesql_like(value: &str, pattern: &str) -> bool {
+    let mut expression = String::from("^");
+    for c in pattern.chars() {
+        match c {
+            '%' => expression.push_str(".*"),
+            '_' => expression.push('.'),
+            other => expression.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    expression.push('$');
+    regex::Regex::new(&expression).unwrap().is_match(value)
+}
+
+/// Tekton sends the events of every run in the cluster; the run-complete Triggers pass only those
+/// of runs in the namespace knative/base is deployed to (D2). The namespace sits inside a CESQL
+/// string that kustomize's `namespace:` does not rewrite, so it must name the kustomization's.
+#[test]
+fn run_complete_triggers_pass_only_runs_of_the_served_namespace() {
+    let namespace = kustomization_namespace();
+    let expected = format!("source LIKE '%/namespaces/{namespace}/%'");
+    let triggers: Vec<Value> = documents()
+        .into_iter()
+        .map(|(_, object)| object)
+        .filter(|o| o["kind"] == "Trigger" && o["spec"]["subscriber"]["ref"]["name"] == "run-complete")
+        .collect();
+    assert_eq!(triggers.len(), tekflux_run_complete::TERMINAL_TYPES.len());
+    for trigger in &triggers {
+        let name = &trigger["metadata"]["name"];
+        let filters = trigger["spec"]["filters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("Trigger {name} has no filters"));
+        let cesql: Vec<&str> = filters
+            .iter()
+            .filter_map(|filter| filter["cesql"].as_str())
+            .collect();
+        assert_eq!(
+            cesql,
+            [expected.as_str()],
+            "Trigger {name} must pass only runs in {namespace} (kustomization.yaml's namespace)"
+        );
+        // Both forms Tekton uses for `source`: its own path (singular Kind) and a selfLink.
+        let run = trigger_type(trigger).split('.').nth(3).unwrap();
+        let (kind, plural) = match run {
+            "taskrun" => ("TaskRun", "taskruns"),
+            _ => ("PipelineRun", "pipelineruns"),
+        };
+        for source in [
+            format!("/apis/tekton.dev/v1/namespaces/{namespace}/{kind}/build-1"),
+            format!("/apis/tekton.dev/v1beta1/namespaces/{namespace}/{plural}/build-1"),
+        ] {
+            assert!(cesql_like(&source, &expected_pattern(&expected)), "{source}");
+        }
+        for source in [
+            format!("/apis/tekton.dev/v1/namespaces/{namespace}-other/{kind}/build-1"),
+            format!("/apis/tekton.dev/v1/namespaces/team-a/{kind}/{namespace}"),
+        ] {
+            assert!(!cesql_like(&source, &expected_pattern(&expected)), "{source}");
+        }
+    }
+}
+
+/// The quoted pattern of `source LIKE '<pattern>'`.
+fn expected_pattern(expression: &str) -> String {
+    let (_, quoted) = expression.split_once(" LIKE ").unwrap();
+    quoted.trim_matches('\'').to_owned()
+}
+
 #[test]
 fn every_trigger_routes_a_type_its_subscriber_accepts() {
     let accepted = |service: &str, ty: &str| -> bool {
@@ -76,9 +175,7 @@ fn every_trigger_routes_a_type_its_subscriber_accepts() {
         .collect();
     assert!(!triggers.is_empty());
     for trigger in &triggers {
-        let ty = trigger["spec"]["filter"]["attributes"]["type"]
-            .as_str()
-            .unwrap();
+        let ty = trigger_type(trigger);
         let service = trigger["spec"]["subscriber"]["ref"]["name"]
             .as_str()
             .unwrap();
@@ -94,7 +191,7 @@ fn every_trigger_routes_a_type_its_subscriber_accepts() {
         assert!(
             triggers
                 .iter()
-                .any(|t| t["spec"]["filter"]["attributes"]["type"] == ty),
+                .any(|t| trigger_type(t) == ty),
             "no Trigger for {ty}"
         );
     }
@@ -288,4 +385,38 @@ fn every_trigger_is_an_allowed_sender_of_its_subscriber() {
     assert_eq!(sink["ref"]["name"], "run-complete");
     assert_eq!(sink["uri"], "/dead-letters");
     assert_eq!(sink["audience"], Receiver::DeadLetters.default_audience());
+}
+
+/// Seconds of an ISO 8601 duration of the form `PT<n>S`, the only form the Broker uses.
+fn pt_seconds(duration: &Value) -> u64 {
+    let text = duration.as_str().unwrap();
+    text.strip_prefix("PT")
+        .and_then(|rest| rest.strip_suffix('S'))
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("{text} is not PT<n>S"))
+}
+
+/// Knative honours Retry-After only when the delivery sets `retryAfterMax` (and the
+/// `delivery-retryafter` feature is on, which the docs say how to enable). The cap stays below the
+/// backoff's last step, so a large Retry-After cannot outlast the retries it replaces.
+#[test]
+fn the_broker_honours_retry_after_within_its_backoff() {
+    let (_, broker) = documents()
+        .into_iter()
+        .find(|(_, o)| o["kind"] == "Broker")
+        .unwrap();
+    let delivery = &broker["spec"]["delivery"];
+    assert_eq!(delivery["backoffPolicy"], "exponential");
+    let retries = u32::try_from(delivery["retry"].as_u64().unwrap()).unwrap();
+    let last_backoff = pt_seconds(&delivery["backoffDelay"]) * 2u64.pow(retries - 1);
+    let cap = pt_seconds(&delivery["retryAfterMax"]);
+    assert!(
+        (1..last_backoff).contains(&cap),
+        "retryAfterMax {cap} s must be set and below the last backoff ({last_backoff} s)"
+    );
+    let events = std::fs::read_to_string(knative_base().join("../../docs/events.md")).unwrap();
+    assert!(
+        events.contains(r#"{"data":{"delivery-retryafter":"enabled"}}"#),
+        "docs/events.md says how to enable delivery-retryafter"
+    );
 }
