@@ -420,3 +420,30 @@ fn the_broker_honours_retry_after_within_its_backoff() {
         "docs/events.md says how to enable delivery-retryafter"
     );
 }
+
+/// run-complete's concurrency is bounded so its archives fit its memory limit: each holds about
+/// 45 MiB while streaming, over an idle process of about 18 MiB, with at least 32 MiB to spare
+/// for request bodies and the allocator.
+#[test]
+fn run_complete_concurrency_fits_its_memory_limit() {
+    const ARCHIVE_MIB: u64 = 45;
+    const IDLE_MIB: u64 = 18;
+    const SPARE_MIB: u64 = 32;
+    let (_, service) = documents()
+        .into_iter()
+        .find(|(_, o)| o["kind"] == "Service" && o["metadata"]["name"] == "run-complete")
+        .unwrap();
+    let spec = &service["spec"]["template"]["spec"];
+    let concurrency = spec["containerConcurrency"]
+        .as_u64()
+        .expect("run-complete sets containerConcurrency");
+    assert!(concurrency > 0, "0 means unbounded");
+    let limit = spec["containers"][0]["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap();
+    let limit_mib: u64 = limit.strip_suffix("Mi").unwrap().parse().unwrap();
+    assert!(
+        IDLE_MIB + concurrency * ARCHIVE_MIB + SPARE_MIB <= limit_mib,
+        "{concurrency} archives of {ARCHIVE_MIB} MiB do not fit {limit}"
+    );
+}
