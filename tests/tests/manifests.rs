@@ -252,6 +252,37 @@ fn the_flux_provider_reaches_release_changed() {
     assert_eq!(alert["spec"]["eventSources"][0]["kind"], "HelmRelease");
 }
 
+/// Under `--no-cross-namespace-refs` Flux refuses an Alert that refers to another namespace, so
+/// the Provider and Alert live in the namespace knative/base serves and refer to nothing outside it.
+#[test]
+fn the_flux_alert_refers_to_its_own_namespace_only() {
+    let text =
+        std::fs::read_to_string(knative_base().join("../../infra/flux/notification.yaml")).unwrap();
+    let namespace = kustomization_namespace();
+    let documents: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect();
+    for object in &documents {
+        assert_eq!(
+            object["metadata"]["namespace"], namespace,
+            "{} {}",
+            object["kind"], object["metadata"]["name"]
+        );
+        assert!(object["spec"]["secretRef"].get("namespace").is_none());
+        assert!(object["spec"]["providerRef"].get("namespace").is_none());
+        for source in object["spec"]["eventSources"].as_array().into_iter().flatten() {
+            assert!(
+                source.get("namespace").is_none_or(|ns| ns == namespace.as_str()),
+                "{source}"
+            );
+        }
+    }
+    assert!(
+        text.contains(&format!("kubectl -n {namespace} create secret generic tekflux-webhook")),
+        "the Provider's Secret is made in its namespace"
+    );
+}
+
 fn documents_named(kind: &str, name: &str) -> usize {
     documents()
         .iter()
