@@ -478,3 +478,39 @@ fn run_complete_concurrency_fits_its_memory_limit() {
         "{concurrency} archives of {ARCHIVE_MIB} MiB do not fit {limit}"
     );
 }
+
+/// Every Task step under infra/tekton that passes `args` also names its `command`, the image's
+/// ENTRYPOINT: without it Tekton has to fetch the image config from the registry to find it.
+#[test]
+fn every_task_step_with_args_names_its_command() {
+    let infra = knative_base().join("../../infra");
+    let containerfile = std::fs::read_to_string(infra.join("container/Containerfile")).unwrap();
+    let entrypoint: Vec<String> = containerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ENTRYPOINT "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .expect("the Containerfile has an ENTRYPOINT in exec form");
+    let mut steps = 0;
+    for entry in std::fs::read_dir(infra.join("tekton")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let object = Value::deserialize(document).unwrap();
+            if object["kind"] != "Task" {
+                continue;
+            }
+            for step in object["spec"]["steps"].as_array().unwrap() {
+                if step.get("args").is_none() {
+                    continue;
+                }
+                steps += 1;
+                let command: Vec<String> =
+                    serde_json::from_value(step["command"].clone()).unwrap_or_else(|_| {
+                        panic!("{}: step {} has args but no command", path.display(), step["name"])
+                    });
+                assert_eq!(command, entrypoint, "{}: step {}", path.display(), step["name"]);
+            }
+        }
+    }
+    assert_eq!(steps, 2, "the archive and restore steps");
+}
