@@ -514,3 +514,109 @@ fn every_task_step_with_args_names_its_command() {
     }
     assert_eq!(steps, 2, "the archive and restore steps");
 }
+
+/// The objects `kubectl kustomize <dir>` renders, or None (with a message) when kubectl is absent.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let output = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: kubectl is not installed, so knative/base cannot be rendered");
+            return None;
+        }
+        Err(error) => panic!("kubectl kustomize {}: {error}", dir.display()),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    Some(
+        serde_norway::Deserializer::from_str(&text)
+            .map(|document| Value::deserialize(document).unwrap())
+            .filter(|value| !value.is_null())
+            .collect(),
+    )
+}
+
+/// The name of the config ConfigMap every rendered Knative Service mounts, checked to be one the
+/// rendering generated with a content hash.
+fn services_config_name(objects: &[Value]) -> String {
+    let config_maps: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    let services: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Service" && o["apiVersion"] == "serving.knative.dev/v1")
+        .collect();
+    assert_eq!(services.len(), 4);
+    for service in services {
+        let service_name = &service["metadata"]["name"];
+        let mounted: Vec<&str> = service["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|volume| volume["configMap"]["name"].as_str())
+            .collect();
+        assert_eq!(mounted.len(), 1, "{service_name} mounts one ConfigMap");
+        let name = mounted[0];
+        let hash = name
+            .strip_prefix("tekflux-services-config-")
+            .unwrap_or_else(|| panic!("{service_name} mounts {name}, not the hashed config"));
+        assert_eq!(hash.len(), 10, "{name}: kustomize's content hash");
+        assert!(config_maps.contains(&name), "{name} is generated");
+        names.insert(name.to_owned());
+    }
+    assert_eq!(names.len(), 1, "every Service mounts the same config: {names:?}");
+    names.into_iter().next().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A config change reaches every function: the rendered Services mount a ConfigMap whose name
+/// is a hash of the config, so changing tekflux.yaml changes every Service's template and Knative
+/// rolls out new revisions. The Tasks' fixed-name copy holds the same config.
+#[test]
+fn a_config_change_renders_a_new_config_name_in_every_service() {
+    let Some(objects) = kustomize(&knative_base()) else {
+        return;
+    };
+    let name = services_config_name(&objects);
+    let data = |objects: &[Value], name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"))["data"]
+            .clone()
+    };
+    assert_eq!(data(&objects, &name), data(&objects, "tekflux-config"));
+
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&knative_base(), copy.path());
+    let config = copy.path().join("tekflux.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replacen("namespace: cicd", "namespace: cicd # changed", 1);
+    assert_ne!(changed, text, "the config names its namespace");
+    std::fs::write(&config, changed).unwrap();
+    let changed = kustomize(copy.path()).unwrap();
+    let changed_name = services_config_name(&changed);
+    assert_ne!(changed_name, name, "a changed config must get a new name");
+}
