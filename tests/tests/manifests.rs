@@ -101,16 +101,35 @@ fn cesql_like(value: &str, pattern: &str) -> bool {
 }
 
 /// Tekton sends the events of every run in the cluster; the run-complete Triggers pass only those
-/// of runs in the namespace knative/base is deployed to (D2). The namespace sits inside a CESQL
-/// string that kustomize's `namespace:` does not rewrite, so it must name the kustomization's.
+/// of runs in the namespaces tekflux serves (D2): the kustomization's namespace, which is the
+/// config's, plus any repository rule's. The namespaces sit inside a CESQL string that
+/// kustomize's `namespace:` does not rewrite, so this test is what keeps them in step.
 #[test]
-fn run_complete_triggers_pass_only_runs_of_the_served_namespace() {
+fn run_complete_triggers_pass_only_runs_of_the_served_namespaces() {
+    use tekflux_common::config::{Config, Env};
     let namespace = kustomization_namespace();
-    let expected = format!("source LIKE '%/namespaces/{namespace}/%'");
+    let text = std::fs::read_to_string(knative_base().join("tekflux.yaml")).unwrap();
+    let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
+    let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
+    assert_eq!(config.namespace, namespace, "the config serves the kustomization's namespace");
+    let served = tekflux_run_complete::served_namespaces(&config);
+    let patterns: Vec<String> = served
+        .iter()
+        .map(|ns| format!("%/namespaces/{ns}/%"))
+        .collect();
+    let expected = patterns
+        .iter()
+        .map(|pattern| format!("source LIKE '{pattern}'"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let passes = |source: &str| patterns.iter().any(|p| cesql_like(source, p));
+
     let triggers: Vec<Value> = documents()
         .into_iter()
         .map(|(_, object)| object)
-        .filter(|o| o["kind"] == "Trigger" && o["spec"]["subscriber"]["ref"]["name"] == "run-complete")
+        .filter(|o| {
+            o["kind"] == "Trigger" && o["spec"]["subscriber"]["ref"]["name"] == "run-complete"
+        })
         .collect();
     assert_eq!(triggers.len(), tekflux_run_complete::TERMINAL_TYPES.len());
     for trigger in &triggers {
@@ -125,7 +144,7 @@ fn run_complete_triggers_pass_only_runs_of_the_served_namespace() {
         assert_eq!(
             cesql,
             [expected.as_str()],
-            "Trigger {name} must pass only runs in {namespace} (kustomization.yaml's namespace)"
+            "Trigger {name} must pass exactly the runs of {served:?}"
         );
         // Both forms Tekton uses for `source`: its own path (singular Kind) and a selfLink.
         let run = trigger_type(trigger).split('.').nth(3).unwrap();
@@ -133,25 +152,19 @@ fn run_complete_triggers_pass_only_runs_of_the_served_namespace() {
             "taskrun" => ("TaskRun", "taskruns"),
             _ => ("PipelineRun", "pipelineruns"),
         };
-        for source in [
-            format!("/apis/tekton.dev/v1/namespaces/{namespace}/{kind}/build-1"),
-            format!("/apis/tekton.dev/v1beta1/namespaces/{namespace}/{plural}/build-1"),
-        ] {
-            assert!(cesql_like(&source, &expected_pattern(&expected)), "{source}");
+        for ns in &served {
+            assert!(passes(&format!("/apis/tekton.dev/v1/namespaces/{ns}/{kind}/build-1")));
+            assert!(passes(&format!(
+                "/apis/tekton.dev/v1beta1/namespaces/{ns}/{plural}/build-1"
+            )));
         }
         for source in [
             format!("/apis/tekton.dev/v1/namespaces/{namespace}-other/{kind}/build-1"),
             format!("/apis/tekton.dev/v1/namespaces/team-a/{kind}/{namespace}"),
         ] {
-            assert!(!cesql_like(&source, &expected_pattern(&expected)), "{source}");
+            assert!(!passes(&source), "{source} must not pass");
         }
     }
-}
-
-/// The quoted pattern of `source LIKE '<pattern>'`.
-fn expected_pattern(expression: &str) -> String {
-    let (_, quoted) = expression.split_once(" LIKE ").unwrap();
-    quoted.trim_matches('\'').to_owned()
 }
 
 #[test]
