@@ -111,7 +111,10 @@ fn run_complete_triggers_pass_only_runs_of_the_served_namespaces() {
     let text = std::fs::read_to_string(knative_base().join("tekflux.yaml")).unwrap();
     let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
     let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
-    assert_eq!(config.namespace, namespace, "the config serves the kustomization's namespace");
+    assert_eq!(
+        config.namespace, namespace,
+        "the config serves the kustomization's namespace"
+    );
     let served = tekflux_run_complete::served_namespaces(&config);
     let patterns: Vec<String> = served
         .iter()
@@ -153,7 +156,9 @@ fn run_complete_triggers_pass_only_runs_of_the_served_namespaces() {
             _ => ("PipelineRun", "pipelineruns"),
         };
         for ns in &served {
-            assert!(passes(&format!("/apis/tekton.dev/v1/namespaces/{ns}/{kind}/build-1")));
+            assert!(passes(&format!(
+                "/apis/tekton.dev/v1/namespaces/{ns}/{kind}/build-1"
+            )));
             assert!(passes(&format!(
                 "/apis/tekton.dev/v1beta1/namespaces/{ns}/{plural}/build-1"
             )));
@@ -202,9 +207,7 @@ fn every_trigger_routes_a_type_its_subscriber_accepts() {
     // Every terminal Tekton type reaches run-complete.
     for ty in tekflux_run_complete::TERMINAL_TYPES {
         assert!(
-            triggers
-                .iter()
-                .any(|t| trigger_type(t) == ty),
+            triggers.iter().any(|t| trigger_type(t) == ty),
             "no Trigger for {ty}"
         );
     }
@@ -283,15 +286,23 @@ fn the_flux_alert_refers_to_its_own_namespace_only() {
         );
         assert!(object["spec"]["secretRef"].get("namespace").is_none());
         assert!(object["spec"]["providerRef"].get("namespace").is_none());
-        for source in object["spec"]["eventSources"].as_array().into_iter().flatten() {
+        for source in object["spec"]["eventSources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             assert!(
-                source.get("namespace").is_none_or(|ns| ns == namespace.as_str()),
+                source
+                    .get("namespace")
+                    .is_none_or(|ns| ns == namespace.as_str()),
                 "{source}"
             );
         }
     }
     assert!(
-        text.contains(&format!("kubectl -n {namespace} create secret generic tekflux-webhook")),
+        text.contains(&format!(
+            "kubectl -n {namespace} create secret generic tekflux-webhook"
+        )),
         "the Provider's Secret is made in its namespace"
     );
 }
@@ -517,11 +528,21 @@ fn every_task_step_with_args_names_its_command() {
                     continue;
                 }
                 steps += 1;
-                let command: Vec<String> =
-                    serde_json::from_value(step["command"].clone()).unwrap_or_else(|_| {
-                        panic!("{}: step {} has args but no command", path.display(), step["name"])
+                let command: Vec<String> = serde_json::from_value(step["command"].clone())
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{}: step {} has args but no command",
+                            path.display(),
+                            step["name"]
+                        )
                     });
-                assert_eq!(command, entrypoint, "{}: step {}", path.display(), step["name"]);
+                assert_eq!(
+                    command,
+                    entrypoint,
+                    "{}: step {}",
+                    path.display(),
+                    step["name"]
+                );
             }
         }
     }
@@ -588,7 +609,11 @@ fn services_config_name(objects: &[Value]) -> String {
         assert!(config_maps.contains(&name), "{name} is generated");
         names.insert(name.to_owned());
     }
-    assert_eq!(names.len(), 1, "every Service mounts the same config: {names:?}");
+    assert_eq!(
+        names.len(),
+        1,
+        "every Service mounts the same config: {names:?}"
+    );
     names.into_iter().next().unwrap()
 }
 
