@@ -140,6 +140,7 @@ pub fn check(headers: &HeaderMap, body: &[u8]) {
     // `to_binary` is how events leave a function: what was accepted must read back the same.
     if let Ok((headers, body)) = to_binary(event)
         && !json_data_left_untyped(event)
+        && !data_is_a_cloudevent(event)
     {
         let again = IncomingEvent::from_parts(&headers, &body)
             .unwrap_or_else(|e| panic!("our binary encoding of {event:?} is refused: {e}"));
@@ -165,6 +166,18 @@ fn json_data_left_untyped(event: &Event) -> bool {
     let json =
         essence == "application/json" || essence == "text/json" || essence.ends_with("+json");
     json && matches!(event.data(), Some(Data::String(_) | Data::Binary(_)))
+}
+
+/// Left out: data whose type is itself a CloudEvents format cannot go in binary mode, where
+/// `Content-Type: application/cloudevents+…` tells the receiver the request is structured
+/// (the HTTP binding's own rule).
+fn data_is_a_cloudevent(event: &Event) -> bool {
+    event.datacontenttype().is_some_and(|content_type| {
+        content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/cloudevents")
+    })
 }
 
 /// The attributes that must survive encoding, as text.
