@@ -58,6 +58,8 @@ pub fn canonical(url: &str) -> Option<String> {
                 return None;
             }
             let host = strip_userinfo(authority);
+            // `[` alone (from `git@[::1]:…`, cut at its first colon) is no host.
+            split_port(host)?;
             (join_port(host, None), path)
         }
     };
@@ -139,6 +141,9 @@ fn split_port(host_port: &str) -> Option<(&str, Option<&str>)> {
         }
     } else {
         match host_port.rsplit_once(':') {
+            // A colon left in the host (`user:token:`, `a:b:443`): not a host, and its
+            // "canonical" URL would not be a repository URL itself.
+            Some((host, _)) if host.contains(':') => return None,
             Some((host, port)) => (host, Some(port)),
             None => (host_port, None),
         }
@@ -167,5 +172,8 @@ mod tests {
         assert_eq!(split_port("[::1]:8080"), Some(("[::1]", Some("8080"))));
         assert_eq!(split_port("[::1]"), Some(("[::1]", None)));
         assert_eq!(split_port("h:x"), None);
+        assert_eq!(split_port("user:token:"), None);
+        assert_eq!(split_port("a:b:443"), None);
+        assert_eq!(split_port("["), None);
     }
 }

@@ -1249,6 +1249,43 @@ fn canonical_repository_urls() {
     }
 }
 
+/// Found by the `webhook_github` and `webhook_gitlab` fuzz targets (their
+/// `fuzz/corpus/*/regression-colon-in-host`): a second colon in the authority, or `[` in
+/// scp-like syntax, gave a "canonical" URL whose host held a colon or a slash, which was then
+/// not a repository URL itself.
+#[test]
+fn canonical_urls_are_their_own_canonical_form() {
+    for url in [
+        "https://user:to://api.gk@ghe.,x8483e9a7550fdab836emple.com/orgpp/a.git",
+        "https://g:tps:/gitlab.example.com/g/p",
+        "https://user:token:/org/repo",
+        "https://a:b:443/org/repo",
+        "git@[::1]:org/repo.git",
+    ] {
+        assert_eq!(repo_url::canonical(url), None, "{url}");
+    }
+    for url in [
+        "https://[::1]:8080/org/repo",
+        "ssh://git@host:2222/org/repo.git",
+        "git@host:group/sub/repo.git",
+        "https://user:token@host:8443/org/repo",
+    ] {
+        let canonical = repo_url::canonical(url).unwrap();
+        assert_eq!(
+            repo_url::canonical(&canonical),
+            Some(canonical.clone()),
+            "{url}"
+        );
+    }
+
+    // The fuzzer's payload: its only repository URL is one of those, so the push is refused
+    // rather than routed under a URL no rule can name.
+    let body = br#"{"ref":"refs/tags/v1.2.0","after":"9c1b5a4e2f0d8c7b6a5f4e3d2c1b0a9f8e7d6c5b",
+        "repository":{"clone_url":"https://user:to://api.gk@ghe.,x8483e9a7550fdab836emple.com/orgpp/a.git"}}"#;
+    let error = providers::parse(Provider::Github, &github_headers("push"), body).unwrap_err();
+    assert!(matches!(error, WebhookError::Malformed { .. }), "{error:?}");
+}
+
 #[test]
 fn matching_key_ignores_case_and_form() {
     let forms = [

@@ -1,0 +1,7 @@
+//! Bitbucket webhooks: the body is the input, the headers are Bitbucket's push (and other) events.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tekflux_git_push::Provider;
+
+fuzz_target!(|body: &[u8]| tekflux_fuzz::webhook::check(Provider::Bitbucket, body));
