@@ -8,10 +8,12 @@
 //! - [`fault_proxy`]: an HTTP proxy that fails chosen requests (S3 failing mid-upload).
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
 //! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
+//! - [`cdevents`]: the CDEvents CloudEvents binding and JSON schemas, checked on replies.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 
 pub mod answer;
 pub mod binary;
+pub mod cdevents;
 pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;

@@ -43,7 +43,12 @@
 //! summary and no `ce-*` headers, which Knative treats as "no reply event". [`ReplySink`] honours
 //! Knative's SinkBinding: with `K_SINK` set the reply is POSTed there and the request answered 202;
 //! a failing sink turns into 503 so that the sender retries (the work is idempotent).
+//!
+//! A reply that is a CDEvent is made by [`cdevent_builder`], which follows the CDEvents
+//! CloudEvents binding: the CloudEvent's `id`, `source`, `type`, `subject` and `time` are taken
+//! from the CDEvent itself, never set beside it.
 
+mod cdevent;
 mod correlation;
 mod incoming;
 mod oci;
@@ -51,6 +56,7 @@ mod outgoing;
 mod percent;
 mod sink;
 
+pub use cdevent::{CDEVENTS_SPEC_VERSION, cdevent_builder};
 pub use cloudevents::{
     AttributesReader, AttributesWriter, Data, Event, EventBuilder, EventBuilderV10,
 };

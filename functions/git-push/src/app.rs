@@ -27,7 +27,7 @@ use kube::api::{
 use serde::Serialize;
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
-    AttributesReader, IncomingEvent, ReplySink, build_reply, no_reply, reply_to,
+    AttributesReader, IncomingEvent, ReplySink, build_reply, cdevent_builder, no_reply,
 };
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
@@ -704,12 +704,6 @@ fn queued_reply(
                 .map_err(internal("bad subject source"))?,
         );
     let cdevent = CDEvent::from(subject)
-        .with_id(
-            tekflux_common::cloudevent::reply_id(&incoming.event, "pipelinerun.queued")
-                .as_str()
-                .try_into()
-                .map_err(internal("bad CDEvent id"))?,
-        )
         .with_source(
             push.repo_url
                 .as_str()
@@ -717,12 +711,13 @@ fn queued_reply(
                 .map_err(internal("repository URL is not a URI"))?,
         )
         .with_custom_data(json!({ "runs": summary.runs }));
-    let event_type = cdevent.ty().to_owned();
-    let data = serde_json::to_value(&cdevent)
-        .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
-    let builder = reply_to(incoming, &event_type, &push.repo_url)
-        .subject(first.name.clone())
-        .data("application/json", data);
+    // The id a redelivery of the push gets again, so that consumers can deduplicate.
+    let id = tekflux_common::cloudevent::reply_id(&incoming.event, cdevent.ty());
+    let cdevent = cdevent.with_id(id.as_str().try_into().map_err(internal("bad CDEvent id"))?);
+    // The CloudEvent's id, source, type, subject and time are the CDEvent's (the binding).
+    let builder = incoming
+        .correlation
+        .stamp_builder(cdevent_builder(&cdevent)?);
     let mut reply = build_reply(builder)?;
     incoming
         .correlation

@@ -18,6 +18,7 @@ use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::config::{Config, Env, KubernetesSettings, ServerSettings};
 use tekflux_common::server::{self, ServerState};
 use tekflux_git_push::{AppState, app};
+use tekflux_testkit::cdevents::{CdeventsSpec, Checked};
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::oidc::TestIssuer;
 use tower::ServiceExt;
@@ -242,10 +243,8 @@ async fn the_http_traceparent_is_used_when_the_event_has_none() {
     assert_eq!(answer.ce("traceparent"), Some(TRACEPARENT));
 }
 
-#[tokio::test]
-async fn a_gitlab_source_push_creates_the_task_run() {
-    let harness = Harness::new(None).await;
-    let request = binary(
+fn gitlab_source_push() -> Request<Body> {
+    binary(
         &[
             ("type", "dev.knative.sources.gitlab.push"),
             ("source", "https://example.com/mike/diaspora"),
@@ -253,8 +252,13 @@ async fn a_gitlab_source_push_creates_the_task_run() {
             ("comgitlabevent", "Push Hook"),
         ],
         corpus("gitlab/push.go-gitlab.json"),
-    );
-    let answer = harness.send(request).await;
+    )
+}
+
+#[tokio::test]
+async fn a_gitlab_source_push_creates_the_task_run() {
+    let harness = Harness::new(None).await;
+    let answer = harness.send(gitlab_source_push()).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     let runs = harness.runs("taskruns");
     assert_eq!(runs.len(), 1, "{runs:#?}");
@@ -328,6 +332,27 @@ async fn a_normalized_push_event_creates_the_run() {
     let again = harness.send(normalized_push()).await;
     assert_eq!(again.ce("id"), answer.ce("id"));
     assert_eq!(harness.runs("pipelineruns").len(), 1);
+}
+
+/// Every push event that queues a run (a PipelineRun or a TaskRun, from each kind of input)
+/// answers a CDEvent other CDEvents tools can consume: the binding of the spec release it claims
+/// and that release's schema.
+#[tokio::test]
+async fn queued_replies_follow_the_cdevents_binding_and_schema() {
+    let spec = CdeventsSpec::from_corpus();
+    let harness = Harness::new(None).await;
+    for request in [
+        github_source_push(Some(TRACEPARENT)),
+        gitlab_source_push(),
+        normalized_push(),
+    ] {
+        let answer = harness.send(request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        assert_eq!(
+            spec.assert_binary(&answer.headers, &answer.body),
+            Checked::CdEvent(QUEUED.to_owned())
+        );
+    }
 }
 
 /// `tekflux_git_push_ignored_total{reason}` from the app's `/metrics`.

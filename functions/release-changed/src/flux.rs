@@ -23,10 +23,11 @@ use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
-use tekflux_common::cloudevent::{Correlation, build_reply};
+use tekflux_common::cloudevent::{Correlation, build_reply, cdevent_builder};
 use tekflux_common::config::ProviderSettings;
 use tekflux_common::webhook_auth::hmac_sha256_matches;
 use tekflux_common::{Error, Result};
+use time::OffsetDateTime;
 
 /// The header Flux's `generic-hmac` Provider signs with.
 pub const SIGNATURE_HEADER: &str = "x-signature";
@@ -236,9 +237,25 @@ pub fn reply(event: &FluxEvent, outcome: ReleaseOutcome) -> Result<Event> {
         "severity": event.severity,
         "reportingController": event.reporting_controller,
     });
-    let (event_type, body) = if outcome == ReleaseOutcome::Failed {
-        (RELEASE_FAILED_TYPE.to_owned(), details)
+    // When the release changed, as Flux saw it; now when Flux did not say.
+    let time = event
+        .timestamp
+        .as_deref()
+        .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
+        .map_or_else(Utc::now, |time| time.with_timezone(&Utc));
+    let builder = if outcome == ReleaseOutcome::Failed {
+        EventBuilderV10::new()
+            .id(event.reply_id())
+            .ty(RELEASE_FAILED_TYPE)
+            .source(source)
+            .time(time)
+            .subject(event.release())
+            .data("application/json", details)
     } else {
+        let occurred = time
+            .timestamp_nanos_opt()
+            .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos.into()).ok())
+            .ok_or_else(|| Error::Internal(format!("the event time {time} is out of range")))?;
         let artifact = match event.revision() {
             Some(revision) => format!("pkg:helm/{}@{revision}", event.involved_object.name),
             None => format!("pkg:helm/{}", event.involved_object.name),
@@ -303,6 +320,7 @@ pub fn reply(event: &FluxEvent, outcome: ReleaseOutcome) -> Result<Event> {
                     .map_err(internal("the source is not a URI reference"))?,
             );
         let cdevent = CDEvent::from(subject)
+            .with_timestamp(occurred)
             .with_id(
                 event
                     .reply_id()
@@ -317,23 +335,9 @@ pub fn reply(event: &FluxEvent, outcome: ReleaseOutcome) -> Result<Event> {
                     .map_err(internal("the source is not a URI reference"))?,
             )
             .with_custom_data(details);
-        let event_type = cdevent.ty().to_owned();
-        let body = serde_json::to_value(&cdevent)
-            .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
-        (event_type, body)
+        // The binding: id, source, type, subject and time are the CDEvent's.
+        cdevent_builder(&cdevent)?
     };
-    let time = event
-        .timestamp
-        .as_deref()
-        .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
-        .map_or_else(Utc::now, |time| time.with_timezone(&Utc));
-    let builder = EventBuilderV10::new()
-        .id(event.reply_id())
-        .ty(event_type)
-        .source(source)
-        .time(time)
-        .subject(event.release())
-        .data("application/json", body);
     let mut reply = build_reply(builder)?;
     Correlation::default()
         .with_namespace(namespace)

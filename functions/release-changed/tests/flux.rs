@@ -11,6 +11,7 @@ use tekflux_common::config::{Config, Env};
 use tekflux_common::metrics::Metrics;
 use tekflux_common::webhook_auth::hmac_sha256_hex;
 use tekflux_release_changed::{AppState, app};
+use tekflux_testkit::cdevents::{CdeventsSpec, Checked};
 use tekflux_testkit::corpus::read_corpus;
 use tower::ServiceExt;
 
@@ -112,42 +113,75 @@ async fn the_recorded_helm_controller_event_becomes_service_upgraded() {
     assert_eq!(header(&again, "ce-id"), header(&headers, "ce-id"));
 }
 
+/// Each Flux outcome with a reply: reason, severity, message and the reply's type.
+const OUTCOMES: [(&str, &str, &str, &str); 5] = [
+    (
+        "InstallSucceeded",
+        "info",
+        "Helm install succeeded for release cicd/api-launcher",
+        "dev.cdevents.service.deployed.0.3.0",
+    ),
+    (
+        "UpgradeSucceeded",
+        "info",
+        "Helm upgrade succeeded for release cicd/api-launcher",
+        "dev.cdevents.service.upgraded.0.3.0",
+    ),
+    (
+        "RollbackSucceeded",
+        "info",
+        "Helm rollback to previous release succeeded",
+        "dev.cdevents.service.rolledback.0.3.0",
+    ),
+    (
+        "UninstallSucceeded",
+        "info",
+        "Helm uninstall succeeded",
+        "dev.cdevents.service.removed.0.3.0",
+    ),
+    (
+        "UpgradeFailed",
+        "error",
+        "Helm upgrade failed: timed out waiting for the condition",
+        "dev.tekflux.release.failed.v1",
+    ),
+];
+
+/// Every reply to Flux, the recorded event's and each outcome's, with and without Flux's
+/// timestamp: the service events are CDEvents (the binding of the spec release they claim and
+/// that release's schemas), release failed is tekflux's own type (a valid CloudEvent).
+#[tokio::test]
+async fn flux_replies_follow_the_cdevents_binding_and_schemas() {
+    let spec = CdeventsSpec::from_corpus();
+    let state = state("{ secret: env:FLUX_TOKEN }");
+    let mut bodies = vec![read_corpus(
+        "flux-notification/generic-webhook-body.helmrelease.weave-gitops-rfc-0003.json",
+    )];
+    for (reason, severity, message, _) in OUTCOMES {
+        bodies.push(helm_event(reason, severity, message));
+        let mut untimed: Value =
+            serde_json::from_slice(&helm_event(reason, severity, message)).unwrap();
+        untimed.as_object_mut().unwrap().remove("timestamp");
+        bodies.push(serde_json::to_vec(&untimed).unwrap());
+    }
+    for body in bodies {
+        let (status, headers, reply) = post(&state, &body, Some(&sign(&body))).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let checked = spec.assert_binary(&headers, &reply);
+        let ty = header(&headers, "ce-type").to_owned();
+        let expected = if ty.starts_with("dev.tekflux.") {
+            Checked::Tekflux(ty)
+        } else {
+            Checked::CdEvent(ty)
+        };
+        assert_eq!(checked, expected);
+    }
+}
+
 #[tokio::test]
 async fn each_outcome_has_its_event_and_the_rest_is_acknowledged() {
     let state = state("{ secret: env:FLUX_TOKEN }");
-    let cases = [
-        (
-            "InstallSucceeded",
-            "info",
-            "Helm install succeeded for release cicd/api-launcher",
-            "dev.cdevents.service.deployed.0.3.0",
-        ),
-        (
-            "UpgradeSucceeded",
-            "info",
-            "Helm upgrade succeeded for release cicd/api-launcher",
-            "dev.cdevents.service.upgraded.0.3.0",
-        ),
-        (
-            "RollbackSucceeded",
-            "info",
-            "Helm rollback to previous release succeeded",
-            "dev.cdevents.service.rolledback.0.3.0",
-        ),
-        (
-            "UninstallSucceeded",
-            "info",
-            "Helm uninstall succeeded",
-            "dev.cdevents.service.removed.0.3.0",
-        ),
-        (
-            "UpgradeFailed",
-            "error",
-            "Helm upgrade failed: timed out waiting for the condition",
-            "dev.tekflux.release.failed.v1",
-        ),
-    ];
-    for (reason, severity, message, expected) in cases {
+    for (reason, severity, message, expected) in OUTCOMES {
         let body = helm_event(reason, severity, message);
         let (status, headers, reply) = post(&state, &body, Some(&sign(&body))).await;
         assert_eq!(status, StatusCode::OK, "{reason}: {reply}");

@@ -21,6 +21,7 @@ use tekflux_release_changed::helm_release::{
 };
 use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
 use tekflux_run_complete::reply::ImageReference;
+use tekflux_testkit::cdevents::{CdeventsSpec, Checked};
 use tekflux_testkit::kube_api::{Fault, TestApiServer};
 use tower::ServiceExt;
 
@@ -338,6 +339,11 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
     assert_eq!(
         header(&headers, "ce-type"),
         "dev.tekflux.release.applied.v1"
+    );
+    // tekflux's own type, not a CDEvent: a valid CloudEvent with JSON data.
+    assert_eq!(
+        CdeventsSpec::from_corpus().assert_binary(&headers, &reply),
+        Checked::Tekflux("dev.tekflux.release.applied.v1".to_owned())
     );
     assert_eq!(header(&headers, "ce-subject"), "cicd/api-launcher");
     assert_eq!(header(&headers, "ce-tekfluxnamespace"), NS);
@@ -686,6 +692,10 @@ async fn a_registry_push_releases_only_rules_that_take_registry_pushes() {
 
     let (status, headers, reply) = notify(&state, &envelope, "Bearer reg-token").await;
     assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        CdeventsSpec::from_corpus().assert_binary(&headers, &reply),
+        Checked::Tekflux("dev.tekflux.release.applied.v1".to_owned())
+    );
     assert_eq!(
         header(&headers, "ce-type"),
         "dev.tekflux.release.applied.v1"

@@ -2,16 +2,18 @@
 //!
 //! A successful run whose results name an image (`IMAGE_URL` and `IMAGE_DIGEST`, the
 //! Kaniko/Buildah convention) answers a CDEvents artifact published event with the image as
-//! its subject, which release-changed acts on. Every other run answers
-//! `dev.tekflux.run.finished.v1` with the outcome and where the archive is. The reply is built
-//! from the manifest alone, so a duplicate event gets the same answer.
+//! its subject (so the CloudEvent `subject` is the image's package URL, as the CDEvents
+//! binding requires; the run is in `customData.run`), which release-changed acts on. Every other
+//! run answers `dev.tekflux.run.finished.v1` with the outcome and where the archive is. The reply
+//! is built from the manifest alone, so a duplicate event gets the same answer.
 
 use cdevents_sdk::latest::artifact_published;
 use cdevents_sdk::{CDEvent, Subject};
 use cloudevents::{AttributesReader, Event};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
-    IncomingEvent, build_reply, is_image_digest, oci_purl, reply_to, split_image_reference,
+    IncomingEvent, build_reply, cdevent_builder, is_image_digest, oci_purl, reply_to,
+    split_image_reference,
 };
 use tekflux_common::{Error, Result};
 
@@ -74,17 +76,18 @@ pub fn build_reply_event(
         data["skippedWorkspaces"] = json!(manifest.skipped_workspaces);
     }
 
-    let image = image_of(manifest);
-    let (event_type, body) = match image {
+    let builder = match image_of(manifest) {
         Some((url, digest)) if run.outcome == "succeeded" => {
-            artifact_published_event(incoming, &source, &url, &digest, data)?
+            let cdevent = artifact_published_event(incoming, &source, &url, &digest, data)?;
+            // The binding: id, source, type, subject (the image) and time are the CDEvent's.
+            incoming
+                .correlation
+                .stamp_builder(cdevent_builder(&cdevent)?)
         }
-        _ => (RUN_FINISHED_TYPE.to_owned(), data),
+        _ => reply_to(incoming, RUN_FINISHED_TYPE, &source)
+            .subject(run.name.clone())
+            .data("application/json", data),
     };
-
-    let builder = reply_to(incoming, &event_type, &source)
-        .subject(run.name.clone())
-        .data("application/json", body);
     let mut reply = build_reply(builder)?;
     let mut correlation = incoming
         .correlation
@@ -129,7 +132,7 @@ fn artifact_published_event(
     image_url: &str,
     digest: &str,
     mut data: Value,
-) -> Result<(String, Value)> {
+) -> Result<CDEvent> {
     let reference = ImageReference::parse(image_url, digest)?;
     let internal = |what: &'static str| {
         move |error: cdevents_sdk::Error| Error::Internal(format!("{what}: {error}"))
@@ -154,22 +157,15 @@ fn artifact_published_event(
     data["imageUrl"] = json!(image_url);
     data["imageDigest"] = json!(digest);
     let cdevent = CDEvent::from(subject)
-        .with_id(
-            tekflux_common::cloudevent::reply_id(&incoming.event, "artifact.published")
-                .as_str()
-                .try_into()
-                .map_err(internal("bad CDEvent id"))?,
-        )
         .with_source(
             source
                 .try_into()
                 .map_err(internal("the reply source is not a URI reference"))?,
         )
         .with_custom_data(data);
-    let event_type = cdevent.ty().to_owned();
-    let body = serde_json::to_value(&cdevent)
-        .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
-    Ok((event_type, body))
+    // The id a duplicate Tekton event gets again, so that consumers can deduplicate.
+    let id = tekflux_common::cloudevent::reply_id(&incoming.event, cdevent.ty());
+    Ok(cdevent.with_id(id.as_str().try_into().map_err(internal("bad CDEvent id"))?))
 }
 
 /// An image named by `IMAGE_URL` (`registry/path/name[:tag]`, maybe already `@digest`) and

@@ -14,6 +14,7 @@ use tekflux_common::config::{Config, Env};
 use tekflux_common::metrics::Metrics;
 use tekflux_run_complete::AppState;
 use tekflux_run_complete::archive::{RestoreOptions, restore_from_s3};
+use tekflux_testkit::cdevents::{CdeventsSpec, Checked};
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
 use tekflux_testkit::kube_api::Fault;
 use tekflux_testkit::s3::TestS3;
@@ -58,10 +59,15 @@ async fn archive_and_restore_a_task_run(h: Harness) {
     let (status, headers, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&stored)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // The reply: the image is the artifact, routing facts are attributes.
+    // The reply: the image is the artifact (and so the CloudEvent subject, as the CDEvents
+    // binding requires), routing facts are attributes, the run is in the custom data.
     assert_eq!(headers["ce-type"], "dev.cdevents.artifact.published.0.3.0");
     assert_eq!(headers["ce-source"], REPO);
-    assert_eq!(headers["ce-subject"], run);
+    assert_eq!(
+        headers["ce-subject"],
+        "pkg:oci/shop@sha256%253A4a9f1c5e2b?repository_url=registry.example.com/acme/shop&tag=9fceb02"
+    );
+    assert_eq!(body["customData"]["run"]["name"], run);
     assert_eq!(headers["ce-tekfluxsha"], SHA);
     assert_eq!(headers["ce-tekfluxdelivery"], DELIVERY);
     assert_eq!(headers["ce-tekfluxnamespace"], NS);
@@ -507,6 +513,44 @@ async fn kubernetes_failing_answers_503_without_a_manifest() {
     let (status, _, _) = h.send(&state, TASKRUN_SUCCEEDED, &data).await;
     assert_eq!(status, StatusCode::OK);
     assert!(h.manifest(run).await.is_some());
+}
+
+/// Each reply run-complete can answer, to the first event and to a duplicate: artifact published
+/// (a CDEvent: the binding of the spec release it claims and that release's schema) and run
+/// finished (tekflux's own type: a valid CloudEvent).
+#[tokio::test]
+async fn replies_follow_the_cdevents_binding_and_schema() {
+    let spec = CdeventsSpec::from_corpus();
+    let h = Harness::start().await;
+    let state = h.state("", h.s3.client());
+    let built = "shop-build-9fceb02a1b2c";
+    write_tree(&h.workspace_dir(built));
+    let image = json!([
+        {"name": "IMAGE_URL", "value": "registry.example.com/acme/shop:9fceb02"},
+        {"name": "IMAGE_DIGEST", "value": "sha256:4a9f1c5e2b"},
+    ]);
+    let built = h.store(task_run(built, git_push_annotations(built), image));
+    let tested = "shop-test-3c4d5e6f7a8b";
+    write_tree(&h.workspace_dir(tested));
+    let tested = h.store(task_run(tested, git_push_annotations(tested), json!([])));
+    for (run, expected) in [
+        (
+            built,
+            Checked::CdEvent("dev.cdevents.artifact.published.0.3.0".to_owned()),
+        ),
+        (
+            tested,
+            Checked::Tekflux("dev.tekflux.run.finished.v1".to_owned()),
+        ),
+    ] {
+        for duplicate in [false, true] {
+            let (status, headers, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&run)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(spec.assert_binary(&headers, &body), expected);
+            let custom = body.get("customData").unwrap_or(&body);
+            assert_eq!(custom["duplicate"], duplicate, "{body}");
+        }
+    }
 }
 
 #[tokio::test]
