@@ -443,7 +443,7 @@ pub const NOTIFICATION_BYTES: usize = 1024 * 1024;
 /// `server.bodyLimit` to every route; a route whose senders send less adds its own, smaller
 /// limit as a route layer:
 ///
-/// ```ignore
+/// ```text
 /// .route("/", post(receive).layer(middleware::from_fn_with_state(NOTIFICATION_BYTES, limit_body)))
 /// ```
 pub async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {

@@ -872,3 +872,68 @@ async fn the_tekton_tasks_archive_and_restore_a_workspace() {
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(snapshot(&next), snapshot(&source.join("repo")));
 }
+
+/// The restore Task runs as uid 65532, not root. Go's module cache (and other tool caches) hold
+/// read-only directories; restored as an unprivileged user, a read-only top-level directory
+/// must still be moved into place (found by the `restore_tar` fuzz target, docs/fuzzing.md).
+/// Runs the real binary under `setpriv` as `nobody`; skipped, saying so, where that is not
+/// possible (not root, or no `setpriv`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_restore_moves_read_only_directories_into_place() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !is_root || !has_setpriv {
+        eprintln!("skipped: needs root and setpriv to run the restore as another user");
+        return;
+    }
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("workspace");
+    std::fs::create_dir_all(source.join("cache/pkg@v1")).unwrap();
+    std::fs::write(source.join("cache/pkg@v1/go.mod"), "module pkg\n").unwrap();
+    std::fs::write(source.join("top"), "t").unwrap();
+    for dir in ["cache/pkg@v1", "cache"] {
+        std::fs::set_permissions(source.join(dir), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let url = format!("s3://{bucket}/cache.tar.zst");
+    let mut archive = tekflux(&s3, work.path());
+    archive.arg("archive").arg(&source).arg(&url);
+    let output = run(archive).await;
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // A directory nobody may write into, except `nobody` its owner.
+    let home = work.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = home.join("restored");
+    let mut restore = tekflux(&s3, &home);
+    let program = restore.get_program().to_owned();
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program)
+        .args(["restore", &url])
+        .arg(&target)
+        .envs(
+            restore
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env_remove("HOME")
+        .current_dir(&home);
+    restore = command;
+    let output = run(restore).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(snapshot(&target), snapshot(&source));
+    let mode = std::fs::metadata(target.join("cache"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o555);
+}

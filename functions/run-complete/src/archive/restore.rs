@@ -339,7 +339,11 @@ fn restore_with_source_check<R: Read>(
         })
         .and_then(|()| unpack(reader, &staging, options))
         .map_err(|error| source_failure().unwrap_or(error))
-        .and_then(|report| move_into_place(&staging, target).map(|()| report));
+        .and_then(|(report, top_level)| {
+            move_into_place(&staging, target)?;
+            finish_directories(target, top_level)?;
+            Ok(report)
+        });
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
         if created_target {
@@ -477,11 +481,15 @@ fn corrupt(error: &io::Error) -> RestoreError {
     }
 }
 
+/// Unpacks into `staging`, and returns the report with the top-level directories whose mode and
+/// time are set only once they are in the target: renaming a directory to another parent
+/// rewrites its `..`, which needs write permission on it, so a read-only one (Go's module cache
+/// has many) set in staging could not be moved by an unprivileged restore.
 fn unpack<R: Read>(
     reader: R,
     staging: &Path,
     options: &RestoreOptions,
-) -> Result<RestoreReport, RestoreError> {
+) -> Result<(RestoreReport, Vec<(PathBuf, u32, u64)>), RestoreError> {
     let limits = &options.limits;
     let hashing = HashingReader {
         inner: reader,
@@ -668,8 +676,28 @@ fn unpack<R: Read>(
         });
     }
 
-    for (relative, mode, mtime) in directories.list.into_iter().rev() {
-        let dir = staging.join(relative);
+    let (top_level, nested): (Vec<_>, Vec<_>) = directories
+        .list
+        .into_iter()
+        .partition(|(relative, _, _)| relative.components().count() == 1);
+    finish_directories(staging, nested)?;
+
+    Ok((
+        RestoreReport {
+            entries,
+            bytes: written,
+            archive_bytes: hashing.bytes,
+            sha256,
+        },
+        top_level,
+    ))
+}
+
+/// Sets each directory's mode and time, deepest last-listed first (a directory's contents are
+/// written before its own time is set).
+fn finish_directories(root: &Path, list: Vec<(PathBuf, u32, u64)>) -> Result<(), RestoreError> {
+    for (relative, mode, mtime) in list.into_iter().rev() {
+        let dir = root.join(relative);
         let write_error = |source| RestoreError::Write {
             path: dir.clone(),
             source,
@@ -681,13 +709,7 @@ fn unpack<R: Read>(
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(write_error)?;
         }
     }
-
-    Ok(RestoreReport {
-        entries,
-        bytes: written,
-        archive_bytes: hashing.bytes,
-        sha256,
-    })
+    Ok(())
 }
 
 fn set_mtime(file: &File, mtime: u64) -> io::Result<()> {
