@@ -322,6 +322,7 @@ impl ArchiveSpec {
             options.limits = RestoreLimits {
                 max_entries: u64::from(entries),
                 max_bytes: u64::from(bytes),
+                ..RestoreLimits::default()
             };
         }
         options.expected_sha256 = match self.sha {
