@@ -481,6 +481,9 @@ fn corrupt(error: &io::Error) -> RestoreError {
     }
 }
 
+/// Directories below a root, with the mode and modification time each gets last.
+type DirectoryTimes = Vec<(PathBuf, u32, u64)>;
+
 /// Unpacks into `staging`, and returns the report with the top-level directories whose mode and
 /// time are set only once they are in the target: renaming a directory to another parent
 /// rewrites its `..`, which needs write permission on it, so a read-only one (Go's module cache
@@ -489,7 +492,7 @@ fn unpack<R: Read>(
     reader: R,
     staging: &Path,
     options: &RestoreOptions,
-) -> Result<(RestoreReport, Vec<(PathBuf, u32, u64)>), RestoreError> {
+) -> Result<(RestoreReport, DirectoryTimes), RestoreError> {
     let limits = &options.limits;
     let hashing = HashingReader {
         inner: reader,
@@ -695,7 +698,7 @@ fn unpack<R: Read>(
 
 /// Sets each directory's mode and time, deepest last-listed first (a directory's contents are
 /// written before its own time is set).
-fn finish_directories(root: &Path, list: Vec<(PathBuf, u32, u64)>) -> Result<(), RestoreError> {
+fn finish_directories(root: &Path, list: DirectoryTimes) -> Result<(), RestoreError> {
     for (relative, mode, mtime) in list.into_iter().rev() {
         let dir = root.join(relative);
         let write_error = |source| RestoreError::Write {
@@ -854,7 +857,7 @@ fn without_trailing_nuls(mut bytes: Vec<u8>) -> Vec<u8> {
 /// Directories restored, below the staging directory, with the mode and time to set last.
 #[derive(Debug, Default)]
 struct Directories {
-    list: Vec<(PathBuf, u32, u64)>,
+    list: DirectoryTimes,
     /// Bytes counted against [`DIRECTORIES_MEMORY`].
     memory: usize,
 }
