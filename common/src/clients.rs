@@ -234,12 +234,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// An S3 client from the SDK's standard environment with `storage`'s overrides applied (see the
-/// module docs and [`S3Setup::load`]).
-pub async fn s3_client(storage: &Storage) -> aws_sdk_s3::Client {
-    S3Setup::load(storage, &Env::from_process()).await.client()
-}
-
 /// An S3 client from an already-loaded SDK configuration (static credentials in tests, say) with
 /// `storage`'s endpoint, region, path-style addressing and the "when required" checksum modes.
 pub fn s3_client_from_sdk_config(

@@ -7,12 +7,11 @@ use std::process::ExitCode;
 use clap::Args;
 use cloudevents::AttributesReader;
 use cloudevents::binding::reqwest::RequestBuilderExt;
-use tekflux_common::clients;
 use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::error::plain_chain;
 use tekflux_run_complete::dead_letters::{self, DeadLetter, ERROR_EXTENSIONS};
 
-use crate::transfer::{EXIT_UNAVAILABLE, EXIT_USAGE};
+use crate::transfer::{EXIT_UNAVAILABLE, EXIT_USAGE, Store};
 
 /// Arguments of `tekflux dead-letters`.
 #[derive(Debug, Args)]
@@ -47,14 +46,21 @@ pub struct ReplayArgs {
 
 /// Runs `tekflux dead-letters`.
 pub fn list(args: &ListArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
+    let env = Env::from_process();
+    let config = config::load_or_exit(&env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
     };
-    crate::block_on(async {
-        let s3 = clients::s3_client(&config.storage).await;
-        match dead_letters::list(&s3, &bucket, &config.storage.prefix).await {
+    let store = match Store::connect("dead-letters", &config, &env, |endpoint| {
+        format!("cannot read s3://{bucket} at {endpoint}")
+    }) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let s3 = &store.client;
+    store.runtime.block_on(async {
+        match dead_letters::list(s3, &bucket, &config.storage.prefix).await {
             Ok(letters) => {
                 for letter in &letters {
                     print_letter(letter, args.output);
@@ -73,7 +79,6 @@ pub fn list(args: &ListArgs) -> ExitCode {
             }
         }
     })
-    .unwrap_or_else(|code| code)
 }
 
 fn print_letter(letter: &DeadLetter, format: Format) {
@@ -105,7 +110,8 @@ fn print_letter(letter: &DeadLetter, format: Format) {
 /// extensions, with its own id and source) and removes it from the store once it was accepted
 /// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
 pub fn replay(args: &ReplayArgs) -> ExitCode {
-    let config = config::load_or_exit(&Env::from_process(), Sections::STORAGE);
+    let env = Env::from_process();
+    let config = config::load_or_exit(&env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
@@ -124,9 +130,15 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
         },
         None => None,
     };
-    crate::block_on(async {
-        let s3 = clients::s3_client(&config.storage).await;
-        let letters = match dead_letters::list(&s3, &bucket, &config.storage.prefix).await {
+    let store = match Store::connect("replay", &config, &env, |endpoint| {
+        format!("cannot read s3://{bucket} at {endpoint}")
+    }) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let s3 = &store.client;
+    store.runtime.block_on(async {
+        let letters = match dead_letters::list(s3, &bucket, &config.storage.prefix).await {
             Ok(letters) => letters,
             Err(error) => {
                 eprintln!("tekflux replay: {error}");
@@ -148,7 +160,7 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
             .filter(|letter| args.keys.is_empty() || args.keys.contains(&letter.key))
         {
             match send(&http, &args.to, token.as_deref(), letter).await {
-                Ok(()) => match dead_letters::remove(&s3, &bucket, &letter.key).await {
+                Ok(()) => match dead_letters::remove(s3, &bucket, &letter.key).await {
                     Ok(()) => {
                         replayed += 1;
                         println!(
@@ -179,7 +191,6 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     })
-    .unwrap_or_else(|code| code)
 }
 
 async fn send(

@@ -263,18 +263,19 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
             return ExitCode::from(EXIT_CANNOT_WRITE);
         }
     };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
+    let Store {
+        runtime,
+        client,
+        endpoint,
+    } = match Store::connect("archive", &config, &env, |endpoint| {
+        format!("cannot store {url} at {endpoint}")
+    }) {
+        Ok(store) => store,
+        Err(code) => {
+            discard(sha256_file);
+            return code;
+        }
     };
-    let setup = runtime.block_on(S3Setup::load(&config.storage, &env));
-    let endpoint = setup.describe_endpoint();
-    if let Err(error) = setup.check() {
-        eprintln!("tekflux archive: cannot store {url} at {endpoint}: {error}");
-        discard(sha256_file);
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let client = setup.client();
 
     let progress = ProgressLine::to_stderr("archive", None);
     options.progress = progress.callback();
@@ -346,17 +347,16 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
     if let Err(error) = check_target(&target) {
         return fail("restore", &error, restore_exit_code(&error));
     }
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
+    let Store {
+        runtime,
+        client,
+        endpoint,
+    } = match Store::connect("restore", &config, &env, |endpoint| {
+        format!("cannot read {url} from {endpoint}")
+    }) {
+        Ok(store) => store,
         Err(code) => return code,
     };
-    let setup = runtime.block_on(S3Setup::load(&config.storage, &env));
-    let endpoint = setup.describe_endpoint();
-    if let Err(error) = setup.check() {
-        eprintln!("tekflux restore: cannot read {url} from {endpoint}: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let client = setup.client();
 
     let result = runtime.block_on(async {
         // Only for the progress bar's total: restore_from_s3 reports a missing object itself.
@@ -420,6 +420,39 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         "sha256": report.sha256,
     }));
     ExitCode::SUCCESS
+}
+
+/// What the commands that use the bucket need: a runtime, the client, and the endpoint for
+/// messages.
+pub(crate) struct Store {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) endpoint: String,
+}
+
+impl Store {
+    /// Loads the S3 settings and checks them locally (region, endpoint) before any request: a
+    /// problem there is printed as `tekflux <command>: <doing(endpoint)>: <problem>` and exits
+    /// 64 (`Err` carries the exit code).
+    pub(crate) fn connect(
+        command: &str,
+        config: &config::Config,
+        env: &Env,
+        doing: impl FnOnce(&str) -> String,
+    ) -> Result<Self, ExitCode> {
+        let runtime = runtime()?;
+        let setup = runtime.block_on(S3Setup::load(&config.storage, env));
+        let endpoint = setup.describe_endpoint();
+        if let Err(error) = setup.check() {
+            eprintln!("tekflux {command}: {}: {error}", doing(&endpoint));
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+        Ok(Self {
+            client: setup.client(),
+            runtime,
+            endpoint,
+        })
+    }
 }
 
 /// A fresh async runtime; `Err` carries the exit code when none can start.

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -16,30 +16,18 @@ use tekflux_run_complete::dead_letters::{self, DeadLetterStore};
 use tekflux_testkit::s3::TestS3;
 use tower::ServiceExt;
 
+mod support;
+use support::run;
+
 const TOKEN: &str = "events-token-for-dead-letters";
 
+/// The binary on the test S3 server, with the store in `bucket` under the prefix `runs`.
 fn tekflux(s3: &TestS3, bucket: &str, cwd: &Path) -> Command {
-    let credentials = s3.credentials();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tekflux"));
+    let mut command = support::tekflux(s3, cwd);
     command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", credentials.access_key_id())
-        .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key())
-        .env("AWS_REGION", tekflux_testkit::s3::REGION)
-        .env("AWS_ENDPOINT_URL_S3", s3.endpoint())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("TEKFLUX_S3_FORCE_PATH_STYLE", "true")
         .env("TEKFLUX_S3_BUCKET", bucket)
-        .env("TEKFLUX_S3_PREFIX", "runs")
-        .current_dir(cwd);
+        .env("TEKFLUX_S3_PREFIX", "runs");
     command
-}
-
-async fn run(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("tekflux runs"))
-        .await
-        .unwrap()
 }
 
 /// A dead letter as the Broker delivers it: binary mode, with Knative's error extensions.
