@@ -166,17 +166,22 @@ impl From<kube::Error> for Error {
     }
 }
 
+/// `text` without the ` (os error N)` the standard library appends to an OS error's message:
+/// "Permission denied" says it to a person, the number does not.
+pub fn without_os_error(text: &str) -> String {
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
 /// An error and its causes in plain words, joined with `: `: each cause once (libraries often
 /// repeat their source in their own message), without the `(os error N)` that `std` appends.
 pub fn plain_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
     while let Some(error) = current {
-        let text = error.to_string();
-        let text = match text.rfind(" (os error ") {
-            Some(at) if text.ends_with(')') => text[..at].to_owned(),
-            _ => text,
-        };
+        let text = without_os_error(&error.to_string());
         if !parts.iter().any(|part| part.contains(&text)) && !text.is_empty() {
             parts.push(text);
         }

@@ -23,6 +23,7 @@ use clap::Args;
 use serde_json::json;
 use tekflux_common::clients::S3Setup;
 use tekflux_common::config::{self, Env, Sections};
+use tekflux_common::error::without_os_error;
 use tekflux_run_complete::archive::{
     ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
     RestoreOptions, S3ErrorKind, S3Failure, Tree, check_target, restore_from_s3, upload_archive,
@@ -258,7 +259,7 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
             eprintln!(
                 "tekflux archive: cannot write the sha256 to {}: {}; nothing was uploaded",
                 path.display(),
-                plain_io(&error)
+                without_os_error(&error.to_string())
             );
             return ExitCode::from(EXIT_CANNOT_WRITE);
         }
@@ -308,7 +309,7 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
         eprintln!(
             "tekflux archive: stored {url} but cannot write the sha256 to {}: {}",
             path.display(),
-            plain_io(&error)
+            without_os_error(&error.to_string())
         );
         return ExitCode::from(EXIT_CANNOT_WRITE);
     }
@@ -460,7 +461,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|error| {
         eprintln!(
             "tekflux: cannot start the async runtime: {}",
-            plain_io(&error)
+            without_os_error(&error.to_string())
         );
         ExitCode::FAILURE
     })
@@ -506,15 +507,6 @@ fn restore_exit_code(error: &RestoreError) -> u8 {
 fn fail(command: &str, error: &dyn std::error::Error, code: u8) -> ExitCode {
     eprintln!("tekflux {command}: {error}");
     ExitCode::from(code)
-}
-
-/// An OS error in words, without the ` (os error N)` the standard library appends.
-fn plain_io(error: &std::io::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_owned(),
-        _ => text,
-    }
 }
 
 /// `--sha256-file`, opened before the upload so that a path that cannot be written is found

@@ -41,14 +41,7 @@ pub use upload::{
 
 use std::sync::Arc;
 
-/// `text` without the ` (os error N)` the standard library appends to an OS error's message:
-/// "Permission denied" says it to a person, the number does not.
-pub(crate) fn without_os_error(text: &str) -> String {
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_owned(),
-        _ => text.to_owned(),
-    }
-}
+pub(crate) use tekflux_common::error::without_os_error;
 
 /// A callback told how many bytes were just processed, for progress bars; does nothing when
 /// empty (the default).
