@@ -64,7 +64,7 @@ pub fn help(reader: Reader) -> String {
         "Environment:".to_owned(),
         row(
             vars::TEKFLUX_CONFIG,
-            "config file (default ./tekflux.yaml, else built-in defaults)",
+            "config file (`tekflux --config` wins; default ./tekflux.yaml, else built-in defaults)",
         ),
     ];
     let overrides: Vec<&(&str, &str)> = match reader {

@@ -57,7 +57,12 @@ impl Startup {
     /// Reads the environment and the config (exiting with 64 on invalid config), and installs
     /// the tracing subscriber.
     pub fn from_process() -> Self {
-        let env = Env::from_process();
+        Self::from_env(Env::from_process())
+    }
+
+    /// [`Startup::from_process`] with a given environment (the CLI's `--config` sets
+    /// `TEKFLUX_CONFIG` in it).
+    pub fn from_env(env: Env) -> Self {
         // Serving uses every section: all of it is resolved and checked before anything starts.
         let config = config::load_or_exit(&env, Sections::ALL);
         telemetry::init(
@@ -107,13 +112,7 @@ impl Startup {
 
     /// Where the config came from, for messages about it (`TEKFLUX_CONFIG`, or the default).
     pub fn config_origin(&self) -> String {
-        match config::ConfigSource::from_env(&self.env) {
-            config::ConfigSource::File(path) => path.display().to_string(),
-            config::ConfigSource::FileIfPresent(path) if path.exists() => {
-                path.display().to_string()
-            }
-            _ => config::EMBEDDED_ORIGIN.to_owned(),
-        }
+        config::ConfigSource::from_env(&self.env).origin()
     }
 
     /// Where replies go (`K_SINK`, or the HTTP response); an invalid `K_SINK` exits with 64.

@@ -135,6 +135,16 @@ impl ConfigSource {
             None => Self::FileIfPresent(PathBuf::from(DEFAULT_CONFIG_PATH)),
         }
     }
+
+    /// The file the config is read from, as named, or [`EMBEDDED_ORIGIN`]: what messages about
+    /// the config call it.
+    pub fn origin(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::FileIfPresent(path) if path.exists() => path.display().to_string(),
+            _ => EMBEDDED_ORIGIN.to_owned(),
+        }
+    }
 }
 
 /// Where a problem is: a place in the file, or the environment variable that set the value.
@@ -195,7 +205,7 @@ impl fmt::Display for Problem {
 pub enum ConfigError {
     /// The config file could not be read (missing, a directory, no permission).
     #[error(
-        "{}: cannot read the config file: {}; point TEKFLUX_CONFIG at your config file",
+        "{}: cannot read the config file: {}; name your config file with --config or TEKFLUX_CONFIG",
         path.display(),
         crate::error::plain_chain(cause)
     )]

@@ -45,14 +45,13 @@ pub struct ReplayArgs {
 }
 
 /// Runs `tekflux dead-letters`.
-pub fn list(args: &ListArgs) -> ExitCode {
-    let env = Env::from_process();
-    let config = config::load_or_exit(&env, Sections::STORAGE);
+pub fn list(env: &Env, args: &ListArgs) -> ExitCode {
+    let config = config::load_or_exit(env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
     };
-    let store = match Store::connect("dead-letters", &config, &env, |endpoint| {
+    let store = match Store::connect("dead-letters", &config, env, |endpoint| {
         format!("cannot read s3://{bucket} at {endpoint}")
     }) {
         Ok(store) => store,
@@ -109,9 +108,8 @@ fn print_letter(letter: &DeadLetter, format: Format) {
 /// Runs `tekflux replay`: sends each dead letter (in binary mode, without Knative's error
 /// extensions, with its own id and source) and removes it from the store once it was accepted
 /// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
-pub fn replay(args: &ReplayArgs) -> ExitCode {
-    let env = Env::from_process();
-    let config = config::load_or_exit(&env, Sections::STORAGE);
+pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
+    let config = config::load_or_exit(env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
@@ -130,7 +128,7 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
         },
         None => None,
     };
-    let store = match Store::connect("replay", &config, &env, |endpoint| {
+    let store = match Store::connect("replay", &config, env, |endpoint| {
         format!("cannot read s3://{bucket} at {endpoint}")
     }) {
         Ok(store) => store,

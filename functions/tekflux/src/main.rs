@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
-use tekflux_common::config::{self, Env, Sections};
+use tekflux_common::config::{self, Env, Sections, vars};
 use tekflux_common::environment::{self, Reader};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
@@ -27,6 +27,10 @@ use tekflux_git_push::Provider;
     about = "Event-driven CI/CD glue for Tekton, Knative and Flux"
 )]
 struct Cli {
+    /// The config file, for every command (overrides TEKFLUX_CONFIG; default ./tekflux.yaml if
+    /// present, else the built-in defaults).
+    #[arg(short = 'f', long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +52,8 @@ enum Command {
         #[arg(long, value_name = "ADDRESS", value_parser = parse_listen)]
         listen: Option<Listen>,
     },
-    /// Validate the config file (TEKFLUX_CONFIG, default ./tekflux.yaml) and exit: 0 valid, 64 not.
+    /// Validate the config file (--config, TEKFLUX_CONFIG, default ./tekflux.yaml) and exit: 0
+    /// valid, 64 not.
     #[command(after_help = environment::help(Reader::Config))]
     CheckConfig,
     /// Show offline which runs a webhook payload would create, and why each rule matched or not.
@@ -178,8 +183,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    // One environment for every command: `--config` is TEKFLUX_CONFIG by another name, so each
+    // command finds (and reports) the file the same way.
+    let mut env = Env::from_process();
+    if let Some(path) = cli.config {
+        env = env.with(vars::TEKFLUX_CONFIG, path.to_string_lossy());
+    }
     match cli.command {
-        Command::CheckConfig => check_config(),
+        Command::CheckConfig => check_config(&env),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -189,10 +200,10 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Archive(args) => transfer::archive(args),
-        Command::DeadLetters(args) => dead_letters::list(&args),
-        Command::Replay(args) => dead_letters::replay(&args),
-        Command::Restore(args) => transfer::restore(args),
+        Command::Archive(args) => transfer::archive(&env, args),
+        Command::DeadLetters(args) => dead_letters::list(&env, &args),
+        Command::Replay(args) => dead_letters::replay(&env, &args),
+        Command::Restore(args) => transfer::restore(&env, args),
         Command::Serve {
             function,
             webhooks_only,
@@ -203,7 +214,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(transfer::EXIT_USAGE);
             }
             // Config first: an invalid one exits 64 before any runtime starts.
-            let mut startup = Startup::from_process();
+            let mut startup = Startup::from_env(env);
             if let Some(listen) = listen {
                 let settings = &mut startup.server.settings;
                 settings.address = listen.address.unwrap_or(settings.address);
@@ -218,6 +229,7 @@ fn main() -> ExitCode {
             delivery,
             output,
         } => match render(
+            &env,
             provider.into(),
             &event,
             event_name.as_deref(),
@@ -244,12 +256,12 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
     }
 }
 
-fn check_config() -> ExitCode {
-    let env = Env::from_process();
-    let config = config::load_or_exit(&env, Sections::ALL);
+fn check_config(env: &Env) -> ExitCode {
+    let config = config::load_or_exit(env, Sections::ALL);
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "configuration is valid: namespace {}, {}, {}",
+        "{}: configuration is valid: namespace {}, {}, {}",
+        config::ConfigSource::from_env(env).origin(),
         config.namespace,
         count(config.repositories.len(), "repository rule"),
         count(config.releases.len(), "release rule")
@@ -284,15 +296,15 @@ async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> Exi
 }
 
 fn render(
+    env: &Env,
     provider: Provider,
     event: &PathBuf,
     event_name: Option<&str>,
     delivery: Option<&str>,
     output: RenderOutput,
 ) -> anyhow::Result<()> {
-    let env = Env::from_process();
     // Render checks no signature, so it reads no secret.
-    let config = config::load_or_exit(&env, Sections::ROUTING);
+    let config = config::load_or_exit(env, Sections::ROUTING);
     if config.repositories.is_empty() {
         eprintln!(
             "tekflux render: warning: the config has no repository rules, so no push starts \

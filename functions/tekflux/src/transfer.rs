@@ -213,10 +213,9 @@ pub struct RestoreArgs {
 ///
 /// Everything local is checked before the first request: the config, the directory, and that
 /// `--sha256-file` can be written; then the S3 settings (region, endpoint).
-pub fn archive(args: ArchiveArgs) -> ExitCode {
-    let env = Env::from_process();
+pub fn archive(env: &Env, args: ArchiveArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = config::load_or_exit(&env, Sections::STORAGE);
+    let config = config::load_or_exit(env, Sections::STORAGE);
     let mut options = ArchiveOptions::from_storage(&config.storage);
     if let Some(level) = args.level {
         options.level = level;
@@ -268,7 +267,7 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
         runtime,
         client,
         endpoint,
-    } = match Store::connect("archive", &config, &env, |endpoint| {
+    } = match Store::connect("archive", &config, env, |endpoint| {
         format!("cannot store {url} at {endpoint}")
     }) {
         Ok(store) => store,
@@ -329,10 +328,9 @@ pub fn archive(args: ArchiveArgs) -> ExitCode {
 ///
 /// The target is checked (empty or absent, and writable) before the first request, then the
 /// S3 settings (region, endpoint).
-pub fn restore(args: RestoreArgs) -> ExitCode {
-    let env = Env::from_process();
+pub fn restore(env: &Env, args: RestoreArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = config::load_or_exit(&env, Sections::STORAGE);
+    let config = config::load_or_exit(env, Sections::STORAGE);
     let expected_sha256 = args
         .sha256
         .map(|sha| sha.trim().to_ascii_lowercase())
@@ -352,7 +350,7 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         runtime,
         client,
         endpoint,
-    } = match Store::connect("restore", &config, &env, |endpoint| {
+    } = match Store::connect("restore", &config, env, |endpoint| {
         format!("cannot read {url} from {endpoint}")
     }) {
         Ok(store) => store,

@@ -71,6 +71,54 @@ fn check_config_accepts_the_examples() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("2 repository rules"));
 }
 
+/// `--config`/`-f` names the file for any command, wins over `TEKFLUX_CONFIG`, and the file
+/// used is reported; a missing one is refused naming both ways to set it.
+#[test]
+fn the_global_config_flag_wins_and_the_file_used_is_reported() {
+    let check = |args: &[&str]| {
+        run(tekflux()
+            .args(args)
+            .env("TEKFLUX_CONFIG", "/nonexistent/tekflux.yaml")
+            .env("GITHUB_WEBHOOK_SECRET", SECRET))
+    };
+    for args in [
+        &["check-config", "--config", "examples/quickstart.yaml"][..],
+        &["-f", "examples/quickstart.yaml", "check-config"][..],
+    ] {
+        let output = check(args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.starts_with("examples/quickstart.yaml: configuration is valid"),
+            "{stdout}"
+        );
+    }
+    // Without the flag the environment's (missing) file is used, and the error says how to fix it.
+    let output = check(&["check-config"]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/tekflux.yaml"), "{stderr}");
+    assert!(stderr.contains("--config or TEKFLUX_CONFIG"), "{stderr}");
+    // Every command takes it: render reads its rules from the flag's file.
+    let output = run(tekflux().args([
+        "render",
+        "-f",
+        "examples/quickstart.yaml",
+        "--provider",
+        "github",
+        "--event",
+        "examples/github-push.json",
+        "-o",
+        "json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("PipelineRun"));
+    // And the embedded defaults are named as such when no file exists.
+    let output = run(tekflux().arg("check-config"));
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("<embedded defaults>: "));
+}
+
 /// `render` checks no signature, so it needs none of the secrets the config names.
 #[test]
 fn render_shows_the_run_a_push_would_create() {
