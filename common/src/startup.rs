@@ -129,8 +129,19 @@ impl Startup {
     /// Serves `routes` inside the common scaffolding (health, readiness, metrics, limits) until
     /// SIGTERM or ctrl-c, or through AWS Lambda when its Runtime API is set.
     pub async fn serve(self, routes: Router) -> ExitCode {
+        let router = self.scaffold(routes);
+        self.serve_scaffolded(router).await
+    }
+
+    /// `routes` inside the common scaffolding, as [`Startup::serve`] serves them: for a caller
+    /// that also needs the whole router (`tekflux up` delivers events through it in-process).
+    pub fn scaffold(&self, routes: Router) -> Router {
+        server::router(routes, self.server.clone())
+    }
+
+    /// Serves a router made by [`Startup::scaffold`] until SIGTERM or ctrl-c (or through Lambda).
+    pub async fn serve_scaffolded(self, router: Router) -> ExitCode {
         let settings = self.server.settings.clone();
-        let router = server::router(routes, self.server);
         let env = self.env;
         match server::run(router, &settings, |name| env.get(name).map(str::to_owned)).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,8 @@ pub enum Receiver {
     ReleaseChanged,
     /// The dead-letter store, on run-complete's Service.
     DeadLetters,
+    /// `tekflux up`'s Broker ingress (`POST /broker`): no Knative, so no OIDC; the token only.
+    Broker,
 }
 
 impl Receiver {
@@ -54,6 +56,7 @@ impl Receiver {
             Receiver::RunComplete => "run-complete",
             Receiver::ReleaseChanged => "release-changed",
             Receiver::DeadLetters => "dead-letters",
+            Receiver::Broker => "broker",
         }
     }
 
@@ -69,6 +72,7 @@ impl Receiver {
             Receiver::RunComplete => oidc.run_complete.as_ref(),
             Receiver::ReleaseChanged => oidc.release_changed.as_ref(),
             Receiver::DeadLetters => oidc.dead_letters.as_ref(),
+            Receiver::Broker => None,
         }
     }
 }
@@ -234,17 +238,25 @@ impl SenderAuth {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Refusal::Missing);
         };
-        let bearer = value
+        let credential = value
             .to_str()
             .ok()
-            .and_then(|value| {
-                let (scheme, credential) = value.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| credential.trim())
-            })
-            .filter(|credential| !credential.is_empty())
+            .and_then(credential_of)
             .ok_or(Refusal::NotBearer)?;
+        let bearer = match credential {
+            Credential::Bearer(bearer) => bearer,
+            // Basic carries the static token only (as its password): it is for senders that can
+            // put credentials only in a URL, like Tekton's `config-events` sink
+            // (`http://tekflux:<token>@host/broker`, which Go's HTTP client sends as Basic).
+            Credential::BasicPassword(password) => {
+                return match &inner.token {
+                    Some(token) if token_matches(password.as_bytes(), token.expose()) => {
+                        Ok(Sender::Token)
+                    }
+                    _ => Err(Refusal::WrongToken),
+                };
+            }
+        };
         if let Some(token) = &inner.token
             && token_matches(bearer.as_bytes(), token.expose())
         {
@@ -257,6 +269,35 @@ impl SenderAuth {
             _ => Err(Refusal::WrongToken),
         }
     }
+}
+
+/// What an `Authorization` header carries.
+enum Credential<'a> {
+    /// `Bearer <credential>`: the static token or a JWT.
+    Bearer(&'a str),
+    /// `Basic base64(user:password)`: the password, compared with the static token only.
+    BasicPassword(String),
+}
+
+fn credential_of(value: &str) -> Option<Credential<'_>> {
+    let (scheme, credential) = value.trim().split_once(' ')?;
+    let credential = credential.trim();
+    if credential.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Credential::Bearer(credential));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credential)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (_user, password) = decoded.split_once(':')?;
+        return (!password.is_empty()).then(|| Credential::BasicPassword(password.to_owned()));
+    }
+    None
 }
 
 /// Middleware for a function's `POST /`: authenticates the sender before the handler (and so

@@ -45,8 +45,12 @@ pub enum Refusal {
          Knative's sender identity (OIDC) and list the Trigger in events.oidc"
     )]
     Missing,
-    /// An `Authorization` header that is not `Bearer <credential>`.
-    #[error("the Authorization header is not `Bearer <token>`")]
+    /// An `Authorization` header that is neither `Bearer <credential>` nor `Basic` with a
+    /// password.
+    #[error(
+        "the Authorization header is neither `Bearer <token>` nor `Basic` with events.token as \
+         the password"
+    )]
     NotBearer,
     /// A bearer credential that is neither the configured token nor a JWT this function checks.
     #[error("the bearer token is not events.token, and no OIDC sender is configured for it")]

@@ -8,6 +8,7 @@
 
 mod dead_letters;
 mod transfer;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,16 @@ enum Command {
         webhooks_only: bool,
         /// Where to listen: `ADDRESS:PORT`, `ADDRESS` or `:PORT` (e.g. `127.0.0.1:8080` to keep
         /// it to this machine). Default: `server.address` and `PORT`/`server.port`, 0.0.0.0:8080.
+        #[arg(long, value_name = "ADDRESS", value_parser = parse_listen)]
+        listen: Option<Listen>,
+    },
+    /// The whole chain without Knative: the three functions and a Broker at POST /broker that
+    /// routes by the shipped Triggers (retries, dead letters, replies onward).
+    #[command(after_help = environment::help(Reader::Serve))]
+    Up {
+        #[command(flatten)]
+        args: up::UpArgs,
+        /// Where to listen: `ADDRESS:PORT`, `ADDRESS` or `:PORT`, as for `serve`.
         #[arg(long, value_name = "ADDRESS", value_parser = parse_listen)]
         listen: Option<Listen>,
     },
@@ -215,12 +226,11 @@ fn main() -> ExitCode {
             }
             // Config first: an invalid one exits 64 before any runtime starts.
             let mut startup = Startup::from_env(env);
-            if let Some(listen) = listen {
-                let settings = &mut startup.server.settings;
-                settings.address = listen.address.unwrap_or(settings.address);
-                settings.port = listen.port.unwrap_or(settings.port);
-            }
+            apply_listen(listen, &mut startup.server);
             block_on(serve(startup, function, webhooks_only)).unwrap_or_else(|code| code)
+        }
+        Command::Up { args, listen } => {
+            up::run(env, &args, |server| apply_listen(listen, server))
         }
         Command::Render {
             provider,
@@ -242,6 +252,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `--listen` over the configured address and port.
+fn apply_listen(listen: Option<Listen>, server: &mut tekflux_common::server::ServerState) {
+    if let Some(listen) = listen {
+        let settings = &mut server.settings;
+        settings.address = listen.address.unwrap_or(settings.address);
+        settings.port = listen.port.unwrap_or(settings.port);
     }
 }
 
@@ -277,22 +296,27 @@ async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> Exi
         Function::GitPush => tekflux_git_push::routes_from_startup(&startup).await,
         Function::RunComplete => tekflux_run_complete::routes_from_startup(&startup).await,
         Function::ReleaseChanged => tekflux_release_changed::routes_from_startup(&startup).await,
-        Function::All => {
-            let git_push = tekflux_git_push::routes_from_startup(&startup).await;
-            Router::new()
-                .nest("/git-push", git_push)
-                .nest(
-                    "/run-complete",
-                    tekflux_run_complete::routes_from_startup(&startup).await,
-                )
-                .nest(
-                    "/release-changed",
-                    tekflux_release_changed::routes_from_startup(&startup).await,
-                )
-        }
+        Function::All => all_routes(&startup).await,
     };
     startup.server.readiness.set_ready();
     startup.serve(routes).await
+}
+
+/// Every function, each under `/<function>`: what `serve` and `up` serve.
+async fn all_routes(startup: &Startup) -> Router {
+    Router::new()
+        .nest(
+            "/git-push",
+            tekflux_git_push::routes_from_startup(startup).await,
+        )
+        .nest(
+            "/run-complete",
+            tekflux_run_complete::routes_from_startup(startup).await,
+        )
+        .nest(
+            "/release-changed",
+            tekflux_release_changed::routes_from_startup(startup).await,
+        )
 }
 
 fn render(
