@@ -128,7 +128,11 @@ impl Broker {
     /// `POST /broker`: a CloudEvent, answered 202 once held, 400 when it is not a valid
     /// CloudEvent, 503 when the Broker holds too much already. The sender was authenticated by
     /// the route's middleware.
-    pub async fn ingress(State(broker): State<Broker>, headers: HeaderMap, body: Bytes) -> Response {
+    pub async fn ingress(
+        State(broker): State<Broker>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let event = match IncomingEvent::from_parts(&headers, &body) {
             Ok(incoming) => incoming.event,
             Err(error) => return error.into_response(),
@@ -225,9 +229,7 @@ impl Broker {
         let (status, body) = loop {
             match self.attempt(&delivering).await {
                 Attempt::Delivered(reply) => {
-                    self.inner
-                        .deliveries
-                        .inc(&[&delivering.route, "delivered"]);
+                    self.inner.deliveries.inc(&[&delivering.route, "delivered"]);
                     if let Some(reply) = reply {
                         let held = Arc::clone(&delivering.held);
                         self.route(reply, delivering.authorization.clone(), held, "reply");

@@ -305,7 +305,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                     chars.next();
                 }
                 tokens.push(Token::Integer(
-                    digits.parse().map_err(|_| format!("{digits} is too large"))?,
+                    digits
+                        .parse()
+                        .map_err(|_| format!("{digits} is too large"))?,
                 ));
             }
             c if c.is_ascii_alphabetic() => {
@@ -507,7 +509,10 @@ mod tests {
         assert!(sql("n = 3", &event));
         assert!(sql("TRUE XOR FALSE", &event));
         assert!(sql("type = 'x' OR TRUE", &event));
-        assert!(!sql("subject = 'x' OR TRUE", &event), "errors make it false");
+        assert!(
+            !sql("subject = 'x' OR TRUE", &event),
+            "errors make it false"
+        );
     }
 
     #[test]

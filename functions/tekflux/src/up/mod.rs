@@ -33,11 +33,7 @@ pub struct UpArgs {
 }
 
 /// Runs `up` until SIGTERM or ctrl-c; `listen` is applied to the server settings.
-pub fn run(
-    env: Env,
-    args: &UpArgs,
-    listen: impl FnOnce(&mut server::ServerState),
-) -> ExitCode {
+pub fn run(env: Env, args: &UpArgs, listen: impl FnOnce(&mut server::ServerState)) -> ExitCode {
     // The wiring and the config are checked before anything starts: 64 when either is wrong.
     let wiring = match &args.triggers {
         Some(dir) => Wiring::from_dir(dir),
@@ -50,10 +46,10 @@ pub fn run(
             return ExitCode::from(EX_USAGE as u8);
         }
     };
-    let origin = args
-        .triggers
-        .as_ref()
-        .map_or_else(|| wiring::SHIPPED_ORIGIN.to_owned(), |dir| dir.display().to_string());
+    let origin = args.triggers.as_ref().map_or_else(
+        || wiring::SHIPPED_ORIGIN.to_owned(),
+        |dir| dir.display().to_string(),
+    );
     let mut startup = Startup::from_env(env);
     listen(&mut startup.server);
     let runtime = match tokio::runtime::Runtime::new() {

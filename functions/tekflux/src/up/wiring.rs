@@ -179,7 +179,10 @@ impl Wiring {
             let text = std::fs::read_to_string(file).map_err(|error| {
                 refuse(
                     &name,
-                    format!("cannot read: {}", tekflux_common::error::plain_chain(&error)),
+                    format!(
+                        "cannot read: {}",
+                        tekflux_common::error::plain_chain(&error)
+                    ),
                 )
             })?;
             documents.extend(parse_documents(&text, &name)?);
@@ -229,9 +232,11 @@ impl Wiring {
                 // Knative: `filters` replaces `filter` when both are set.
                 (Some(filters), _) => Filter::from_filters(filters)
                     .map_err(|message| refuse(origin, format!("{at}: spec.filters: {message}")))?,
-                (None, Some(attributes)) => Filter::from_attributes(attributes).map_err(
-                    |message| refuse(origin, format!("{at}: spec.filter.attributes: {message}")),
-                )?,
+                (None, Some(attributes)) => {
+                    Filter::from_attributes(attributes).map_err(|message| {
+                        refuse(origin, format!("{at}: spec.filter.attributes: {message}"))
+                    })?
+                }
                 (None, None) => Filter::All(Vec::new()),
             };
             let subscriber = parse_subscriber(
@@ -507,7 +512,12 @@ mod tests {
         assert!(error.contains("regex"), "{error}");
         let other_broker = trigger("  subscriber:\n    ref: {kind: Service, name: git-push}\n")
             .replace("broker: b", "broker: c");
-        assert!(load(&other_broker).unwrap_err().to_string().contains("spec.broker"));
+        assert!(
+            load(&other_broker)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.broker")
+        );
         assert!(load(BROKER).unwrap_err().to_string().contains("no Trigger"));
     }
 
@@ -525,9 +535,8 @@ mod tests {
         let trigger = &wiring.triggers[0];
         assert_eq!(trigger.delivery.as_ref().unwrap().retry, 1);
         assert_eq!(trigger.subscriber.path(), "/git-push/x");
-        let attributes = |ty: &str| {
-            std::collections::BTreeMap::from([("type".to_owned(), ty.to_owned())])
-        };
+        let attributes =
+            |ty: &str| std::collections::BTreeMap::from([("type".to_owned(), ty.to_owned())]);
         assert!(trigger.filter.matches(&attributes("b")));
         assert!(!trigger.filter.matches(&attributes("a")));
     }
