@@ -169,6 +169,27 @@ async fn the_static_token_is_accepted_and_a_wrong_one_refused() {
     assert_eq!(h.jwks_fetches(), 0);
 }
 
+/// Senders that can put credentials only in a URL (Tekton's `config-events` sink,
+/// `http://tekflux:<token>@host/broker`) send Basic: the static token is accepted as its
+/// password, and only there; a Basic password never reaches the OIDC issuer.
+#[tokio::test]
+async fn the_static_token_is_accepted_as_a_basic_password() {
+    use base64::Engine as _;
+    let basic = |text: &str| {
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        ))
+    };
+    let h = Harness::new(CONFIG).await;
+    assert_eq!(h.send(basic(&format!("tekflux:{TOKEN}"))).await.0, 200);
+    assert_eq!(h.send(basic(&format!("any-user:{TOKEN}"))).await.0, 200);
+    for refused in ["tekflux:not-the-token", &format!("{TOKEN}:"), TOKEN] {
+        assert_eq!(h.send(basic(refused)).await.0, 401, "{refused}");
+    }
+    assert_eq!(h.jwks_fetches(), 0);
+}
+
 #[tokio::test]
 async fn no_credentials_are_refused_with_a_hint() {
     let h = Harness::new(CONFIG).await;
