@@ -34,7 +34,7 @@ use tekflux_common::{Error, Result};
 
 use crate::archive::{ArchiveError, ArchiveOptions, S3Failure, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs};
-use crate::manifest::{ArchivedWorkspace, MANIFEST_KIND, Manifest, RunRecord};
+use crate::manifest::{ArchivedWorkspace, CleanupFailure, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
 use crate::reply::build_reply_event;
 use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
@@ -363,20 +363,6 @@ async fn archive_run(
     let &Target { bucket, s3, kube } = target;
     let layout = RunLayout::new(&inner.storage.prefix, &run.namespace, &run.name);
     let manifest_key = layout.manifest();
-
-    if let Some(existing) = read_manifest(s3, bucket, &manifest_key).await?
-        && existing.run.uid == run.uid
-    {
-        tracing::info!(run = %run.name, "duplicate completion event: the run is archived");
-        if inner.storage.cleanup {
-            let plan = plan_workspaces(run, &inner.storage.mounts)?;
-            remove_archived(&plan.archive, &existing, &inner.cleanups).await;
-        }
-        let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
-        return inner.replies.deliver(reply).await.map(Archived::Duplicate);
-    }
-
-    let plan = plan_workspaces(run, &inner.storage.mounts)?;
     let mut metadata = BTreeMap::from([("tekflux-run-uid".to_owned(), run.uid.clone())]);
     if let Some(sha) = run.annotations.get(SHA_ANNOTATION) {
         metadata.insert("tekflux-sha".to_owned(), sha.clone());
@@ -384,6 +370,26 @@ async fn archive_run(
     if let Some(delivery) = run.annotations.get(DELIVERY_ANNOTATION) {
         metadata.insert("tekflux-delivery-id".to_owned(), delivery.clone());
     }
+    let manifest_at = ManifestAt {
+        s3,
+        bucket,
+        key: &manifest_key,
+        metadata: &metadata,
+    };
+
+    if let Some(mut existing) = read_manifest(s3, bucket, &manifest_key).await?
+        && existing.run.uid == run.uid
+    {
+        tracing::info!(run = %run.name, "duplicate completion event: the run is archived");
+        if inner.storage.cleanup {
+            let plan = plan_workspaces(run, &inner.storage.mounts)?;
+            clean_up(&plan.archive, &mut existing, &inner.cleanups, &manifest_at).await;
+        }
+        let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
+        return inner.replies.deliver(reply).await.map(Archived::Duplicate);
+    }
+
+    let plan = plan_workspaces(run, &inner.storage.mounts)?;
 
     let options = state.archive_options();
     let mut workspaces = Vec::new();
@@ -445,7 +451,7 @@ async fn archive_run(
     )
     .await?;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         kind: MANIFEST_KIND.to_owned(),
         run: RunRecord {
             kind: run.kind.as_str().to_owned(),
@@ -463,11 +469,12 @@ async fn archive_run(
         workspaces,
         skipped_workspaces: skipped,
         logs,
+        cleanup_failures: Vec::new(),
         results: run.results.clone(),
         tekflux_version: env!("CARGO_PKG_VERSION").to_owned(),
         archived_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    write_manifest(s3, bucket, &manifest_key, &manifest, metadata).await?;
+    write_manifest(s3, bucket, &manifest_key, &manifest, &metadata).await?;
     tracing::info!(
         run = %run.name,
         namespace = %run.namespace,
@@ -476,7 +483,7 @@ async fn archive_run(
         "run archived"
     );
     if inner.storage.cleanup {
-        remove_archived(&plan.archive, &manifest, &inner.cleanups).await;
+        clean_up(&plan.archive, &mut manifest, &inner.cleanups, &manifest_at).await;
     }
     let reply = build_reply_event(incoming, &manifest, bucket, &manifest_key, false)?;
     inner.replies.deliver(reply).await.map(Archived::New)
@@ -550,7 +557,7 @@ async fn write_manifest(
     bucket: &str,
     key: &str,
     manifest: &Manifest,
-    metadata: BTreeMap<String, String>,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let body = serde_json::to_vec_pretty(manifest)
         .map_err(|error| Error::Internal(format!("cannot serialise the manifest: {error}")))?;
@@ -558,7 +565,7 @@ async fn write_manifest(
         .bucket(bucket)
         .key(key)
         .content_type("application/json")
-        .set_metadata(Some(metadata.into_iter().collect()))
+        .set_metadata(Some(metadata.clone().into_iter().collect()))
         .body(body.into())
         .send()
         .await
@@ -566,12 +573,50 @@ async fn write_manifest(
     Ok(())
 }
 
-/// Deletes the run's own directories that the manifest lists as archived. A failure is logged,
-/// not answered: the archive is safe, and a later duplicate event tries again.
+/// Where a run's manifest is stored, and the object metadata it is stored with.
+struct ManifestAt<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    key: &'a str,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+/// Frees the run's archived directories and records in the manifest those it could not free
+/// (or, on a later delivery, that they are free now). The manifest is rewritten only when that
+/// record changes. A failed rewrite is logged: the archive stays valid and the failure is
+/// already counted and logged by [`remove_archived`].
+async fn clean_up(
+    dirs: &[WorkspaceDir],
+    manifest: &mut Manifest,
+    cleanups: &CounterFamily,
+    at: &ManifestAt<'_>,
+) {
+    let failures = remove_archived(dirs, manifest, cleanups).await;
+    if failures == manifest.cleanup_failures {
+        return;
+    }
+    manifest.cleanup_failures = failures;
+    if let Err(error) = write_manifest(at.s3, at.bucket, at.key, manifest, at.metadata).await {
+        tracing::error!(
+            key = at.key,
+            %error,
+            "recording the clean-up in the manifest failed"
+        );
+    }
+}
+
 /// Removes the archived workspaces. A failure leaves the archive valid, so it is not a failed
-/// delivery, but it must not be silent: the claim would fill up. It is logged at `error` and
-/// counted in `tekflux_run_complete_cleanups_total{outcome="failed"}`.
-async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest, cleanups: &CounterFamily) {
+/// delivery, but it must not be silent: the claim would fill up. Each failure is logged at
+/// `error`, counted in `tekflux_run_complete_cleanups_total{outcome="failed"}` and returned for
+/// the manifest. A directory that is gone now but failed on an earlier delivery keeps that
+/// record: the removal renames it aside first, so what was left lies under the aside name the
+/// recorded error names.
+async fn remove_archived(
+    dirs: &[WorkspaceDir],
+    manifest: &Manifest,
+    cleanups: &CounterFamily,
+) -> Vec<CleanupFailure> {
+    let mut failures = Vec::new();
     for dir in dirs {
         let archived = manifest
             .workspaces
@@ -582,25 +627,38 @@ async fn remove_archived(dirs: &[WorkspaceDir], manifest: &Manifest, cleanups: &
         }
         let target = dir.clone();
         let removed = tokio::task::spawn_blocking(move || target.remove()).await;
-        match removed {
+        let error = match removed {
             Ok(Ok(())) => {
                 cleanups.inc(&["removed"]);
                 tracing::info!(dir = %dir.dir.display(), "workspace removed");
+                continue;
             }
-            Ok(Err(ArchiveError::SourceMissing { .. })) => {}
-            Ok(Err(error)) => {
-                cleanups.inc(&["failed"]);
-                tracing::error!(
-                    dir = %dir.dir.display(),
-                    error = %tekflux_common::error::plain_chain(&error),
-                    "removing the archived workspace failed: the claim keeps its files (check \
-                     that run-complete may write there: fsGroup, docs/deploy)"
+            Ok(Err(ArchiveError::SourceMissing { .. })) => {
+                failures.extend(
+                    manifest
+                        .cleanup_failures
+                        .iter()
+                        .filter(|earlier| earlier.workspace == dir.workspace)
+                        .cloned(),
                 );
+                continue;
             }
-            Err(error) => {
-                cleanups.inc(&["failed"]);
-                tracing::error!(%error, "removing the archived workspace stopped");
-            }
-        }
+            Ok(Err(error)) => tekflux_common::error::plain_chain(&error),
+            Err(error) => format!("the removal stopped: {error}"),
+        };
+        cleanups.inc(&["failed"]);
+        tracing::error!(
+            dir = %dir.dir.display(),
+            %error,
+            "removing the archived workspace failed: the claim keeps its files (run-complete \
+             needs the security context knative/base gives it to remove what runs wrote: \
+             README, \"Deployment\")"
+        );
+        failures.push(CleanupFailure {
+            workspace: dir.workspace.clone(),
+            dir: dir.dir.display().to_string(),
+            error,
+        });
     }
+    failures
 }

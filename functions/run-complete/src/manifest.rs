@@ -33,6 +33,12 @@ pub struct Manifest {
     pub skipped_workspaces: Vec<SkippedWorkspace>,
     /// Step logs.
     pub logs: Vec<LogEntry>,
+    /// Archived workspaces that `storage.cleanup` could not remove from the claim, and why.
+    /// The archives are complete; the directories stay until someone frees them (or a later
+    /// delivery of the run's event manages to). Rewritten after the clean-up, so it is the one
+    /// field that may change once the manifest exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_failures: Vec<CleanupFailure>,
     /// The run's results (string form).
     #[serde(default)]
     pub results: std::collections::BTreeMap<String, String>,
@@ -65,6 +71,18 @@ pub struct RunRecord {
     /// `status.completionTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
+}
+
+/// An archived workspace whose directory was not removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupFailure {
+    /// The workspace name.
+    pub workspace: String,
+    /// The directory in run-complete's pod (`<mount>/<subPath>`).
+    pub dir: String,
+    /// What failed, in words (the path it failed at, and the system's reason).
+    pub error: String,
 }
 
 /// One workspace archive.
