@@ -24,7 +24,9 @@
 //!   loaded CRD schema ([`crate::crd`]; by default the corpus' Tekton, Flux and Knative CRDs), of
 //!   the whole object, strictly: unknown fields are 422 `Invalid` (a real server prunes them with a
 //!   warning unless `fieldValidation=Strict`), so builders cannot emit typos;
-//! - fault injection ([`TestApiServer::fail_next`]) and a request log ([`TestApiServer::requests`]).
+//! - fault injection ([`TestApiServer::fail_next`]) and a request log ([`TestApiServer::requests`]),
+//!   also appended to a file per package when `TEKFLUX_KUBE_REQUEST_LOG` names a directory
+//!   ([`crate::request_log`]), from which the RBAC test learns the verbs each function uses.
 //!
 //! Not emulated: authentication and RBAC, discovery (`/api`, `/apis`), version conversion (objects
 //! are stored as sent), defaulting, finalizers and graceful deletion, owner-reference garbage
@@ -59,6 +61,9 @@ use tokio::sync::broadcast;
 use crate::crd::{CrdSchemas, FieldError, validate_metadata};
 use fields::FieldPath;
 pub use selector::LabelSelector;
+
+/// The header that marks a request of [`TestApiServer::setup_client`].
+const SETUP_HEADER: &str = "x-tekflux-test-setup";
 
 /// A fault to answer instead of (or before) the normal answer, see [`TestApiServer::fail_next`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +148,8 @@ struct Shared {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
     schemas: RwLock<Option<Arc<CrdSchemas>>>,
+    /// Where every request is appended as well ([`crate::request_log`]), when asked for.
+    log_file: Option<PathBuf>,
 }
 
 impl Shared {
@@ -227,6 +234,7 @@ impl TestApiServer {
             inner: Mutex::new(Inner::default()),
             events: broadcast::channel(4096).0,
             schemas: RwLock::new(schemas),
+            log_file: crate::request_log::file_from_env(),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -263,6 +271,23 @@ impl TestApiServer {
     /// A real `kube::Client` talking to this server. Must be called inside a Tokio runtime.
     pub fn client(&self) -> kube::Client {
         match kube::Client::try_from(self.config()) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot build a kube client for the test API server: {e}"),
+        }
+    }
+
+    /// A client for a test's own set-up and checks (seeding objects the way a controller would,
+    /// deleting one behind the code's back), as opposed to the client handed to the code under
+    /// test. Its requests are served and recorded in [`requests`](Self::requests) like any
+    /// other, but left out of the `TEKFLUX_KUBE_REQUEST_LOG` file ([`crate::request_log`]): they
+    /// are not calls the function makes, so its Role need not allow them.
+    pub fn setup_client(&self) -> kube::Client {
+        let mut config = self.config();
+        config.headers.push((
+            header::HeaderName::from_static(SETUP_HEADER),
+            HeaderValue::from_static("1"),
+        ));
+        match kube::Client::try_from(config) {
             Ok(c) => c,
             Err(e) => panic!("cannot build a kube client for the test API server: {e}"),
         }
@@ -752,7 +777,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                         subresource: None,
                     },
                     query,
-                    content_type: content_type.unwrap_or_default(),
+                    content_type: content_type.clone().unwrap_or_default(),
                     body,
                     body_error,
                     user_agent: header_str(header::USER_AGENT).unwrap_or_default(),
@@ -762,6 +787,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     if let Some(r) = shared.lock().requests.get_mut(index) {
         r.status = Some(response.status().as_u16());
+    }
+    let is_setup = parts.headers.contains_key(SETUP_HEADER);
+    if let Some(file) = shared.log_file.as_ref().filter(|_| !is_setup) {
+        crate::request_log::append(
+            file,
+            &crate::request_log::LoggedRequest {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                content_type,
+                status: response.status().as_u16(),
+            },
+        );
     }
     response
 }

@@ -10,6 +10,8 @@
 //! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
 //! - [`cdevents`]: the CDEvents CloudEvents binding and JSON schemas, checked on replies.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
+//! - [`request_log`]: the Kubernetes requests of a whole test run, on disk, and the RBAC verb each
+//!   needs (for the test that holds the shipped Roles to what the functions call).
 
 pub mod answer;
 pub mod binary;
@@ -21,5 +23,6 @@ pub mod kube_api;
 pub mod lambda_runtime;
 pub mod machine;
 pub mod oidc;
+pub mod request_log;
 pub mod s3;
 pub mod tree;

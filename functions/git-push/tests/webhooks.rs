@@ -1599,6 +1599,76 @@ async fn a_new_push_cancels_older_unfinished_runs_of_the_same_branch() {
     assert_eq!(harness.pipeline_runs().len(), 4);
 }
 
+/// Superseding cancels an older TaskRun as well, with Tekton's TaskRun cancel status; each
+/// kind of run is listed and patched as its own resource.
+#[tokio::test]
+async fn a_new_push_cancels_an_older_unfinished_task_run() {
+    let yaml = CONFIG.replace(
+        "    task: unit-tests\n",
+        "    task: unit-tests\n    concurrency: supersede\n",
+    );
+    let harness = Harness::new(&yaml).await;
+    let first = harness
+        .send(Delivery::gitlab_push().signed().request())
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let older = only_run(&harness, "taskruns", &first);
+    let older_name = older["metadata"]["name"].as_str().unwrap().to_owned();
+
+    // Creation timestamps have whole seconds; the newer run must be created in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut payload: Value = serde_json::from_slice(&corpus("gitlab/push.go-gitlab.json")).unwrap();
+    let newer_sha = "4b6c8d0e2f4a6b8c0d2e4f6a8b9a3b5c7d9e1f2a";
+    payload["before"] = payload["after"].clone();
+    payload["after"] = json!(newer_sha);
+    payload["checkout_sha"] = json!(newer_sha);
+    let second = Delivery::new(
+        Provider::Gitlab,
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            (
+                "X-Gitlab-Event-UUID",
+                "2b8f3c1e-6d0a-4f7b-9c2e-5a1d3e7f9b04",
+            ),
+            ("Idempotency-Key", "7c0e2a4f-1b3d-4e6a-8f9c-0d2b4a6c8e1f"),
+        ],
+        serde_json::to_vec(&payload).unwrap(),
+    )
+    .signed();
+    let answer = harness.send(second.request()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["runs"][0]["superseded"], json!([older_name]));
+
+    let run = |name: &str| {
+        harness
+            .api
+            .get_object(TEKTON, "taskruns", Some("gitlab-ci"), name)
+            .unwrap()
+    };
+    assert_eq!(run(&older_name)["spec"]["status"], "TaskRunCancelled");
+    let newer_name = answer.body["runs"][0]["name"].as_str().unwrap();
+    assert!(run(newer_name)["spec"].get("status").is_none());
+    let calls: Vec<(String, String)> = harness
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "PATCH" || (r.method == "GET" && r.query.contains_key("labelSelector"))
+        })
+        .map(|r| (r.method, r.path))
+        .collect();
+    let taskruns = "/apis/tekton.dev/v1/namespaces/gitlab-ci/taskruns";
+    assert!(
+        calls.contains(&("GET".to_owned(), taskruns.to_owned())),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&("PATCH".to_owned(), format!("{taskruns}/{older_name}"))),
+        "{calls:?}"
+    );
+    assert!(harness.pipeline_runs().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // metrics
 

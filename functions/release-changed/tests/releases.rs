@@ -220,7 +220,8 @@ impl Harness {
     async fn kustomize_apply(&self, object: Value) {
         let resource = api_resource(HelmReleaseApi::Flux);
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.kube(), NS, &resource);
+        // Flux's request, not release-changed's: its Role need not allow it.
+        let api: Api<DynamicObject> = Api::namespaced_with(self.api.setup_client(), NS, &resource);
         api.patch(
             &name,
             &PatchParams::apply("kustomize-controller"),

@@ -146,7 +146,7 @@ impl fmt::Display for S3Failure {
 }
 
 const CHECK_KEYS: &str = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the Tekton Tasks \
-                          read them from the tekflux-secrets Secret) against the store's keys";
+                          read them from the tekflux-s3 Secret) against the store's keys";
 const RETRY: &str = "retrying later may succeed";
 
 type Classified = (S3ErrorKind, String, Option<String>);
@@ -233,7 +233,7 @@ fn credentials_failure(error: &CredentialsError) -> Classified {
                 .to_owned(),
             Some(
                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the Tekton Tasks read them \
-                 from the tekflux-secrets Secret), or give the pod an AWS identity (IRSA, EKS \
+                 from the tekflux-s3 Secret), or give the pod an AWS identity (IRSA, EKS \
                  Pod Identity)"
                     .to_owned(),
             ),

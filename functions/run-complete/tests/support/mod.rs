@@ -211,7 +211,7 @@ impl Harness {
     /// Deletes a stored TaskRun, as `kubectl delete` would.
     pub async fn delete_task_run(&self, name: &str) {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.api.client(), NS, &run_resource(RunKind::TaskRun));
+            Api::namespaced_with(self.api.setup_client(), NS, &run_resource(RunKind::TaskRun));
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
 
