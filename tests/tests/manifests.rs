@@ -658,3 +658,403 @@ fn a_config_change_renders_a_new_config_name_in_every_service() {
     let changed_name = services_config_name(&changed);
     assert_ne!(changed_name, name, "a changed config must get a new name");
 }
+
+// Overlays: knative/overlays/* build on knative/base. Each rendering is checked like the base:
+// valid against the upstream schemas, the same wiring, and what the overlay is for.
+
+/// knative/base and every overlay under knative/overlays (a directory with a kustomization.yaml).
+fn kustomizations() -> Vec<PathBuf> {
+    let overlays = knative_base().join("../overlays");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&overlays)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("kustomization.yaml").is_file())
+        .collect();
+    found.sort();
+    let names: Vec<String> = found.iter().map(|dir| kustomization_name(dir)).collect();
+    for expected in ["overlays/aws", "overlays/minio"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    std::iter::once(knative_base()).chain(found).collect()
+}
+
+/// `base` or `overlays/<name>`, for messages.
+fn kustomization_name(dir: &Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    if dir.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("overlays")) {
+        format!("overlays/{name}")
+    } else {
+        name
+    }
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// The Knative Service `name`, as rendered.
+fn knative_service<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["apiVersion"] == "serving.knative.dev/v1" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Knative Service {name}"))
+}
+
+/// The value of the environment variable `name` of a Service's first container, if set.
+fn service_env<'a>(service: &'a Value, name: &str) -> Option<&'a str> {
+    service["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|var| var["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Every rendering (base and each overlay): Knative, Tekton and Flux objects valid against the
+/// upstream schemas, every object's metadata well formed and in the kustomization's namespace,
+/// and the same wiring as the base: the Broker, the Triggers and the SinkBinding unchanged (the
+/// config's sender identities depend on them), the same four Services mounting the hashed
+/// config, git-push-webhooks the only public one, and run-complete's concurrency, memory and
+/// security context as the base sets them (the claim permissions, README "Deployment").
+#[test]
+fn every_kustomization_renders_valid_objects_with_the_base_wiring() {
+    let schemas = CrdSchemas::from_corpus();
+    let namespace = kustomization_namespace();
+    let Some(base) = kustomize(&knative_base()) else {
+        return;
+    };
+    let wiring = |objects: &[Value]| -> Vec<Value> {
+        let mut wiring: Vec<Value> = objects
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("Broker" | "Trigger" | "SinkBinding")
+                )
+            })
+            .cloned()
+            .collect();
+        wiring.sort_by_key(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]));
+        wiring
+    };
+    let run_complete_pod = |objects: &[Value]| -> Value {
+        let spec = &knative_service(objects, "run-complete")["spec"]["template"]["spec"];
+        json_pick(spec)
+    };
+    for dir in kustomizations() {
+        let name = kustomization_name(&dir);
+        let objects = kustomize(&dir).unwrap();
+        let mut knative = 0;
+        for object in &objects {
+            let what = format!("{name}: {} {}", object["kind"], object["metadata"]["name"]);
+            let errors = tekflux_testkit::crd::validate_metadata(&object["metadata"]);
+            assert!(errors.is_empty(), "{what}: {errors:?}");
+            assert_eq!(
+                object["metadata"]["namespace"],
+                namespace.as_str(),
+                "{what}"
+            );
+            let api_version = object["apiVersion"].as_str().unwrap();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = object["kind"].as_str().unwrap();
+            if group == "serving.knative.dev" || group == "eventing.knative.dev" {
+                knative += 1;
+                assert!(
+                    schemas.lookup(group, version, kind).is_some(),
+                    "{what}: no upstream schema for {api_version} {kind}"
+                );
+            }
+            if let Err(errors) = schemas.validate(object) {
+                panic!("{what}: {errors:?}");
+            }
+        }
+        // 4 Services, 1 Broker, 10 Triggers.
+        assert_eq!(knative, 15, "{name}: every Knative object is checked");
+        assert_eq!(wiring(&objects), wiring(&base), "{name} changes the wiring");
+        services_config_name(&objects);
+        let public: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["apiVersion"] == "serving.knative.dev/v1" && !is_cluster_local(o))
+            .collect();
+        assert_eq!(public.len(), 1, "{name}: one public Service");
+        assert_eq!(public[0]["metadata"]["name"], "git-push-webhooks", "{name}");
+        assert_eq!(
+            run_complete_pod(&objects),
+            run_complete_pod(&base),
+            "{name} changes run-complete's concurrency, resources or security context"
+        );
+    }
+}
+
+/// What of run-complete's pod spec an overlay must leave as the base has it.
+fn json_pick(spec: &Value) -> Value {
+    let container = &spec["containers"][0];
+    serde_json::json!({
+        "containerConcurrency": spec["containerConcurrency"],
+        "timeoutSeconds": spec["timeoutSeconds"],
+        "podSecurityContext": spec["securityContext"],
+        "securityContext": container["securityContext"],
+        "resources": container["resources"],
+        "volumeMounts": container["volumeMounts"],
+    })
+}
+
+/// The minio overlay: run-complete's endpoint is the overlay's MinIO Service, the set-up Job
+/// makes the bucket the config names and a user from the Secret the README has you create,
+/// and MinIO aborts stale multipart uploads (it has no lifecycle rule for them).
+#[test]
+fn the_minio_overlay_points_run_complete_at_its_own_minio() {
+    let dir = knative_base().join("../overlays/minio");
+    let Some(objects) = kustomize(&dir) else {
+        return;
+    };
+    let run_complete = knative_service(&objects, "run-complete");
+    let endpoint = service_env(run_complete, "TEKFLUX_S3_ENDPOINT").expect("an endpoint");
+    let url = url::Url::parse(endpoint).unwrap();
+    let minio = find(&objects, "Service", "minio").expect("the minio Service");
+    assert_eq!(url.host_str(), minio["metadata"]["name"].as_str());
+    assert_eq!(
+        url.port().map(u64::from),
+        minio["spec"]["ports"][0]["port"].as_u64()
+    );
+    assert_eq!(
+        service_env(run_complete, "TEKFLUX_S3_FORCE_PATH_STYLE"),
+        Some("true")
+    );
+    assert!(service_env(run_complete, "TEKFLUX_S3_REGION").is_some());
+
+    let deployment = find(&objects, "Deployment", "minio").expect("the MinIO Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "minio-data"
+    );
+    assert!(find(&objects, "PersistentVolumeClaim", "minio-data").is_some());
+    let minio_env = pod["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        minio_env
+            .iter()
+            .any(|var| var["name"] == "MINIO_API_STALE_UPLOADS_EXPIRY"),
+        "MinIO aborts stale multipart uploads"
+    );
+
+    use tekflux_common::config::{Config, Env};
+    let text = std::fs::read_to_string(knative_base().join("tekflux.yaml")).unwrap();
+    let env = Env::new().with("GITHUB_WEBHOOK_SECRET", "s3cr3t");
+    let config = Config::from_yaml(&text, "knative/base/tekflux.yaml", &env).unwrap();
+    let job = find(&objects, "Job", "minio-setup").expect("the set-up Job");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let job_env = container["env"].as_array().unwrap();
+    let value = |name: &str| {
+        job_env
+            .iter()
+            .find(|var| var["name"] == name)
+            .unwrap_or_else(|| panic!("the Job sets {name}"))
+    };
+    assert_eq!(
+        value("BUCKET")["value"].as_str(),
+        config.storage.bucket.as_deref()
+    );
+    assert_eq!(value("MINIO_URL")["value"], endpoint);
+    let script = container["args"][0].as_str().unwrap();
+    assert!(script.contains("mc mb --ignore-existing \"minio/$BUCKET\""));
+    let mut secrets: Vec<&str> = job_env
+        .iter()
+        .filter_map(|var| var["valueFrom"]["secretKeyRef"]["name"].as_str())
+        .collect();
+    secrets.sort_unstable();
+    secrets.dedup();
+    assert_eq!(secrets, ["minio-root", "tekflux-s3"]);
+    let readme = std::fs::read_to_string(knative_base().join("../../README.md")).unwrap();
+    for secret in secrets {
+        assert!(
+            readme.contains(&format!("create secret generic {secret}")),
+            "README \"Deployment\" creates the Secret {secret}"
+        );
+    }
+}
+
+/// The aws overlay: run-complete's ServiceAccount carries an IAM role (IRSA), no object holds
+/// or refers to a static key, and the region is set.
+#[test]
+fn the_aws_overlay_uses_an_iam_role_and_no_static_keys() {
+    let dir = knative_base().join("../overlays/aws");
+    let Some(objects) = kustomize(&dir) else {
+        return;
+    };
+    let run_complete = knative_service(&objects, "run-complete");
+    let account = run_complete["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let service_account = find(&objects, "ServiceAccount", account)
+        .unwrap_or_else(|| panic!("run-complete's ServiceAccount {account} is deployed"));
+    let role = service_account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .expect("run-complete's ServiceAccount names an IAM role");
+    assert!(
+        regex::Regex::new(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")
+            .unwrap()
+            .is_match(role),
+        "{role}"
+    );
+    // Only run-complete calls S3; no other ServiceAccount gets a role.
+    for other in objects.iter().filter(|o| o["kind"] == "ServiceAccount") {
+        if other["metadata"]["name"] != account {
+            assert!(
+                other["metadata"]["annotations"]
+                    .get("eks.amazonaws.com/role-arn")
+                    .is_none()
+            );
+        }
+    }
+    assert!(service_env(run_complete, "AWS_REGION").is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        service_env(run_complete, "AWS_EC2_METADATA_DISABLED"),
+        Some("true")
+    );
+    assert_eq!(
+        service_env(run_complete, "TEKFLUX_S3_FORCE_PATH_STYLE"),
+        Some("false")
+    );
+    assert_eq!(service_env(run_complete, "TEKFLUX_S3_ENDPOINT"), None);
+    let mut variables = Vec::new();
+    for object in &objects {
+        env_vars(object, &mut variables);
+    }
+    for variable in &variables {
+        let key = &variable["valueFrom"]["secretKeyRef"]["key"];
+        for static_key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            assert!(
+                variable["name"] != static_key && key != static_key,
+                "the aws overlay sets {static_key}: {variable}"
+            );
+        }
+    }
+}
+
+/// The IAM actions that the S3 calls in `functions/run-complete/src`, `functions/tekflux/src`
+/// and `common/src` need: the aws overlay's README policies grant exactly these,
+/// so a new kind of S3 call fails here until the documented policy has it.
+#[test]
+fn the_aws_policies_grant_exactly_the_s3_actions_tekflux_calls() {
+    let functions = knative_base().join("../../functions");
+    let call = regex::Regex::new(r"\.([a-z0-9_]+)\(\)\s*\.bucket\(").unwrap();
+    let mut needed = std::collections::BTreeSet::new();
+    // A missing key is 404 only with s3:ListBucket; run-complete and restore rely on it.
+    needed.insert("s3:ListBucket".to_owned());
+    let mut files = Vec::new();
+    for dir in ["run-complete/src", "tekflux/src", "../common/src"] {
+        collect_rs(&functions.join(dir), &mut files);
+    }
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for captures in call.captures_iter(&text) {
+            let action = match &captures[1] {
+                "put_object"
+                | "create_multipart_upload"
+                | "upload_part"
+                | "complete_multipart_upload" => "s3:PutObject",
+                "abort_multipart_upload" => "s3:AbortMultipartUpload",
+                "get_object" | "head_object" => "s3:GetObject",
+                "list_objects_v2" => "s3:ListBucket",
+                "delete_object" => "s3:DeleteObject",
+                other => panic!("{}: S3 call {other} has no IAM action here", file.display()),
+            };
+            needed.insert(action.to_owned());
+        }
+    }
+    assert!(needed.contains("s3:PutObject"), "the scan finds the calls");
+
+    let readme = std::fs::read_to_string(knative_base().join("../overlays/aws/README.md")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for block in readme.split("```json").skip(1) {
+        let json = block.split("```").next().unwrap();
+        let policy: Value = serde_json::from_str(json).unwrap();
+        for statement in policy["Statement"].as_array().unwrap() {
+            let actions = match &statement["Action"] {
+                Value::String(one) => vec![one.clone()],
+                many => serde_json::from_value(many.clone()).unwrap(),
+            };
+            granted.extend(actions.into_iter().filter(|a| a.starts_with("s3:")));
+        }
+    }
+    assert_eq!(granted, needed);
+}
+
+/// Every container environment variable anywhere in `value`.
+fn env_vars(value: &Value, found: &mut Vec<Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("env", Value::Array(variables)) => found.extend(variables.iter().cloned()),
+                    _ => env_vars(inner, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| env_vars(item, found)),
+        _ => {}
+    }
+}
+
+fn collect_rs(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_rs(&path, files);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+/// run-complete reads and frees what runs wrote on the claim, whatever user wrote it and with
+/// whatever modes, as uid 0 keeping only root's two file-permission overrides (docs/decisions.md;
+/// functions/run-complete/tests/claim_permissions.rs runs the binary with exactly these). Knative
+/// accepts added capabilities only with its `kubernetes.containerspec-addcapabilities` feature,
+/// which README "Deployment" turns on.
+#[test]
+fn run_complete_keeps_only_the_file_permission_overrides_of_root() {
+    let (_, service) = documents()
+        .into_iter()
+        .find(|(_, o)| o["kind"] == "Service" && o["metadata"]["name"] == "run-complete")
+        .unwrap();
+    let context = &service["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(
+        context,
+        &serde_json::json!({
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE", "FOWNER"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    // The other functions touch no files of the runs: they keep the image's user.
+    for (_, other) in documents()
+        .iter()
+        .filter(|(_, o)| o["kind"] == "Service" && o["metadata"]["name"] != "run-complete")
+    {
+        assert!(
+            other["spec"]["template"]["spec"]["containers"][0]
+                .get("securityContext")
+                .is_none_or(|c| c.get("runAsUser").is_none() && c.get("capabilities").is_none()),
+            "{}",
+            other["metadata"]["name"]
+        );
+    }
+    let readme = std::fs::read_to_string(knative_base().join("../../README.md")).unwrap();
+    assert!(
+        readme.contains(r#""kubernetes.containerspec-addcapabilities":"enabled""#),
+        "README \"Deployment\" enables the capabilities feature"
+    );
+}
