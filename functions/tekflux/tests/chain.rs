@@ -37,6 +37,14 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// GitHub's `X-Hub-Signature-256` value (without `sha256=`) of `body` under [`SECRET`].
+fn github_signature(body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Everything `up` talks to, and `up` itself.
 struct Chain {
     api: TestApiServer,
@@ -205,12 +213,7 @@ releases:
     /// The provider's delivery: the example push, signed.
     async fn push(&self) -> reqwest::StatusCode {
         let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
-        let signature = {
-            use hmac::Mac as _;
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-            mac.update(&body);
-            hex::encode(mac.finalize().into_bytes())
-        };
+        let signature = github_signature(&body);
         self.client
             .post(format!("{}/git-push/webhooks/github", self.base))
             .header("content-type", "application/json")
@@ -512,4 +515,79 @@ async fn the_broker_takes_no_event_without_the_senders_credential() {
         .unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::BAD_REQUEST);
     assert!(chain.stop().success());
+}
+
+/// From an empty directory with no config and no cluster: health answers, a signed dry run is
+/// answered, and what is missing for real work is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_from_an_empty_directory_and_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("up.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tekflux"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("TEKFLUX_GITHUB_SECRET", SECRET)
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let readiness: Value = loop {
+        if let Ok(answer) = client.get(format!("{base}/readyz")).send().await
+            && answer.status().is_success()
+        {
+            break answer.json().await.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "up did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let limited = readiness["limited"].to_string();
+    for missing in [
+        "no Kubernetes cluster",
+        "storage.bucket",
+        "POST /broker answers 401",
+    ] {
+        assert!(limited.contains(missing), "{limited}");
+    }
+    let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
+    let signature = github_signature(&body);
+    let answer = client
+        .post(format!("{base}/git-push/webhooks/github?dryRun=true"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["dryRun"], true);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        printed.contains("for real work this is missing:")
+            && printed.contains("  - broker: neither events.token"),
+        "{printed}"
+    );
 }

@@ -110,7 +110,10 @@ fn print_missing(limits: &[String]) {
     if limits.is_empty() {
         return;
     }
-    eprintln!("tekflux up: health answers and dry runs work; for real work this is missing:");
+    eprintln!(
+        "tekflux up: health, readiness and dry runs answer (webhooks need their provider's \
+         secret); for real work this is missing:"
+    );
     for limit in limits {
         eprintln!("  - {limit}");
     }
