@@ -73,6 +73,11 @@ pub const PUSHER_ANNOTATION: &str = "tekflux.dev/pusher";
 pub const VERSION_ANNOTATION: &str = "tekflux.dev/version";
 /// Annotation with the JSON list of `{"workspace", "claim", "subPath"}` run-complete archives.
 pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+/// On a run of a fan-out rule: the values its `paths` captured, as a JSON object.
+pub const PATHS_ANNOTATION: &str = "tekflux.dev/paths";
+/// On a run of a fan-out rule: a hash of [`PATHS_ANNOTATION`], so the runs of one value (and
+/// only those) can be selected by label.
+pub const FAN_OUT_LABEL: &str = "tekflux.dev/fan-out";
 
 /// The result holding a built image's reference (the Kaniko/Buildah catalog Tasks' convention).
 pub const IMAGE_URL_RESULT: &str = "IMAGE_URL";

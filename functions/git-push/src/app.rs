@@ -36,6 +36,7 @@ use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::{self, DryRunQuery, fields};
 use tekflux_common::{Error, Result};
 
+use crate::path_capture::Captures;
 use crate::providers::{self, Webhook};
 use crate::push::{Provider, Push};
 use crate::routing::{Miss, RoutingTable, RuleError};
@@ -418,6 +419,9 @@ pub struct RunSummary {
     /// Older runs cancelled by `concurrency: supersede`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<String>,
+    /// For a fan-out rule: the values its `paths` captured for this run.
+    #[serde(skip_serializing_if = "Captures::is_empty")]
+    pub paths: Captures,
     /// For dry runs: the object that would be created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<Value>,
@@ -471,75 +475,86 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
                 continue;
             }
             let rule = decision.rule;
-            let object = run::build_run(rule, push, &inner.context)
-                .map_err(|error| Error::Unprocessable(format!("rule {:?}: {error}", rule.name)))?;
-            let kind = rule.run_kind();
-            let namespace = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let name = object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let mut run_summary = RunSummary {
-                rule: rule.name.clone(),
-                kind: kind.as_str(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                target: match &rule.target {
-                    crate::routing::Target::Pipeline(name) | crate::routing::Target::Task(name) => {
-                        name.clone()
-                    }
-                },
-                reason: decision.reason.clone(),
-                superseded: Vec::new(),
-                object: None,
-            };
-            if dry_run {
-                run_summary.object = Some(match &inner.kube {
-                    Some(client) => {
-                        create_run(client, kind, &namespace, &object, true)
-                            .await?
-                            .object
-                    }
-                    None => object,
-                });
+            // One run, or one per value a fan-out rule captured.
+            let single = [Captures::new()];
+            let instances: &[Captures] = if decision.fan_out.is_empty() {
+                &single
             } else {
-                let client = inner.kube.as_ref().ok_or_else(|| {
-                    Error::Unavailable(
-                        "no Kubernetes cluster is configured (KUBECONFIG or in-cluster); only dry runs work"
-                            .to_owned(),
-                    )
-                })?;
-                let created = create_run(client, kind, &namespace, &object, false).await?;
-                if created.existed {
-                    inner.metrics.duplicates.inc(&[push.provider.as_str()]);
+                &decision.fan_out
+            };
+            for captures in instances {
+                let object = run::build_fan_out_run(rule, push, captures, &inner.context).map_err(
+                    |error| Error::Unprocessable(format!("rule {:?}: {error}", rule.name)),
+                )?;
+                let kind = rule.run_kind();
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut run_summary = RunSummary {
+                    rule: rule.name.clone(),
+                    kind: kind.as_str(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    target: match &rule.target {
+                        crate::routing::Target::Pipeline(name)
+                        | crate::routing::Target::Task(name) => name.clone(),
+                    },
+                    reason: decision.reason.clone(),
+                    superseded: Vec::new(),
+                    paths: captures.clone(),
+                    object: None,
+                };
+                if dry_run {
+                    run_summary.object = Some(match &inner.kube {
+                        Some(client) => {
+                            create_run(client, kind, &namespace, &object, true)
+                                .await?
+                                .object
+                        }
+                        None => object,
+                    });
                 } else {
-                    inner
-                        .metrics
-                        .runs_created
-                        .inc(&[push.provider.as_str(), kind.as_str()]);
+                    let client = inner.kube.as_ref().ok_or_else(|| {
+                        Error::Unavailable(
+                            "no Kubernetes cluster is configured (KUBECONFIG or in-cluster); only dry runs work"
+                                .to_owned(),
+                        )
+                    })?;
+                    let created = create_run(client, kind, &namespace, &object, false).await?;
+                    if created.existed {
+                        inner.metrics.duplicates.inc(&[push.provider.as_str()]);
+                    } else {
+                        inner
+                            .metrics
+                            .runs_created
+                            .inc(&[push.provider.as_str(), kind.as_str()]);
+                    }
+                    if rule.concurrency == tekflux_common::config::Concurrency::Supersede {
+                        let superseded = supersede(
+                            client,
+                            rule,
+                            push,
+                            captures,
+                            kind,
+                            &namespace,
+                            &created.object,
+                            created.existed,
+                        )
+                        .await?;
+                        inner
+                            .metrics
+                            .superseded
+                            .inc_by(&[kind.as_str()], superseded.patched);
+                        run_summary.superseded = superseded.names;
+                    }
                 }
-                if rule.concurrency == tekflux_common::config::Concurrency::Supersede {
-                    let superseded = supersede(
-                        client,
-                        rule,
-                        push,
-                        kind,
-                        &namespace,
-                        &created.object,
-                        created.existed,
-                    )
-                    .await?;
-                    inner
-                        .metrics
-                        .superseded
-                        .inc_by(&[kind.as_str()], superseded.patched);
-                    run_summary.superseded = superseded.names;
-                }
+                summary.runs.push(run_summary);
             }
-            summary.runs.push(run_summary);
         }
     }
     Ok(summary)
@@ -609,10 +624,12 @@ struct Superseded {
 /// tekflux's cancel status are listed as well, although they are not patched again: the first
 /// attempt (or an earlier, partly failed one) cancelled them, and the redelivery must be answered
 /// like the first delivery.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn supersede(
     client: &kube::Client,
     rule: &crate::routing::CompiledRule,
     push: &Push,
+    captures: &Captures,
     kind: RunKind,
     namespace: &str,
     new_run: &Value,
@@ -620,7 +637,7 @@ async fn supersede(
 ) -> Result<Superseded> {
     let api = run_api(client, kind, namespace);
     let listed = api
-        .list(&ListParams::default().labels(&run::supersede_selector(rule, push)))
+        .list(&ListParams::default().labels(&run::supersede_selector(rule, push, captures)))
         .await?;
     let cancel = run::cancel_patch(kind);
     let mut superseded = Superseded {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod error;
+pub mod path_capture;
 pub mod providers;
 pub mod push;
 pub mod repo_url;

@@ -30,6 +30,14 @@
 //!   matches rather than dropping the push, and the decision says the filter was not applied.
 //!   Path filters are not applied to tag pushes (a tag push carries no changes of its own), as in
 //!   GitHub Actions.
+//! - **Fan-out.** When the rule's `paths` capture a segment (`apis/*/{api}/**`, see
+//!   [`crate::path_capture`]), the rule matches once per distinct set of captured values among
+//!   the changed paths ([`RuleDecision::fan_out`]), and one run is created for each. Such a rule
+//!   never matches a tag push (no changed paths to fan out over). When the changed-path list is
+//!   incomplete, the values found in the listed paths still start their runs and the decision
+//!   says the list was incomplete; when none is found, nothing can be fanned out and the rule
+//!   does not match, with that reason (`ignored_total{reason="paths_incomplete"}`): never a
+//!   silent drop, and never a guess.
 //!
 //! Cost: exact repository URLs are kept in a hash map and all URL patterns in one compiled
 //! `GlobSet`, so routing a push only looks at the rules for its repository however many rules the
@@ -44,6 +52,7 @@ use tekflux_common::config::{
     parse_go_duration,
 };
 
+use crate::path_capture::{CapturePattern, Captures};
 use crate::push::{Provider, Push, RefKind};
 use crate::repo_url;
 use crate::run;
@@ -131,9 +140,13 @@ pub struct CompiledRule {
     pub concurrency: Concurrency,
     /// The rule's own labels.
     pub labels: BTreeMap<String, String>,
+    /// The names `paths` capture (`{api}`), in the order the first pattern has them; empty for a
+    /// rule without fan-out.
+    pub captures: Vec<String>,
     branches: Patterns,
     tags: Patterns,
     paths: Patterns,
+    capture_patterns: Vec<CapturePattern>,
 }
 
 /// A list of globs and their source text (for explanations).
@@ -178,6 +191,10 @@ pub struct RuleDecision<'a> {
     /// Why the rule did not match, for metrics; `None` when it matched.
     #[serde(skip)]
     pub miss: Option<Miss>,
+    /// For a rule whose `paths` capture: one entry per run to start, the values it captured,
+    /// in order. Empty for other rules (one run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fan_out: Vec<Captures>,
 }
 
 /// Why a rule for the push's repository did not match.
@@ -189,6 +206,9 @@ pub enum Miss {
     CloneHostMismatch,
     /// The ref was deleted, or the ref, its kind or the changed paths are not selected.
     NotSelected,
+    /// A fan-out rule found no captured value, and the changed-path list was incomplete: the
+    /// push may have touched what the rule builds, but not in the paths it was told about.
+    PathsIncomplete,
 }
 
 impl Miss {
@@ -198,6 +218,7 @@ impl Miss {
             Miss::ProviderMismatch => "provider_mismatch",
             Miss::CloneHostMismatch => "clone_host_mismatch",
             Miss::NotSelected => "rule_not_matched",
+            Miss::PathsIncomplete => "paths_incomplete",
         }
     }
 }
@@ -339,6 +360,7 @@ impl RoutingTable {
                         reason: format!("repository {} does not match {}", push.repo_url, rule.url),
                         path_filter_skipped: false,
                         miss: Some(Miss::NotSelected),
+                        fan_out: Vec::new(),
                     })
             })
             .collect()
@@ -355,6 +377,7 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push, clone_host: Option<&str>) -> 
         reason: String::new(),
         path_filter_skipped: false,
         miss: Some(Miss::NotSelected),
+        fan_out: Vec::new(),
     };
     if push.provider != rule.provider {
         decision.miss = Some(Miss::ProviderMismatch);
@@ -415,6 +438,10 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push, clone_host: Option<&str>) -> 
             return decision;
         }
     };
+    if !rule.capture_patterns.is_empty() {
+        fan_out(rule, push, is_tag, &mut decision);
+        return decision;
+    }
     decision.matched = true;
     decision.miss = None;
     decision.reason = "matched".to_owned();
@@ -433,6 +460,63 @@ fn decide<'a>(rule: &'a CompiledRule, push: &Push, clone_host: Option<&str>) -> 
         decision.reason = format!("no changed path matches {}", rule.paths.listed());
     }
     decision
+}
+
+/// The decision of a rule whose `paths` capture, once its repository, provider and ref matched:
+/// one run per distinct set of captured values among the changed paths.
+fn fan_out(rule: &CompiledRule, push: &Push, is_tag: bool, decision: &mut RuleDecision<'_>) {
+    let listed = rule.paths.listed();
+    if is_tag {
+        decision.reason =
+            format!("tag push: {listed} capture from changed paths, and a tag push carries none");
+        return;
+    }
+    let mut found: Vec<Captures> = Vec::new();
+    for path in &push.changed_paths {
+        for pattern in &rule.capture_patterns {
+            if let Some(captures) = pattern.captures(path) {
+                if !found.contains(&captures) {
+                    found.push(captures);
+                }
+                break;
+            }
+        }
+    }
+    found.sort();
+    let values = || {
+        found
+            .iter()
+            .map(|captures| {
+                captures
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (found.is_empty(), push.paths_complete) {
+        (true, true) => decision.reason = format!("no changed path matches {listed}"),
+        (true, false) => {
+            decision.miss = Some(Miss::PathsIncomplete);
+            decision.reason = format!(
+                "the provider sent an incomplete changed-path list and none of the listed paths                  matches {listed}: nothing to fan out over, so no run; push again or start the                  runs you need by hand"
+            );
+        }
+        (false, complete) => {
+            decision.matched = true;
+            decision.miss = None;
+            decision.reason = format!("matched; one run per value: {}", values());
+            if !complete {
+                decision.path_filter_skipped = true;
+                decision.reason.push_str(
+                    "; the changed-path list was incomplete, so values changed only in the                      commits it left out have no run",
+                );
+            }
+            decision.fan_out = found;
+        }
+    }
 }
 
 fn compile_rule(
@@ -533,6 +617,50 @@ fn compile_rule(
     let branches = globs("branches", &rule.branches, true);
     let tags = globs("tags", &rule.tags, true);
     let paths = globs("paths", &rule.paths, true);
+    let mut capture_patterns = Vec::new();
+    let mut plain_paths = Vec::new();
+    for (i, source) in rule.paths.iter().enumerate() {
+        match CapturePattern::parse(source) {
+            Ok(Some(pattern)) => capture_patterns.push(pattern),
+            Ok(None) => plain_paths.push(i),
+            Err(message) => error(format!(".paths[{i}]"), message),
+        }
+    }
+    let mut captures: Vec<String> = Vec::new();
+    if let Some(first) = capture_patterns.first() {
+        let in_order: Vec<&str> = first.names();
+        let mut names = in_order.clone();
+        names.sort_unstable();
+        // Every run gets every value: all patterns of a fan-out rule capture the same names.
+        for (i, pattern) in capture_patterns.iter().enumerate().skip(1) {
+            let mut other = pattern.names();
+            other.sort_unstable();
+            if other != names {
+                error(
+                    ".paths".into(),
+                    format!(
+                        "{:?} captures {{{}}} but {:?} captures {{{}}}: every pattern of a \
+                         fan-out rule captures the same names",
+                        first.source(),
+                        names.join("}, {"),
+                        capture_patterns[i].source(),
+                        other.join("}, {")
+                    ),
+                );
+            }
+        }
+        for i in &plain_paths {
+            error(
+                format!(".paths[{i}]"),
+                format!(
+                    "captures nothing while {:?} captures: in a fan-out rule every pattern \
+                     captures the same names",
+                    first.source()
+                ),
+            );
+        }
+        captures = in_order.into_iter().map(str::to_owned).collect();
+    }
 
     if let Some(ns) = &rule.namespace
         && !run::is_dns1123_label(ns)
@@ -550,7 +678,28 @@ fn compile_rule(
             continue;
         }
         match Template::parse(source) {
-            Ok(t) => params.push((param.clone(), t)),
+            Ok(t) => {
+                for name in t.captures() {
+                    if !captures.iter().any(|captured| captured == name) {
+                        error(
+                            format!(".params.{param}"),
+                            if captures.is_empty() {
+                                format!(
+                                    "{{{{ paths.{name} }}}}: this rule's paths capture nothing; \
+                                     capture a segment with {{{name}}}, e.g. `apis/{{{name}}}/**`"
+                                )
+                            } else {
+                                format!(
+                                    "{{{{ paths.{name} }}}}: this rule's paths capture only \
+                                     {{{}}}",
+                                    captures.join("}, {")
+                                )
+                            },
+                        );
+                    }
+                }
+                params.push((param.clone(), t));
+            }
             Err(e) => error(format!(".params.{param}"), e.to_string()),
         }
     }
@@ -602,9 +751,11 @@ fn compile_rule(
             timeout: rule.timeout.clone(),
             concurrency: rule.concurrency,
             labels: rule.labels.clone(),
+            captures,
             branches,
             tags,
             paths,
+            capture_patterns,
         }),
         _ => Err(errors),
     }

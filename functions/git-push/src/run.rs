@@ -10,6 +10,13 @@
 //! run, and different deliveries (or the several refs of one Bitbucket push) get different names.
 //! Names never contain ref, path or delivery text, so hostile strings cannot reach them.
 //!
+//! A run of a fan-out rule (its `paths` capture, see [`crate::path_capture`]) also hashes its
+//! captured values, and its name is `<rule>-<values>-<hash>` with the values reduced to
+//! lowercase letters, digits and `-` (cut to fit 63 characters): one distinct, deterministic
+//! name per value and delivery. The exact values are in the `tekflux.dev/paths` annotation, and
+//! `tekflux.dev/fan-out` labels the run with a hash of them, so superseding cancels only older
+//! runs of the same value.
+//!
 //! # Labels and annotations
 //! Labels (values sanitised to the label syntax, cut to 63 characters with a hash suffix when
 //! longer, dropped when nothing is left): `app.kubernetes.io/managed-by: tekflux`,
@@ -35,14 +42,16 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::path_capture::Captures;
 use crate::push::{Push, RefKind};
 use crate::routing::{CompiledRule, Target, Volume};
 use crate::template::{Values, split_repo_url};
 
 pub use tekflux_common::run_contract::{
-    ARCHIVE_ANNOTATION, BRANCH_LABEL, DELIVERY_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
-    PROVIDER_LABEL, PUSHER_ANNOTATION, REF_ANNOTATION, REF_KIND_LABEL, REPO_LABEL,
-    REPO_URL_ANNOTATION, RULE_LABEL, RunKind, SHA_KEY, TAG_LABEL, VERSION_ANNOTATION,
+    ARCHIVE_ANNOTATION, BRANCH_LABEL, DELIVERY_ANNOTATION, FAN_OUT_LABEL, MANAGED_BY,
+    MANAGED_BY_LABEL, PATHS_ANNOTATION, PROVIDER_LABEL, PUSHER_ANNOTATION, REF_ANNOTATION,
+    REF_KIND_LABEL, REPO_LABEL, REPO_URL_ANNOTATION, RULE_LABEL, RunKind, SHA_KEY, TAG_LABEL,
+    VERSION_ANNOTATION,
 };
 
 const RESERVED_PREFIX: &str = "tekflux.dev/";
@@ -97,6 +106,11 @@ impl BuildError {
 
 /// The deterministic run name for this rule and push (see the module docs).
 pub fn run_name(rule: &CompiledRule, push: &Push) -> String {
+    fan_out_run_name(rule, push, &Captures::new())
+}
+
+/// The run name for one fan-out value of this rule and push; [`run_name`] without captures.
+pub fn fan_out_run_name(rule: &CompiledRule, push: &Push, captures: &Captures) -> String {
     let mut hasher = Sha256::new();
     for part in [
         push.provider.as_str(),
@@ -109,8 +123,26 @@ pub fn run_name(rule: &CompiledRule, push: &Push) -> String {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
+    // Only fan-out runs hash captures, so the names of every other rule's runs are unchanged.
+    for (name, value) in captures {
+        for part in [name, value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
     let hash = hex::encode(hasher.finalize());
-    let prefix = dns_label_prefix(&rule.name, NAME_PREFIX_MAX);
+    let readable = if captures.is_empty() {
+        rule.name.clone()
+    } else {
+        // In the order the pattern has them (`apis/{group}/{api}`: `<rule>-<group>-<api>`).
+        let values: Vec<&str> = rule
+            .captures
+            .iter()
+            .filter_map(|name| captures.get(name).map(String::as_str))
+            .collect();
+        format!("{}-{}", rule.name, values.join("-"))
+    };
+    let prefix = dns_label_prefix(&readable, NAME_PREFIX_MAX);
     if prefix.is_empty() {
         format!("run-{}", &hash[..HASH_HEX])
     } else {
@@ -120,6 +152,17 @@ pub fn run_name(rule: &CompiledRule, push: &Push) -> String {
 
 /// Builds the PipelineRun or TaskRun for `rule` and `push`.
 pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<Value, BuildError> {
+    build_fan_out_run(rule, push, &Captures::new(), ctx)
+}
+
+/// Builds the run of one fan-out value (`captures`) of `rule` and `push`; [`build_run`] is this
+/// without captures.
+pub fn build_fan_out_run(
+    rule: &CompiledRule,
+    push: &Push,
+    captures: &Captures,
+    ctx: &RunContext,
+) -> Result<Value, BuildError> {
     if push.deleted {
         return Err(BuildError::RefDeleted {
             git_ref: push.git_ref.clone(),
@@ -135,8 +178,8 @@ pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<V
             rule: rule.name.clone(),
         });
     }
-    let name = run_name(rule, push);
-    let values = Values::new(push, &name, namespace);
+    let name = fan_out_run_name(rule, push, captures);
+    let values = Values::new(push, &name, namespace).with_captures(captures);
     let kind = rule.run_kind();
 
     let params: Vec<Value> = rule
@@ -195,8 +238,8 @@ pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<V
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": run_labels(rule, push),
-            "annotations": annotations(rule, push, ctx, &name),
+            "labels": fan_out_labels(rule, push, captures),
+            "annotations": annotations(rule, push, captures, ctx, &name),
         },
         "spec": spec,
     }))
@@ -274,8 +317,42 @@ pub fn run_labels(rule: &CompiledRule, push: &Push) -> BTreeMap<String, String> 
     labels
 }
 
-fn annotations(rule: &CompiledRule, push: &Push, ctx: &RunContext, run_name: &str) -> Value {
+/// [`run_labels`], plus the `tekflux.dev/fan-out` hash of the captured values when there are.
+fn fan_out_labels(
+    rule: &CompiledRule,
+    push: &Push,
+    captures: &Captures,
+) -> BTreeMap<String, String> {
+    let mut labels = run_labels(rule, push);
+    if !captures.is_empty() {
+        labels.insert(FAN_OUT_LABEL.to_owned(), fan_out_hash(captures));
+    }
+    labels
+}
+
+/// The first 12 hex digits of SHA-256 over the captured values, length-prefixed.
+fn fan_out_hash(captures: &Captures) -> String {
+    let mut hasher = Sha256::new();
+    for (name, value) in captures {
+        for part in [name, value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())[..HASH_HEX].to_owned()
+}
+
+fn annotations(
+    rule: &CompiledRule,
+    push: &Push,
+    captures: &Captures,
+    ctx: &RunContext,
+    run_name: &str,
+) -> Value {
     let mut annotations = Map::new();
+    if !captures.is_empty() {
+        annotations.insert(PATHS_ANNOTATION.into(), json!(json!(captures).to_string()));
+    }
     annotations.insert(DELIVERY_ANNOTATION.into(), json!(push.delivery_id));
     annotations.insert(REPO_URL_ANNOTATION.into(), json!(push.repo_url));
     annotations.insert(REF_ANNOTATION.into(), json!(push.git_ref));
@@ -305,10 +382,10 @@ fn annotations(rule: &CompiledRule, push: &Push, ctx: &RunContext, run_name: &st
 }
 
 /// Label selector for the runs a new push of `push` supersedes under `rule`: same rule,
-/// repository, and branch (or tag). Labels are sanitised, so check candidates with
-/// [`is_superseded`] before cancelling.
-pub fn supersede_selector(rule: &CompiledRule, push: &Push) -> String {
-    let labels = run_labels(rule, push);
+/// repository, and branch (or tag), and for a fan-out run the same captured values. Labels are
+/// sanitised, so check candidates with [`is_superseded`] before cancelling.
+pub fn supersede_selector(rule: &CompiledRule, push: &Push, captures: &Captures) -> String {
+    let labels = fan_out_labels(rule, push, captures);
     [
         MANAGED_BY_LABEL,
         RULE_LABEL,
@@ -317,6 +394,7 @@ pub fn supersede_selector(rule: &CompiledRule, push: &Push) -> String {
         REF_KIND_LABEL,
         BRANCH_LABEL,
         TAG_LABEL,
+        FAN_OUT_LABEL,
     ]
     .into_iter()
     .filter_map(|key| labels.get(key).map(|value| format!("{key}={value}")))
@@ -334,6 +412,9 @@ pub fn is_superseded(candidate: &Value, new_run: &Value, push: &Push) -> bool {
     let annotation = |key: &str| meta["annotations"][key].as_str();
     if annotation(REPO_URL_ANNOTATION) != Some(push.repo_url.as_str())
         || annotation(REF_ANNOTATION) != Some(push.git_ref.as_str())
+        // One fan-out value never cancels another's run (both absent for other rules).
+        || meta["annotations"][PATHS_ANNOTATION]
+            != new_run["metadata"]["annotations"][PATHS_ANNOTATION]
         || meta["name"] == new_run["metadata"]["name"]
     {
         return false;

@@ -24,6 +24,7 @@
 //! | `pusher`     | who pushed                                                            |
 //! | `run_name`   | name of the PipelineRun or TaskRun being created                      |
 //! | `namespace`  | namespace of that run                                                 |
+//! | `paths.NAME` | the segment the rule's `paths` captured as `{NAME}` for this run (monorepo fan-out, see [`crate::path_capture`]) |
 
 use std::fmt;
 
@@ -148,6 +149,15 @@ pub enum TemplateError {
         /// Byte offset of the `{{`.
         offset: usize,
     },
+    /// `{{ paths.NAME }}` where NAME is not a capture name.
+    #[error(
+        "`{{{{ paths.{name} }}}}`: {name:?} is not a capture name (a lowercase letter, then \
+         lowercase letters, digits or `_`)"
+    )]
+    BadCapture {
+        /// The name after `paths.`.
+        name: String,
+    },
     /// `{{ }}` with nothing between the braces.
     #[error(
         "the `{{{{ }}}}` at character {} names no variable; known variables: {known}",
@@ -164,6 +174,8 @@ pub enum TemplateError {
 enum Part {
     Text(String),
     Var(Variable),
+    /// `paths.NAME`: a value the rule's path globs captured.
+    Capture(String),
 }
 
 /// A parsed param value: text with `{{ variable }}` placeholders.
@@ -191,11 +203,24 @@ impl Template {
             if name.is_empty() {
                 return Err(TemplateError::Empty { offset });
             }
-            let variable =
-                Variable::from_name(name).ok_or_else(|| TemplateError::UnknownVariable {
-                    name: name.to_owned(),
-                })?;
-            parts.push(Part::Var(variable));
+            if let Some(capture) = name.strip_prefix("paths.") {
+                let valid = capture.starts_with(|c: char| c.is_ascii_lowercase())
+                    && capture
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !valid {
+                    return Err(TemplateError::BadCapture {
+                        name: capture.to_owned(),
+                    });
+                }
+                parts.push(Part::Capture(capture.to_owned()));
+            } else {
+                let variable =
+                    Variable::from_name(name).ok_or_else(|| TemplateError::UnknownVariable {
+                        name: name.to_owned(),
+                    })?;
+                parts.push(Part::Var(variable));
+            }
             let step = open + 2 + close + 2;
             consumed += step;
             rest = &rest[step..];
@@ -210,7 +235,15 @@ impl Template {
     pub fn variables(&self) -> impl Iterator<Item = Variable> + '_ {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v) => Some(*v),
-            Part::Text(_) => None,
+            Part::Text(_) | Part::Capture(_) => None,
+        })
+    }
+
+    /// The capture names this template uses (`{{ paths.NAME }}`), in order of appearance.
+    pub fn captures(&self) -> impl Iterator<Item = &str> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Capture(name) => Some(name.as_str()),
+            Part::Text(_) | Part::Var(_) => None,
         })
     }
 
@@ -221,6 +254,10 @@ impl Template {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Var(v) => out.push_str(values.get(*v)),
+                // Rules are checked at start to use only their own captures.
+                Part::Capture(name) => {
+                    out.push_str(values.captures.get(name).map_or("", String::as_str));
+                }
             }
         }
         out
@@ -231,6 +268,7 @@ impl Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Values {
     values: [String; Variable::ALL.len()],
+    captures: crate::path_capture::Captures,
 }
 
 impl Values {
@@ -264,7 +302,16 @@ impl Values {
                 Variable::Namespace => namespace.to_owned(),
             };
         }
-        Values { values }
+        Values {
+            values,
+            captures: crate::path_capture::Captures::new(),
+        }
+    }
+
+    /// These values with the run's path captures (`{{ paths.NAME }}`).
+    pub fn with_captures(mut self, captures: &crate::path_capture::Captures) -> Values {
+        self.captures.clone_from(captures);
+        self
     }
 
     /// The value of one variable.
@@ -333,6 +380,17 @@ mod tests {
             Template::parse("{{ sha }}{{  }}").unwrap_err(),
             TemplateError::Empty { offset: 9 }
         );
+    }
+
+    #[test]
+    fn path_captures_are_parsed_and_rendered() {
+        let t = Template::parse("{{ paths.api }}:{{ sha }}").unwrap();
+        assert_eq!(t.captures().collect::<Vec<_>>(), vec!["api"]);
+        assert_eq!(
+            Template::parse("{{ paths.Api }}").unwrap_err(),
+            TemplateError::BadCapture { name: "Api".into() }
+        );
+        assert!(Template::parse("{{ paths. }}").is_err());
     }
 
     #[test]

@@ -533,7 +533,7 @@ fn supersede_selects_same_rule_repo_and_branch() {
     });
     assert_eq!(rule.concurrency, Concurrency::Supersede);
     let p = push("refs/heads/feature/login");
-    let selector = supersede_selector(&rule, &p);
+    let selector = supersede_selector(&rule, &p, &Default::default());
     let mut terms: Vec<&str> = selector.split(',').collect();
     terms.sort_unstable();
     assert_eq!(

