@@ -277,10 +277,19 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 
 fn check_config(env: &Env) -> ExitCode {
     let config = config::load_or_exit(env, Sections::ALL);
+    let origin = config::ConfigSource::from_env(env).origin();
+    // git-push compiles the rules again when it serves (globs, captures, templates, names):
+    // the same compilation here, so a config check-config accepts is one serve accepts.
+    if let Err(errors) = tekflux_git_push::RoutingTable::compile(&config) {
+        eprintln!("tekflux: invalid configuration");
+        for error in errors {
+            eprintln!("{origin}: {error}");
+        }
+        return ExitCode::from(transfer::EXIT_USAGE);
+    }
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{}: configuration is valid: namespace {}, {}, {}",
-        config::ConfigSource::from_env(env).origin(),
+        "{origin}: configuration is valid: namespace {}, {}, {}",
         config.namespace,
         count(config.repositories.len(), "repository rule"),
         count(config.releases.len(), "release rule")
