@@ -11,6 +11,7 @@
 //! `tekflux archive` in a Tekton step does not fail because a webhook secret it never uses is
 //! not set there.
 
+pub mod capture;
 mod duration;
 mod env;
 pub mod keys;

@@ -531,6 +531,51 @@ impl ReleaseRule {
         }
     }
 
+    /// The names `image:` captures (`registry.example.com/{api}`); empty for a plain image
+    /// and for chart rules.
+    pub fn image_captures(&self) -> Vec<&str> {
+        self.image
+            .as_deref()
+            .map(super::capture::capture_names)
+            .unwrap_or_default()
+    }
+
+    /// `(namespace, name)` of the HelmRelease for the values `image:` captured; for a rule
+    /// without captures, its one HelmRelease.
+    pub fn helm_release_for(
+        &self,
+        default_namespace: &str,
+        captures: &super::capture::Captures,
+    ) -> (String, String) {
+        let (namespace, name) = self.helm_release_ref(default_namespace);
+        (
+            super::capture::substitute(namespace, captures),
+            super::capture::substitute(name, captures),
+        )
+    }
+
+    /// The captures when `namespace/name` is a HelmRelease this rule names: its literal parts
+    /// equal, its captured parts any non-empty value. `None` when it names another.
+    pub fn names_release(
+        &self,
+        default_namespace: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<super::capture::Captures> {
+        let (rule_namespace, rule_name) = self.helm_release_ref(default_namespace);
+        let mut captures = super::capture::match_segments(rule_namespace, namespace)?;
+        for (key, value) in super::capture::match_segments(rule_name, name)? {
+            // `{api}/{api}`: both parts must agree.
+            if captures
+                .insert(key, value.clone())
+                .is_some_and(|first| first != value)
+            {
+                return None;
+            }
+        }
+        Some(captures)
+    }
+
     /// Whether `from: any`: events release this rule without any check of what built them.
     pub fn from_any(&self) -> bool {
         self.from == Some(ReleaseFrom::Any)

@@ -38,6 +38,12 @@ pub fn plain(message: &str) -> String {
             let expected = describe_expected(expected);
             return if out_of_range {
                 format!("{found} is not allowed here: expected {expected}")
+            } else if found == "a mapping" && expected == "a string" {
+                // `helmRelease: {api}` is YAML's flow mapping, not the capture it looks like.
+                format!(
+                    "expected {expected}, found {found}; a value that begins with `{{` is a YAML \
+                     mapping: quote it, as in \"{{api}}\""
+                )
             } else {
                 format!("expected {expected}, found {found}")
             };

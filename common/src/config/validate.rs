@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::capture::{capture_name, has_embedded_capture};
 use super::duration::parse_go_duration;
 use super::keys;
 use super::locate::FieldPath;
@@ -530,18 +531,69 @@ fn workspace(binding: &WorkspaceBinding, path: &FieldPath, findings: &mut Findin
 
 fn release(rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
     let reference = &rule.helm_release;
+    let captured = rule.image_captures();
+    // A part is a DNS-1123 label, or a capture of `image:` (an image per API).
+    let part_ok = |part: &str| is_dns1123_label(part) || capture_name(part).is_some();
     let parts_ok = match reference.split_once('/') {
-        Some((namespace, name)) => is_dns1123_label(namespace) && is_dns1123_label(name),
-        None => is_dns1123_label(reference),
+        Some((namespace, name)) => part_ok(namespace) && part_ok(name),
+        None => part_ok(reference),
     };
     if !parts_ok {
         findings.push(
             path.key(keys::HELM_RELEASE),
             format!(
                 "{reference:?} is not `name` or `namespace/name` with DNS-1123 labels \
-                 (lowercase letters, digits and '-')"
+                 (lowercase letters, digits and '-'), each part possibly a capture of `{}:` \
+                 such as `{{api}}`",
+                keys::IMAGE
             ),
         );
+    }
+    for name in reference.split('/').filter_map(capture_name) {
+        if !captured.contains(&name) {
+            findings.push(
+                path.key(keys::HELM_RELEASE),
+                if rule.image.is_some() {
+                    format!(
+                        "{{{name}}} is not captured by `{}:`; capture it there, e.g. \
+                         `registry.example.com/{{{name}}}`",
+                        keys::IMAGE
+                    )
+                } else {
+                    format!(
+                        "{{{name}}}: only an image rule can capture (in `{}:`); a chart rule \
+                         names one HelmRelease",
+                        keys::IMAGE
+                    )
+                },
+            );
+        }
+    }
+    if let Some(image) = &rule.image {
+        let segments: Vec<&str> = image.split('/').collect();
+        let mut seen = Vec::new();
+        for (index, segment) in segments.iter().enumerate() {
+            let problem = if has_embedded_capture(segment) {
+                Some(format!(
+                    "{segment:?}: a capture must be a whole path segment, like \
+                     `registry.example.com/{{api}}`"
+                ))
+            } else if let Some(name) = capture_name(segment) {
+                if index == 0 && segments.len() > 1 {
+                    Some(format!("{{{name}}}: the registry host cannot be captured"))
+                } else if seen.contains(&name) {
+                    Some(format!("{{{name}}} is captured twice"))
+                } else {
+                    seen.push(name);
+                    None
+                }
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                findings.push(path.key(keys::IMAGE), problem);
+            }
+        }
     }
     match (&rule.image, &rule.chart) {
         (Some(_), Some(_)) => findings.push(
@@ -841,8 +893,8 @@ fn release_values(config: &Config, rule: &ReleaseRule, path: &FieldPath, finding
                 let overlaps = path_covers(&declared, &set) || path_covers(&set, &declared);
                 (overlaps
                     && !guard.from_any()
-                    && guard.helm_release_ref(&config.namespace) == release)
-                    .then_some((other, guard.set.clone().unwrap_or_default()))
+                    && may_be_the_same_release(guard.helm_release_ref(&config.namespace), release))
+                .then_some((other, guard.set.clone().unwrap_or_default()))
             });
         if let Some((other, set)) = guarded {
             findings.push(
@@ -859,6 +911,13 @@ fn release_values(config: &Config, rule: &ReleaseRule, path: &FieldPath, finding
             );
         }
     }
+}
+
+/// Whether two `(namespace, name)` references can name one HelmRelease: each part equal, or a
+/// capture on either side (which may take the other's value).
+fn may_be_the_same_release(a: (&str, &str), b: (&str, &str)) -> bool {
+    let part = |x: &str, y: &str| x == y || capture_name(x).is_some() || capture_name(y).is_some();
+    part(a.0, b.0) && part(a.1, b.1)
 }
 
 /// Whether the values path `outer` is `inner` or one of its parents, key by key.

@@ -3,8 +3,8 @@
 //! captured values among the changed paths (monorepo fan-out); its params use them as
 //! `{{ paths.api }}`.
 //!
-//! A capture is a whole path segment `{name}` (a lowercase letter, then lowercase letters,
-//! digits or `_`); it matches one non-empty segment, like `*`. Every other segment is a glob as
+//! A capture is a whole path segment `{name}` (the syntax of
+//! [`tekflux_common::config::capture`]); it matches one non-empty segment, like `*`. Every other segment is a glob as
 //! in a plain `paths` entry (`*`, `?`, `[...]`, `{a,b}` within the segment), and a segment `**`
 //! matches any number of segments. `{a,b}` with a comma stays globset's alternation, so a
 //! capture never changes what an existing pattern means unless it is a lone `{name}`.
@@ -12,15 +12,10 @@
 //! Captured values are text from the push: they reach runs only as param values and in the
 //! `tekflux.dev/paths` annotation (JSON), never unescaped in names or labels.
 
-use std::collections::BTreeMap;
-
 use globset::{GlobBuilder, GlobMatcher};
+use tekflux_common::config::capture::{capture_name, has_embedded_capture};
 
-/// Captured values by name: one run's share of a fan-out.
-pub type Captures = BTreeMap<String, String>;
-
-/// The longest capture name.
-const NAME_MAX: usize = 32;
+pub use tekflux_common::config::capture::Captures;
 
 /// A `paths` glob with at least one `{name}` capture.
 #[derive(Debug, Clone)]
@@ -37,27 +32,6 @@ enum Segment {
     Capture(String),
     /// A glob within one segment.
     Glob(GlobMatcher),
-}
-
-/// Whether `text` is a capture: `{name}`.
-fn capture_name(text: &str) -> Option<&str> {
-    let name = text.strip_prefix('{')?.strip_suffix('}')?;
-    let valid = name.len() <= NAME_MAX
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    valid.then_some(name)
-}
-
-/// Whether `segment` holds a `{name}` that is not the whole segment (`api-{name}`), which is
-/// refused rather than read as globset's one-branch alternation.
-fn has_embedded_capture(segment: &str) -> bool {
-    segment.match_indices('{').any(|(start, _)| {
-        segment[start..]
-            .find('}')
-            .is_some_and(|end| capture_name(&segment[start..=start + end]).is_some())
-    })
 }
 
 impl CapturePattern {

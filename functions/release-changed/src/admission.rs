@@ -577,8 +577,11 @@ pub fn check_explicit_edit(
         .releases
         .iter()
         .filter(|rule| {
-            let (namespace, name) = rule.helm_release_ref(&config.namespace);
-            format!("{namespace}/{name}") == release
+            let (namespace, name) = release
+                .split_once('/')
+                .unwrap_or((&config.namespace, release));
+            rule.names_release(&config.namespace, namespace, name)
+                .is_some()
         })
         .collect();
     if chart_version.is_some() {

@@ -2,7 +2,8 @@
 //! [`Change`]. Pure; no I/O.
 
 use serde_json::{Map, Value};
-use tekflux_common::config::{Config, HelmReleaseApi, ReleaseRule};
+use tekflux_common::config::capture::{self, Captures};
+use tekflux_common::config::{Config, HelmReleaseApi, ReleaseRule, is_dns1123_label};
 use tekflux_common::{Error, Result};
 
 use crate::change::{Change, normalize_repository};
@@ -65,8 +66,20 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
                 let Some(rule_image) = &rule.image else {
                     continue;
                 };
-                if normalize_repository(rule_image) != image.repository {
+                // A plain image names one repository; `registry/{api}` captures a segment of
+                // it, and the HelmRelease is the one those values name.
+                let Some(captures) =
+                    capture::match_segments(&normalize_repository(rule_image), &image.repository)
+                else {
                     continue;
+                };
+                let (namespace, name) = rule.helm_release_for(&config.namespace, &captures);
+                if !is_dns1123_label(&namespace) || !is_dns1123_label(&name) {
+                    return Err(Error::Unprocessable(format!(
+                        "{} matches releases[{index}] ({}), but the release it names, \
+                         {namespace}/{name}, is not a valid HelmRelease name",
+                        image.repository, rule.helm_release
+                    )));
                 }
                 // Tags are what charts template into `repository:tag`; a digest alone cannot
                 // be written there without breaking the reference.
@@ -77,7 +90,13 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
                         rule.helm_release
                     ))
                 })?;
-                targets.push(target(config, index, edit_for(rule, tag.clone()), tag));
+                targets.push(target(
+                    config,
+                    index,
+                    &captures,
+                    edit_for(rule, tag.clone()),
+                    tag,
+                ));
             }
         }
         Change::Chart { name, version } => {
@@ -86,6 +105,7 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
                     targets.push(target(
                         config,
                         index,
+                        &Captures::new(),
                         edit_for(rule, version.clone()),
                         version.clone(),
                     ));
@@ -99,12 +119,13 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
         } => {
             let (namespace, name) = split_reference(release, &config.namespace);
             // Only releases the config manages: the event must not reach beyond them.
-            let index = config
+            let (index, captures) = config
                 .releases
                 .iter()
-                .position(|rule| {
-                    split_reference(&rule.helm_release, &config.namespace)
-                        == (namespace.clone(), name.clone())
+                .enumerate()
+                .find_map(|(index, rule)| {
+                    let captures = rule.names_release(&config.namespace, &namespace, &name)?;
+                    Some((index, captures))
                 })
                 .ok_or_else(|| {
                     Error::Unprocessable(format!(
@@ -116,6 +137,7 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
             targets.push(target(
                 config,
                 index,
+                &captures,
                 Edit::Explicit {
                     chart_version: chart_version.clone(),
                     values: values.clone(),
@@ -140,9 +162,15 @@ fn edit_for(rule: &ReleaseRule, version: String) -> Edit {
     }
 }
 
-fn target(config: &Config, index: usize, edit: Edit, version: String) -> Target {
+fn target(
+    config: &Config,
+    index: usize,
+    captures: &Captures,
+    edit: Edit,
+    version: String,
+) -> Target {
     let rule = &config.releases[index];
-    let (namespace, name) = split_reference(&rule.helm_release, &config.namespace);
+    let (namespace, name) = rule.helm_release_for(&config.namespace, captures);
     Target {
         namespace,
         name,
@@ -269,5 +297,99 @@ mod tests {
             targets(&config(), &change),
             Err(Error::Unprocessable(_))
         ));
+    }
+
+    /// One rule for every API of a monorepo: `image:` captures the API, `helmRelease:` reuses it.
+    fn per_api() -> Config {
+        Config::from_yaml(
+            "namespace: cicd\nreleases:\n\
+             - image: registry.example.com/acme/{api}\n  helmRelease: apps/{api}\n  set: image.tag\n  from: any\n  values: [replicaCount]\n",
+            "test.yaml",
+            &Env::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_image_per_api_updates_the_release_its_api_names() {
+        for (reference, release) in [
+            ("registry.example.com/acme/launcher:1.2.3", "apps/launcher"),
+            ("registry.example.com/acme/gateway:2.0.0", "apps/gateway"),
+        ] {
+            let found = targets(&per_api(), &image(reference)).unwrap();
+            assert_eq!(found.len(), 1, "{reference}");
+            assert_eq!(found[0].reference(), release);
+        }
+        // Another depth or registry is not this rule's.
+        for other in [
+            "registry.example.com/acme/team/launcher:1",
+            "registry.example.com/launcher:1",
+            "other.example.com/acme/launcher:1",
+        ] {
+            assert!(
+                targets(&per_api(), &image(other)).unwrap().is_empty(),
+                "{other}"
+            );
+        }
+        // A repository segment that cannot be a HelmRelease name is refused, never guessed.
+        assert!(matches!(
+            targets(&per_api(), &image("registry.example.com/acme/web.v2:1")),
+            Err(Error::Unprocessable(message)) if message.contains("apps/web.v2")
+        ));
+        // Explicit events name a release the pattern covers.
+        let change = Change::Release {
+            release: "apps/launcher".into(),
+            chart_version: None,
+            values: Some(json!({"replicaCount": 3}).as_object().unwrap().clone()),
+        };
+        assert_eq!(
+            targets(&per_api(), &change).unwrap()[0].reference(),
+            "apps/launcher"
+        );
+        let change = Change::Release {
+            release: "ops/launcher".into(),
+            chart_version: None,
+            values: None,
+        };
+        assert!(targets(&per_api(), &change).is_err());
+    }
+
+    #[test]
+    fn captures_are_checked_when_the_config_loads() {
+        let load = |rule: &str| {
+            Config::from_yaml(
+                &format!("namespace: cicd\nreleases:\n{rule}"),
+                "test.yaml",
+                &Env::new(),
+            )
+            .err()
+            .map(|error| error.to_string())
+        };
+        for (rule, expected) in [
+            (
+                "- image: r.example.com/{api}\n  helmRelease: \"{svc}\"\n  from: any\n",
+                "{svc} is not captured by `image:`",
+            ),
+            (
+                "- image: r.example.com/{api}\n  helmRelease: {api}\n  from: any\n",
+                "quote it, as in \"{api}\"",
+            ),
+            (
+                "- chart: platform\n  helmRelease: \"{api}\"\n  from: any\n",
+                "only an image rule can capture",
+            ),
+            (
+                "- image: r.example.com/api-{api}\n  helmRelease: x\n  from: any\n",
+                "whole path segment",
+            ),
+            (
+                "- image: \"{host}/x\"\n  helmRelease: x\n  from: any\n",
+                "registry host cannot be captured",
+            ),
+        ] {
+            let error = load(rule).unwrap_or_else(|| panic!("accepted: {rule}"));
+            assert!(error.contains(expected), "{rule}: {error}");
+        }
+        assert!(load("- image: r.example.com/{team}/{api}\n  helmRelease: \"{team}/{api}\"\n  from: any\n").is_none());
     }
 }
