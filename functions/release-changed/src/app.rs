@@ -182,6 +182,11 @@ async fn receive(
     let stamp = Stamp {
         event: format!("{}#{}", incoming.event.source(), incoming.event.id()),
         time: incoming.event.time().map(chrono::DateTime::to_rfc3339),
+        run: match &origin {
+            Origin::Run(identity) => Some(format!("{}/{}", identity.namespace, identity.name)),
+            Origin::Unverified | Origin::Registry => None,
+        },
+        sha: incoming.correlation.sha.clone(),
     };
     let changes = [ChangeEvent {
         change,

@@ -18,6 +18,14 @@ pub const EVENT_ANNOTATION: &str = "tekflux.dev/release-event";
 /// Annotation holding the time of that event (RFC 3339), to refuse older events that arrive
 /// later: the Broker does not keep order.
 pub const TIME_ANNOTATION: &str = "tekflux.dev/release-time";
+/// Annotation naming the Tekton run (`namespace/name`) the applied version came from, when the
+/// event names one (an artifact published event's `customData.run`), so `tekflux trace` can
+/// link a push to its releases. As the event states it; the run is checked only when the
+/// rule's `from` asks for it.
+pub const RUN_ANNOTATION: &str = "tekflux.dev/release-run";
+/// Annotation with the commit sha the applied version was built from, when the event carries
+/// one (the `tekfluxsha` extension).
+pub const SHA_ANNOTATION: &str = "tekflux.dev/release-sha";
 
 /// The Kubernetes resource of a HelmRelease API.
 pub fn api_resource(api: HelmReleaseApi) -> ApiResource {
@@ -47,6 +55,10 @@ pub struct Stamp {
     pub event: String,
     /// The event's time, RFC 3339, when it had one.
     pub time: Option<String>,
+    /// The run (`namespace/name`) the event names as the version's origin.
+    pub run: Option<String>,
+    /// The commit sha the event carries.
+    pub sha: Option<String>,
 }
 
 /// Refuses edits the current release cannot take. A Flux release whose chart comes from
@@ -130,8 +142,17 @@ pub fn apply_patch(target: &Target, stamp: &Stamp) -> Value {
     let mut annotations = Map::new();
     annotations.insert(VERSION_ANNOTATION.to_owned(), json!(target.version));
     annotations.insert(EVENT_ANNOTATION.to_owned(), json!(stamp.event));
-    if let Some(time) = &stamp.time {
-        annotations.insert(TIME_ANNOTATION.to_owned(), json!(time));
+    // Each is set or left out on every apply: server-side apply then drops the one an
+    // earlier apply set, so a release never names a run its current version did not come from.
+    let optional = [
+        (TIME_ANNOTATION, &stamp.time),
+        (RUN_ANNOTATION, &stamp.run),
+        (SHA_ANNOTATION, &stamp.sha),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            annotations.insert(name.to_owned(), json!(value));
+        }
     }
     json!({
         "apiVersion": resource.api_version,
@@ -210,6 +231,8 @@ mod tests {
         Stamp {
             event: "https://github.com/acme/api#42".into(),
             time: time.map(str::to_owned),
+            run: None,
+            sha: None,
         }
     }
 
@@ -262,6 +285,31 @@ mod tests {
         );
         assert_eq!(patch["apiVersion"], "helm.fluxcd.io/v1");
         assert_eq!(patch["spec"], json!({"chart": {"version": "1.2.3"}}));
+    }
+
+    #[test]
+    fn the_run_and_sha_an_event_names_are_recorded() {
+        let set = Edit::SetValue {
+            path: vec!["image".into(), "tag".into()],
+            value: "1.2.3".into(),
+        };
+        let from_run = Stamp {
+            run: Some("cicd/api-build-3f2a9c1d0e4b".into()),
+            sha: Some("3f2a9c1d0e4b5a6978812233445566778899aabb".into()),
+            ..stamp(None)
+        };
+        let patch = apply_patch(&target(HelmReleaseApi::Flux, set.clone()), &from_run);
+        let annotations = &patch["metadata"]["annotations"];
+        assert_eq!(annotations[RUN_ANNOTATION], "cicd/api-build-3f2a9c1d0e4b");
+        assert_eq!(
+            annotations[SHA_ANNOTATION],
+            "3f2a9c1d0e4b5a6978812233445566778899aabb"
+        );
+        // An event that names no run leaves both out, so the apply removes earlier ones.
+        let patch = apply_patch(&target(HelmReleaseApi::Flux, set), &stamp(None));
+        let annotations = patch["metadata"]["annotations"].as_object().unwrap();
+        assert!(!annotations.contains_key(RUN_ANNOTATION));
+        assert!(!annotations.contains_key(SHA_ANNOTATION));
     }
 
     #[test]

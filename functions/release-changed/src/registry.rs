@@ -38,6 +38,9 @@ impl RegistryPush {
             Stamp {
                 event: format!("{source}#{}", self.id),
                 time: self.time.clone(),
+                // A registry knows the image, not the build or commit behind it.
+                run: None,
+                sha: None,
             },
         )
     }

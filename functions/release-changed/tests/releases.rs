@@ -17,7 +17,8 @@ use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings, Se
 use tekflux_common::metrics::Metrics;
 use tekflux_common::server::{self, Readiness, ServerState};
 use tekflux_release_changed::helm_release::{
-    EVENT_ANNOTATION, TIME_ANNOTATION, VERSION_ANNOTATION, api_resource,
+    EVENT_ANNOTATION, RUN_ANNOTATION, SHA_ANNOTATION, TIME_ANNOTATION, VERSION_ANNOTATION,
+    api_resource,
 };
 use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
 use tekflux_run_complete::reply::ImageReference;
@@ -373,6 +374,12 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
         "https://github.com/acme/api-launcher#run-1"
     );
     assert_eq!(annotations[TIME_ANNOTATION], "2026-11-24T06:00:00+00:00");
+    // The run it came from, for `tekflux trace`; this event carries no sha extension.
+    assert_eq!(
+        annotations[RUN_ANNOTATION],
+        format!("{NS}/{}", run["metadata"]["name"].as_str().unwrap())
+    );
+    assert!(annotations.get(SHA_ANNOTATION).is_none());
     let owners = harness
         .api
         .field_owners(FLUX_GROUP, "helmreleases", Some(NS), "api-launcher");

@@ -466,6 +466,13 @@ async fn archive_run(
         repo: run.annotations.get(REPO_URL_ANNOTATION).cloned(),
         sha: run.annotations.get(SHA_ANNOTATION).cloned(),
         delivery_id: run.annotations.get(DELIVERY_ANNOTATION).cloned(),
+        rule: run.labels.get(run_contract::RULE_LABEL).cloned(),
+        git_ref: run.annotations.get(run_contract::REF_ANNOTATION).cloned(),
+        paths: run
+            .annotations
+            .get(run_contract::PATHS_ANNOTATION)
+            .and_then(|paths| serde_json::from_str(paths).ok())
+            .unwrap_or_default(),
         workspaces,
         skipped_workspaces: skipped,
         logs,

@@ -26,6 +26,18 @@ pub struct Manifest {
     /// Delivery id of the push that started the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
+    /// The repository rule that created the run (its `tekflux.dev/rule` label). Absent in
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The full git ref the run was created for (its `tekflux.dev/ref` annotation). Absent in
+    /// manifests written before it was recorded.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// What a fan-out rule's `paths` captured for the run (its `tekflux.dev/paths`
+    /// annotation), e.g. `{"api": "api-launcher"}`; empty for other runs and older manifests.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub paths: std::collections::BTreeMap<String, String>,
     /// The archives, in plan order.
     pub workspaces: Vec<ArchivedWorkspace>,
     /// Workspaces left out, and why.
