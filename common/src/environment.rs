@@ -14,6 +14,10 @@ pub enum Reader {
     Config,
     /// `archive` and `restore`: the config's storage section and the AWS SDK.
     Transfer,
+    /// `send`: no config; the proxy variables of its HTTP client.
+    Send,
+    /// `trace`: the config (no secrets), the kubeconfig and the AWS SDK.
+    Trace,
 }
 
 /// Overrides of the config file's server and Kubernetes settings.
@@ -29,6 +33,13 @@ const SERVER_OVERRIDES: &[(&str, &str)] = &[
         vars::SHUTDOWN_TIMEOUT_SECONDS,
         "server.shutdownTimeoutSeconds",
     ),
+    (vars::KUBE_TIMEOUT_SECONDS, "kubernetes.timeoutSeconds"),
+];
+
+/// The overrides `trace` reads besides the storage section's: where runs are, and how long
+/// an API call may take.
+const TRACE_OVERRIDES: &[(&str, &str)] = &[
+    (vars::NAMESPACE, "namespace"),
     (vars::KUBE_TIMEOUT_SECONDS, "kubernetes.timeoutSeconds"),
 ];
 
@@ -60,6 +71,16 @@ const CREDENTIAL_OVERRIDES: &[(&str, &str)] = &[
 
 /// The `Environment:` section of a command's `--help`.
 pub fn help(reader: Reader) -> String {
+    if reader == Reader::Send {
+        return [
+            "Environment:".to_owned(),
+            row(
+                "HTTPS_PROXY, HTTP_PROXY, NO_PROXY",
+                "the proxy to send through (no config file is read)",
+            ),
+        ]
+        .join("\n");
+    }
     let mut lines = vec![
         "Environment:".to_owned(),
         row(
@@ -73,7 +94,8 @@ pub fn help(reader: Reader) -> String {
             .chain(STORAGE_OVERRIDES)
             .chain(CREDENTIAL_OVERRIDES)
             .collect(),
-        Reader::Transfer => STORAGE_OVERRIDES.iter().collect(),
+        Reader::Transfer | Reader::Send => STORAGE_OVERRIDES.iter().collect(),
+        Reader::Trace => TRACE_OVERRIDES.iter().chain(STORAGE_OVERRIDES).collect(),
     };
     for (name, key) in overrides {
         let key = if key.ends_with(".secret") || key.ends_with(".token") {
@@ -83,7 +105,7 @@ pub fn help(reader: Reader) -> String {
         };
         lines.push(row(name, &format!("overrides {key}")));
     }
-    if matches!(reader, Reader::Serve | Reader::Transfer) {
+    if matches!(reader, Reader::Serve | Reader::Transfer | Reader::Trace) {
         lines.push(row(
             "AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...",
             "the AWS SDK's S3 endpoint, region and credentials",
@@ -92,6 +114,12 @@ pub fn help(reader: Reader) -> String {
             "AWS_EC2_METADATA_DISABLED",
             "true: never ask the EC2 instance metadata service; false: ask it even with a \
              custom endpoint (by default it is asked only for AWS S3 itself)",
+        ));
+    }
+    if reader == Reader::Trace {
+        lines.push(row(
+            "KUBECONFIG",
+            "kubeconfig file (else ~/.kube/config, else the in-cluster service account)",
         ));
     }
     if reader == Reader::Serve {

@@ -789,7 +789,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         r.status = Some(response.status().as_u16());
     }
     let is_setup = parts.headers.contains_key(SETUP_HEADER);
-    if let Some(file) = shared.log_file.as_ref().filter(|_| !is_setup) {
+    // A request made as another user (a kubeconfig's `as:`, e.g. a person running `tekflux
+    // trace`) is authorized as that user, never by a function's Role: not the Roles' business.
+    let as_another_user = parts.headers.contains_key("impersonate-user");
+    if let Some(file) = shared
+        .log_file
+        .as_ref()
+        .filter(|_| !is_setup && !as_another_user)
+    {
         crate::request_log::append(
             file,
             &crate::request_log::LoggedRequest {

@@ -6,7 +6,9 @@
 //! run of the whole suite so leaves one log per crate, and `tests/tests/rbac.rs` compares what each
 //! function's tests asked for with the Role the function ships with (`knative/base/rbac.yaml`).
 //! Requests of [`TestApiServer::setup_client`](crate::kube_api::TestApiServer::setup_client), a
-//! test's own set-up, are not logged.
+//! test's own set-up, are not logged, nor requests made as another user (`Impersonate-User`,
+//! a kubeconfig's `as:`), which RBAC authorizes as that user: `tekflux trace` runs with a
+//! person's rights, not a function's.
 //!
 //! A line is `METHOD<TAB>PATH<TAB>QUERY<TAB>CONTENT-TYPE<TAB>STATUS`, with the query as it came
 //! (URL-encoded, possibly empty) and `-` for a missing content type. The status matters for one

@@ -92,6 +92,15 @@ impl Sections {
         secrets: false,
     };
 
+    /// Everything but the secrets: `trace`, which reads the runs (namespaces, rules), the
+    /// bucket, the cluster settings and the releases, and checks no signature or token.
+    pub const INSPECT: Sections = Sections {
+        routing: true,
+        storage: true,
+        service: true,
+        secrets: false,
+    };
+
     /// Whether secrets are read (and a missing one is an error).
     pub fn reads_secrets(self) -> bool {
         self.secrets

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 use cloudevents::AttributesReader;
-use cloudevents::binding::reqwest::RequestBuilderExt;
 use tekflux_common::config::{self, Env, Sections};
-use tekflux_common::error::plain_chain;
 use tekflux_run_complete::dead_letters::{self, DeadLetter, ERROR_EXTENSIONS};
 
+use crate::sender::{EventSender, Token};
 use crate::transfer::{EXIT_UNAVAILABLE, EXIT_USAGE, Store};
+
+/// How long one replayed event may take to be answered.
+const REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Arguments of `tekflux dead-letters`.
 #[derive(Debug, Args)]
@@ -114,19 +116,19 @@ pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
     };
-    let token = match &args.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(token) => Some(token.trim().to_owned()),
-            Err(error) => {
-                eprintln!(
-                    "tekflux replay: cannot read {}: {}",
-                    path.display(),
-                    plain_chain(&error)
-                );
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
-        None => None,
+    let token = match args.token_file.as_deref().map(Token::read).transpose() {
+        Ok(token) => token,
+        Err(reason) => {
+            eprintln!("tekflux replay: --token-file: {reason}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let sender = match EventSender::new(args.to.clone(), token, REPLAY_TIMEOUT) {
+        Ok(sender) => sender,
+        Err(reason) => {
+            eprintln!("tekflux replay: {reason}");
+            return ExitCode::FAILURE;
+        }
     };
     let store = match Store::connect("replay", &config, env, |endpoint| {
         format!("cannot read s3://{bucket} at {endpoint}")
@@ -151,14 +153,14 @@ pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         }
-        let http = reqwest::Client::new();
         let (mut replayed, mut kept) = (0, 0);
         for letter in letters
             .iter()
             .filter(|letter| args.keys.is_empty() || args.keys.contains(&letter.key))
         {
-            match send(&http, &args.to, token.as_deref(), letter).await {
-                Ok(()) => match dead_letters::remove(s3, &bucket, &letter.key).await {
+            // One attempt each: what fails stays stored for the next replay.
+            match sender.post(&letter.original()).await {
+                Ok(_) => match dead_letters::remove(s3, &bucket, &letter.key).await {
                     Ok(()) => {
                         replayed += 1;
                         println!(
@@ -178,7 +180,11 @@ pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
                 },
                 Err(reason) => {
                     kept += 1;
-                    eprintln!("{}: not replayed: {reason}; it stays stored", letter.key);
+                    eprintln!(
+                        "{}: not replayed: {} {reason}; it stays stored",
+                        letter.key,
+                        sender.shown_url()
+                    );
                 }
             }
         }
@@ -189,33 +195,4 @@ pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     })
-}
-
-async fn send(
-    http: &reqwest::Client,
-    to: &url::Url,
-    token: Option<&str>,
-    letter: &DeadLetter,
-) -> Result<(), String> {
-    let mut request = http.post(to.clone());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let request = request
-        .event(letter.original())
-        .map_err(|error| format!("cannot encode the event: {error}"))?;
-    let answer = request
-        .send()
-        .await
-        .map_err(|error| format!("{to} cannot be reached: {}", plain_chain(&error)))?;
-    let status = answer.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        let body = answer.text().await.unwrap_or_default();
-        Err(format!(
-            "{to} answered {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
-    }
 }

@@ -4,9 +4,13 @@
 //! one of them at the root with `--function`, which is how the Knative Services in `knative/`
 //! run it. `tekflux check-config` validates the config file, and `tekflux render` shows offline
 //! what a webhook payload would start. `tekflux archive` and `tekflux restore` move a workspace
-//! to and from S3 (see `transfer`).
+//! to and from S3 (see `transfer`). `tekflux send` sends one CloudEvent (see `send`), and
+//! `tekflux trace` follows a push through its runs, archives and releases (see `trace`).
 
 mod dead_letters;
+mod send;
+mod sender;
+mod trace;
 mod transfer;
 mod up;
 
@@ -100,6 +104,15 @@ enum Command {
     /// once it was accepted.
     #[command(after_help = environment::help(Reader::Transfer))]
     Replay(dead_letters::ReplayArgs),
+    /// Send one CloudEvent (binary mode) to the Broker or a function, retrying 408/429/5xx
+    /// and unreachable receivers: exit 0 accepted, 64 usage, 65 refused data, 66 no data
+    /// file, 69 unavailable after the retries, 77 credentials refused (401/403).
+    #[command(after_help = environment::help(Reader::Send))]
+    Send(send::SendArgs),
+    /// What happened to a push: the runs it started, their outcome, archives and logs (also
+    /// of runs Tekton pruned) and the releases applied from them.
+    #[command(after_help = environment::help(Reader::Trace))]
+    Trace(trace::TraceArgs),
     /// Print a shell completion script: `source <(tekflux completion bash)`, or save it where
     /// your shell loads completions from.
     Completion {
@@ -215,6 +228,8 @@ fn main() -> ExitCode {
         Command::DeadLetters(args) => dead_letters::list(&env, &args),
         Command::Replay(args) => dead_letters::replay(&env, &args),
         Command::Restore(args) => transfer::restore(&env, args),
+        Command::Send(args) => send::send(&args),
+        Command::Trace(args) => trace::trace(&env, &args),
         Command::Serve {
             function,
             webhooks_only,

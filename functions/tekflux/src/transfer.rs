@@ -43,6 +43,8 @@ pub const EXIT_NOT_FOUND: u8 = 66;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Writing the restored tree or the `--sha256-file` failed (`EX_CANTCREAT`).
 pub const EXIT_CANNOT_WRITE: u8 = 73;
+/// The receiver refused the credentials (401/403): `tekflux send` (`EX_NOPERM`).
+pub const EXIT_NO_PERMISSION: u8 = 77;
 
 /// S3 limits a key to 1024 bytes.
 const MAX_KEY_BYTES: usize = 1024;
