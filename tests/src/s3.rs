@@ -242,6 +242,26 @@ impl TestS3 {
         }
     }
 
+    /// The keys in `bucket` under `prefix` (the first thousand, which is all a test stores),
+    /// sorted.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let listed = self
+            .client()
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list the bucket");
+        let mut keys: Vec<String> = listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Creates a bucket with a name no other test uses and returns the name, so tests can share
     /// one server.
     ///

@@ -37,12 +37,23 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// GitHub's `X-Hub-Signature-256` value (without `sha256=`) of `body` under [`SECRET`].
-fn github_signature(body: &[u8]) -> String {
+/// The README's example push, signed with [`SECRET`] as GitHub signs it, posted to `url`.
+async fn signed_push(client: &reqwest::Client, url: &str) -> reqwest::Response {
     use hmac::Mac as _;
+    let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    mac.update(&body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Everything `up` talks to, and `up` itself.
@@ -212,19 +223,12 @@ releases:
 
     /// The provider's delivery: the example push, signed.
     async fn push(&self) -> reqwest::StatusCode {
-        let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
-        let signature = github_signature(&body);
-        self.client
-            .post(format!("{}/git-push/webhooks/github", self.base))
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-            .header("x-hub-signature-256", format!("sha256={signature}"))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
+        signed_push(
+            &self.client,
+            &format!("{}/git-push/webhooks/github", self.base),
+        )
+        .await
+        .status()
     }
 
     /// Plays Tekton for the one run: writes its workspace, marks it succeeded with the image
@@ -284,20 +288,7 @@ releases:
     }
 
     async fn keys(&self, prefix: &str) -> Vec<String> {
-        let listed = self
-            .s3
-            .client()
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        listed
-            .contents()
-            .iter()
-            .filter_map(|object| object.key().map(str::to_owned))
-            .collect()
+        self.s3.keys(&self.bucket, prefix).await
     }
 
     /// Workspace archives stored for `run`.
@@ -563,18 +554,11 @@ async fn up_runs_from_an_empty_directory_and_says_what_is_missing() {
     ] {
         assert!(limited.contains(missing), "{limited}");
     }
-    let body = std::fs::read(repo_root().join("examples/github-push.json")).unwrap();
-    let signature = github_signature(&body);
-    let answer = client
-        .post(format!("{base}/git-push/webhooks/github?dryRun=true"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-        .header("x-hub-signature-256", format!("sha256={signature}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let answer = signed_push(
+        &client,
+        &format!("{base}/git-push/webhooks/github?dryRun=true"),
+    )
+    .await;
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
     let answer: Value = answer.json().await.unwrap();
     assert_eq!(answer["dryRun"], true);

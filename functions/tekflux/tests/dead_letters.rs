@@ -95,18 +95,7 @@ async fn receiver() -> (String, Seen) {
 }
 
 async fn stored_keys(s3: &TestS3, bucket: &str) -> Vec<String> {
-    let listed = s3
-        .client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap();
-    listed
-        .contents()
-        .iter()
-        .filter_map(|object| object.key().map(str::to_owned))
-        .collect()
+    s3.keys(bucket, "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
