@@ -10,6 +10,7 @@
 //! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
 //! - [`cdevents`]: the CDEvents CloudEvents binding and JSON schemas, checked on replies.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
+//! - [`kustomize`]: the shipped kustomizations rendered as `kubectl kustomize` renders them.
 //! - [`request_log`]: the Kubernetes requests of a whole test run, on disk, and the RBAC verb each
 //!   needs (for the test that holds the shipped Roles to what the functions call).
 
@@ -20,6 +21,7 @@ pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;
 pub mod kube_api;
+pub mod kustomize;
 pub mod lambda_runtime;
 pub mod machine;
 pub mod oidc;

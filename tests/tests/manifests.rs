@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tekflux_testkit::crd::CrdSchemas;
+use tekflux_testkit::kustomize::kustomize;
 
 fn knative_base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../knative/base")
@@ -547,35 +548,6 @@ fn every_task_step_with_args_names_its_command() {
         }
     }
     assert_eq!(steps, 2, "the archive and restore steps");
-}
-
-/// The objects `kubectl kustomize <dir>` renders, or None (with a message) when kubectl is absent.
-fn kustomize(dir: &Path) -> Option<Vec<Value>> {
-    let output = match std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED: kubectl is not installed, so knative/base cannot be rendered");
-            return None;
-        }
-        Err(error) => panic!("kubectl kustomize {}: {error}", dir.display()),
-    };
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    Some(
-        serde_norway::Deserializer::from_str(&text)
-            .map(|document| Value::deserialize(document).unwrap())
-            .filter(|value| !value.is_null())
-            .collect(),
-    )
 }
 
 /// The name of the config ConfigMap every rendered Knative Service mounts, checked to be one the

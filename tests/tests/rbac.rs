@@ -61,35 +61,15 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The objects `kubectl kustomize knative/base` renders, or None (with a message) when kubectl
-/// is absent and `required` is false.
+/// The objects `kubectl kustomize knative/base` renders; `None` when kubectl is absent and
+/// `required` is false.
 fn rendered_base(required: bool) -> Option<Vec<Value>> {
-    let dir = repository().join("knative/base");
-    let output = match std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => {
-            eprintln!("SKIPPED: kubectl is not installed, so knative/base cannot be rendered");
-            return None;
-        }
-        Err(error) => panic!("kubectl kustomize {}: {error}", dir.display()),
-    };
+    let objects = tekflux_testkit::kustomize::kustomize(&repository().join("knative/base"));
     assert!(
-        output.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
+        objects.is_some() || !required,
+        "kubectl is needed to render knative/base"
     );
-    let text = String::from_utf8(output.stdout).unwrap();
-    Some(
-        serde_norway::Deserializer::from_str(&text)
-            .map(|document| Value::deserialize(document).unwrap())
-            .filter(|value| !value.is_null())
-            .collect(),
-    )
+    objects
 }
 
 fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
