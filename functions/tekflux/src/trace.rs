@@ -331,9 +331,12 @@ async fn collect(config: &Config, env: &Env, args: &TraceArgs, query: Query) -> 
                     reachable.bucket = true;
                     for (manifest_url, manifest) in archived {
                         let key = (manifest.run.namespace.clone(), manifest.run.name.clone());
+                        // Pruned only if the cluster was read where the run was.
+                        let asked =
+                            kube.is_some() && run_namespaces.contains(&manifest.run.namespace);
                         let entry = runs
                             .entry(key)
-                            .or_insert_with(|| from_manifest(&manifest, kube.is_some()));
+                            .or_insert_with(|| from_manifest(&manifest, asked));
                         if entry.uid.is_some() && entry.uid.as_deref() != Some(&*manifest.run.uid) {
                             // Same name, another run: its archive is not this run's.
                             continue;
