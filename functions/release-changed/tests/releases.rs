@@ -457,6 +457,34 @@ async fn an_older_event_arriving_late_does_not_roll_back() {
     );
 }
 
+/// A chart version announced by a pipeline (`tekflux send --extension tekfluxsha=…`) names the
+/// commit on the release, for `tekflux trace`, and no run: the event names none.
+#[tokio::test]
+async fn an_announced_chart_version_records_the_commit_it_came_from() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    let sha = "3f2a9c1d0e4b5a6978812233445566778899aabb";
+    let request = Request::post("/")
+        .header("authorization", format!("Bearer {EVENTS_TOKEN}"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "announce-1")
+        .header("ce-type", RELEASE_CHANGED)
+        .header("ce-source", "https://github.com/acme/api-launcher")
+        .header("ce-tekfluxsha", sha)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"chart": "platform", "version": "0.2.0"}).to_string(),
+        ))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let (status, _, body) = tekflux_testkit::answer::answer(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let platform = harness.flux_release("platform");
+    let annotations = &platform["metadata"]["annotations"];
+    assert_eq!(annotations[SHA_ANNOTATION], sha);
+    assert!(annotations.get(RUN_ANNOTATION).is_none(), "{annotations}");
+}
+
 #[tokio::test]
 async fn charts_and_explicit_releases_set_the_chart_version_and_values() {
     let harness = Harness::start().await;
