@@ -81,7 +81,8 @@ struct Delivering {
 
 /// How one attempt ended.
 enum Attempt {
-    Delivered(Option<Event>),
+    /// Accepted, with the reply event when there is one (boxed: an event is large).
+    Delivered(Option<Box<Event>>),
     Retry {
         status: StatusCode,
         body: Bytes,
@@ -232,7 +233,7 @@ impl Broker {
                     self.inner.deliveries.inc(&[&delivering.route, "delivered"]);
                     if let Some(reply) = reply {
                         let held = Arc::clone(&delivering.held);
-                        self.route(reply, delivering.authorization.clone(), held, "reply");
+                        self.route(*reply, delivering.authorization.clone(), held, "reply");
                     }
                     return;
                 }
@@ -304,7 +305,7 @@ impl Broker {
                     .is_some_and(|value| value.starts_with("application/cloudevents+"));
             let reply = if is_event {
                 match IncomingEvent::from_parts(&headers, &body) {
-                    Ok(incoming) => Some(incoming.event),
+                    Ok(incoming) => Some(Box::new(incoming.event)),
                     Err(error) => {
                         tracing::warn!(trigger = %delivering.route, %error, "the reply is not a valid CloudEvent; dropped");
                         None
