@@ -531,13 +531,14 @@ impl ReleaseRule {
         }
     }
 
-    /// The names `image:` captures (`registry.example.com/{api}`); empty for a plain image
-    /// and for chart rules.
-    pub fn image_captures(&self) -> Vec<&str> {
-        self.image
-            .as_deref()
-            .map(super::capture::capture_names)
-            .unwrap_or_default()
+    /// The names `image:` captures (`registry.example.com/{api}`), or `chart:` (`"{api}"`, the
+    /// whole chart name); empty for a plain image or chart.
+    pub fn captures(&self) -> Vec<&str> {
+        match (&self.image, &self.chart) {
+            (Some(image), _) => super::capture::capture_names(image),
+            (None, Some(chart)) => super::capture::capture_name(chart).into_iter().collect(),
+            (None, None) => Vec::new(),
+        }
     }
 
     /// `(namespace, name)` of the HelmRelease for the values `image:` captured; for a rule

@@ -531,7 +531,7 @@ fn workspace(binding: &WorkspaceBinding, path: &FieldPath, findings: &mut Findin
 
 fn release(rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
     let reference = &rule.helm_release;
-    let captured = rule.image_captures();
+    let captured = rule.captures();
     // A part is a DNS-1123 label, or a capture of `image:` (an image per API).
     let part_ok = |part: &str| is_dns1123_label(part) || capture_name(part).is_some();
     let parts_ok = match reference.split_once('/') {
@@ -561,13 +561,28 @@ fn release(rule: &ReleaseRule, path: &FieldPath, findings: &mut Findings) {
                     )
                 } else {
                     format!(
-                        "{{{name}}}: only an image rule can capture (in `{}:`); a chart rule \
-                         names one HelmRelease",
-                        keys::IMAGE
+                        "{{{name}}} is not captured by `{}:`; a chart rule captures the whole \
+                         chart name, `{}: \"{{{name}}}\"`",
+                        keys::CHART,
+                        keys::CHART
                     )
                 },
             );
         }
+    }
+    if let Some(chart) = &rule.chart
+        && chart
+            .split('/')
+            .any(|part| capture_name(part).is_some() || has_embedded_capture(part))
+        && capture_name(chart).is_none()
+    {
+        findings.push(
+            path.key(keys::CHART),
+            format!(
+                "{chart:?}: a chart is one name, or a capture of the whole name such as \
+                 \"{{api}}\""
+            ),
+        );
     }
     if let Some(image) = &rule.image {
         let segments: Vec<&str> = image.split('/').collect();

@@ -73,14 +73,7 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
                 else {
                     continue;
                 };
-                let (namespace, name) = rule.helm_release_for(&config.namespace, &captures);
-                if !is_dns1123_label(&namespace) || !is_dns1123_label(&name) {
-                    return Err(Error::Unprocessable(format!(
-                        "{} matches releases[{index}] ({}), but the release it names, \
-                         {namespace}/{name}, is not a valid HelmRelease name",
-                        image.repository, rule.helm_release
-                    )));
-                }
+                check_release_name(config, index, &image.repository, &captures)?;
                 // Tags are what charts template into `repository:tag`; a digest alone cannot
                 // be written there without breaking the reference.
                 let tag = image.tag.clone().ok_or_else(|| {
@@ -101,15 +94,22 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
         }
         Change::Chart { name, version } => {
             for (index, rule) in config.releases.iter().enumerate() {
-                if rule.chart.as_deref() == Some(name.as_str()) {
-                    targets.push(target(
-                        config,
-                        index,
-                        &Captures::new(),
-                        edit_for(rule, version.clone()),
-                        version.clone(),
-                    ));
-                }
+                // One chart, or `"{api}"`: every chart, each into the release its name names.
+                let Some(captures) = rule
+                    .chart
+                    .as_deref()
+                    .and_then(|chart| capture::match_segments(chart, name))
+                else {
+                    continue;
+                };
+                check_release_name(config, index, name, &captures)?;
+                targets.push(target(
+                    config,
+                    index,
+                    &captures,
+                    edit_for(rule, version.clone()),
+                    version.clone(),
+                ));
             }
         }
         Change::Release {
@@ -150,6 +150,26 @@ pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
     let mut seen = std::collections::BTreeSet::new();
     targets.retain(|target| seen.insert(target.reference()));
     Ok(targets)
+}
+
+/// A captured value becomes part of a HelmRelease's name: it must make a valid one, or the
+/// change is refused rather than applied somewhere unexpected.
+fn check_release_name(
+    config: &Config,
+    index: usize,
+    what: &str,
+    captures: &Captures,
+) -> Result<()> {
+    let rule = &config.releases[index];
+    let (namespace, name) = rule.helm_release_for(&config.namespace, captures);
+    if is_dns1123_label(&namespace) && is_dns1123_label(&name) {
+        return Ok(());
+    }
+    Err(Error::Unprocessable(format!(
+        "{what} matches releases[{index}] ({}), but the release it names, {namespace}/{name}, \
+         is not a valid HelmRelease name",
+        rule.helm_release
+    )))
 }
 
 fn edit_for(rule: &ReleaseRule, version: String) -> Edit {
@@ -355,6 +375,28 @@ mod tests {
     }
 
     #[test]
+    fn a_chart_per_api_updates_the_release_its_name_names() {
+        let config = Config::from_yaml(
+            "namespace: cicd\nreleases:\n\
+             - chart: \"{api}\"\n  helmRelease: \"int/{api}\"\n  api: helmOperator\n  from: any\n",
+            "test.yaml",
+            &Env::new(),
+        )
+        .unwrap();
+        let chart = |name: &str| Change::Chart {
+            name: name.into(),
+            version: "1.2.0".into(),
+        };
+        let found = targets(&config, &chart("api-launcher")).unwrap();
+        assert_eq!(found[0].reference(), "int/api-launcher");
+        assert_eq!(found[0].edit, Edit::ChartVersion("1.2.0".into()));
+        assert!(matches!(
+            targets(&config, &chart("Bad_Chart")),
+            Err(Error::Unprocessable(_))
+        ));
+    }
+
+    #[test]
     fn captures_are_checked_when_the_config_loads() {
         let load = |rule: &str| {
             Config::from_yaml(
@@ -376,7 +418,11 @@ mod tests {
             ),
             (
                 "- chart: platform\n  helmRelease: \"{api}\"\n  from: any\n",
-                "only an image rule can capture",
+                "{api} is not captured by `chart:`",
+            ),
+            (
+                "- chart: \"api-{api}\"\n  helmRelease: x\n  from: any\n",
+                "a chart is one name",
             ),
             (
                 "- image: r.example.com/api-{api}\n  helmRelease: x\n  from: any\n",
