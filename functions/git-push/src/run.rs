@@ -47,6 +47,9 @@ use crate::push::{Push, RefKind};
 use crate::routing::{CompiledRule, Target, Volume};
 use crate::template::{Values, split_repo_url};
 
+/// A DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric (the config's check).
+pub use tekflux_common::config::is_dns1123_label;
+
 pub use tekflux_common::run_contract::{
     ARCHIVE_ANNOTATION, BRANCH_LABEL, DELIVERY_ANNOTATION, FAN_OUT_LABEL, MANAGED_BY,
     MANAGED_BY_LABEL, PATHS_ANNOTATION, PROVIDER_LABEL, PUSHER_ANNOTATION, REF_ANNOTATION,
@@ -514,17 +517,6 @@ pub fn is_label_key(key: &str) -> bool {
 /// Keys tekflux sets itself, which rules may not set.
 pub fn is_reserved_label(key: &str) -> bool {
     key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL
-}
-
-/// A DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn is_dns1123_label(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 63
-        && !value.starts_with('-')
-        && !value.ends_with('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A rule name: at most 63 of `[a-z0-9.-]`, starting and ending alphanumeric, so it is a valid
