@@ -73,6 +73,9 @@ pub const PUSHER_ANNOTATION: &str = "tekflux.dev/pusher";
 pub const VERSION_ANNOTATION: &str = "tekflux.dev/version";
 /// Annotation with the JSON list of `{"workspace", "claim", "subPath"}` run-complete archives.
 pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+/// On a run whose rule reports commit statuses: the status context (Bitbucket: key) git-push
+/// reported `pending` under, which run-complete reports the outcome under.
+pub const STATUS_CONTEXT_ANNOTATION: &str = "tekflux.dev/status-context";
 /// On a run of a fan-out rule: the values its `paths` captured, as a JSON object.
 pub const PATHS_ANNOTATION: &str = "tekflux.dev/paths";
 /// On a run of a fan-out rule: a hash of [`PATHS_ANNOTATION`], so the runs of one value (and

@@ -1329,3 +1329,90 @@ fn every_section_reads_every_secret_and_checks_every_rule() {
         assert_eq!(error.kind(), "parse", "{error}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// commit statuses
+
+const STATUS: &str = "\
+namespace: cicd
+providers:
+  github:
+    secret: env:HOOK
+    status: { token: env:GH_STATUS, context: eu-1 }
+repositories:
+  - url: https://github.com/org/app
+    pipeline: build
+  - url: https://github.com/org/quiet
+    pipeline: build
+    status: false
+  - url: https://github.com/org/named
+    pipeline: build
+    status: { context: ci/named }
+";
+
+#[test]
+fn a_provider_with_a_status_token_reports_for_its_rules_unless_told_not_to() {
+    let env = Env::new().with("HOOK", "h").with("GH_STATUS", "ghp_x");
+    let config = load(STATUS, &env).unwrap();
+    let status = config.providers.github.as_ref().unwrap().status.as_ref();
+    assert_eq!(status.unwrap().token.as_ref().unwrap().expose(), b"ghp_x");
+    let [app, quiet, named] = &config.repositories[..] else {
+        panic!()
+    };
+    assert!(app.reports_status(status));
+    assert_eq!(app.status_context(status), "eu-1/build");
+    assert!(!quiet.reports_status(status));
+    assert!(named.reports_status(status));
+    assert_eq!(named.status_context(status), "ci/named");
+    assert!(!app.reports_status(None));
+}
+
+#[test]
+fn a_status_token_from_the_environment_turns_reporting_on() {
+    let env = Env::new()
+        .with("HOOK", "h")
+        .with("TEKFLUX_GITHUB_STATUS_TOKEN", "ghp_from_env");
+    let text = "namespace: cicd\nproviders:\n  github: { secret: env:HOOK }\n";
+    let config = load(text, &env).unwrap();
+    let status = config.providers.github.unwrap().status.unwrap();
+    assert_eq!(status.token.unwrap().expose(), b"ghp_from_env");
+}
+
+#[test]
+fn status_settings_are_checked() {
+    let env = Env::new().with("HOOK", "h").with("T", "t");
+    let cases = [
+        (
+            "  gitea:\n    secret: env:HOOK\n    status: { token: env:T }\n",
+            "providers.gitea.status.api",
+        ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { api: \"ftp://x\", token: env:T }\n",
+            "providers.github.status.api",
+        ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { api: \"https://ghe/api/v3\" }\n",
+            "providers.github.status",
+        ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { token: env:T, targetUrl: \"https://d/{run}\" }\n",
+            "unknown variable {run}",
+        ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { token: env:T, caBundle: /nonexistent/ca.pem }\n",
+            "providers.github.status.caBundle",
+        ),
+    ];
+    for (providers, expected) in cases {
+        let text = format!("namespace: cicd\nproviders:\n{providers}");
+        let message = error(&text, &env);
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    // A rule that insists on reporting to a provider without `status`.
+    let text = "namespace: cicd\nproviders:\n  github: { secret: env:HOOK }\nrepositories:\n  - url: https://github.com/org/app\n    pipeline: build\n    status: true\n";
+    let message = error(text, &env);
+    assert!(
+        message.contains("repositories[0].status") && message.contains("providers.github.status"),
+        "{message}"
+    );
+}

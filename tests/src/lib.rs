@@ -5,6 +5,8 @@
 //!   SeaweedFS instance (started by `.ci/run`) for the integration tier.
 //! - [`kube_api`]: a small Kubernetes API server over HTTP on loopback, driven by the real
 //!   `kube::Client`, that validates Tekton and Flux objects against the upstream CRD schemas ([`crd`]).
+//! - [`git_status`]: a git provider's commit-status API (GitHub, GitLab, Gitea, Bitbucket) that
+//!   checks requests as the provider does and plays its error answers.
 //! - [`fault_proxy`]: an HTTP proxy that fails chosen requests (S3 failing mid-upload).
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
 //! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
@@ -20,6 +22,7 @@ pub mod cdevents;
 pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;
+pub mod git_status;
 pub mod kube_api;
 pub mod kustomize;
 pub mod lambda_runtime;

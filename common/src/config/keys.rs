@@ -51,6 +51,16 @@ pub const REGISTRY: &str = "registry";
 pub const SECRET: &str = "secret";
 /// `providers.gitlab.token`.
 pub const TOKEN: &str = "token";
+/// `providers.*.status` and `repositories[].status`.
+pub const STATUS: &str = "status";
+/// `providers.*.status.api`.
+pub const API: &str = "api";
+/// `providers.*.status.caBundle`.
+pub const CA_BUNDLE: &str = "caBundle";
+/// `providers.*.status.context` and `repositories[].status.context`.
+pub const CONTEXT: &str = "context";
+/// `providers.*.status.targetUrl`.
+pub const TARGET_URL: &str = "targetUrl";
 /// `providers.*.insecure`.
 pub const INSECURE: &str = "insecure";
 

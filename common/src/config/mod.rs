@@ -420,6 +420,18 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
                 });
             }
         }
+        if let Some(token) = settings.status.as_mut().and_then(|s| s.token.as_mut())
+            && let Err(message) = token.resolve(env)
+        {
+            findings.push(validate::Finding {
+                path: FieldPath::root()
+                    .key(keys::PROVIDERS)
+                    .key(provider)
+                    .key(keys::STATUS)
+                    .key(keys::TOKEN),
+                message,
+            });
+        }
     }
     if let Some(token) = &mut config.events.token
         && let Err(message) = token.resolve(env)

@@ -161,6 +161,52 @@ pub struct ProviderSettings {
     /// Accept unsigned webhooks. Off by default: without a secret, webhooks are rejected.
     #[serde(default)]
     pub insecure: bool,
+    /// Reporting builds back to the provider as commit statuses (git providers only): with
+    /// this set, every rule bound to the provider reports unless it says `status: false`.
+    pub status: Option<StatusSettings>,
+}
+
+/// `providers.<git provider>.status`: where and how the build's state is posted on the commit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatusSettings {
+    /// The provider's REST API base (`https://github.example.com/api/v3`); only this host ever
+    /// receives the token, never one taken from a webhook. Defaults for the hosted services:
+    /// `https://api.github.com`, `https://gitlab.com/api/v4`, `https://api.bitbucket.org/2.0`;
+    /// required for Gitea and Forgejo.
+    pub api: Option<String>,
+    /// API token (`env:`/`file:`): a GitHub token with commit-status write, a GitLab token with
+    /// `api`, a Gitea/Forgejo token with `write:repository`, a Bitbucket access token with
+    /// `repository:write`.
+    pub token: Option<Secret>,
+    /// PEM file of extra CA certificates that the API's TLS certificate may chain to.
+    pub ca_bundle: Option<String>,
+    /// First part of every status context (`<context>/<rule>`), e.g. a cluster name so two
+    /// clusters never overwrite each other's statuses; `tekflux` when unset.
+    pub context: Option<String>,
+    /// Link on the status, with `{namespace}`, `{name}`, `{kind}`, `{uid}`, `{rule}`, `{sha}`
+    /// replaced (e.g. `https://dashboard/#/namespaces/{namespace}/pipelineruns/{name}`).
+    pub target_url: Option<String>,
+}
+
+/// `repositories[].status`: `false` turns reporting off for the rule, `true` insists on it
+/// (a config without the provider's `status` is then refused), a mapping sets the context.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RuleStatus {
+    /// `status: true` / `status: false`.
+    Enabled(bool),
+    /// `status: { context: ... }`.
+    Settings(RuleStatusSettings),
+}
+
+/// `repositories[].status` as a mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleStatusSettings {
+    /// The whole status context (Bitbucket's key) of this rule's runs, instead of
+    /// `<providers.*.status.context>/<rule>`.
+    pub context: Option<String>,
 }
 
 /// How CloudEvent senders (`POST /` of every function) are authenticated: Knative Eventing's
@@ -345,6 +391,9 @@ pub struct RepositoryRule {
     /// Extra labels on the run.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Commit status reporting for this rule's runs (see [`RuleStatus`]); on by default when
+    /// the rule's provider has a `status` entry.
+    pub status: Option<RuleStatus>,
 }
 
 /// What a new push does to older unfinished runs of the same rule, repository and branch.
@@ -596,7 +645,30 @@ impl ReleaseRule {
     }
 }
 
+/// The context prefix when `providers.*.status.context` is unset.
+pub const DEFAULT_STATUS_CONTEXT: &str = "tekflux";
+
 impl RepositoryRule {
+    /// Whether the rule's runs are reported, given its provider's status settings.
+    pub fn reports_status(&self, provider: Option<&StatusSettings>) -> bool {
+        provider.is_some() && !matches!(self.status, Some(RuleStatus::Enabled(false)))
+    }
+
+    /// The status context (Bitbucket: key) of the rule's runs: the rule's own `context`, else
+    /// `<provider context>/<rule name>`. Stable: it changes only when the config does.
+    pub fn status_context(&self, provider: Option<&StatusSettings>) -> String {
+        if let Some(RuleStatus::Settings(RuleStatusSettings {
+            context: Some(context),
+        })) = &self.status
+        {
+            return context.clone();
+        }
+        let prefix = provider
+            .and_then(|settings| settings.context.as_deref())
+            .unwrap_or(DEFAULT_STATUS_CONTEXT);
+        format!("{prefix}/{}", self.rule_name().unwrap_or_default())
+    }
+
     /// The namespace the rule's runs are created in.
     pub fn run_namespace<'a>(&'a self, default_namespace: &'a str) -> &'a str {
         self.namespace.as_deref().unwrap_or(default_namespace)

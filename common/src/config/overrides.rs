@@ -275,6 +275,48 @@ fn providers(
             .key(credential.key);
         overridden.insert(path, variable);
     }
+    let status_tokens = [
+        (
+            keys::GITHUB,
+            vars::GITHUB_STATUS_TOKEN,
+            vars::GITHUB_STATUS_TOKEN_FILE,
+        ),
+        (
+            keys::GITLAB,
+            vars::GITLAB_STATUS_TOKEN,
+            vars::GITLAB_STATUS_TOKEN_FILE,
+        ),
+        (
+            keys::GITEA,
+            vars::GITEA_STATUS_TOKEN,
+            vars::GITEA_STATUS_TOKEN_FILE,
+        ),
+        (
+            keys::FORGEJO,
+            vars::FORGEJO_STATUS_TOKEN,
+            vars::FORGEJO_STATUS_TOKEN_FILE,
+        ),
+        (
+            keys::BITBUCKET,
+            vars::BITBUCKET_STATUS_TOKEN,
+            vars::BITBUCKET_STATUS_TOKEN_FILE,
+        ),
+    ];
+    for (provider, value, file) in status_tokens {
+        let Some((secret, variable)) = secret_override(env, value, file, bad) else {
+            continue;
+        };
+        provider_mut(config, provider)
+            .status
+            .get_or_insert_with(Default::default)
+            .token = Some(secret);
+        let path = FieldPath::root()
+            .key(keys::PROVIDERS)
+            .key(provider)
+            .key(keys::STATUS)
+            .key(keys::TOKEN);
+        overridden.insert(path, variable);
+    }
 }
 
 /// A secret from the `value` variable (the secret itself) or the `file` variable (its path), and

@@ -15,7 +15,7 @@ use super::keys;
 use super::locate::FieldPath;
 use super::model::{
     Config, GitProvider, ProviderSettings, Providers, ReleaseFrom, ReleaseRule, ReleaseSources,
-    RepositoryRule, WorkspaceBinding,
+    RepositoryRule, RuleStatus, StatusSettings, WorkspaceBinding,
 };
 use super::ref_glob::RefGlob;
 use super::{Part, Sections};
@@ -188,6 +188,27 @@ fn not_a_label(value: &str) -> String {
 
 fn providers(config: &Config, path: &FieldPath, findings: &mut Findings) {
     let providers = &config.providers;
+    for provider in GitProvider::ALL {
+        if let Some(status) = providers.git(provider).and_then(|p| p.status.as_ref()) {
+            status_settings(
+                provider,
+                status,
+                &path.key(provider.as_str()).key(keys::STATUS),
+                findings,
+            );
+        }
+    }
+    for (name, settings) in [
+        (keys::FLUX, &providers.flux),
+        (keys::REGISTRY, &providers.registry),
+    ] {
+        if settings.as_ref().is_some_and(|s| s.status.is_some()) {
+            findings.push(
+                path.key(name).key(keys::STATUS),
+                "commit statuses are reported to git providers only".to_owned(),
+            );
+        }
+    }
     let hmac = [
         (keys::GITHUB, &providers.github),
         (keys::GITEA, &providers.gitea),
@@ -231,6 +252,139 @@ fn providers(config: &Config, path: &FieldPath, findings: &mut Findings) {
         } else {
             unauthenticated(settings, keys::TOKEN, &path, findings);
         }
+    }
+}
+
+/// Longest status context: GitHub and Gitea take 255 characters; Bitbucket's 40-character key
+/// is made from a longer context by shortening it with a hash.
+pub const MAX_STATUS_CONTEXT_LEN: usize = 255;
+
+/// The variables a `status.targetUrl` template may use.
+pub const TARGET_URL_VARIABLES: [&str; 6] = ["namespace", "name", "kind", "uid", "rule", "sha"];
+
+/// `providers.<git>.status`: a token, an http(s) API base (required where there is no hosted
+/// default), a readable CA bundle, a known-variables link template.
+fn status_settings(
+    provider: GitProvider,
+    settings: &StatusSettings,
+    path: &FieldPath,
+    findings: &mut Findings,
+) {
+    if settings.token.is_none() {
+        findings.push(
+            path.clone(),
+            format!(
+                "set `{}` (`env:NAME` or `file:/path`): the API token statuses are posted with",
+                keys::TOKEN
+            ),
+        );
+    }
+    match &settings.api {
+        Some(api)
+            if !(api.starts_with("https://") || api.starts_with("http://"))
+                || url_host(api).is_none() =>
+        {
+            findings.push(
+                path.key(keys::API),
+                format!("{api:?} is not an http(s) URL of the provider's REST API"),
+            );
+        }
+        Some(_) => {}
+        None if matches!(provider, GitProvider::Gitea | GitProvider::Forgejo) => findings.push(
+            path.key(keys::API),
+            format!(
+                "{provider} has no hosted default: set `{}` to the server's REST API, e.g. \
+                 https://git.example.com/api/v1",
+                keys::API
+            ),
+        ),
+        None => {}
+    }
+    if let Some(bundle) = &settings.ca_bundle
+        && let Err(error) = std::fs::metadata(bundle)
+    {
+        findings.push(
+            path.key(keys::CA_BUNDLE),
+            format!("cannot read {bundle}: {error}"),
+        );
+    }
+    if let Some(context) = &settings.context {
+        status_context(context, &path.key(keys::CONTEXT), findings);
+    }
+    if let Some(template) = &settings.target_url {
+        for variable in template_variables(template) {
+            if !TARGET_URL_VARIABLES.contains(&variable) {
+                findings.push(
+                    path.key(keys::TARGET_URL),
+                    format!(
+                        "unknown variable {{{variable}}}; known: {}",
+                        TARGET_URL_VARIABLES.map(|v| format!("{{{v}}}")).join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The `{name}` parts of a template.
+pub fn template_variables(template: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        found.push(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    found
+}
+
+fn status_context(context: &str, path: &FieldPath, findings: &mut Findings) {
+    if context.trim().is_empty() || context.chars().count() > MAX_STATUS_CONTEXT_LEN {
+        findings.push(
+            path.clone(),
+            format!("a status context must be 1 to {MAX_STATUS_CONTEXT_LEN} characters"),
+        );
+    } else if context.chars().any(|c| c.is_control() || c.len_utf8() == 4) {
+        findings.push(
+            path.clone(),
+            "a status context may not hold control characters or emoji (GitHub refuses them)"
+                .to_owned(),
+        );
+    }
+}
+
+/// `repositories[].status`: `true` or a context needs the provider's `status` entry.
+fn rule_status(
+    config: &Config,
+    rule: &RepositoryRule,
+    provider: GitProvider,
+    path: &FieldPath,
+    findings: &mut Findings,
+) {
+    let settings = config
+        .providers
+        .git(provider)
+        .and_then(|p| p.status.as_ref());
+    let path = path.key(keys::STATUS);
+    match &rule.status {
+        Some(RuleStatus::Enabled(false)) | None => {}
+        Some(RuleStatus::Enabled(true)) | Some(RuleStatus::Settings(_)) if settings.is_none() => {
+            findings.push(
+                path,
+                format!(
+                    "the rule reports to {provider}, but `providers.{provider}.{}` is not set \
+                     (its API token)",
+                    keys::STATUS
+                ),
+            );
+        }
+        Some(RuleStatus::Settings(rule_settings)) => {
+            if let Some(context) = &rule_settings.context {
+                status_context(context, &path.key(keys::CONTEXT), findings);
+            }
+        }
+        Some(RuleStatus::Enabled(true)) => {}
     }
 }
 
@@ -389,14 +543,17 @@ fn repositories(config: &Config, path: &FieldPath, findings: &mut Findings) {
     for (index, rule) in config.repositories.iter().enumerate() {
         let path = path.index(index);
         repository(rule, &path, findings);
-        if looks_like_git_url(&rule.url)
-            && let Err(problem) = bound_provider(rule, &config.providers)
-        {
-            let at = match problem.key {
-                Some(key) => path.key(key),
-                None => path.clone(),
-            };
-            findings.push(at, problem.message);
+        if looks_like_git_url(&rule.url) {
+            match bound_provider(rule, &config.providers) {
+                Ok(provider) => rule_status(config, rule, provider, &path, findings),
+                Err(problem) => {
+                    let at = match problem.key {
+                        Some(key) => path.key(key),
+                        None => path.clone(),
+                    };
+                    findings.push(at, problem.message);
+                }
+            }
         }
         let (name, source) = match (&rule.name, &rule.pipeline, &rule.task) {
             (Some(name), _, _) => (name, NameSource::Explicit),

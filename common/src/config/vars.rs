@@ -68,3 +68,25 @@ pub const EVENTS_TOKEN: &str = "TEKFLUX_EVENTS_TOKEN";
 pub const EVENTS_TOKEN_FILE: &str = "TEKFLUX_EVENTS_TOKEN_FILE";
 /// Overrides `events.insecure` (`true`/`false`/`1`/`0`).
 pub const EVENTS_INSECURE: &str = "TEKFLUX_EVENTS_INSECURE";
+
+/// Commit-status API tokens (`providers.<provider>.status.token`), the value itself; each has a
+/// `_FILE` form holding a path. Setting one turns reporting on for that provider.
+pub const GITHUB_STATUS_TOKEN: &str = "TEKFLUX_GITHUB_STATUS_TOKEN";
+/// Path of a file holding the GitHub status token.
+pub const GITHUB_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITHUB_STATUS_TOKEN_FILE";
+/// GitLab status token.
+pub const GITLAB_STATUS_TOKEN: &str = "TEKFLUX_GITLAB_STATUS_TOKEN";
+/// Path of a file holding the GitLab status token.
+pub const GITLAB_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITLAB_STATUS_TOKEN_FILE";
+/// Gitea status token.
+pub const GITEA_STATUS_TOKEN: &str = "TEKFLUX_GITEA_STATUS_TOKEN";
+/// Path of a file holding the Gitea status token.
+pub const GITEA_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITEA_STATUS_TOKEN_FILE";
+/// Forgejo status token.
+pub const FORGEJO_STATUS_TOKEN: &str = "TEKFLUX_FORGEJO_STATUS_TOKEN";
+/// Path of a file holding the Forgejo status token.
+pub const FORGEJO_STATUS_TOKEN_FILE: &str = "TEKFLUX_FORGEJO_STATUS_TOKEN_FILE";
+/// Bitbucket status token.
+pub const BITBUCKET_STATUS_TOKEN: &str = "TEKFLUX_BITBUCKET_STATUS_TOKEN";
+/// Path of a file holding the Bitbucket status token.
+pub const BITBUCKET_STATUS_TOKEN_FILE: &str = "TEKFLUX_BITBUCKET_STATUS_TOKEN_FILE";

@@ -10,6 +10,7 @@
 //! Add `?dryRun=true` (or the header `X-Tekflux-Dry-Run: true`) to any of them to get the runs
 //! that would be created and why each rule matched or not, with nothing created.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -29,9 +30,12 @@ use serde_json::{Value, json};
 use tekflux_common::cloudevent::{
     AttributesReader, IncomingEvent, ReplySink, build_reply, cdevent_builder, no_reply,
 };
+use tekflux_common::commit_status::{
+    BuildState, RetryPolicy, StatusReport, StatusReporter, render_target_url,
+};
 use tekflux_common::config::Config;
 use tekflux_common::metrics::{CounterFamily, Metrics};
-use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
+use tekflux_common::run_contract::{STATUS_CONTEXT_ANNOTATION, TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server::{self, DryRunQuery, fields};
 use tekflux_common::{Error, Result};
@@ -116,6 +120,7 @@ struct Inner {
     metrics: GitPushMetrics,
     context: RunContext,
     senders: SenderAuth,
+    status: StatusReporter,
 }
 
 impl std::fmt::Debug for Inner {
@@ -141,7 +146,19 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Result<Self, Vec<RuleError>> {
+        Self::with_status_policy(config, kube, replies, metrics, RetryPolicy::default())
+    }
+
+    /// As [`AppState::new`], retrying commit statuses as `policy` says.
+    pub fn with_status_policy(
+        config: Config,
+        kube: Option<kube::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+        policy: RetryPolicy,
+    ) -> Result<Self, Vec<RuleError>> {
         let routing = RoutingTable::compile(&config)?;
+        let status = StatusReporter::with_policy(&config, metrics, policy);
         let senders = SenderAuth::new(Receiver::GitPush, &config.events, kube.clone(), metrics);
         let context = RunContext {
             namespace: config.namespace.clone(),
@@ -156,6 +173,7 @@ impl AppState {
                 metrics: GitPushMetrics::register(metrics),
                 context,
                 senders,
+                status,
             }),
         })
     }
@@ -482,10 +500,24 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
             } else {
                 &decision.fan_out
             };
+            let status_context = status_context(state, push, rule.index);
             for captures in instances {
-                let object = run::build_fan_out_run(rule, push, captures, &inner.context).map_err(
-                    |error| Error::Unprocessable(format!("rule {:?}: {error}", rule.name)),
-                )?;
+                let mut object = run::build_fan_out_run(rule, push, captures, &inner.context)
+                    .map_err(|error| {
+                        Error::Unprocessable(format!("rule {:?}: {error}", rule.name))
+                    })?;
+                // A fan-out rule's runs of one commit each get their own context
+                // (`tekflux/build/api-a`), or they would overwrite each other's status.
+                let status_context = status_context.as_ref().map(|context| {
+                    std::iter::once(context.as_str())
+                        .chain(captures.values().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                });
+                if let Some(context) = &status_context {
+                    // run-complete reports the outcome under the same context, read from here.
+                    object["metadata"]["annotations"][STATUS_CONTEXT_ANNOTATION] = json!(context);
+                }
                 let kind = rule.run_kind();
                 let namespace = object["metadata"]["namespace"]
                     .as_str()
@@ -527,12 +559,16 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
                     })?;
                     let created = create_run(client, kind, &namespace, &object, false).await?;
                     if created.existed {
+                        // Its pending status was reported by the delivery that created it.
                         inner.metrics.duplicates.inc(&[push.provider.as_str()]);
                     } else {
                         inner
                             .metrics
                             .runs_created
                             .inc(&[push.provider.as_str(), kind.as_str()]);
+                        if let Some(context) = &status_context {
+                            report_pending(state, push, &rule.name, context, &created.object);
+                        }
                     }
                     if rule.concurrency == tekflux_common::config::Concurrency::Supersede {
                         let superseded = supersede(
@@ -558,6 +594,49 @@ async fn process(state: &AppState, pushes: &[Push], dry_run: bool) -> Result<Sum
         }
     }
     Ok(summary)
+}
+
+/// The status context of `push`'s runs of the rule at `index`, when that rule reports.
+fn status_context(state: &AppState, push: &Push, index: usize) -> Option<String> {
+    let rule = state.inner.config.repositories.get(index)?;
+    let settings = state.inner.status.settings(push.provider);
+    (rule.reports_status(settings) && push.after != crate::push::ZERO_SHA)
+        .then(|| rule.status_context(settings))
+}
+
+/// Posts `pending` for a run just created, in the background: the webhook is answered as soon
+/// as the run exists (GitHub gives up on a webhook after 10 s), and reporting never fails it.
+fn report_pending(state: &AppState, push: &Push, rule: &str, context: &str, run: &Value) {
+    let metadata = &run["metadata"];
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let (namespace, name) = (text(&metadata["namespace"]), text(&metadata["name"]));
+    let kind = text(&run["kind"]);
+    let uid = text(&metadata["uid"]);
+    let variables = BTreeMap::from([
+        ("namespace", namespace.as_str()),
+        ("name", name.as_str()),
+        ("kind", kind.as_str()),
+        ("uid", uid.as_str()),
+        ("rule", rule),
+        ("sha", push.after.as_str()),
+    ]);
+    let settings = state.inner.status.settings(push.provider);
+    let report = StatusReport {
+        provider: push.provider,
+        repo_url: push.repo_url.clone(),
+        sha: push.after.clone(),
+        git_ref: Some(push.git_ref.clone()),
+        context: context.to_owned(),
+        state: BuildState::Pending,
+        description: format!("{name}: started"),
+        target_url: settings
+            .and_then(|s| s.target_url.as_deref())
+            .map(|template| render_target_url(template, &variables)),
+    };
+    let status = state.inner.status.clone();
+    tokio::spawn(async move {
+        status.report(&report).await;
+    });
 }
 
 fn run_api(client: &kube::Client, kind: RunKind, namespace: &str) -> Api<DynamicObject> {

@@ -25,6 +25,9 @@ use cloudevents::AttributesReader;
 use serde_json::json;
 use tekflux_common::clients::S3Setup;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
+use tekflux_common::commit_status::{
+    BuildState, RetryPolicy, StatusReport, StatusReporter, render_target_url, short_duration,
+};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract;
@@ -67,6 +70,7 @@ struct Inner {
     /// Uids of runs being archived by this process: Tekton sends duplicates close together.
     in_flight: Mutex<HashSet<String>>,
     senders: SenderAuth,
+    status: StatusReporter,
 }
 
 /// Marks a run as being archived until dropped.
@@ -115,7 +119,20 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
+        Self::with_status_policy(config, kube, s3, replies, metrics, RetryPolicy::default())
+    }
+
+    /// As [`AppState::new`], retrying commit statuses as `policy` says.
+    pub fn with_status_policy(
+        config: &Config,
+        kube: Option<kube::Client>,
+        s3: Option<aws_sdk_s3::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+        policy: RetryPolicy,
+    ) -> Self {
         let senders = SenderAuth::new(Receiver::RunComplete, &config.events, kube.clone(), metrics);
+        let status = StatusReporter::with_policy(config, metrics, policy);
         Self {
             inner: Arc::new(Inner {
                 storage: config.storage.clone(),
@@ -147,6 +164,7 @@ impl AppState {
                     &["outcome"],
                 ),
                 in_flight: Mutex::new(HashSet::new()),
+                status,
             }),
         }
     }
@@ -489,6 +507,9 @@ async fn archive_run(
         logs = manifest.logs.len(),
         "run archived"
     );
+    // Only a run archived now is reported: a redelivered event (the manifest exists) posts
+    // nothing, and a failure here is logged and counted, never the archive's.
+    report_outcome(&inner.status, run).await;
     if inner.storage.cleanup {
         clean_up(&plan.archive, &mut manifest, &inner.cleanups, &manifest_at).await;
     }
@@ -668,4 +689,79 @@ async fn remove_archived(
         });
     }
     failures
+}
+
+/// The commit status of a finished run: under the context git-push reported `pending` with
+/// (its annotation), when the run's provider reports statuses in this config.
+pub fn outcome_report(status: &StatusReporter, run: &FinishedRun) -> Option<StatusReport> {
+    let context = run
+        .annotations
+        .get(run_contract::STATUS_CONTEXT_ANNOTATION)?;
+    let provider = run.labels.get(run_contract::PROVIDER_LABEL)?;
+    let provider = tekflux_common::config::GitProvider::ALL
+        .into_iter()
+        .find(|p| p.as_str() == provider)?;
+    let settings = status.settings(provider)?;
+    let repo_url = run.annotations.get(REPO_URL_ANNOTATION)?;
+    let sha = run.annotations.get(SHA_ANNOTATION)?;
+    let state = build_state(run);
+    let rule = run
+        .labels
+        .get(run_contract::RULE_LABEL)
+        .map_or("", String::as_str);
+    let variables = BTreeMap::from([
+        ("namespace", run.namespace.as_str()),
+        ("name", run.name.as_str()),
+        ("kind", run.kind.as_str()),
+        ("uid", run.uid.as_str()),
+        ("rule", rule),
+        ("sha", sha.as_str()),
+    ]);
+    let mut description = format!("{}: {}", run.name, run.outcome.as_str());
+    if let Some(duration) = run_duration(run) {
+        description.push_str(&format!(" in {}", short_duration(duration)));
+    }
+    if state != BuildState::Success
+        && let Some(reason) = &run.reason
+    {
+        description.push_str(&format!(" ({reason})"));
+    }
+    Some(StatusReport {
+        provider,
+        repo_url: repo_url.clone(),
+        sha: sha.clone(),
+        git_ref: run.annotations.get(run_contract::REF_ANNOTATION).cloned(),
+        context: context.clone(),
+        state,
+        description,
+        target_url: settings
+            .target_url
+            .as_deref()
+            .map(|template| render_target_url(template, &variables)),
+    })
+}
+
+/// Tekton's `Succeeded` reasons for cancelled and timed-out runs (`Cancelled`,
+/// `PipelineRunCancelled`, `StoppedRunFinally`, `PipelineRunTimeout`, `TaskRunTimeout`) as the
+/// closest build state.
+fn build_state(run: &FinishedRun) -> BuildState {
+    let reason = run.reason.as_deref().unwrap_or_default();
+    match run.outcome {
+        crate::tekton::Outcome::Succeeded => BuildState::Success,
+        _ if reason.contains("Timeout") || reason.contains("TimedOut") => BuildState::TimedOut,
+        _ if reason.contains("Cancel") || reason.contains("Stopped") => BuildState::Cancelled,
+        _ => BuildState::Failure,
+    }
+}
+
+fn run_duration(run: &FinishedRun) -> Option<std::time::Duration> {
+    let parse = |time: &Option<String>| chrono::DateTime::parse_from_rfc3339(time.as_deref()?).ok();
+    let (start, end) = (parse(&run.start_time)?, parse(&run.completion_time)?);
+    (end - start).to_std().ok()
+}
+
+async fn report_outcome(status: &StatusReporter, run: &FinishedRun) {
+    if let Some(report) = outcome_report(status, run) {
+        status.report(&report).await;
+    }
 }

@@ -5,6 +5,9 @@
 //! run-complete archives to S3 → the artifact event is routed to release-changed → the
 //! HelmRelease's tag is applied → `release.applied` comes back to the Broker.
 //!
+//! The commit on GitHub gets `pending` when the run is created and `success` once it is archived
+//! (a GitHub status API on loopback, configured as `providers.github.status.api`).
+//!
 //! Faults: S3 down during the archive (retried by the Broker, archived once), and a HelmRelease
 //! that does not exist yet (retried, dead-lettered into the bucket, then `tekflux replay` after
 //! it is created: applied once). Every test counts runs, archives and applies, and checks that
@@ -22,12 +25,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tekflux_testkit::fault_proxy::{FaultProxy, ProxyFault};
+use tekflux_testkit::git_status::{GitStatusServer, StatusFlavor};
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::s3::TestS3;
 
 const NS: &str = "cicd";
 const SECRET: &str = "chain-webhook-secret";
 const TOKEN: &str = "chain-events-token";
+const STATUS_TOKEN: &str = "ghp_chainStatusToken0001";
 const SHA: &str = "3f786850e387550fdab836ed7e6dc881de23001b";
 const IMAGE: &str = "registry.example.com/acme/shop";
 const DIGEST: &str = "sha256:9b2a4f1c3e5d7a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b";
@@ -68,6 +73,8 @@ struct Chain {
     base: String,
     child: Option<Child>,
     client: reqwest::Client,
+    /// GitHub's commit-status API.
+    github: GitStatusServer,
 }
 
 impl Chain {
@@ -78,6 +85,8 @@ impl Chain {
         let proxy = FaultProxy::start(&s3.endpoint()).await;
         let dir = tempfile::tempdir().unwrap();
         let mount = tempfile::tempdir().unwrap();
+        let github =
+            GitStatusServer::start(StatusFlavor::Github, STATUS_TOKEN, &["acme/shop"]).await;
         let config = format!(
             "namespace: {NS}
 events:
@@ -85,6 +94,10 @@ events:
 providers:
   github:
     secret: env:GITHUB_WEBHOOK_SECRET
+    status:
+      api: {github_api}
+      token: env:GITHUB_STATUS_TOKEN
+      targetUrl: 'https://dashboard.example/#/namespaces/{{namespace}}/pipelineruns/{{name}}'
 storage:
   bucket: {bucket}
   prefix: runs
@@ -109,6 +122,7 @@ releases:
             endpoint = proxy.url(),
             region = tekflux_testkit::s3::REGION,
             mount = mount.path().display(),
+            github_api = github.api(),
         );
         std::fs::write(dir.path().join("tekflux.yaml"), config).unwrap();
         // The shipped Triggers as they are; the shipped Broker with a test-sized backoff.
@@ -138,6 +152,7 @@ releases:
             .env("KUBECONFIG", kubeconfig)
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("TEKFLUX_EVENTS_TOKEN", TOKEN)
+            .env("GITHUB_STATUS_TOKEN", STATUS_TOKEN)
             .env_remove("AWS_ENDPOINT_URL_S3")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -152,6 +167,7 @@ releases:
             base: format!("http://127.0.0.1:{port}"),
             child: Some(child),
             client: reqwest::Client::new(),
+            github,
         };
         chain
             .wait_for("up to be ready", || async {
@@ -387,9 +403,28 @@ async fn a_signed_push_becomes_one_run_one_archive_and_one_release() {
     }
     chain.assert_nothing_lost().await;
 
-    // A redelivery of the same push creates nothing new.
+    // The commit shows the build: pending when the run was created, success once archived,
+    // under one context, each linking to the run.
+    let statuses = chain.github.wait_for_statuses(2).await;
+    let states: Vec<&str> = statuses.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["pending", "success"], "{}", chain.log());
+    for status in &statuses {
+        assert_eq!(status.sha, SHA);
+        assert_eq!(status.context, "tekflux/build");
+        assert_eq!(
+            status.target_url.as_deref(),
+            Some(
+                format!("https://dashboard.example/#/namespaces/{NS}/pipelineruns/{run}").as_str()
+            )
+        );
+    }
+
+    // A redelivery of the same push creates nothing new, and posts nothing.
     assert!(chain.push().await.is_success());
     assert_eq!(chain.pipeline_runs().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(chain.github.received().len(), 2);
+    assert!(!chain.log().contains(STATUS_TOKEN));
     assert!(chain.stop().success(), "{}", chain.log());
 }
 

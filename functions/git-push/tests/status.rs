@@ -1,0 +1,549 @@
+//! Commit statuses from git-push: `pending` on every provider once a run exists, posted to a
+//! test server per provider that checks requests as the provider does; nothing new on a
+//! redelivery; retries within the budget; a provider outage that leaves webhooks and runs
+//! unaffected; no token in any log line.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tekflux_common::clients::kube_client_from_config;
+use tekflux_common::cloudevent::ReplySink;
+use tekflux_common::commit_status::RetryPolicy;
+use tekflux_common::config::{Config, Env, KubernetesSettings, ServerSettings};
+use tekflux_common::server::{self, ServerState};
+use tekflux_git_push::{AppState, Provider, app, signature};
+use tekflux_testkit::git_status::{CapturedLogs, GitStatusServer, Scripted, StatusFlavor};
+use tekflux_testkit::kube_api::TestApiServer;
+use tower::ServiceExt;
+
+const SECRET: &str = "It's a Secret to Everybody";
+const GITLAB_HOOK: &str = "gl-hook-token-3f9a";
+/// Status tokens: distinct per provider, and distinctive enough to find in a log.
+const GITHUB_TOKEN: &str = "ghp_statusTOKENgithub0001";
+const GITLAB_TOKEN: &str = "glpat-statusTOKENgitlab02";
+const GITEA_TOKEN: &str = "gitea-statusTOKEN0003";
+const FORGEJO_TOKEN: &str = "forgejo-statusTOKEN0004";
+const BITBUCKET_TOKEN: &str = "bb-statusTOKEN0005";
+
+/// Short waits, so the retry tests take milliseconds.
+const FAST: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    base_delay: Duration::from_millis(10),
+    deadline: Duration::from_secs(3),
+    request_timeout: Duration::from_secs(2),
+};
+
+struct Servers {
+    github: GitStatusServer,
+    gitlab: GitStatusServer,
+    gitea: GitStatusServer,
+    forgejo: GitStatusServer,
+    bitbucket: GitStatusServer,
+}
+
+impl Servers {
+    async fn start() -> Self {
+        Self {
+            github: GitStatusServer::start(
+                StatusFlavor::GithubEnterprise,
+                GITHUB_TOKEN,
+                &["danheberden/payloads"],
+            )
+            .await,
+            gitlab: GitStatusServer::start(StatusFlavor::Gitlab, GITLAB_TOKEN, &["mike/diaspora"])
+                .await,
+            gitea: GitStatusServer::start(StatusFlavor::Gitea, GITEA_TOKEN, &["gitea/webhooks"])
+                .await,
+            forgejo: GitStatusServer::start(
+                StatusFlavor::Gitea,
+                FORGEJO_TOKEN,
+                &["infra/deploy-tools"],
+            )
+            .await,
+            bitbucket: GitStatusServer::start(
+                StatusFlavor::Bitbucket,
+                BITBUCKET_TOKEN,
+                &["acme-team/shop-api"],
+            )
+            .await,
+        }
+    }
+
+    fn of(&self, provider: Provider) -> &GitStatusServer {
+        match provider {
+            Provider::Github => &self.github,
+            Provider::Gitlab => &self.gitlab,
+            Provider::Gitea => &self.gitea,
+            Provider::Forgejo => &self.forgejo,
+            Provider::Bitbucket => &self.bitbucket,
+        }
+    }
+
+    fn config(&self, rules_extra: &str) -> String {
+        let target = "targetUrl: \"https://dash.example/#/namespaces/{namespace}/{kind}/{name}\"";
+        format!(
+            r#"
+namespace: ci
+providers:
+  github:
+    secret: env:HOOK_SECRET
+    status: {{ api: "{}", token: env:GITHUB_STATUS, context: eu-1, {target} }}
+  gitlab:
+    token: env:GITLAB_HOOK
+    status: {{ api: "{}", token: env:GITLAB_STATUS }}
+  gitea:
+    secret: env:HOOK_SECRET
+    status: {{ api: "{}", token: env:GITEA_STATUS }}
+  forgejo:
+    secret: env:HOOK_SECRET
+    status: {{ api: "{}", token: env:FORGEJO_STATUS }}
+  bitbucket:
+    secret: env:HOOK_SECRET
+    status: {{ api: "{}", token: env:BITBUCKET_STATUS }}
+repositories:
+  - name: payloads
+    url: https://github.com/danheberden/payloads
+    branches: [master]
+    pipeline: build
+{rules_extra}
+  - name: diaspora
+    url: git@example.com:mike/diaspora.git
+    provider: gitlab
+    branches: [master]
+    task: unit-tests
+  - name: gitea-webhooks
+    url: http://localhost:3000/gitea/webhooks
+    provider: gitea
+    branches: [develop]
+    pipeline: build
+  - name: deploy-tools
+    url: https://forge.example/infra/deploy-tools
+    provider: forgejo
+    branches: [main]
+    pipeline: deploy
+    status: {{ context: "ci/deploy-tools-on-the-long-named-production-cluster" }}
+  - name: shop-api
+    url: https://bitbucket.org/acme-team/shop-api
+    branches: [main]
+    tags: ["v*"]
+    pipeline: ship
+    status: {{ context: "eu-west-1-production-cluster/shop-api-release-pipeline" }}
+"#,
+            self.github.api(),
+            self.gitlab.api(),
+            self.gitea.api(),
+            self.forgejo.api(),
+            self.bitbucket.api(),
+        )
+    }
+}
+
+fn env() -> Env {
+    Env::new()
+        .with("HOOK_SECRET", SECRET)
+        .with("GITLAB_HOOK", GITLAB_HOOK)
+        .with("GITHUB_STATUS", GITHUB_TOKEN)
+        .with("GITLAB_STATUS", GITLAB_TOKEN)
+        .with("GITEA_STATUS", GITEA_TOKEN)
+        .with("FORGEJO_STATUS", FORGEJO_TOKEN)
+        .with("BITBUCKET_STATUS", BITBUCKET_TOKEN)
+}
+
+struct Harness {
+    api: TestApiServer,
+    app: Router,
+}
+
+impl Harness {
+    async fn new(yaml: &str) -> Self {
+        let api = TestApiServer::start().await;
+        let client =
+            kube_client_from_config(api.config(), &KubernetesSettings { timeout_seconds: 5 })
+                .unwrap();
+        let config: Config = match Config::from_yaml(yaml, "test.yaml", &env()) {
+            Ok(config) => config,
+            Err(error) => panic!("test config: {error} {:?}", error.problems()),
+        };
+        let server = ServerState::new(ServerSettings::default());
+        let state = AppState::with_status_policy(
+            config,
+            Some(client),
+            ReplySink::new(None).unwrap(),
+            &server.metrics,
+            FAST,
+        )
+        .unwrap();
+        Harness {
+            api,
+            app: server::router(app(state), server),
+        }
+    }
+
+    async fn send(&self, delivery: &Delivery) -> (StatusCode, Value) {
+        let mut request = Request::post(format!("/webhooks/{}", delivery.provider.as_str()))
+            .header("content-type", "application/json");
+        for (name, value) in &delivery.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request.body(Body::from(delivery.body.clone())).unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn runs(&self) -> Vec<Value> {
+        let mut runs = self.api.objects("tekton.dev", "pipelineruns", None);
+        runs.extend(self.api.objects("tekton.dev", "taskruns", None));
+        runs
+    }
+
+    async fn metrics(&self) -> String {
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[derive(Clone)]
+struct Delivery {
+    provider: Provider,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Delivery {
+    fn new(provider: Provider, headers: &[(&str, &str)], body: Vec<u8>) -> Self {
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let hex = signature::sign(SECRET.as_bytes(), &body);
+        headers.push(match provider {
+            Provider::Github => ("X-Hub-Signature-256".into(), format!("sha256={hex}")),
+            Provider::Bitbucket => ("X-Hub-Signature".into(), format!("sha256={hex}")),
+            Provider::Gitea => ("X-Gitea-Signature".into(), hex),
+            Provider::Forgejo => ("X-Forgejo-Signature".into(), hex),
+            Provider::Gitlab => ("X-Gitlab-Token".into(), GITLAB_HOOK.into()),
+        });
+        Self {
+            provider,
+            headers,
+            body,
+        }
+    }
+
+    fn github() -> Self {
+        Self::new(
+            Provider::Github,
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            ],
+            tekflux_testkit::corpus::read_corpus("github/push-3-commits.gith-2012.json"),
+        )
+    }
+
+    fn all() -> Vec<Self> {
+        let data = |name: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        vec![
+            Self::github(),
+            Self::new(
+                Provider::Gitlab,
+                &[
+                    ("X-Gitlab-Event", "Push Hook"),
+                    (
+                        "X-Gitlab-Event-UUID",
+                        "13792a34-cac6-4fda-95a8-c58e00a3954e",
+                    ),
+                ],
+                tekflux_testkit::corpus::read_corpus("gitlab/push.go-gitlab.json"),
+            ),
+            Self::new(
+                Provider::Gitea,
+                &[
+                    ("X-Gitea-Event", "push"),
+                    ("X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
+                ],
+                tekflux_testkit::corpus::read_corpus("gitea-forgejo/push.gitea-docs.json"),
+            ),
+            Self::new(
+                Provider::Forgejo,
+                &[
+                    ("X-Forgejo-Event", "push"),
+                    ("X-Forgejo-Delivery", "0c6fa3a9-7b1e-4f7e-bd55-2d3e0c9b8a71"),
+                ],
+                data("forgejo-push.json"),
+            ),
+            Self::new(
+                Provider::Bitbucket,
+                &[
+                    ("X-Event-Key", "repo:push"),
+                    ("X-Request-UUID", "a9f3c2e1-6b7d-4c5e-8f90-1a2b3c4d5e6f"),
+                ],
+                data("bitbucket-repo-push-three-changes.json"),
+            ),
+        ]
+    }
+}
+
+fn assert_no_token(logs: &CapturedLogs) {
+    let text = logs.text();
+    assert!(
+        text.contains("commit status"),
+        "nothing was captured:\n{text}"
+    );
+    for token in [
+        GITHUB_TOKEN,
+        GITLAB_TOKEN,
+        GITEA_TOKEN,
+        FORGEJO_TOKEN,
+        BITBUCKET_TOKEN,
+    ] {
+        assert!(!text.contains(token), "a token was logged:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn pending_is_reported_once_per_created_run_on_every_provider() {
+    let (logs, _guard) = CapturedLogs::start();
+    let servers = Servers::start().await;
+    let harness = Harness::new(&servers.config("")).await;
+    for delivery in Delivery::all() {
+        let (status, body) = harness.send(&delivery).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Bitbucket's push starts two runs (main and a tag): two statuses of one key, two commits.
+    let expected = [
+        (Provider::Github, 1, "pending", "eu-1/payloads"),
+        (Provider::Gitlab, 1, "running", "tekflux/diaspora"),
+        (Provider::Gitea, 1, "pending", "tekflux/gitea-webhooks"),
+        (
+            Provider::Forgejo,
+            1,
+            "pending",
+            "ci/deploy-tools-on-the-long-named-production-cluster",
+        ),
+        (Provider::Bitbucket, 2, "INPROGRESS", ""),
+    ];
+    let runs = harness.runs();
+    for (provider, count, state, context) in expected {
+        let statuses = servers.of(provider).wait_for_statuses(count).await;
+        assert_eq!(statuses.len(), count, "{provider}: {statuses:?}");
+        for status in &statuses {
+            assert_eq!(status.state, state, "{provider}");
+            if provider == Provider::Bitbucket {
+                assert_eq!(status.context.chars().count(), 40, "{status:?}");
+                assert!(
+                    status
+                        .context
+                        .starts_with("eu-west-1-production-cluster/sh")
+                );
+            } else {
+                assert_eq!(status.context, context, "{provider}");
+            }
+            // The status names a run that exists, and its commit.
+            let run = runs
+                .iter()
+                .find(|run| {
+                    run["metadata"]["annotations"]["tekflux.dev/sha"] == status.sha.as_str()
+                        && run["metadata"]["labels"]["tekflux.dev/provider"] == provider.as_str()
+                })
+                .unwrap_or_else(|| panic!("no run for {status:?}"));
+            let name = run["metadata"]["name"].as_str().unwrap();
+            assert!(status.description.contains(name), "{status:?}");
+            let annotated = run["metadata"]["annotations"]["tekflux.dev/status-context"]
+                .as_str()
+                .unwrap();
+            if provider != Provider::Bitbucket {
+                assert_eq!(annotated, context);
+            }
+        }
+    }
+    let github = &servers.github.statuses()[0];
+    let run_name = harness
+        .runs()
+        .iter()
+        .find(|run| run["metadata"]["labels"]["tekflux.dev/provider"] == "github")
+        .unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        github.target_url.as_deref(),
+        Some(format!("https://dash.example/#/namespaces/ci/PipelineRun/{run_name}").as_str())
+    );
+
+    // Redeliveries find their runs and post nothing new.
+    let before: Vec<usize> = Provider::ALL
+        .iter()
+        .map(|p| servers.of(*p).received().len())
+        .collect();
+    for delivery in Delivery::all() {
+        let (status, _) = harness.send(&delivery).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after: Vec<usize> = Provider::ALL
+        .iter()
+        .map(|p| servers.of(*p).received().len())
+        .collect();
+    assert_eq!(before, after, "a redelivery posted again");
+    let metrics = harness.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"tekflux_commit_status_reports_total{provider="bitbucket",state="pending",outcome="posted"}"#
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_no_token(&logs);
+}
+
+#[tokio::test]
+async fn a_rule_with_status_false_posts_nothing() {
+    let servers = Servers::start().await;
+    let harness = Harness::new(&servers.config("    status: false")).await;
+    let (status, body) = harness.send(&Delivery::github()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.runs().len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(servers.github.received().is_empty());
+    assert!(
+        harness.runs()[0]["metadata"]["annotations"]
+            .get("tekflux.dev/status-context")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
+    let (logs, _guard) = CapturedLogs::start();
+    let servers = Servers::start().await;
+    let harness = Harness::new(&servers.config("")).await;
+    // 429 with Retry-After: 0, then a 502: the third request is accepted.
+    servers
+        .github
+        .fail_next([Scripted::RetryAfter(0), Scripted::Status(502)]);
+    let (status, _) = harness.send(&Delivery::github()).await;
+    assert_eq!(status, StatusCode::OK);
+    let statuses = servers.github.wait_for_statuses(1).await;
+    assert_eq!(statuses.len(), 1);
+    let answers: Vec<u16> = servers.github.received().iter().map(|r| r.answer).collect();
+    assert_eq!(answers, [429, 502, 201]);
+    let metrics = harness.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"tekflux_commit_status_retries_total{provider="github"}"#
+        ),
+        2.0
+    );
+    assert_no_token(&logs);
+}
+
+#[tokio::test]
+async fn a_reset_past_the_deadline_is_given_up_at_once() {
+    let servers = Servers::start().await;
+    let harness = Harness::new(&servers.config("")).await;
+    // GitHub's primary limit: 403 with X-RateLimit-Remaining: 0 and a reset an hour away.
+    servers.github.fail_next([Scripted::ResetIn(3600)]);
+    harness.send(&Delivery::github()).await;
+    for _ in 0..200 {
+        let metrics = harness.metrics().await;
+        if metric(
+            &metrics,
+            r#"tekflux_commit_status_reports_total{provider="github",state="pending",outcome="rate_limited"}"#,
+        ) == 1.0
+        {
+            assert_eq!(servers.github.received().len(), 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not counted as rate_limited: {}", harness.metrics().await);
+}
+
+#[tokio::test]
+async fn refusals_are_counted_and_never_retried() {
+    for (code, outcome) in [
+        (401, "unauthorized"),
+        (403, "unauthorized"),
+        (404, "not_found"),
+        (409, "rejected"),
+        (422, "rejected"),
+    ] {
+        let servers = Servers::start().await;
+        let harness = Harness::new(&servers.config("")).await;
+        servers.github.fail_next([Scripted::Status(code)]);
+        let (status, _) = harness.send(&Delivery::github()).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+        let series = format!(
+            r#"tekflux_commit_status_reports_total{{provider="github",state="pending",outcome="{outcome}"}}"#
+        );
+        let mut counted = false;
+        for _ in 0..200 {
+            if metric(&harness.metrics().await, &series) == 1.0 {
+                counted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(counted, "{code}: {}", harness.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(servers.github.received().len(), 1, "{code} was retried");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_outage_leaves_webhooks_and_runs_unaffected() {
+    let (logs, _guard) = CapturedLogs::start();
+    let servers = Servers::start().await;
+    for provider in Provider::ALL {
+        servers.of(provider).set_down(true);
+    }
+    let harness = Harness::new(&servers.config("")).await;
+    for delivery in Delivery::all() {
+        let (status, body) = harness.send(&delivery).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(harness.runs().len(), 6);
+    let series = r#"tekflux_commit_status_reports_total{provider="github",state="pending",outcome="unavailable"}"#;
+    for _ in 0..300 {
+        if metric(&harness.metrics().await, series) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&harness.metrics().await, series), 1.0);
+    // Bounded: at most `attempts` requests per status.
+    assert_eq!(servers.github.received().len(), 3);
+    assert_no_token(&logs);
+}
