@@ -606,6 +606,25 @@ fn every_command_lists_the_environment_it_reads_and_completions_are_printed() {
     for command in ["check-config", "render"] {
         assert!(help(command).contains("TEKFLUX_NAMESPACE"));
     }
+    assert!(help("up").contains("KUBECONFIG"));
+    // Every subcommand `tekflux --help` lists ends its own help with what it reads.
+    let top = String::from_utf8(run(tekflux().arg("--help")).stdout).unwrap();
+    let commands: Vec<&str> = top
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|command| !matches!(*command, "help" | "completion"))
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for command in commands {
+        assert!(
+            help(command).contains("\nEnvironment:\n"),
+            "{command} --help lists no environment"
+        );
+    }
 
     for (shell, marker) in [
         ("bash", "complete -F _tekflux"),
