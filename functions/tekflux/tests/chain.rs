@@ -79,6 +79,11 @@ struct Chain {
 
 impl Chain {
     async fn start() -> Self {
+        Self::start_with_backoff("PT0.2S").await
+    }
+
+    /// With the shipped Broker's `backoffDelay` replaced by `backoff`.
+    async fn start_with_backoff(backoff: &str) -> Self {
         let api = TestApiServer::start().await;
         let s3 = TestS3::in_process().await;
         let bucket = s3.fresh_bucket().await;
@@ -133,8 +138,8 @@ releases:
         let broker = std::fs::read_to_string(base.join("broker.yaml"))
             .unwrap()
             .replace("retry: 10", "retry: 6")
-            .replace("backoffDelay: PT2S", "backoffDelay: PT0.2S");
-        assert!(broker.contains("retry: 6") && broker.contains("PT0.2S"));
+            .replace("backoffDelay: PT2S", &format!("backoffDelay: {backoff}"));
+        assert!(broker.contains("retry: 6") && broker.contains(backoff));
         std::fs::write(triggers.join("broker.yaml"), broker).unwrap();
         let kubeconfig = api.write_kubeconfig(dir.path());
         let port = TcpListener::bind("127.0.0.1:0")
@@ -609,4 +614,55 @@ async fn up_runs_from_an_empty_directory_and_says_what_is_missing() {
             && printed.contains("  - broker: neither events.token"),
         "{printed}"
     );
+}
+
+/// SIGTERM while a delivery waits for its next retry: the event goes to the dead-letter store at
+/// once, and the process stops without waiting out the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_dead_letters_what_waits_for_a_retry() {
+    let mut chain = Chain::start_with_backoff("PT60S").await;
+    // No HelmRelease: release-changed answers 503, and the next retry is a minute away.
+    assert!(chain.push().await.is_success(), "{}", chain.log());
+    chain.finish_run().await;
+    chain
+        .wait_for("release-changed's first refusal", || async {
+            chain
+                .metric(
+                    "tekflux_broker_deliveries_total",
+                    "trigger=\"release-changed-artifact\",outcome=\"retried\"",
+                )
+                .await
+                >= 1.0
+        })
+        .await;
+    assert!(chain.keys("runs/_dead-letters/").await.is_empty());
+    let stopping = Instant::now();
+    assert!(chain.stop().success(), "{}", chain.log());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "stopping waited out the backoff"
+    );
+    let letters = chain.keys("runs/_dead-letters/").await;
+    assert_eq!(letters.len(), 1, "{}", chain.log());
+    let letter: Value = serde_json::from_slice(
+        &chain
+            .s3
+            .client()
+            .get_object()
+            .bucket(&chain.bucket)
+            .key(&letters[0])
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!(letter["type"], "dev.cdevents.artifact.published.0.3.0");
+    assert_eq!(letter["knativeerrordest"], "/release-changed");
+    assert_eq!(letter["knativeerrorcode"], "503");
+    assert!(!chain.log().contains("event lost"), "{}", chain.log());
 }
