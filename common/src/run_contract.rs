@@ -73,6 +73,21 @@ pub const PUSHER_ANNOTATION: &str = "tekflux.dev/pusher";
 pub const VERSION_ANNOTATION: &str = "tekflux.dev/version";
 /// Annotation with the JSON list of `{"workspace", "claim", "subPath"}` run-complete archives.
 pub const ARCHIVE_ANNOTATION: &str = "tekflux.dev/archive-workspaces";
+
+/// One entry of [`ARCHIVE_ANNOTATION`]'s JSON list: git-push writes it, run-complete reads it to
+/// find the directory to archive (`subPath` inside PVC `claim`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedWorkspace {
+    /// The workspace's name in the run.
+    pub workspace: String,
+    /// The PVC it is bound to.
+    pub claim: String,
+    /// Its `subPath` in the claim (the run's name); empty for the claim's root.
+    #[serde(default)]
+    pub sub_path: String,
+}
+
 /// On a run whose rule reports commit statuses: the status context (Bitbucket: key) git-push
 /// reported `pending` under, which run-complete reports the outcome under.
 pub const STATUS_CONTEXT_ANNOTATION: &str = "tekflux.dev/status-context";

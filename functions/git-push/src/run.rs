@@ -51,10 +51,10 @@ use crate::template::{Values, split_repo_url};
 pub use tekflux_common::config::is_dns1123_label;
 
 pub use tekflux_common::run_contract::{
-    ARCHIVE_ANNOTATION, BRANCH_LABEL, DELIVERY_ANNOTATION, FAN_OUT_LABEL, MANAGED_BY,
-    MANAGED_BY_LABEL, PATHS_ANNOTATION, PROVIDER_LABEL, PUSHER_ANNOTATION, REF_ANNOTATION,
-    REF_KIND_LABEL, REPO_LABEL, REPO_URL_ANNOTATION, RULE_LABEL, RunKind, SHA_KEY, TAG_LABEL,
-    VERSION_ANNOTATION,
+    ARCHIVE_ANNOTATION, ArchivedWorkspace, BRANCH_LABEL, DELIVERY_ANNOTATION, FAN_OUT_LABEL,
+    MANAGED_BY, MANAGED_BY_LABEL, PATHS_ANNOTATION, PROVIDER_LABEL, PUSHER_ANNOTATION,
+    REF_ANNOTATION, REF_KIND_LABEL, REPO_LABEL, REPO_URL_ANNOTATION, RULE_LABEL, RunKind, SHA_KEY,
+    TAG_LABEL, VERSION_ANNOTATION,
 };
 
 const RESERVED_PREFIX: &str = "tekflux.dev/";
@@ -364,21 +364,25 @@ fn annotations(
     if let Some(version) = &ctx.version {
         annotations.insert(VERSION_ANNOTATION.into(), json!(version));
     }
-    let archived: Vec<Value> = rule
+    let archived: Vec<ArchivedWorkspace> = rule
         .workspaces
         .iter()
         .filter_map(|(workspace, volume)| match volume {
             Volume::Claim {
                 claim,
                 archive: true,
-            } => Some(json!({"workspace": workspace, "claim": claim, "subPath": run_name})),
+            } => Some(ArchivedWorkspace {
+                workspace: workspace.clone(),
+                claim: claim.clone(),
+                sub_path: run_name.to_owned(),
+            }),
             _ => None,
         })
         .collect();
     if !archived.is_empty() {
         annotations.insert(
             ARCHIVE_ANNOTATION.into(),
-            json!(Value::Array(archived).to_string()),
+            json!(json!(archived).to_string()),
         );
     }
     Value::Object(annotations)

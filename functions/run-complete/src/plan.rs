@@ -18,6 +18,7 @@ use crate::tekton::FinishedRun;
 
 /// Annotation git-push writes: JSON `[{"workspace", "claim", "subPath"}]`.
 pub const ARCHIVE_ANNOTATION: &str = tekflux_common::run_contract::ARCHIVE_ANNOTATION;
+use tekflux_common::run_contract::ArchivedWorkspace;
 
 /// A directory to archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,15 +83,6 @@ pub struct WorkspacePlan {
     pub skipped: Vec<SkippedWorkspace>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AnnotatedWorkspace {
-    workspace: String,
-    claim: String,
-    #[serde(default)]
-    sub_path: String,
-}
-
 /// Works out which directories of `run` to archive, given where claims are mounted.
 ///
 /// A `subPath` with a symlink in any component is skipped: it is never followed.
@@ -108,7 +100,7 @@ pub fn plan_workspaces(
         .annotations
         .get(ARCHIVE_ANNOTATION)
     {
-        Some(text) => match serde_json::from_str::<Vec<AnnotatedWorkspace>>(text) {
+        Some(text) => match serde_json::from_str::<Vec<ArchivedWorkspace>>(text) {
             Ok(listed) => listed
                 .into_iter()
                 .map(|w| (w.workspace, Some(w.claim), w.sub_path))
