@@ -24,6 +24,10 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, GitProvider, Secret, StatusSettings};
 use crate::metrics::{CounterFamily, Metrics};
 
+pub mod github_app;
+
+use github_app::GithubApp;
+
 /// GitHub's limit on `description` (longer is a 422).
 pub const MAX_DESCRIPTION_CHARS: usize = 140;
 /// Bitbucket's limit on `key` (longer is a 400).
@@ -242,6 +246,47 @@ pub fn build_request(api: &str, report: &StatusReport) -> Result<ProviderRequest
     })
 }
 
+/// The check run that posts `report` as a GitHub App (`POST /repos/{o}/{r}/check-runs`):
+/// `in_progress` while pending, else `completed` with the conclusion. Each state is a new check
+/// run of the same name; GitHub shows the latest one of a name on the commit.
+pub fn build_check_run(api: &str, report: &StatusReport) -> Result<ProviderRequest, String> {
+    let api = api.trim_end_matches('/');
+    let path = repository_path(&report.repo_url)
+        .ok_or_else(|| format!("{:?} names no repository path", report.repo_url))?;
+    if report.sha.is_empty() || !report.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{:?} is not a commit sha", report.sha));
+    }
+    let description = clean_text(&report.description, MAX_DESCRIPTION_CHARS);
+    let mut body = json!({
+        "name": report.context,
+        "head_sha": report.sha,
+        "output": {"title": description, "summary": description},
+    });
+    let conclusion = match report.state {
+        BuildState::Pending => None,
+        BuildState::Success => Some("success"),
+        BuildState::Failure => Some("failure"),
+        BuildState::Cancelled => Some("cancelled"),
+        BuildState::TimedOut => Some("timed_out"),
+    };
+    match conclusion {
+        None => body["status"] = json!("in_progress"),
+        Some(conclusion) => {
+            body["status"] = json!("completed");
+            body["conclusion"] = json!(conclusion);
+            body["completed_at"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+    }
+    if let Some(target) = &report.target_url {
+        body["details_url"] = json!(target);
+    }
+    Ok(ProviderRequest {
+        url: format!("{api}/repos/{}/check-runs", encode_path(&path)),
+        body,
+    })
+}
+
 fn short_ref(git_ref: &str) -> Option<&str> {
     let name = git_ref
         .strip_prefix("refs/heads/")
@@ -339,11 +384,27 @@ impl Reported {
     }
 }
 
+/// How a provider's requests are authenticated.
+enum Auth {
+    /// A token from the config.
+    Token(Secret),
+    /// A GitHub App's installation tokens, minted when needed (check runs).
+    App(GithubApp),
+}
+
 struct ProviderClient {
     api: String,
-    token: Secret,
+    auth: Auth,
     http: reqwest::Client,
     settings: StatusSettings,
+}
+
+/// One failed attempt: whether to try again, how long the provider asked to wait, and the
+/// outcome if no retry follows.
+struct Failed {
+    retry: bool,
+    wait: Option<Duration>,
+    outcome: Reported,
 }
 
 struct Inner {
@@ -392,14 +453,23 @@ impl StatusReporter {
             else {
                 continue;
             };
-            let (Some(token), Some(api)) = (
-                settings.token.clone(),
-                settings
-                    .api
-                    .clone()
-                    .or_else(|| default_api(provider).map(str::to_owned)),
-            ) else {
+            let Some(api) = settings
+                .api
+                .clone()
+                .or_else(|| default_api(provider).map(str::to_owned))
+            else {
                 continue;
+            };
+            let auth = match (&settings.app, &settings.token) {
+                (Some(app), _) if provider == GitProvider::Github => match GithubApp::new(app) {
+                    Ok(app) => Auth::App(app),
+                    Err(error) => {
+                        tracing::error!(%provider, "check runs are off: {error}");
+                        continue;
+                    }
+                },
+                (_, Some(token)) => Auth::Token(token.clone()),
+                _ => continue,
             };
             match http_client(&settings, &policy) {
                 Ok(http) => {
@@ -407,7 +477,7 @@ impl StatusReporter {
                         provider,
                         ProviderClient {
                             api: api.trim_end_matches('/').to_owned(),
-                            token,
+                            auth,
                             http,
                             settings,
                         },
@@ -450,7 +520,11 @@ impl StatusReporter {
         let Some(client) = self.inner.clients.get(&report.provider) else {
             return Reported::NotConfigured;
         };
-        let outcome = match build_request(&client.api, report) {
+        let built = match client.auth {
+            Auth::App(_) => build_check_run(&client.api, report),
+            Auth::Token(_) => build_request(&client.api, report),
+        };
+        let outcome = match built {
             Ok(request) => self.send(client, report, &request).await,
             Err(error) => {
                 tracing::warn!(provider = %report.provider, "commit status not reported: {error}");
@@ -477,10 +551,24 @@ impl StatusReporter {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let token = match self.credential(client, report).await {
+                Ok(token) => token,
+                Err(Failed {
+                    retry,
+                    wait,
+                    outcome,
+                }) => {
+                    if !retry || attempt >= policy.attempts {
+                        return outcome;
+                    }
+                    self.pause(provider, started, attempt, wait).await;
+                    continue;
+                }
+            };
             let answer = client
                 .http
                 .post(&request.url)
-                .headers(auth_headers(provider, &client.token))
+                .headers(auth_headers(provider, &token))
                 .json(&request.body)
                 .send()
                 .await;
@@ -489,7 +577,13 @@ impl StatusReporter {
                     let status = response.status();
                     let headers = response.headers().clone();
                     let text = response.text().await.unwrap_or_default();
-                    let text = redact(&text, &client.token);
+                    let text = redact(&text, &token);
+                    if status == StatusCode::UNAUTHORIZED
+                        && let Auth::App(app) = &client.auth
+                    {
+                        // A revoked installation token: the next report mints another.
+                        app.keep_token(None);
+                    }
                     match classify(provider, status, &headers, &text) {
                         Reported::Posted | Reported::Unchanged => {
                             let outcome = classify(provider, status, &headers, &text);
@@ -544,16 +638,102 @@ impl StatusReporter {
                     outcome = outcome.kind(), "commit status given up on");
                 return outcome;
             }
-            let backoff = policy.base_delay * 2u32.saturating_pow(attempt - 1);
-            let wait = wait.unwrap_or(backoff).max(policy.base_delay);
-            if started.elapsed() + wait > policy.deadline {
-                tracing::warn!(%provider, context = %report.context, wait_seconds = wait.as_secs(),
-                    outcome = outcome.kind(), "commit status given up on: the provider asks to wait past the deadline");
+            if !self.pause(provider, started, attempt, wait).await {
+                tracing::warn!(%provider, context = %report.context, outcome = outcome.kind(),
+                    "commit status given up on: the provider asks to wait past the deadline");
                 return outcome;
             }
-            self.inner.retries.inc(&[provider.as_str()]);
-            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Waits before attempt `attempt + 1` (what the provider asked, else the backoff); false,
+    /// without waiting, when the wait would end past the deadline.
+    async fn pause(
+        &self,
+        provider: GitProvider,
+        started: std::time::Instant,
+        attempt: u32,
+        wait: Option<Duration>,
+    ) -> bool {
+        let policy = self.inner.policy;
+        let backoff = policy.base_delay * 2u32.saturating_pow(attempt - 1);
+        let wait = wait.unwrap_or(backoff).max(policy.base_delay);
+        if started.elapsed() + wait > policy.deadline {
+            return false;
+        }
+        self.inner.retries.inc(&[provider.as_str()]);
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// The token to post with: the configured one, or a GitHub App installation token (kept,
+    /// else minted now).
+    async fn credential(
+        &self,
+        client: &ProviderClient,
+        report: &StatusReport,
+    ) -> Result<String, Failed> {
+        let app = match &client.auth {
+            Auth::Token(token) => return Ok(String::from_utf8_lossy(token.expose()).into_owned()),
+            Auth::App(app) => app,
+        };
+        if let Some(token) = app.cached_token() {
+            return Ok(token);
+        }
+        let refuse = |outcome| Failed {
+            retry: false,
+            wait: None,
+            outcome,
+        };
+        let jwt = app.jwt(github_app::now_seconds()).map_err(|error| {
+            tracing::warn!(provider = %report.provider, "check run not reported: {error}");
+            refuse(Reported::Invalid)
+        })?;
+        let answer = client
+            .http
+            .post(format!("{}{}", client.api, app.access_tokens_path()))
+            .headers(auth_headers(GitProvider::Github, &jwt))
+            .json(&json!({}))
+            .send()
+            .await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(provider = %report.provider, "GitHub App token request failed: {error}");
+                return Err(Failed {
+                    retry: true,
+                    wait: None,
+                    outcome: Reported::Unavailable,
+                });
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success()
+            && let Some(token) = body["token"].as_str()
+        {
+            app.keep_token(Some(token.to_owned()));
+            return Ok(token.to_owned());
+        }
+        let message = body["message"].as_str().unwrap_or_default();
+        let outcome = match classify(GitProvider::Github, status, &headers, message) {
+            // A 2xx without a token is no token.
+            Reported::Posted | Reported::Unchanged => Reported::Unavailable,
+            outcome => outcome,
+        };
+        tracing::warn!(
+            provider = %report.provider,
+            status = status.as_u16(),
+            outcome = outcome.kind(),
+            "GitHub App installation token refused: {}",
+            clean_text(message, 200)
+        );
+        Err(Failed {
+            retry: matches!(outcome, Reported::RateLimited | Reported::Unavailable),
+            wait: rate_limit_wait(&headers),
+            outcome,
+        })
     }
 }
 
@@ -575,12 +755,11 @@ fn http_client(settings: &StatusSettings, policy: &RetryPolicy) -> Result<reqwes
     builder.build().map_err(|error| error.to_string())
 }
 
-fn auth_headers(provider: GitProvider, token: &Secret) -> HeaderMap {
-    let token = String::from_utf8_lossy(token.expose());
+fn auth_headers(provider: GitProvider, token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let (name, value) = match provider {
         GitProvider::Github => ("authorization", format!("Bearer {token}")),
-        GitProvider::Gitlab => ("private-token", token.into_owned()),
+        GitProvider::Gitlab => ("private-token", token.to_owned()),
         GitProvider::Gitea | GitProvider::Forgejo => ("authorization", format!("token {token}")),
         GitProvider::Bitbucket => ("authorization", format!("Bearer {token}")),
     };
@@ -653,10 +832,9 @@ pub fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(reset.saturating_sub(now)))
 }
 
-fn redact(text: &str, token: &Secret) -> String {
-    let token = String::from_utf8_lossy(token.expose());
+fn redact(text: &str, token: &str) -> String {
     if token.len() >= 4 {
-        text.replace(token.as_ref(), "***")
+        text.replace(token, "***")
     } else {
         text.to_owned()
     }
@@ -706,6 +884,28 @@ mod tests {
         );
         assert_eq!(bitbucket.body["state"], "INPROGRESS");
         assert_eq!(bitbucket.body["key"], "tekflux/build");
+    }
+
+    #[test]
+    fn check_runs_complete_with_a_conclusion() {
+        let mut pending = report(GitProvider::Github);
+        pending.repo_url = "https://github.com/acme/shop".into();
+        let request = build_check_run("https://api.github.com", &pending).unwrap();
+        assert_eq!(
+            request.url,
+            "https://api.github.com/repos/acme/shop/check-runs"
+        );
+        assert_eq!(request.body["status"], "in_progress");
+        assert_eq!(request.body["name"], "tekflux/build");
+        assert!(request.body.get("conclusion").is_none());
+        let done = StatusReport {
+            state: BuildState::TimedOut,
+            ..pending
+        };
+        let request = build_check_run("https://api.github.com", &done).unwrap();
+        assert_eq!(request.body["status"], "completed");
+        assert_eq!(request.body["conclusion"], "timed_out");
+        assert_eq!(request.body["details_url"], "https://dash/#/build-abc");
     }
 
     #[test]

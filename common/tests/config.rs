@@ -1402,6 +1402,18 @@ fn status_settings_are_checked() {
             "  github:\n    secret: env:HOOK\n    status: { token: env:T, caBundle: /nonexistent/ca.pem }\n",
             "providers.github.status.caBundle",
         ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { token: env:T, app: { id: 1, installationId: 2, privateKey: env:T } }\n",
+            "set only one of `token` (commit statuses) and `app` (check runs)",
+        ),
+        (
+            "  gitlab:\n    token: env:HOOK\n    status: { app: { id: 1, installationId: 2, privateKey: env:T } }\n",
+            "only GitHub reports as an App",
+        ),
+        (
+            "  github:\n    secret: env:HOOK\n    status: { app: { id: 1, installationId: 2, privateKey: env:MISSING } }\n",
+            "providers.github.status.app.privateKey",
+        ),
     ];
     for (providers, expected) in cases {
         let text = format!("namespace: cicd\nproviders:\n{providers}");

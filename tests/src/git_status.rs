@@ -10,6 +10,11 @@
 //!   `state` one of pending/running/success/failed/canceled, `name`; posting the state the
 //!   status already has is a 400 "Cannot transition status".
 //! - Gitea/Forgejo: `POST /api/v1/repos/{o}/{r}/statuses/{sha}`, `Authorization: token`.
+//! - GitHub Apps ([`GitStatusServer::start_github_app`]): `POST /app/installations/{id}/access_tokens`
+//!   with an RS256 JWT of the App (checked against its public key, `iss`, at most 10 minutes),
+//!   answered with an installation token that `POST /repos/{o}/{r}/check-runs` then takes:
+//!   `name`, `head_sha`, `status` queued/in_progress/completed, a `conclusion` exactly when
+//!   completed, `output.summary` at most 65535 characters.
 //! - Bitbucket Cloud: `POST /2.0/repositories/{ws}/{slug}/commit/{sha}/statuses/build`,
 //!   `Authorization: Bearer`, `key` at most 40 characters, `url` required (under 450),
 //!   `state` one of INPROGRESS/SUCCESSFUL/FAILED/STOPPED.
@@ -94,14 +99,24 @@ pub struct AcceptedStatus {
 
 #[derive(Default)]
 struct Log {
+    /// Installation tokens handed out.
+    issued: Vec<String>,
     script: VecDeque<Scripted>,
     received: Vec<Received>,
     accepted: Vec<AcceptedStatus>,
     down: bool,
 }
 
+/// A GitHub App the server knows: id, installation id, public key (PKCS#1 DER).
+struct App {
+    id: u64,
+    installation: u64,
+    public_der: Vec<u8>,
+}
+
 struct Shared {
     flavor: StatusFlavor,
+    app: Option<App>,
     token: String,
     repositories: Vec<String>,
     log: Mutex<Log>,
@@ -135,8 +150,57 @@ impl GitStatusServer {
     /// # Panics
     /// When no loopback port can be bound.
     pub async fn start(flavor: StatusFlavor, token: &str, repositories: &[&str]) -> Self {
+        Self::start_with(flavor, None, token, repositories).await
+    }
+
+    /// A GitHub (`/api/v3` when `enterprise`) that knows the App `id`, installed as
+    /// `installation`, whose public key is the PEM `public_key` (`BEGIN RSA PUBLIC KEY`).
+    ///
+    /// # Panics
+    /// When the key is not such a PEM or no loopback port can be bound.
+    pub async fn start_github_app(
+        enterprise: bool,
+        id: u64,
+        installation: u64,
+        public_key: &str,
+        repositories: &[&str],
+    ) -> Self {
+        let body: String = public_key
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        use base64::Engine as _;
+        let public_der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("a PEM public key");
+        let flavor = if enterprise {
+            StatusFlavor::GithubEnterprise
+        } else {
+            StatusFlavor::Github
+        };
+        let app = App {
+            id,
+            installation,
+            public_der,
+        };
+        // No token works for statuses: only the App's installation tokens do, for check runs.
+        Self::start_with(flavor, Some(app), "", repositories).await
+    }
+
+    /// How many installation tokens were handed out.
+    pub fn tokens_issued(&self) -> usize {
+        self.log().issued.len()
+    }
+
+    async fn start_with(
+        flavor: StatusFlavor,
+        app: Option<App>,
+        token: &str,
+        repositories: &[&str],
+    ) -> Self {
         let shared = Arc::new(Shared {
             flavor,
+            app,
             token: token.to_owned(),
             repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
             log: Mutex::new(Log::default()),
@@ -247,8 +311,11 @@ fn answer(
     let Some(rest) = path.strip_prefix(flavor.base_path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
-    // Auth first, as the providers do: a bad token never learns whether a repository exists.
     let auth = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(app) = &shared.app {
+        return app_answer(shared, app, rest, auth("authorization"), body);
+    }
+    // Auth first, as the providers do: a bad token never learns whether a repository exists.
     let authorized = match flavor {
         StatusFlavor::Github | StatusFlavor::GithubEnterprise | StatusFlavor::Bitbucket => {
             auth("authorization") == Some(&format!("Bearer {}", shared.token))
@@ -402,6 +469,130 @@ fn answer(
         })),
     )
         .into_response()
+}
+
+/// GitHub as an App sees it: installation tokens for a signed JWT, check runs for those tokens.
+fn app_answer(
+    shared: &Shared,
+    app: &App,
+    rest: &str,
+    authorization: Option<&str>,
+    body: &Value,
+) -> Response {
+    let bearer = authorization.and_then(|value| value.strip_prefix("Bearer "));
+    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["app", "installations", installation, "access_tokens"] => {
+            let Some(jwt) = bearer else {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "A JSON web token could not be decoded",
+                );
+            };
+            let key = jsonwebtoken::DecodingKey::from_rsa_der(&app.public_der);
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+            validation.set_issuer(&[app.id.to_string()]);
+            let claims = match jsonwebtoken::decode::<Value>(jwt, &key, &validation) {
+                Ok(data) => data.claims,
+                Err(_) => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "A JSON web token could not be decoded",
+                    );
+                }
+            };
+            let (iat, exp) = (claims["iat"].as_u64(), claims["exp"].as_u64());
+            if !matches!((iat, exp), (Some(iat), Some(exp)) if exp > iat && exp - iat <= 660) {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "'Expiration time' claim ('exp') is too far in the future",
+                );
+            }
+            if *installation != app.installation.to_string() {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let token = format!("ghs_{}", uuid::Uuid::new_v4().simple());
+            let mut log = shared.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.issued.push(token.clone());
+            let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"token": token, "expires_at": expires.to_rfc3339()})),
+            )
+                .into_response()
+        }
+        ["repos", owner, name, "check-runs"] => {
+            let issued = {
+                let log = shared.log.lock().unwrap_or_else(PoisonError::into_inner);
+                bearer.is_some_and(|token| log.issued.iter().any(|t| t == token))
+            };
+            if !issued {
+                return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+            }
+            let repository = format!("{owner}/{name}");
+            if !shared.repositories.contains(&repository) {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+            let invalid = |what: &str| {
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("Invalid request: {what}"),
+                )
+            };
+            let Some(check) = text("name").filter(|n| !n.is_empty()) else {
+                return invalid("name");
+            };
+            let Some(sha) = text("head_sha")
+                .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            else {
+                return invalid("head_sha");
+            };
+            let status = text("status").unwrap_or_else(|| "queued".to_owned());
+            let conclusions = [
+                "action_required",
+                "cancelled",
+                "failure",
+                "neutral",
+                "success",
+                "skipped",
+                "timed_out",
+            ];
+            let conclusion = text("conclusion");
+            let state = match (status.as_str(), conclusion) {
+                ("queued" | "in_progress", None) => status.clone(),
+                ("completed", Some(c)) if conclusions.contains(&c.as_str()) => c,
+                _ => return invalid("status and conclusion"),
+            };
+            let output = body.get("output");
+            let summary = output
+                .and_then(|o| o.get("summary"))
+                .and_then(Value::as_str);
+            if output.is_some() && summary.is_none_or(|s| s.chars().count() > 65535) {
+                return invalid("output.summary");
+            }
+            let mut log = shared.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.accepted.push(AcceptedStatus {
+                repository,
+                sha,
+                context: check,
+                state,
+                description: output
+                    .and_then(|o| o.get("title"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                target_url: text("details_url"),
+            });
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"id": log.accepted.len(), "status": status})),
+            )
+                .into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
 }
 
 fn scripted_answer(flavor: StatusFlavor, scripted: Scripted) -> Response {

@@ -55,6 +55,10 @@ pub const TOKEN: &str = "token";
 pub const STATUS: &str = "status";
 /// `providers.*.status.api`.
 pub const API: &str = "api";
+/// `providers.github.status.app`.
+pub const APP: &str = "app";
+/// `providers.github.status.app.privateKey`.
+pub const PRIVATE_KEY: &str = "privateKey";
 /// `providers.*.status.caBundle`.
 pub const CA_BUNDLE: &str = "caBundle";
 /// `providers.*.status.context` and `repositories[].status.context`.

@@ -420,17 +420,27 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
                 });
             }
         }
-        if let Some(token) = settings.status.as_mut().and_then(|s| s.token.as_mut())
-            && let Err(message) = token.resolve(env)
-        {
-            findings.push(validate::Finding {
-                path: FieldPath::root()
-                    .key(keys::PROVIDERS)
-                    .key(provider)
-                    .key(keys::STATUS)
-                    .key(keys::TOKEN),
-                message,
-            });
+        if let Some(status) = settings.status.as_mut() {
+            let status_path = FieldPath::root()
+                .key(keys::PROVIDERS)
+                .key(provider)
+                .key(keys::STATUS);
+            if let Some(token) = status.token.as_mut()
+                && let Err(message) = token.resolve(env)
+            {
+                findings.push(validate::Finding {
+                    path: status_path.key(keys::TOKEN),
+                    message,
+                });
+            }
+            if let Some(app) = status.app.as_mut()
+                && let Err(message) = app.private_key.resolve(env)
+            {
+                findings.push(validate::Finding {
+                    path: status_path.key(keys::APP).key(keys::PRIVATE_KEY),
+                    message,
+                });
+            }
         }
     }
     if let Some(token) = &mut config.events.token

@@ -179,6 +179,9 @@ pub struct StatusSettings {
     /// `api`, a Gitea/Forgejo token with `write:repository`, a Bitbucket access token with
     /// `repository:write`.
     pub token: Option<Secret>,
+    /// GitHub only: report check runs as this GitHub App (installation tokens minted when
+    /// reporting) instead of commit statuses with `token`.
+    pub app: Option<GithubAppSettings>,
     /// PEM file of extra CA certificates that the API's TLS certificate may chain to.
     pub ca_bundle: Option<String>,
     /// First part of every status context (`<context>/<rule>`), e.g. a cluster name so two
@@ -187,6 +190,18 @@ pub struct StatusSettings {
     /// Link on the status, with `{namespace}`, `{name}`, `{kind}`, `{uid}`, `{rule}`, `{sha}`
     /// replaced (e.g. `https://dashboard/#/namespaces/{namespace}/pipelineruns/{name}`).
     pub target_url: Option<String>,
+}
+
+/// `providers.github.status.app`: the GitHub App that reports check runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GithubAppSettings {
+    /// The App's id (its settings page, "App ID").
+    pub id: u64,
+    /// The installation's id on the organisation or account that holds the repositories.
+    pub installation_id: u64,
+    /// The App's private key, the PEM GitHub hands out (`env:`/`file:`).
+    pub private_key: Secret,
 }
 
 /// `repositories[].status`: `false` turns reporting off for the rule, `true` insists on it

@@ -270,14 +270,27 @@ fn status_settings(
     path: &FieldPath,
     findings: &mut Findings,
 ) {
-    if settings.token.is_none() {
-        findings.push(
+    match (&settings.token, &settings.app) {
+        (None, None) => findings.push(
             path.clone(),
             format!(
                 "set `{}` (`env:NAME` or `file:/path`): the API token statuses are posted with",
                 keys::TOKEN
             ),
-        );
+        ),
+        (Some(_), Some(_)) => findings.push(
+            path.key(keys::APP),
+            format!(
+                "set only one of `{}` (commit statuses) and `{}` (check runs)",
+                keys::TOKEN,
+                keys::APP
+            ),
+        ),
+        (None, Some(_)) if provider != GitProvider::Github => findings.push(
+            path.key(keys::APP),
+            "only GitHub reports as an App (check runs); use `token`".to_owned(),
+        ),
+        _ => {}
     }
     match &settings.api {
         Some(api)

@@ -547,3 +547,89 @@ async fn a_provider_outage_leaves_webhooks_and_runs_unaffected() {
     assert_eq!(servers.github.received().len(), 3);
     assert_no_token(&logs);
 }
+
+/// The test GitHub App's key pair (`tests/data/github-app`, made for these tests only).
+fn app_key(which: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/github-app")
+        .join(format!("test-app.{which}-key.pem"))
+}
+
+#[tokio::test]
+async fn a_github_app_reports_check_runs_with_a_minted_installation_token() {
+    let (logs, _guard) = CapturedLogs::start();
+    let public = std::fs::read_to_string(app_key("public")).unwrap();
+    let github =
+        GitStatusServer::start_github_app(true, 4242, 77, &public, &["danheberden/payloads"]).await;
+    let yaml = format!(
+        r#"
+namespace: ci
+providers:
+  github:
+    secret: env:HOOK_SECRET
+    status:
+      api: "{}"
+      app: {{ id: 4242, installationId: 77, privateKey: "file:{}" }}
+repositories:
+  - name: payloads
+    url: https://github.com/danheberden/payloads
+    branches: [master]
+    pipeline: build
+"#,
+        github.api(),
+        app_key("private").display()
+    );
+    let harness = Harness::new(&yaml).await;
+    let (status, body) = harness.send(&Delivery::github()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let checks = github.wait_for_statuses(1).await;
+    assert_eq!(checks.len(), 1, "{:?}", github.received());
+    assert_eq!(checks[0].state, "in_progress");
+    assert_eq!(checks[0].context, "tekflux/payloads");
+    assert_eq!(checks[0].sha, "263c5253cc1578ed49892d0db8876da4ec26da84");
+
+    // Another delivery of the commit: a second run, and the token minted for the first reused.
+    let mut again = Delivery::github();
+    for (name, value) in &mut again.headers {
+        if name == "X-GitHub-Delivery" {
+            *value = "0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77".to_owned();
+        }
+    }
+    let (status, _) = harness.send(&again).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(github.wait_for_statuses(2).await.len(), 2);
+    assert_eq!(github.tokens_issued(), 1);
+    let text = logs.text();
+    assert!(text.contains("commit status reported"), "{text}");
+    assert!(
+        !text.contains("ghs_"),
+        "an installation token was logged:\n{text}"
+    );
+}
+
+#[test]
+fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "providers:\n  github:\n    secret: env:HOOK_SECRET\n    status: {{ app: {{ id: 1, installationId: 2, privateKey: \"file:{}\" }} }}\n",
+        key.display()
+    );
+    let config = Config::from_yaml(&yaml, "t.yaml", &env()).unwrap();
+    let settings = config
+        .providers
+        .github
+        .unwrap()
+        .status
+        .unwrap()
+        .app
+        .unwrap();
+    let error = tekflux_common::commit_status::github_app::GithubApp::new(&settings).unwrap_err();
+    assert!(error.contains("openssl rsa -traditional"), "{error}");
+    assert!(!error.contains("AAAA"), "{error}");
+}

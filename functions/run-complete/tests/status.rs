@@ -264,3 +264,53 @@ async fn runs_without_a_status_context_are_not_reported() {
     assert_eq!(status, StatusCode::OK);
     assert!(github.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_github_app_completes_its_check_run() {
+    let h = Harness::start().await;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/github-app");
+    let public = std::fs::read_to_string(keys.join("test-app.public-key.pem")).unwrap();
+    let github = GitStatusServer::start_github_app(false, 4242, 77, &public, &["acme/shop"]).await;
+    let yaml = format!(
+        r#"namespace: {NS}
+events:
+  token: env:EVENTS_TOKEN
+storage:
+  bucket: {}
+  prefix: runs
+  mounts:
+    {CLAIM}: {}
+providers:
+  github:
+    insecure: true
+    status:
+      api: "{}"
+      app: {{ id: 4242, installationId: 77, privateKey: "file:{}" }}
+"#,
+        h.bucket,
+        h.mount.path().display(),
+        github.api(),
+        keys.join("test-app.private-key.pem").display()
+    );
+    let env = Env::new().with("EVENTS_TOKEN", EVENTS_TOKEN);
+    let config = Config::from_yaml(&yaml, "test.yaml", &env).unwrap();
+    let kube = kube_client_from_config(h.api.config(), &KubernetesSettings::default()).unwrap();
+    let state = AppState::with_status_policy(
+        &config,
+        Some(kube),
+        Some(h.s3.client()),
+        ReplySink::new(None).unwrap(),
+        &h.server.metrics,
+        FAST,
+    );
+    let run = "shop-app-3f2a9c1d0e4b";
+    write_tree(&h.workspace_dir(run));
+    let stored = h.store(reported_run(run, "github", REPO, false));
+    let (status, _, body) = h.send(&state, TASKRUN_FAILED, &event_of(&stored)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let checks = github.statuses();
+    assert_eq!(checks.len(), 1, "{:?}", github.received());
+    assert_eq!(checks[0].state, "failure");
+    assert_eq!(checks[0].context, "eu-1/shop");
+    assert_eq!(github.tokens_issued(), 1);
+}
