@@ -36,7 +36,7 @@ use tekflux_common::server;
 use tekflux_common::{Error, Result};
 
 use crate::archive::{ArchiveError, ArchiveOptions, S3Failure, upload_archive, verify_archive};
-use crate::logs::{LogTarget, copy_logs};
+use crate::logs::{LogTarget, copy_logs_and_failures};
 use crate::manifest::{ArchivedWorkspace, CleanupFailure, MANIFEST_KIND, Manifest, RunRecord};
 use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
 use crate::reply::build_reply_event;
@@ -453,7 +453,7 @@ async fn archive_run(
         });
     }
 
-    let logs = copy_logs(
+    let copied = copy_logs_and_failures(
         kube,
         run,
         &LogTarget {
@@ -468,6 +468,7 @@ async fn archive_run(
         },
     )
     .await?;
+    let logs = copied.entries;
 
     let mut manifest = Manifest {
         kind: MANIFEST_KIND.to_owned(),
@@ -509,7 +510,7 @@ async fn archive_run(
     );
     // Only a run archived now is reported: a redelivered event (the manifest exists) posts
     // nothing, and a failure here is logged and counted, never the archive's.
-    report_outcome(&inner.status, run).await;
+    report_outcome(&inner.status, run, &copied.failed_tasks).await;
     if inner.storage.cleanup {
         clean_up(&plan.archive, &mut manifest, &inner.cleanups, &manifest_at).await;
     }
@@ -693,7 +694,12 @@ async fn remove_archived(
 
 /// The commit status of a finished run: under the context git-push reported `pending` with
 /// (its annotation), when the run's provider reports statuses in this config.
-pub fn outcome_report(status: &StatusReporter, run: &FinishedRun) -> Option<StatusReport> {
+/// `failed_tasks` (a PipelineRun's failed or timed-out tasks) are named in the description.
+pub fn outcome_report(
+    status: &StatusReporter,
+    run: &FinishedRun,
+    failed_tasks: &[String],
+) -> Option<StatusReport> {
     let context = run
         .annotations
         .get(run_contract::STATUS_CONTEXT_ANNOTATION)?;
@@ -724,7 +730,11 @@ pub fn outcome_report(status: &StatusReporter, run: &FinishedRun) -> Option<Stat
     if state != BuildState::Success
         && let Some(reason) = &run.reason
     {
-        description.push_str(&format!(" ({reason})"));
+        if failed_tasks.is_empty() {
+            description.push_str(&format!(" ({reason})"));
+        } else {
+            description.push_str(&format!(" ({reason}: {})", failed_tasks.join(", ")));
+        }
     }
     Some(StatusReport {
         provider,
@@ -760,8 +770,8 @@ fn run_duration(run: &FinishedRun) -> Option<std::time::Duration> {
     (end - start).to_std().ok()
 }
 
-async fn report_outcome(status: &StatusReporter, run: &FinishedRun) {
-    if let Some(report) = outcome_report(status, run) {
+async fn report_outcome(status: &StatusReporter, run: &FinishedRun, failed_tasks: &[String]) {
+    if let Some(report) = outcome_report(status, run, failed_tasks) {
         status.report(&report).await;
     }
 }

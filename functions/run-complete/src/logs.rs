@@ -95,8 +95,30 @@ pub async fn copy_logs(
     run: &FinishedRun,
     target: &LogTarget<'_>,
 ) -> Result<Vec<LogEntry>, Error> {
+    copy_logs_and_failures(kube, run, target)
+        .await
+        .map(|copied| copied.entries)
+}
+
+/// What [`copy_logs_and_failures`] found.
+#[derive(Debug, Default)]
+pub struct CopiedLogs {
+    /// One entry per step log.
+    pub entries: Vec<LogEntry>,
+    /// The pipeline tasks (else TaskRun names) of a PipelineRun's TaskRuns that failed or timed
+    /// out, for the commit status's description.
+    pub failed_tasks: Vec<String>,
+}
+
+/// [`copy_logs`], also naming the TaskRuns of a PipelineRun that failed: they are read anyway.
+pub async fn copy_logs_and_failures(
+    kube: &kube::Client,
+    run: &FinishedRun,
+    target: &LogTarget<'_>,
+) -> Result<CopiedLogs, Error> {
     let mut task_runs = Vec::new();
     let mut entries = Vec::new();
+    let mut failed_tasks = Vec::new();
     match run.kind {
         RunKind::TaskRun => task_runs.push(run.clone()),
         RunKind::PipelineRun => {
@@ -111,11 +133,22 @@ pub async fn copy_logs(
                         let value = serde_json::to_value(&object).map_err(|error| {
                             Error::Internal(format!("cannot read TaskRun {name}: {error}"))
                         })?;
-                        task_runs.push(FinishedRun::from_object(
-                            RunKind::TaskRun,
-                            run.outcome,
-                            &value,
-                        )?);
+                        let child =
+                            FinishedRun::from_object(RunKind::TaskRun, run.outcome, &value)?;
+                        if child
+                            .reason
+                            .as_deref()
+                            .is_some_and(|reason| reason == "Failed" || reason.contains("Timeout"))
+                        {
+                            failed_tasks.push(
+                                child
+                                    .labels
+                                    .get("tekton.dev/pipelineTask")
+                                    .unwrap_or(&child.name)
+                                    .clone(),
+                            );
+                        }
+                        task_runs.push(child);
                     }
                     None => entries.push(LogEntry::missing(
                         name,
@@ -143,7 +176,10 @@ pub async fn copy_logs(
             entries.push(copy_step_log(&pods, task_run, pod, step, target).await?);
         }
     }
-    Ok(entries)
+    Ok(CopiedLogs {
+        entries,
+        failed_tasks,
+    })
 }
 
 async fn copy_step_log(

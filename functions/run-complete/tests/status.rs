@@ -314,3 +314,64 @@ providers:
     assert_eq!(checks[0].context, "eu-1/shop");
     assert_eq!(github.tokens_issued(), 1);
 }
+
+#[tokio::test]
+async fn a_failed_pipeline_run_names_its_failed_task() {
+    let h = Harness::start().await;
+    let (github, gitlab) = servers().await;
+    let state = state(&h, &github, &gitlab);
+    let run = "shop-ci-7b1e2d3c4a5f";
+    write_tree(&h.workspace_dir(run));
+    let child = |name: &str, task: &str, reason: &str| {
+        json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "TaskRun",
+            "metadata": {"name": name, "namespace": NS, "labels": {
+                "tekton.dev/pipelineRun": run, "tekton.dev/pipelineTask": task}},
+            "spec": {"taskRef": {"name": task}},
+            "status": {
+                "conditions": [{"type": "Succeeded", "status": if reason == "Succeeded" { "True" } else { "False" }, "reason": reason}],
+                "podName": format!("{name}-pod"),
+                "steps": [{"name": "main", "container": "step-main"}],
+            }
+        })
+    };
+    let (fetch, test) = (format!("{run}-fetch"), format!("{run}-test"));
+    h.api.insert(child(&fetch, "fetch", "Succeeded"));
+    h.api.insert(child(&test, "unit-tests", "Failed"));
+    let mut annotations = git_push_annotations(run);
+    annotations["tekflux.dev/status-context"] = json!("eu-1/shop");
+    let pipeline_run = json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": run, "namespace": NS, "annotations": annotations,
+            "labels": {"tekflux.dev/provider": "github", "tekflux.dev/rule": "shop"}},
+        "spec": {"pipelineRef": {"name": "ci"}, "workspaces": [
+            {"name": "source", "persistentVolumeClaim": {"claimName": CLAIM}, "subPath": run}]},
+        "status": {
+            "conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed"}],
+            "startTime": "2026-11-24T10:00:00Z",
+            "completionTime": "2026-11-24T10:04:12Z",
+            "childReferences": [
+                {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": fetch, "pipelineTaskName": "fetch"},
+                {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": test, "pipelineTaskName": "unit-tests"},
+            ],
+        }
+    });
+    let stored = h.store(pipeline_run);
+    let (status, _, body) = h
+        .send(
+            &state,
+            "dev.tekton.event.pipelinerun.failed.v1",
+            &event_of(&stored),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let statuses = github.statuses();
+    assert_eq!(statuses.len(), 1, "{:?}", github.received());
+    assert_eq!(statuses[0].state, "failure");
+    assert_eq!(
+        statuses[0].description,
+        format!("{run}: failed in 4m12s (Failed: unit-tests)")
+    );
+}
