@@ -412,6 +412,10 @@ struct Inner {
     policy: RetryPolicy,
     reports: CounterFamily,
     retries: CounterFamily,
+    /// Until when a provider asked this process to wait (a rate limit whose reset lies past the
+    /// deadline): reports before then are counted `rate_limited` without a request, so a
+    /// limited account is not pressed further (GitHub's secondary limits grow with pressure).
+    blocked_until: std::sync::Mutex<BTreeMap<GitProvider, std::time::Instant>>,
 }
 
 /// Posts commit statuses; cheap to clone. Providers without `status` settings are skipped.
@@ -493,6 +497,7 @@ impl StatusReporter {
             inner: Arc::new(Inner {
                 clients,
                 policy,
+                blocked_until: std::sync::Mutex::new(BTreeMap::new()),
                 reports: metrics.counter_family(
                     "tekflux_commit_status_reports",
                     "Commit statuses reported to git providers, by provider, state and outcome \
@@ -520,6 +525,21 @@ impl StatusReporter {
         let Some(client) = self.inner.clients.get(&report.provider) else {
             return Reported::NotConfigured;
         };
+        if let Some(until) = self.blocked_until(report.provider) {
+            tracing::warn!(
+                provider = %report.provider,
+                context = %report.context,
+                state = report.state.as_str(),
+                wait_seconds = until.saturating_duration_since(std::time::Instant::now()).as_secs(),
+                "commit status not reported: the provider's rate limit has not reset yet"
+            );
+            self.inner.reports.inc(&[
+                report.provider.as_str(),
+                report.state.as_str(),
+                Reported::RateLimited.kind(),
+            ]);
+            return Reported::RateLimited;
+        }
         let built = match client.auth {
             Auth::App(_) => build_check_run(&client.api, report),
             Auth::Token(_) => build_request(&client.api, report),
@@ -657,13 +677,38 @@ impl StatusReporter {
     ) -> bool {
         let policy = self.inner.policy;
         let backoff = policy.base_delay * 2u32.saturating_pow(attempt - 1);
+        let asked = wait;
         let wait = wait.unwrap_or(backoff).max(policy.base_delay);
         if started.elapsed() + wait > policy.deadline {
+            if let Some(asked) = asked {
+                self.inner
+                    .blocked_until
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(provider, std::time::Instant::now() + asked);
+            }
             return false;
         }
         self.inner.retries.inc(&[provider.as_str()]);
         tokio::time::sleep(wait).await;
         true
+    }
+
+    /// When `provider` asked to wait until a time still ahead.
+    fn blocked_until(&self, provider: GitProvider) -> Option<std::time::Instant> {
+        let mut blocked = self
+            .inner
+            .blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match blocked.get(&provider) {
+            Some(until) if *until > std::time::Instant::now() => Some(*until),
+            Some(_) => {
+                blocked.remove(&provider);
+                None
+            }
+            None => None,
+        }
     }
 
     /// The token to post with: the configured one, or a GitHub App installation token (kept,

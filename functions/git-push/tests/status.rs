@@ -470,7 +470,7 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
 }
 
 #[tokio::test]
-async fn a_reset_past_the_deadline_is_given_up_at_once() {
+async fn a_reset_past_the_deadline_is_given_up_at_once_and_held_until_the_reset() {
     let servers = Servers::start().await;
     let harness = Harness::new(&servers.config("")).await;
     // GitHub's primary limit: 403 with X-RateLimit-Remaining: 0 and a reset an hour away.
@@ -484,7 +484,27 @@ async fn a_reset_past_the_deadline_is_given_up_at_once() {
         ) == 1.0
         {
             assert_eq!(servers.github.received().len(), 1);
-            return;
+            // Until the reset, this process asks nothing more of the limited account.
+            let mut again = Delivery::github();
+            for (name, value) in &mut again.headers {
+                if name == "X-GitHub-Delivery" {
+                    *value = "0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77".to_owned();
+                }
+            }
+            let (status, _) = harness.send(&again).await;
+            assert_eq!(status, StatusCode::OK);
+            for _ in 0..200 {
+                if metric(
+                    &harness.metrics().await,
+                    r#"tekflux_commit_status_reports_total{provider="github",state="pending",outcome="rate_limited"}"#,
+                ) == 2.0
+                {
+                    assert_eq!(servers.github.received().len(), 1);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the second status was not held back");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
