@@ -386,6 +386,8 @@ impl Reported {
 
 /// How a provider's requests are authenticated.
 enum Auth {
+    /// None at the provider: only rules with their own token report.
+    None,
     /// A token from the config.
     Token(Secret),
     /// A GitHub App's installation tokens, minted when needed (check runs).
@@ -412,6 +414,8 @@ struct Inner {
     policy: RetryPolicy,
     reports: CounterFamily,
     retries: CounterFamily,
+    /// Rules' own tokens, by provider and status context.
+    rule_tokens: Vec<(GitProvider, String, Secret)>,
     /// Until when a provider asked this process to wait (a rate limit whose reset lies past the
     /// deadline): reports before then are counted `rate_limited` without a request, so a
     /// limited account is not pressed further (GitHub's secondary limits grow with pressure).
@@ -473,7 +477,7 @@ impl StatusReporter {
                     }
                 },
                 (_, Some(token)) => Auth::Token(token.clone()),
-                _ => continue,
+                _ => Auth::None,
             };
             match http_client(&settings, &policy) {
                 Ok(http) => {
@@ -497,6 +501,7 @@ impl StatusReporter {
             inner: Arc::new(Inner {
                 clients,
                 policy,
+                rule_tokens: rule_tokens(config),
                 blocked_until: std::sync::Mutex::new(BTreeMap::new()),
                 reports: metrics.counter_family(
                     "tekflux_commit_status_reports",
@@ -540,12 +545,13 @@ impl StatusReporter {
             ]);
             return Reported::RateLimited;
         }
-        let built = match client.auth {
-            Auth::App(_) => build_check_run(&client.api, report),
-            Auth::Token(_) => build_request(&client.api, report),
+        let rule_token = self.rule_token(report.provider, &report.context);
+        let built = match (&client.auth, rule_token) {
+            (Auth::App(_), None) => build_check_run(&client.api, report),
+            _ => build_request(&client.api, report),
         };
         let outcome = match built {
-            Ok(request) => self.send(client, report, &request).await,
+            Ok(request) => self.send(client, report, &request, rule_token).await,
             Err(error) => {
                 tracing::warn!(provider = %report.provider, "commit status not reported: {error}");
                 Reported::Invalid
@@ -564,6 +570,7 @@ impl StatusReporter {
         client: &ProviderClient,
         report: &StatusReport,
         request: &ProviderRequest,
+        rule_token: Option<&Secret>,
     ) -> Reported {
         let policy = self.inner.policy;
         let started = std::time::Instant::now();
@@ -571,7 +578,7 @@ impl StatusReporter {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let token = match self.credential(client, report).await {
+            let token = match self.credential(client, report, rule_token).await {
                 Ok(token) => token,
                 Err(Failed {
                     retry,
@@ -694,6 +701,22 @@ impl StatusReporter {
         true
     }
 
+    /// The own token of the rule whose runs report under `context` (a fan-out run's context
+    /// extends its rule's with `/value`).
+    fn rule_token(&self, provider: GitProvider, context: &str) -> Option<&Secret> {
+        self.inner
+            .rule_tokens
+            .iter()
+            .find(|(p, rule_context, _)| {
+                *p == provider
+                    && (context == rule_context
+                        || context
+                            .strip_prefix(rule_context.as_str())
+                            .is_some_and(|rest| rest.starts_with('/')))
+            })
+            .map(|(_, _, token)| token)
+    }
+
     /// When `provider` asked to wait until a time still ahead.
     fn blocked_until(&self, provider: GitProvider) -> Option<std::time::Instant> {
         let mut blocked = self
@@ -717,10 +740,23 @@ impl StatusReporter {
         &self,
         client: &ProviderClient,
         report: &StatusReport,
+        rule_token: Option<&Secret>,
     ) -> Result<String, Failed> {
+        if let Some(token) = rule_token {
+            return Ok(String::from_utf8_lossy(token.expose()).into_owned());
+        }
         let app = match &client.auth {
             Auth::Token(token) => return Ok(String::from_utf8_lossy(token.expose()).into_owned()),
             Auth::App(app) => app,
+            Auth::None => {
+                tracing::warn!(provider = %report.provider, context = %report.context,
+                    "commit status not reported: neither the provider nor the rule has a token");
+                return Err(Failed {
+                    retry: false,
+                    wait: None,
+                    outcome: Reported::NotConfigured,
+                });
+            }
         };
         if let Some(token) = app.cached_token() {
             return Ok(token);
@@ -780,6 +816,20 @@ impl StatusReporter {
             outcome,
         })
     }
+}
+
+/// The rules with their own status token: provider, context, token.
+fn rule_tokens(config: &Config) -> Vec<(GitProvider, String, Secret)> {
+    config
+        .repositories
+        .iter()
+        .filter_map(|rule| {
+            let token = rule.status_token()?;
+            let provider = crate::config::bound_provider(rule, &config.providers).ok()?;
+            let settings = config.providers.git(provider)?.status.as_ref();
+            Some((provider, rule.status_context(settings), token.clone()))
+        })
+        .collect()
 }
 
 fn http_client(settings: &StatusSettings, policy: &RetryPolicy) -> Result<reqwest::Client, String> {

@@ -1391,8 +1391,8 @@ fn status_settings_are_checked() {
             "providers.github.status.api",
         ),
         (
-            "  github:\n    secret: env:HOOK\n    status: { api: \"https://ghe/api/v3\" }\n",
-            "providers.github.status",
+            "  github:\n    secret: env:HOOK\n    status: { api: \"https://ghe/api/v3\" }\nrepositories:\n  - url: https://github.com/org/app\n    pipeline: build\n",
+            "repositories[0].status: the rule reports to github without a token",
         ),
         (
             "  github:\n    secret: env:HOOK\n    status: { token: env:T, targetUrl: \"https://d/{run}\" }\n",

@@ -443,6 +443,21 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
             }
         }
     }
+    for (index, rule) in config.repositories.iter_mut().enumerate() {
+        if let Some(model::RuleStatus::Settings(status)) = &mut rule.status
+            && let Some(token) = status.token.as_mut()
+            && let Err(message) = token.resolve(env)
+        {
+            findings.push(validate::Finding {
+                path: FieldPath::root()
+                    .key(keys::REPOSITORIES)
+                    .index(index)
+                    .key(keys::STATUS)
+                    .key(keys::TOKEN),
+                message,
+            });
+        }
+    }
     if let Some(token) = &mut config.events.token
         && let Err(message) = token.resolve(env)
     {

@@ -222,6 +222,9 @@ pub struct RuleStatusSettings {
     /// The whole status context (Bitbucket's key) of this rule's runs, instead of
     /// `<providers.*.status.context>/<rule>`.
     pub context: Option<String>,
+    /// This rule's own API token (`env:`/`file:`), instead of the provider's: for tokens that
+    /// reach one repository (GitLab project and Bitbucket repository access tokens).
+    pub token: Option<Secret>,
 }
 
 /// How CloudEvent senders (`POST /` of every function) are authenticated: Knative Eventing's
@@ -674,6 +677,7 @@ impl RepositoryRule {
     pub fn status_context(&self, provider: Option<&StatusSettings>) -> String {
         if let Some(RuleStatus::Settings(RuleStatusSettings {
             context: Some(context),
+            ..
         })) = &self.status
         {
             return context.clone();
@@ -682,6 +686,14 @@ impl RepositoryRule {
             .and_then(|settings| settings.context.as_deref())
             .unwrap_or(DEFAULT_STATUS_CONTEXT);
         format!("{prefix}/{}", self.rule_name().unwrap_or_default())
+    }
+
+    /// The rule's own status token, when it has one.
+    pub fn status_token(&self) -> Option<&Secret> {
+        match &self.status {
+            Some(RuleStatus::Settings(settings)) => settings.token.as_ref(),
+            _ => None,
+        }
     }
 
     /// The namespace the rule's runs are created in.

@@ -270,14 +270,8 @@ fn status_settings(
     path: &FieldPath,
     findings: &mut Findings,
 ) {
+    // Without `token` or `app`, each reporting rule must bring its own token (checked per rule).
     match (&settings.token, &settings.app) {
-        (None, None) => findings.push(
-            path.clone(),
-            format!(
-                "set `{}` (`env:NAME` or `file:/path`): the API token statuses are posted with",
-                keys::TOKEN
-            ),
-        ),
         (Some(_), Some(_)) => findings.push(
             path.key(keys::APP),
             format!(
@@ -384,7 +378,7 @@ fn rule_status(
         Some(RuleStatus::Enabled(false)) | None => {}
         Some(RuleStatus::Enabled(true)) | Some(RuleStatus::Settings(_)) if settings.is_none() => {
             findings.push(
-                path,
+                path.clone(),
                 format!(
                     "the rule reports to {provider}, but `providers.{provider}.{}` is not set \
                      (its API token)",
@@ -398,6 +392,25 @@ fn rule_status(
             }
         }
         Some(RuleStatus::Enabled(true)) => {}
+    }
+    if let Some(settings) = settings
+        && rule.reports_status(Some(settings))
+        && settings.token.is_none()
+        && settings.app.is_none()
+        && rule.status_token().is_none()
+    {
+        findings.push(
+            path,
+            format!(
+                "the rule reports to {provider} without a token: set `providers.{provider}.{}.{}` \
+                 (`env:NAME` or `file:/path`), or this rule's own `{}: {{{}: ...}}`, or `{}: false`",
+                keys::STATUS,
+                keys::TOKEN,
+                keys::STATUS,
+                keys::TOKEN,
+                keys::STATUS
+            ),
+        );
     }
 }
 

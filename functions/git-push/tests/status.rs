@@ -653,3 +653,40 @@ fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
     assert!(error.contains("openssl rsa -traditional"), "{error}");
     assert!(!error.contains("AAAA"), "{error}");
 }
+
+#[tokio::test]
+async fn a_rule_may_report_with_its_own_token() {
+    let (logs, _guard) = CapturedLogs::start();
+    let gitlab =
+        GitStatusServer::start(StatusFlavor::Gitlab, GITLAB_TOKEN, &["mike/diaspora"]).await;
+    // The provider has no token: a GitLab project access token reaches one project only.
+    let yaml = format!(
+        r#"
+namespace: ci
+providers:
+  gitlab:
+    token: env:GITLAB_HOOK
+    status: {{ api: "{}" }}
+repositories:
+  - name: diaspora
+    url: git@example.com:mike/diaspora.git
+    provider: gitlab
+    branches: [master]
+    task: unit-tests
+    status: {{ token: env:GITLAB_STATUS }}
+"#,
+        gitlab.api()
+    );
+    let harness = Harness::new(&yaml).await;
+    let delivery = Delivery::all()
+        .into_iter()
+        .find(|d| d.provider == Provider::Gitlab)
+        .unwrap();
+    let (status, body) = harness.send(&delivery).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let statuses = gitlab.wait_for_statuses(1).await;
+    assert_eq!(statuses.len(), 1, "{:?}", gitlab.received());
+    assert_eq!(statuses[0].state, "running");
+    assert_eq!(statuses[0].context, "tekflux/diaspora");
+    assert_no_token(&logs);
+}

@@ -375,3 +375,59 @@ async fn a_failed_pipeline_run_names_its_failed_task() {
         format!("{run}: failed in 4m12s (Failed: unit-tests)")
     );
 }
+
+#[tokio::test]
+async fn a_rule_s_own_token_reports_its_outcome() {
+    let h = Harness::start().await;
+    let gitlab = GitStatusServer::start(StatusFlavor::Gitlab, GITLAB_TOKEN, &["acme/shop"]).await;
+    let yaml = format!(
+        r#"namespace: {NS}
+events:
+  token: env:EVENTS_TOKEN
+storage:
+  bucket: {}
+  prefix: runs
+  mounts:
+    {CLAIM}: {}
+providers:
+  gitlab:
+    insecure: true
+    status: {{ api: "{}" }}
+repositories:
+  - name: shop
+    url: https://gitlab.example/acme/shop
+    provider: gitlab
+    pipeline: build
+    status: {{ context: eu-1/shop, token: env:GITLAB_STATUS }}
+"#,
+        h.bucket,
+        h.mount.path().display(),
+        gitlab.api()
+    );
+    let env = Env::new()
+        .with("EVENTS_TOKEN", EVENTS_TOKEN)
+        .with("GITLAB_STATUS", GITLAB_TOKEN);
+    let config = Config::from_yaml(&yaml, "test.yaml", &env).unwrap();
+    let kube = kube_client_from_config(h.api.config(), &KubernetesSettings::default()).unwrap();
+    let state = AppState::with_status_policy(
+        &config,
+        Some(kube),
+        Some(h.s3.client()),
+        ReplySink::new(None).unwrap(),
+        &h.server.metrics,
+        FAST,
+    );
+    let run = "shop-own-3f2a9c1d0e4b";
+    write_tree(&h.workspace_dir(run));
+    let stored = h.store(reported_run(
+        run,
+        "gitlab",
+        "https://gitlab.example/acme/shop",
+        true,
+    ));
+    let (status, _, body) = h.send(&state, TASKRUN_SUCCEEDED, &event_of(&stored)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let statuses = gitlab.statuses();
+    assert_eq!(statuses.len(), 1, "{:?}", gitlab.received());
+    assert_eq!(statuses[0].state, "success");
+}
