@@ -244,9 +244,7 @@ fn main() -> ExitCode {
             apply_listen(listen, &mut startup.server);
             block_on(serve(startup, function, webhooks_only)).unwrap_or_else(|code| code)
         }
-        Command::Up { args, listen } => {
-            up::run(env, &args, |server| apply_listen(listen, server))
-        }
+        Command::Up { args, listen } => up::run(env, &args, |server| apply_listen(listen, server)),
         Command::Render {
             provider,
             event,
