@@ -585,10 +585,12 @@ impl StatusReporter {
                     wait,
                     outcome,
                 }) => {
-                    if !retry || attempt >= policy.attempts {
+                    if !retry
+                        || attempt >= policy.attempts
+                        || !self.pause(provider, started, attempt, wait).await
+                    {
                         return outcome;
                     }
-                    self.pause(provider, started, attempt, wait).await;
                     continue;
                 }
             };
@@ -612,8 +614,7 @@ impl StatusReporter {
                         app.keep_token(None);
                     }
                     match classify(provider, status, &headers, &text) {
-                        Reported::Posted | Reported::Unchanged => {
-                            let outcome = classify(provider, status, &headers, &text);
+                        outcome @ (Reported::Posted | Reported::Unchanged) => {
                             tracing::info!(
                                 %provider,
                                 context = %report.context,
