@@ -173,21 +173,7 @@ impl Harness {
 
     /// Every key in the bucket, sorted.
     pub async fn keys(&self) -> Vec<String> {
-        let listed = self
-            .s3
-            .client()
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .unwrap();
-        let mut keys: Vec<String> = listed
-            .contents()
-            .iter()
-            .filter_map(|object| object.key().map(str::to_owned))
-            .collect();
-        keys.sort();
-        keys
+        self.s3.keys(&self.bucket, "").await
     }
 
     pub async fn manifest(&self, run: &str) -> Option<Manifest> {
