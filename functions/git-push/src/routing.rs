@@ -471,18 +471,16 @@ fn fan_out(rule: &CompiledRule, push: &Push, is_tag: bool, decision: &mut RuleDe
             format!("tag push: {listed} capture from changed paths, and a tag push carries none");
         return;
     }
-    let mut found: Vec<Captures> = Vec::new();
-    for path in &push.changed_paths {
-        for pattern in &rule.capture_patterns {
-            if let Some(captures) = pattern.captures(path) {
-                if !found.contains(&captures) {
-                    found.push(captures);
-                }
-                break;
-            }
-        }
-    }
-    found.sort();
+    // Distinct and in order: each path counts for the first pattern it matches.
+    let found: std::collections::BTreeSet<Captures> = push
+        .changed_paths
+        .iter()
+        .filter_map(|path| {
+            rule.capture_patterns
+                .iter()
+                .find_map(|pattern| pattern.captures(path))
+        })
+        .collect();
     let values = || {
         found
             .iter()
@@ -514,7 +512,7 @@ fn fan_out(rule: &CompiledRule, push: &Push, is_tag: bool, decision: &mut RuleDe
                     "; the changed-path list was incomplete, so values changed only in the                      commits it left out have no run",
                 );
             }
-            decision.fan_out = found;
+            decision.fan_out = found.into_iter().collect();
         }
     }
 }
