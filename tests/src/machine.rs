@@ -1,4 +1,5 @@
-//! What the benchmarks report about the machine and their processes, from `/proc`.
+//! What the benchmarks report about the machine and their processes, from `/proc`, and what
+//! the machine lets a test do.
 
 /// Load average and the number of `rustc` processes, to say how busy the machine was while a
 /// benchmark ran (timing on shared machines is noisy).
@@ -31,4 +32,21 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Whether a test can run a binary as another user (`setpriv`, which needs root and the tool);
+/// when not, says on stderr that `what` is skipped.
+pub fn can_run_as_another_user(what: &str) -> bool {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let has_setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !is_root || !has_setpriv {
+        eprintln!("skipped: needs root and setpriv to run {what} as another user");
+    }
+    is_root && has_setpriv
 }

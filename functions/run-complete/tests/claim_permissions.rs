@@ -33,15 +33,7 @@ const BUILD_UID: u32 = 1000;
 const SHIPPED_CAPABILITIES: [&str; 2] = ["dac_override", "fowner"];
 
 fn can_switch_users() -> bool {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
-    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !is_root || !has_setpriv {
-        eprintln!("skipped: needs root and setpriv to run run-complete as another user");
-    }
-    is_root && has_setpriv
+    tekflux_testkit::machine::can_run_as_another_user("run-complete")
 }
 
 /// Who the binary runs as.

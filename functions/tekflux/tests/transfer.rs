@@ -858,13 +858,7 @@ async fn the_tekton_tasks_archive_and_restore_a_workspace() {
 /// possible (not root, or no `setpriv`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unprivileged_restore_moves_read_only_directories_into_place() {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
-    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !is_root || !has_setpriv {
-        eprintln!("skipped: needs root and setpriv to run the restore as another user");
+    if !tekflux_testkit::machine::can_run_as_another_user("the restore") {
         return;
     }
     let s3 = TestS3::in_process().await;
