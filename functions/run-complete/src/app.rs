@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
-use tekflux_common::clients::S3Setup;
+use crate::s3_client::S3Setup;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
 use tekflux_common::commit_status::{
     BuildState, RetryPolicy, StatusReport, StatusReporter, render_target_url, short_duration,

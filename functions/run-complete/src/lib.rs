@@ -8,6 +8,7 @@
 //! - [`plan`] decides which directories to archive and where each object goes.
 //! - [`archive`] streams a directory to S3 and back.
 //! - [`logs`] copies step logs from the pods/log API.
+//! - [`s3_client`] builds the S3 client from the SDK's chain and the config file.
 //! - [`manifest`] is the record written last; [`reply`] the event answered.
 //! - [`app`] ties them into the HTTP function; [`dead_letters`] keeps what the Broker could not
 //!   deliver, on the same Service.
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod manifest;
 pub mod plan;
 pub mod reply;
+pub mod s3_client;
 pub mod tekton;
 pub mod verify;
 

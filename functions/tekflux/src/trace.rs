@@ -21,7 +21,8 @@ use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde::Serialize;
 use serde_json::Value;
-use tekflux_common::clients::{S3Setup, kube_connection};
+use tekflux_common::clients::kube_connection;
+use tekflux_run_complete::s3_client::S3Setup;
 use tekflux_common::config::{self, Config, Env, HelmReleaseApi, Sections, is_dns1123_label};
 use tekflux_common::error::plain_chain;
 use tekflux_common::run_contract::{

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use tekflux_common::clients::S3Setup;
+use tekflux_run_complete::s3_client::S3Setup;
 use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::error::without_os_error;
 use tekflux_run_complete::archive::{

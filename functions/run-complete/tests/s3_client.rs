@@ -1,0 +1,162 @@
+//! The S3 client constructor, against a real S3 server on loopback.
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use tekflux_common::config::{Env, Storage};
+use tekflux_run_complete::s3_client::{
+    S3Setup, S3SetupError, asks_instance_metadata, s3_client_from_sdk_config,
+};
+use tekflux_testkit::s3::TestS3;
+
+fn sdk_config(s3: &TestS3, endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(s3.credentials()))
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .build()
+}
+
+#[tokio::test]
+async fn s3_client_round_trips_through_a_signing_server() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    // The SDK-level endpoint is a dead port: only the config file's endpoint can make this work.
+    let sdk = sdk_config(&s3, "http://127.0.0.1:9", "eu-central-1");
+    let storage = Storage {
+        bucket: Some(bucket.clone()),
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".to_owned()),
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let client = s3_client_from_sdk_config(&sdk, &storage);
+
+    let config = client.config();
+    assert_eq!(config.region(), Some(&Region::new("us-east-1")));
+    assert_eq!(
+        config.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenRequired)
+    );
+    assert_eq!(
+        config.response_checksum_validation(),
+        Some(&ResponseChecksumValidation::WhenRequired)
+    );
+
+    client
+        .put_object()
+        .bucket(&bucket)
+        .key("runs/r1/manifest.json")
+        .body(ByteStream::from_static(br#"{"run":"r1"}"#))
+        .send()
+        .await
+        .expect("put through the production client");
+    let object = client
+        .get_object()
+        .bucket(&bucket)
+        .key("runs/r1/manifest.json")
+        .send()
+        .await
+        .expect("get through the production client");
+    let body = object.body.collect().await.expect("read body").into_bytes();
+    assert_eq!(body.as_ref(), br#"{"run":"r1"}"#);
+}
+
+#[tokio::test]
+async fn s3_client_keeps_the_sdk_endpoint_when_the_config_has_none() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let sdk = sdk_config(&s3, &s3.endpoint(), "us-east-1");
+    let storage = Storage {
+        endpoint: Some(String::new()),
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let client = s3_client_from_sdk_config(&sdk, &storage);
+
+    let listed = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list through the SDK-level endpoint");
+    assert!(listed.contents().is_empty());
+}
+
+/// The instance metadata service is asked only when requests go to AWS S3 itself, unless
+/// `AWS_EC2_METADATA_DISABLED` says otherwise either way.
+#[test]
+fn instance_metadata_is_asked_only_for_aws_itself() {
+    let aws = Storage::default();
+    let minio = Storage {
+        endpoint: Some("http://minio:9000".to_owned()),
+        ..Storage::default()
+    };
+    assert!(asks_instance_metadata(&aws, &Env::new()));
+    assert!(!asks_instance_metadata(&minio, &Env::new()));
+    for variable in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"] {
+        let env = Env::new().with(variable, "http://seaweedfs:8333");
+        assert!(!asks_instance_metadata(&aws, &env), "{variable}");
+    }
+    let off = Env::new().with("AWS_EC2_METADATA_DISABLED", "true");
+    assert!(!asks_instance_metadata(&aws, &off));
+    let on = Env::new().with("AWS_EC2_METADATA_DISABLED", "False");
+    assert!(asks_instance_metadata(&minio, &on));
+}
+
+#[test]
+fn s3_setup_checks_region_and_endpoint_before_any_request() {
+    let sdk = |region: Option<&str>, endpoint: Option<&str>| {
+        let mut builder =
+            aws_config::SdkConfig::builder().behavior_version(BehaviorVersion::latest());
+        if let Some(region) = region {
+            builder = builder.region(Region::new(region.to_owned()));
+        }
+        if let Some(endpoint) = endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        builder.build()
+    };
+    let storage = |endpoint: Option<&str>, region: Option<&str>| Storage {
+        endpoint: endpoint.map(str::to_owned),
+        region: region.map(str::to_owned),
+        ..Storage::default()
+    };
+
+    let setup = S3Setup::from_sdk_config(sdk(None, None), &storage(None, None));
+    assert_eq!(setup.check(), Err(S3SetupError::NoRegion));
+    assert_eq!(setup.describe_endpoint(), "AWS S3");
+    // The config's region stands in for the SDK's.
+    let setup = S3Setup::from_sdk_config(sdk(None, None), &storage(None, Some("eu-west-1")));
+    assert_eq!(setup.check(), Ok(()));
+    assert_eq!(setup.describe_endpoint(), "AWS S3 in eu-west-1");
+
+    let setup = S3Setup::from_sdk_config(
+        sdk(Some("us-east-1"), Some("http://sdk:9000")),
+        &storage(None, None),
+    );
+    assert_eq!(setup.check(), Ok(()));
+    assert_eq!(setup.describe_endpoint(), "http://sdk:9000");
+    let setup = S3Setup::from_sdk_config(
+        sdk(Some("us-east-1"), Some("http://sdk:9000")),
+        &storage(Some("http://config:9000"), None),
+    );
+    assert_eq!(setup.describe_endpoint(), "http://config:9000");
+
+    for bad in ["minio:9000", "not a url", "ftp://minio"] {
+        let setup =
+            S3Setup::from_sdk_config(sdk(Some("us-east-1"), Some(bad)), &storage(None, None));
+        let error = setup.check().expect_err("a bad endpoint is refused");
+        assert!(matches!(error, S3SetupError::BadEndpoint { .. }), "{bad}");
+        let message = error.to_string();
+        assert!(
+            message.contains(bad) && message.contains("http(s)://"),
+            "{message}"
+        );
+    }
+    let message = S3SetupError::NoRegion.to_string();
+    assert!(message.contains("AWS_REGION"), "{message}");
+}
