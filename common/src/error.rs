@@ -7,10 +7,14 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Result with the common [`Error`] as its default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The cause an [`Error`] keeps: any error that can cross threads.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything a function can answer with other than success.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +54,94 @@ pub enum Error {
     /// A bug or an unexpected state on our side (500).
     #[error("{0}")]
     Internal(String),
+    /// One of the errors above with the error that caused it. It is answered like `error`
+    /// (same status, kind and body shape, the cause's words after the message), and the cause
+    /// stays an error, so the request's log line has it as a chain rather than as text.
+    ///
+    /// Made by [`Error::because`] and the constructors that take a cause
+    /// ([`Error::unavailable`], …); match the kind with [`Error::kind`] or [`Error::context`].
+    #[error("{error}")]
+    Caused {
+        /// What went wrong, in the words of the request (never a secret).
+        error: Box<Error>,
+        /// Why: the library's or the OS's error, with its own causes.
+        source: BoxError,
+    },
 }
 
 impl Error {
+    /// A request that can never succeed (400), because of `source`.
+    pub fn bad_request(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::BadRequest(context.into()).because(source)
+    }
+
+    /// Input that is well-formed but can never be acted on (422), because of `source`.
+    pub fn unprocessable(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Unprocessable(context.into()).because(source)
+    }
+
+    /// A dependency that failed or timed out (503), because of `source`.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable(context.into()).because(source)
+    }
+
+    /// A bug or an unexpected state on our side (500), because of `source`.
+    pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal(context.into()).because(source)
+    }
+
+    /// This error, keeping `source` as its cause (see [`Error::Caused`]). A cause given to an
+    /// error that has one already replaces it: the context is the request's, the cause the
+    /// nearest failure.
+    pub fn because(self, source: impl Into<BoxError>) -> Self {
+        let error = match self {
+            Error::Caused { error, .. } => error,
+            plain => Box::new(plain),
+        };
+        Error::Caused {
+            error,
+            source: source.into(),
+        }
+    }
+
+    /// The error without its cause: one of the plain variants, for matching on the kind.
+    pub fn context(&self) -> &Error {
+        match self {
+            Error::Caused { error, .. } => error.context(),
+            plain => plain,
+        }
+    }
+
+    /// The cause kept by [`Error::because`], if any.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Caused { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+
+    /// The message of the JSON body: this error's words, then its cause's in plain words (see
+    /// [`plain_chain`]), each once.
+    pub fn message(&self) -> String {
+        match self.cause() {
+            None => self.to_string(),
+            Some(_) => plain_chain(self),
+        }
+    }
+
+    /// What the cause adds to the message, for the log: its chain in plain words without what
+    /// the message says already. `None` without a cause, or when it adds nothing.
+    pub fn cause_text(&self) -> Option<String> {
+        self.cause()?;
+        let context = without_os_error(&self.to_string());
+        let chain = plain_chain(self);
+        let rest = chain
+            .strip_prefix(context.as_str())
+            .unwrap_or(&chain)
+            .trim_start_matches(": ");
+        (!rest.is_empty()).then(|| rest.to_owned())
+    }
+
     /// A short, stable name for metric labels and the `error` field of the JSON body.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -65,6 +154,7 @@ impl Error {
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
+            Error::Caused { error, .. } => error.kind(),
         }
     }
 
@@ -80,13 +170,14 @@ impl Error {
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Caused { error, .. } => error.status(),
         }
     }
 
     /// True when the sender should retry the same request later.
     pub fn is_transient(&self) -> bool {
         matches!(
-            self,
+            self.context(),
             Error::TooManyRequests { .. } | Error::Unavailable(_) | Error::Internal(_)
         )
     }
@@ -95,12 +186,12 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({ "error": self.kind(), "message": self.to_string() });
+        let body = serde_json::json!({ "error": self.kind(), "message": self.message() });
         let mut response = (status, Json(body)).into_response();
         if let Error::TooManyRequests {
             retry_after: Some(delay),
             ..
-        } = &self
+        } = self.context()
         {
             // Whole seconds, at least one: Retry-After has no finer unit.
             let secs = delay.as_secs().max(1);
@@ -112,7 +203,7 @@ impl IntoResponse for Error {
         response.extensions_mut().insert(ErrorKind(self.kind()));
         response
             .extensions_mut()
-            .insert(ErrorMessage(self.to_string().into()));
+            .insert(ResponseError(Arc::new(self)));
         response
     }
 }
@@ -121,15 +212,25 @@ impl IntoResponse for Error {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
 
-/// Response extension carrying the error's message (the one in the body), so the request's log
-/// line says why it was refused without reading the body again. Messages are written for the
-/// sender and never hold a secret.
+/// Response extension carrying the error a response was made from, cause included, so the
+/// request's log line says what went wrong and why without reading the body again.
+///
+/// Inserted by [`Error`]'s `IntoResponse`; a handler that writes its own error body inserts it
+/// too. Messages are written for the sender and never hold a secret; causes are library and OS
+/// errors, which do not either.
 #[derive(Debug, Clone)]
-pub struct ErrorMessage(pub std::sync::Arc<str>);
+pub struct ResponseError(pub Arc<Error>);
+
+impl ResponseError {
+    /// The error.
+    pub fn error(&self) -> &Error {
+        &self.0
+    }
+}
 
 impl From<kube::Error> for Error {
     fn from(err: kube::Error) -> Self {
-        match &err {
+        match err {
             kube::Error::Api(status) => match status.code {
                 429 => Error::TooManyRequests {
                     message: format!("Kubernetes API throttled the request: {}", status.message),
@@ -157,11 +258,10 @@ impl From<kube::Error> for Error {
                     status.code, status.message
                 )),
             },
-            kube::Error::Service(inner) => Error::Unavailable(plain_chain(&**inner)),
-            _ => Error::Unavailable(format!(
-                "the Kubernetes API call failed: {}",
-                plain_chain(&err)
-            )),
+            // The Status and the transport's chain are the whole message: nothing is left for
+            // a cause to add.
+            kube::Error::Service(inner) => Error::Unavailable(plain_chain(&*inner)),
+            err => Error::unavailable("the Kubernetes API call failed", err),
         }
     }
 }

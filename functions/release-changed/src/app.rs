@@ -23,7 +23,7 @@ use tekflux_common::cloudevent::{
     no_reply, oci_purl, reply_builder, reply_to,
 };
 use tekflux_common::config::Config;
-use tekflux_common::error::{ErrorKind, ErrorMessage};
+use tekflux_common::error::{ErrorKind, ResponseError};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
@@ -250,23 +250,24 @@ fn refusal_response(refused: &[Refused]) -> Response {
         return Error::Internal("a refusal without a reason".to_owned()).into_response();
     };
     let status = first.refusal.status();
-    let error = if status == StatusCode::FORBIDDEN {
-        "forbidden"
-    } else {
-        "unprocessable"
-    };
     let message = first.refusal.to_string();
+    let error = if status == StatusCode::FORBIDDEN {
+        Error::Forbidden(message)
+    } else {
+        Error::Unprocessable(message)
+    };
     let body = json!({
-        "error": error,
+        "error": error.kind(),
         "reason": first.refusal.kind(),
-        "message": message,
+        "message": error.to_string(),
         "refused": refused_json(refused),
     });
     let mut response = (status, axum::Json(body)).into_response();
-    response.extensions_mut().insert(ErrorKind(error));
+    // The middleware logs the refusal from these, as it does for any `Error`.
+    response.extensions_mut().insert(ErrorKind(error.kind()));
     response
         .extensions_mut()
-        .insert(ErrorMessage(message.into()));
+        .insert(ResponseError(std::sync::Arc::new(error)));
     response
 }
 
