@@ -12,7 +12,7 @@
 //! `storage.cleanup` is on. Any failure before the manifest is written answers 503 so the Broker
 //! retries, and nothing is deleted.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -23,11 +23,8 @@ use axum::response::Response;
 use axum::routing::post;
 use cloudevents::AttributesReader;
 use serde_json::json;
-use crate::s3_client::S3Setup;
 use tekflux_common::cloudevent::{IncomingEvent, ReplySink, no_reply};
-use tekflux_common::commit_status::{
-    BuildState, RetryPolicy, StatusReport, StatusReporter, render_target_url, short_duration,
-};
+use tekflux_common::commit_status::{RetryPolicy, StatusReporter};
 use tekflux_common::config::{Config, Storage};
 use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::run_contract;
@@ -35,13 +32,13 @@ use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server;
 use tekflux_common::{Error, Result};
 
-use crate::archive::{ArchiveError, ArchiveOptions, S3Failure, upload_archive, verify_archive};
-use crate::logs::{LogTarget, copy_logs_and_failures};
-use crate::manifest::{ArchivedWorkspace, CleanupFailure, MANIFEST_KIND, Manifest, RunRecord};
-use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
-use crate::reply::build_reply_event;
-use crate::tekton::{FinishedRun, TEKTON_TYPE_PREFIX, Terminal};
+use crate::archive::ArchiveOptions;
+use crate::archiving::{Archived, Target, archive_run};
+use crate::s3_client::S3Setup;
+use crate::tekton::{TEKTON_TYPE_PREFIX, Terminal};
 use crate::verify::{Refusal, RunReference, VerifyError, verify_run};
+
+pub use crate::outcome::outcome_report;
 
 /// Annotation git-push writes with the commit sha.
 pub const SHA_ANNOTATION: &str = run_contract::SHA_KEY;
@@ -53,24 +50,24 @@ pub const REPO_URL_ANNOTATION: &str = run_contract::REPO_URL_ANNOTATION;
 /// What run-complete needs to answer requests. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    storage: Storage,
+pub(crate) struct Inner {
+    pub(crate) storage: Storage,
     /// Namespaces whose runs are archived (see [`served_namespaces`]).
-    served: BTreeSet<String>,
-    kube: Option<kube::Client>,
-    s3: Option<aws_sdk_s3::Client>,
-    replies: ReplySink,
-    runs: CounterFamily,
-    refused: CounterFamily,
-    archived_bytes: CounterFamily,
-    cleanups: CounterFamily,
+    pub(crate) served: BTreeSet<String>,
+    pub(crate) kube: Option<kube::Client>,
+    pub(crate) s3: Option<aws_sdk_s3::Client>,
+    pub(crate) replies: ReplySink,
+    pub(crate) runs: CounterFamily,
+    pub(crate) refused: CounterFamily,
+    pub(crate) archived_bytes: CounterFamily,
+    pub(crate) cleanups: CounterFamily,
     /// Uids of runs being archived by this process: Tekton sends duplicates close together.
-    in_flight: Mutex<HashSet<String>>,
-    senders: SenderAuth,
-    status: StatusReporter,
+    pub(crate) in_flight: Mutex<HashSet<String>>,
+    pub(crate) senders: SenderAuth,
+    pub(crate) status: StatusReporter,
 }
 
 /// Marks a run as being archived until dropped.
@@ -169,7 +166,7 @@ impl AppState {
         }
     }
 
-    fn archive_options(&self) -> ArchiveOptions {
+    pub(crate) fn archive_options(&self) -> ArchiveOptions {
         ArchiveOptions::from_storage(&self.inner.storage)
     }
 }
@@ -345,433 +342,4 @@ fn refuse(state: &AppState, refusal: Refusal) -> Error {
 /// 200 with `{"ignored", "reason"}`: acknowledged, so the Broker does not retry, and no reply.
 fn ignored(what: &str, reason: String) -> Response {
     no_reply(StatusCode::OK, json!({"ignored": what, "reason": reason}))
-}
-
-/// Where a verified run goes, and the client its logs come through.
-struct Target<'a> {
-    bucket: &'a str,
-    s3: &'a aws_sdk_s3::Client,
-    kube: &'a kube::Client,
-}
-
-/// What archiving a run answered.
-enum Archived {
-    /// The run was archived now.
-    New(Response),
-    /// An earlier event archived it already.
-    Duplicate(Response),
-}
-
-impl Archived {
-    fn into_response(self) -> Response {
-        match self {
-            Archived::New(response) | Archived::Duplicate(response) => response,
-        }
-    }
-}
-
-/// Archives `run`, the API server's copy: everything below comes from it, not from the event.
-async fn archive_run(
-    state: &AppState,
-    incoming: &IncomingEvent,
-    run: &FinishedRun,
-    target: &Target<'_>,
-) -> Result<Archived> {
-    let inner = &state.inner;
-    let &Target { bucket, s3, kube } = target;
-    let layout = RunLayout::new(&inner.storage.prefix, &run.namespace, &run.name);
-    let manifest_key = layout.manifest();
-    let mut metadata = BTreeMap::from([("tekflux-run-uid".to_owned(), run.uid.clone())]);
-    if let Some(sha) = run.annotations.get(SHA_ANNOTATION) {
-        metadata.insert("tekflux-sha".to_owned(), sha.clone());
-    }
-    if let Some(delivery) = run.annotations.get(DELIVERY_ANNOTATION) {
-        metadata.insert("tekflux-delivery-id".to_owned(), delivery.clone());
-    }
-    let manifest_at = ManifestAt {
-        s3,
-        bucket,
-        key: &manifest_key,
-        metadata: &metadata,
-    };
-
-    if let Some(mut existing) = read_manifest(s3, bucket, &manifest_key).await?
-        && existing.run.uid == run.uid
-    {
-        tracing::info!(run = %run.name, "duplicate completion event: the run is archived");
-        if inner.storage.cleanup {
-            let plan = plan_workspaces(run, &inner.storage.mounts)?;
-            clean_up(&plan.archive, &mut existing, &inner.cleanups, &manifest_at).await;
-        }
-        let reply = build_reply_event(incoming, &existing, bucket, &manifest_key, true)?;
-        return inner.replies.deliver(reply).await.map(Archived::Duplicate);
-    }
-
-    let plan = plan_workspaces(run, &inner.storage.mounts)?;
-
-    let options = state.archive_options();
-    let mut workspaces = Vec::new();
-    let mut skipped = plan.skipped.clone();
-    for dir in &plan.archive {
-        let key = layout.workspace(&dir.workspace);
-        let uploaded = match dir.open() {
-            Ok(tree) => upload_archive(s3, bucket, &key, &tree, &options, metadata.clone()).await,
-            Err(error) => Err(error),
-        };
-        let report = match uploaded {
-            Ok(report) => report,
-            // Over the bound it will never fit: recorded like any workspace that is not
-            // archived (and so never deleted), and the run's logs and manifest still follow.
-            Err(error @ (ArchiveError::TooLarge { .. } | ArchiveError::TooManyEntries { .. })) => {
-                tracing::warn!(workspace = %dir.workspace, %error, "workspace not archived");
-                skipped.push(SkippedWorkspace {
-                    workspace: dir.workspace.clone(),
-                    claim: Some(dir.claim.clone()),
-                    reason: error.to_string(),
-                });
-                continue;
-            }
-            Err(error) => return Err(archive_failure(error)),
-        };
-        // Read back what the store holds: nothing is reported or deleted on the strength of
-        // what was sent alone.
-        verify_archive(s3, bucket, &key, &report.sha256)
-            .await
-            .map_err(archive_failure)?;
-        inner
-            .archived_bytes
-            .inc_by(&[run.outcome.as_str()], report.bytes);
-        workspaces.push(ArchivedWorkspace {
-            workspace: dir.workspace.clone(),
-            claim: dir.claim.clone(),
-            sub_path: dir.sub_path.clone(),
-            key,
-            bytes: report.bytes,
-            entries: report.entries,
-            skipped_special: report.skipped_special,
-            sha256: report.sha256,
-        });
-    }
-
-    let copied = copy_logs_and_failures(
-        kube,
-        run,
-        &LogTarget {
-            s3,
-            bucket,
-            layout: &layout,
-            metadata: &metadata,
-            max_bytes: inner
-                .storage
-                .max_log_bytes
-                .unwrap_or(crate::logs::DEFAULT_MAX_LOG_BYTES),
-        },
-    )
-    .await?;
-    let logs = copied.entries;
-
-    let mut manifest = Manifest {
-        kind: MANIFEST_KIND.to_owned(),
-        run: RunRecord {
-            kind: run.kind.as_str().to_owned(),
-            name: run.name.clone(),
-            namespace: run.namespace.clone(),
-            uid: run.uid.clone(),
-            outcome: run.outcome.as_str().to_owned(),
-            reason: run.reason.clone(),
-            start_time: run.start_time.clone(),
-            completion_time: run.completion_time.clone(),
-        },
-        repo: run.annotations.get(REPO_URL_ANNOTATION).cloned(),
-        sha: run.annotations.get(SHA_ANNOTATION).cloned(),
-        delivery_id: run.annotations.get(DELIVERY_ANNOTATION).cloned(),
-        rule: run.labels.get(run_contract::RULE_LABEL).cloned(),
-        git_ref: run.annotations.get(run_contract::REF_ANNOTATION).cloned(),
-        paths: run
-            .annotations
-            .get(run_contract::PATHS_ANNOTATION)
-            .and_then(|paths| serde_json::from_str(paths).ok())
-            .unwrap_or_default(),
-        workspaces,
-        skipped_workspaces: skipped,
-        logs,
-        cleanup_failures: Vec::new(),
-        results: run.results.clone(),
-        tekflux_version: env!("CARGO_PKG_VERSION").to_owned(),
-        archived_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    write_manifest(s3, bucket, &manifest_key, &manifest, &metadata).await?;
-    tracing::info!(
-        run = %run.name,
-        namespace = %run.namespace,
-        workspaces = manifest.workspaces.len(),
-        logs = manifest.logs.len(),
-        "run archived"
-    );
-    // Only a run archived now is reported: a redelivered event (the manifest exists) posts
-    // nothing, and a failure here is logged and counted, never the archive's.
-    report_outcome(&inner.status, run, &copied.failed_tasks).await;
-    if inner.storage.cleanup {
-        clean_up(&plan.archive, &mut manifest, &inner.cleanups, &manifest_at).await;
-    }
-    let reply = build_reply_event(incoming, &manifest, bucket, &manifest_key, false)?;
-    inner.replies.deliver(reply).await.map(Archived::New)
-}
-
-/// Archive failures: the store failing or holding something else, or the tree changing while
-/// it was read, is retried (503); a tree that cannot be read or a store refusing the
-/// configuration (credentials, permissions, a missing bucket) is a 500, which the Broker also
-/// retries before dead-lettering, since answering 2xx would lose the workspace.
-fn archive_failure(error: ArchiveError) -> Error {
-    if error.is_transient() {
-        Error::Unavailable(error.to_string())
-    } else {
-        Error::Internal(error.to_string())
-    }
-}
-
-/// Failures of run-complete's own S3 requests (manifest, logs), answered as archive failures
-/// are: 503 only when a retry may succeed.
-pub(crate) fn store_failure(failure: S3Failure) -> Error {
-    if failure.is_transient() {
-        Error::Unavailable(failure.to_string())
-    } else {
-        Error::Internal(failure.to_string())
-    }
-}
-
-async fn read_manifest(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<Manifest>> {
-    let object = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => object,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
-        {
-            return Ok(None);
-        }
-        Err(error) => {
-            return Err(store_failure(S3Failure::from_sdk(
-                "GetObject",
-                bucket,
-                key,
-                &error,
-            )));
-        }
-    };
-    let bytes = object.body.collect().await.map_err(|error| {
-        store_failure(S3Failure::unavailable(
-            "GetObject",
-            bucket,
-            key,
-            format!("reading the body failed: {error}"),
-        ))
-    })?;
-    match serde_json::from_slice(&bytes.into_bytes()) {
-        Ok(manifest) => Ok(Some(manifest)),
-        Err(error) => {
-            // Not ours, or from an incompatible version: archive again and overwrite it.
-            tracing::warn!(key, %error, "existing manifest is unreadable; archiving again");
-            Ok(None)
-        }
-    }
-}
-
-async fn write_manifest(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    manifest: &Manifest,
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
-    let body = serde_json::to_vec_pretty(manifest)
-        .map_err(|error| Error::Internal(format!("cannot serialise the manifest: {error}")))?;
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .set_metadata(Some(metadata.clone().into_iter().collect()))
-        .body(body.into())
-        .send()
-        .await
-        .map_err(|error| store_failure(S3Failure::from_sdk("PutObject", bucket, key, &error)))?;
-    Ok(())
-}
-
-/// Where a run's manifest is stored, and the object metadata it is stored with.
-struct ManifestAt<'a> {
-    s3: &'a aws_sdk_s3::Client,
-    bucket: &'a str,
-    key: &'a str,
-    metadata: &'a BTreeMap<String, String>,
-}
-
-/// Frees the run's archived directories and records in the manifest those it could not free
-/// (or, on a later delivery, that they are free now). The manifest is rewritten only when that
-/// record changes. A failed rewrite is logged: the archive stays valid and the failure is
-/// already counted and logged by [`remove_archived`].
-async fn clean_up(
-    dirs: &[WorkspaceDir],
-    manifest: &mut Manifest,
-    cleanups: &CounterFamily,
-    at: &ManifestAt<'_>,
-) {
-    let failures = remove_archived(dirs, manifest, cleanups).await;
-    if failures == manifest.cleanup_failures {
-        return;
-    }
-    manifest.cleanup_failures = failures;
-    if let Err(error) = write_manifest(at.s3, at.bucket, at.key, manifest, at.metadata).await {
-        tracing::error!(
-            key = at.key,
-            %error,
-            "recording the clean-up in the manifest failed"
-        );
-    }
-}
-
-/// Removes the archived workspaces. A failure leaves the archive valid, so it is not a failed
-/// delivery, but it must not be silent: the claim would fill up. Each failure is logged at
-/// `error`, counted in `tekflux_run_complete_cleanups_total{outcome="failed"}` and returned for
-/// the manifest. A directory that is gone now but failed on an earlier delivery keeps that
-/// record: the removal renames it aside first, so what was left lies under the aside name the
-/// recorded error names.
-async fn remove_archived(
-    dirs: &[WorkspaceDir],
-    manifest: &Manifest,
-    cleanups: &CounterFamily,
-) -> Vec<CleanupFailure> {
-    let mut failures = Vec::new();
-    for dir in dirs {
-        let archived = manifest
-            .workspaces
-            .iter()
-            .any(|archived| archived.workspace == dir.workspace);
-        if !archived || !dir.removable() {
-            continue;
-        }
-        let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || target.remove()).await;
-        let error = match removed {
-            Ok(Ok(())) => {
-                cleanups.inc(&["removed"]);
-                tracing::info!(dir = %dir.dir.display(), "workspace removed");
-                continue;
-            }
-            Ok(Err(ArchiveError::SourceMissing { .. })) => {
-                failures.extend(
-                    manifest
-                        .cleanup_failures
-                        .iter()
-                        .filter(|earlier| earlier.workspace == dir.workspace)
-                        .cloned(),
-                );
-                continue;
-            }
-            Ok(Err(error)) => tekflux_common::error::plain_chain(&error),
-            Err(error) => format!("the removal stopped: {error}"),
-        };
-        cleanups.inc(&["failed"]);
-        tracing::error!(
-            dir = %dir.dir.display(),
-            %error,
-            "removing the archived workspace failed: the claim keeps its files (run-complete \
-             needs the security context knative/base gives it to remove what runs wrote: \
-             README, \"Deployment\")"
-        );
-        failures.push(CleanupFailure {
-            workspace: dir.workspace.clone(),
-            dir: dir.dir.display().to_string(),
-            error,
-        });
-    }
-    failures
-}
-
-/// The commit status of a finished run: under the context git-push reported `pending` with
-/// (its annotation), when the run's provider reports statuses in this config.
-/// `failed_tasks` (a PipelineRun's failed or timed-out tasks) are named in the description.
-pub fn outcome_report(
-    status: &StatusReporter,
-    run: &FinishedRun,
-    failed_tasks: &[String],
-) -> Option<StatusReport> {
-    let context = run
-        .annotations
-        .get(run_contract::STATUS_CONTEXT_ANNOTATION)?;
-    let provider = run.labels.get(run_contract::PROVIDER_LABEL)?;
-    let provider = tekflux_common::config::GitProvider::ALL
-        .into_iter()
-        .find(|p| p.as_str() == provider)?;
-    let settings = status.settings(provider)?;
-    let repo_url = run.annotations.get(REPO_URL_ANNOTATION)?;
-    let sha = run.annotations.get(SHA_ANNOTATION)?;
-    let state = build_state(run);
-    let rule = run
-        .labels
-        .get(run_contract::RULE_LABEL)
-        .map_or("", String::as_str);
-    let variables = BTreeMap::from([
-        ("namespace", run.namespace.as_str()),
-        ("name", run.name.as_str()),
-        ("kind", run.kind.as_str()),
-        ("uid", run.uid.as_str()),
-        ("rule", rule),
-        ("sha", sha.as_str()),
-    ]);
-    let mut description = format!("{}: {}", run.name, run.outcome.as_str());
-    if let Some(duration) = run_duration(run) {
-        description.push_str(&format!(" in {}", short_duration(duration)));
-    }
-    if state != BuildState::Success
-        && let Some(reason) = &run.reason
-    {
-        if failed_tasks.is_empty() {
-            description.push_str(&format!(" ({reason})"));
-        } else {
-            description.push_str(&format!(" ({reason}: {})", failed_tasks.join(", ")));
-        }
-    }
-    Some(StatusReport {
-        provider,
-        repo_url: repo_url.clone(),
-        sha: sha.clone(),
-        git_ref: run.annotations.get(run_contract::REF_ANNOTATION).cloned(),
-        context: context.clone(),
-        state,
-        description,
-        target_url: settings
-            .target_url
-            .as_deref()
-            .map(|template| render_target_url(template, &variables)),
-    })
-}
-
-/// Tekton's `Succeeded` reasons for cancelled and timed-out runs (`Cancelled`,
-/// `PipelineRunCancelled`, `StoppedRunFinally`, `PipelineRunTimeout`, `TaskRunTimeout`) as the
-/// closest build state.
-fn build_state(run: &FinishedRun) -> BuildState {
-    let reason = run.reason.as_deref().unwrap_or_default();
-    match run.outcome {
-        crate::tekton::Outcome::Succeeded => BuildState::Success,
-        _ if reason.contains("Timeout") || reason.contains("TimedOut") => BuildState::TimedOut,
-        _ if reason.contains("Cancel") || reason.contains("Stopped") => BuildState::Cancelled,
-        _ => BuildState::Failure,
-    }
-}
-
-fn run_duration(run: &FinishedRun) -> Option<std::time::Duration> {
-    let parse = |time: &Option<String>| chrono::DateTime::parse_from_rfc3339(time.as_deref()?).ok();
-    let (start, end) = (parse(&run.start_time)?, parse(&run.completion_time)?);
-    (end - start).to_std().ok()
-}
-
-async fn report_outcome(status: &StatusReporter, run: &FinishedRun, failed_tasks: &[String]) {
-    if let Some(report) = outcome_report(status, run, failed_tasks) {
-        status.report(&report).await;
-    }
 }

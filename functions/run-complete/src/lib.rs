@@ -10,14 +10,17 @@
 //! - [`logs`] copies step logs from the pods/log API.
 //! - [`s3_client`] builds the S3 client from the SDK's chain and the config file.
 //! - [`manifest`] is the record written last; [`reply`] the event answered.
-//! - [`app`] ties them into the HTTP function; [`dead_letters`] keeps what the Broker could not
-//!   deliver, on the same Service.
+//! - [`app`] ties them into the HTTP function, [`archiving`] archives one verified run and
+//!   [`outcome`] is the commit status it reports; [`dead_letters`] keeps what the Broker could
+//!   not deliver, on the same Service.
 
 pub mod app;
 pub mod archive;
+pub mod archiving;
 pub mod dead_letters;
 pub mod logs;
 pub mod manifest;
+pub mod outcome;
 pub mod plan;
 pub mod reply;
 pub mod s3_client;

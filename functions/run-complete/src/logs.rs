@@ -260,7 +260,7 @@ async fn copy_step_log(
         .send()
         .await
         .map_err(|error| {
-            crate::app::store_failure(crate::archive::S3Failure::from_sdk(
+            tekflux_common::Error::from(crate::archive::S3Failure::from_sdk(
                 "PutObject",
                 target.bucket,
                 &key,

@@ -21,6 +21,8 @@
 //! - [`S3Failure`] says what an S3 request's failure means in plain words and whether it is
 //!   worth a retry ([`S3ErrorKind`]).
 
+mod chunk_sink;
+mod error;
 mod restore;
 mod s3_error;
 mod tar_stream;

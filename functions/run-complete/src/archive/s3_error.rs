@@ -145,6 +145,20 @@ impl fmt::Display for S3Failure {
     }
 }
 
+/// How the function answers its own S3 requests' failures (manifest, logs, archives): 503 only
+/// when a retry may succeed; a store refusing the configuration (credentials, permissions, a
+/// missing bucket) is a 500, which the Broker also retries before dead-lettering. The message
+/// holds the whole reason: the SDK's error is not kept, since its words hold raw headers.
+impl From<S3Failure> for tekflux_common::Error {
+    fn from(failure: S3Failure) -> Self {
+        if failure.is_transient() {
+            Self::Unavailable(failure.to_string())
+        } else {
+            Self::Internal(failure.to_string())
+        }
+    }
+}
+
 const CHECK_KEYS: &str = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the Tekton Tasks \
                           read them from the tekflux-s3 Secret) against the store's keys";
 const RETRY: &str = "retrying later may succeed";

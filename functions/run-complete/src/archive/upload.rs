@@ -1,8 +1,7 @@
 //! Streaming an archive to S3 (multipart, bounded memory) and checking what the store holds.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::path::PathBuf;
+
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -14,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::Progress;
+use super::chunk_sink::ChunkSink;
+pub use super::error::ArchiveError;
 use super::s3_error::S3Failure;
 use super::tar_stream::{TarSummary, write_archive};
 use super::tree::Tree;
@@ -115,180 +116,6 @@ pub struct VerifiedObject {
     pub bytes: u64,
     /// Their sha256, lowercase hex.
     pub sha256: String,
-}
-
-/// Why an archive could not be written, uploaded or verified.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    /// The directory to archive does not exist.
-    #[error("the directory to archive, {}, does not exist", path.display())]
-    SourceMissing {
-        /// The missing directory.
-        path: PathBuf,
-    },
-    /// The path to archive exists but is not a directory.
-    #[error("{} is not a directory", path.display())]
-    NotADirectory {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// A component of a run's directory is a symbolic link, which is never followed.
-    #[error(
-        "{} is a symbolic link; a run's directory is never reached through one",
-        path.display()
-    )]
-    Symlink {
-        /// The link.
-        path: PathBuf,
-    },
-    /// A file or directory inside the tree could not be read.
-    #[error("reading {} failed: {source}", path.display())]
-    Source {
-        /// The entry that failed.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The tree changed while it was read: an entry was swapped for another (a symlink, say)
-    /// between being looked at and opened, vanished, or shrank. Nothing outside the tree was
-    /// read; the archive is abandoned and may succeed once the tree is settled.
-    #[error(
-        "the tree changed while it was read: {} {detail}; the archive is abandoned",
-        path.display()
-    )]
-    Changed {
-        /// The entry that changed.
-        path: PathBuf,
-        /// How.
-        detail: &'static str,
-    },
-    /// The tree holds more file content than the archive may (`storage.maxArchiveBytes`).
-    #[error(
-        "the tree holds more than {limit} bytes of file content (storage.maxArchiveBytes), \
-         found at {}; it is not archived",
-        path.display()
-    )]
-    TooLarge {
-        /// The file that crossed the limit, not read.
-        path: PathBuf,
-        /// The limit, in bytes.
-        limit: u64,
-    },
-    /// The tree holds more entries than the archive may (`storage.maxArchiveEntries`).
-    #[error(
-        "the tree holds more than {limit} entries (storage.maxArchiveEntries), the last at {}; \
-         it is not archived",
-        path.display()
-    )]
-    TooManyEntries {
-        /// The entry that crossed the limit.
-        path: PathBuf,
-        /// The limit.
-        limit: u64,
-    },
-    /// Removing a tree failed part way: the OS refused to unlink an entry.
-    #[error("removing {} failed: {source}", path.display())]
-    Remove {
-        /// The entry that could not be removed.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// Writing the compressed stream failed (in the uploader, this means it stopped listening).
-    #[error("writing the archive stream failed: {0}")]
-    Output(io::Error),
-    /// The options cannot produce a valid upload.
-    #[error("invalid archive options: {0}")]
-    InvalidOptions(String),
-    /// An S3 request failed (see [`S3Failure::kind`]).
-    #[error("{0}")]
-    S3(Box<S3Failure>),
-    /// The store holds a different size or sha256 than what was streamed.
-    #[error("{key} in the store does not match the archive: {detail}")]
-    Mismatch {
-        /// The object key.
-        key: String,
-        /// Expected against found.
-        detail: String,
-    },
-    /// The thread producing the archive panicked or was cancelled.
-    #[error("the archive producer stopped unexpectedly: {0}")]
-    Producer(String),
-}
-
-impl ArchiveError {
-    /// Whether the same request may succeed later (the handler answers 503): the store was
-    /// unreachable, overloaded or failing, what it stored does not match what was sent, or
-    /// the tree changed while it was read.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::S3(failure) => failure.is_transient(),
-            // The tree was read in full and the store kept something else: a new upload is the
-            // remedy, not a different request.
-            Self::Mismatch { .. } => true,
-            // A step still writing settles; a tamperer keeps failing until dead-lettered, and
-            // nothing outside the tree is read either way.
-            Self::Changed { .. } => true,
-            Self::SourceMissing { .. }
-            | Self::NotADirectory { .. }
-            | Self::Symlink { .. }
-            | Self::Source { .. }
-            | Self::TooLarge { .. }
-            | Self::TooManyEntries { .. }
-            | Self::Remove { .. }
-            | Self::Output(_)
-            | Self::InvalidOptions(_)
-            | Self::Producer(_) => false,
-        }
-    }
-
-    /// A short stable name for metric labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::SourceMissing { .. } => "source_missing",
-            Self::NotADirectory { .. } => "not_a_directory",
-            Self::Symlink { .. } => "symlink",
-            Self::Source { .. } => "source",
-            Self::Changed { .. } => "changed",
-            Self::TooLarge { .. } => "too_large",
-            Self::TooManyEntries { .. } => "too_many_entries",
-            Self::Remove { .. } => "remove",
-            Self::Output(_) => "output",
-            Self::InvalidOptions(_) => "invalid_options",
-            Self::S3(_) => "s3",
-            Self::Mismatch { .. } => "mismatch",
-            Self::Producer(_) => "producer",
-        }
-    }
-
-    /// The S3 failure behind this error, if it is one.
-    pub fn s3_failure(&self) -> Option<&S3Failure> {
-        match self {
-            Self::S3(failure) => Some(failure),
-            _ => None,
-        }
-    }
-
-    /// Names `endpoint` in an S3 failure's message.
-    #[must_use]
-    pub fn at(self, endpoint: &str) -> Self {
-        match self {
-            Self::S3(failure) => Self::S3(Box::new(failure.at(endpoint))),
-            other => other,
-        }
-    }
-
-    fn s3<E>(
-        operation: &'static str,
-        bucket: &str,
-        key: &str,
-        error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> Self
-    where
-        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Self::S3(Box::new(S3Failure::from_sdk(operation, bucket, key, error)))
-    }
 }
 
 /// Archives `tree` (see [`write_archive`]) straight into `s3://bucket/key`, with
@@ -649,84 +476,4 @@ async fn check_stored_size(
         });
     }
     Ok(())
-}
-
-/// The compressed stream's end: cuts it into parts for the uploader and counts and hashes it
-/// on the way.
-struct ChunkSink {
-    sender: mpsc::Sender<Bytes>,
-    /// Buffers of parts already uploaded, to fill again.
-    recycled: std::sync::mpsc::Receiver<BytesMut>,
-    buffer: BytesMut,
-    part_size: usize,
-    hasher: Sha256,
-    bytes: u64,
-    progress: Progress,
-}
-
-impl ChunkSink {
-    fn new(
-        sender: mpsc::Sender<Bytes>,
-        recycled: std::sync::mpsc::Receiver<BytesMut>,
-        part_size: usize,
-        progress: Progress,
-    ) -> Self {
-        Self {
-            progress,
-            sender,
-            recycled,
-            buffer: BytesMut::with_capacity(part_size),
-            part_size,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Hands the full buffer to the uploader, then takes a buffer to fill: only afterwards, so
-    /// that while the producer waits for the channel it holds no second one.
-    fn send_buffer(&mut self) -> io::Result<()> {
-        self.hand_over()?;
-        self.buffer = match self.recycled.try_recv() {
-            Ok(mut buffer) if buffer.capacity() >= self.part_size => {
-                buffer.clear();
-                buffer
-            }
-            _ => BytesMut::with_capacity(self.part_size),
-        };
-        Ok(())
-    }
-
-    fn hand_over(&mut self) -> io::Result<()> {
-        let chunk = std::mem::take(&mut self.buffer).freeze();
-        self.sender
-            .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped"))
-    }
-
-    /// Sends the last, short part and returns the byte count and hex sha256.
-    fn finish(mut self) -> io::Result<(u64, String)> {
-        if !self.buffer.is_empty() {
-            self.hand_over()?;
-        }
-        Ok((self.bytes, hex::encode(self.hasher.finalize())))
-    }
-}
-
-impl Write for ChunkSink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = self.part_size - self.buffer.len();
-        let taken = &data[..data.len().min(room)];
-        self.buffer.extend_from_slice(taken);
-        self.hasher.update(taken);
-        self.bytes += taken.len() as u64;
-        self.progress.advance(taken.len() as u64);
-        if self.buffer.len() == self.part_size {
-            self.send_buffer()?;
-        }
-        Ok(taken.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
