@@ -56,15 +56,9 @@ const STORAGE_OVERRIDES: &[(&str, &str)] = &[
     (vars::S3_CLEANUP, "storage.cleanup"),
 ];
 
-/// Credentials (each also as `<NAME>_FILE`, a file holding it) and the senders' switch.
+/// The senders' credential (also as `<NAME>_FILE`, a file holding it) and switch; the
+/// providers' credentials come from the provider table.
 const CREDENTIAL_OVERRIDES: &[(&str, &str)] = &[
-    (vars::GITHUB_SECRET, "providers.github.secret"),
-    (vars::GITLAB_TOKEN, "providers.gitlab.token"),
-    (vars::GITEA_SECRET, "providers.gitea.secret"),
-    (vars::FORGEJO_SECRET, "providers.forgejo.secret"),
-    (vars::BITBUCKET_SECRET, "providers.bitbucket.secret"),
-    (vars::FLUX_SECRET, "providers.flux.secret"),
-    (vars::REGISTRY_TOKEN, "providers.registry.token"),
     (vars::EVENTS_TOKEN, "events.token"),
     (vars::EVENTS_INSECURE, "events.insecure"),
 ];
@@ -88,20 +82,31 @@ pub fn help(reader: Reader) -> String {
             "config file (`tekflux --config` wins; default ./tekflux.yaml, else built-in defaults)",
         ),
     ];
-    let overrides: Vec<&(&str, &str)> = match reader {
+    let provider_credentials = crate::provider::all().map(|spec| {
+        let key = format!("providers.{}.{}", spec.key, spec.secret.key());
+        (spec.vars.value, key)
+    });
+    let owned = |(name, key): &(&'static str, &str)| (*name, (*key).to_owned());
+    let overrides: Vec<(&str, String)> = match reader {
         Reader::Serve | Reader::Config => SERVER_OVERRIDES
             .iter()
             .chain(STORAGE_OVERRIDES)
-            .chain(CREDENTIAL_OVERRIDES)
+            .map(owned)
+            .chain(provider_credentials)
+            .chain(CREDENTIAL_OVERRIDES.iter().map(owned))
             .collect(),
-        Reader::Transfer | Reader::Send => STORAGE_OVERRIDES.iter().collect(),
-        Reader::Trace => TRACE_OVERRIDES.iter().chain(STORAGE_OVERRIDES).collect(),
+        Reader::Transfer | Reader::Send => STORAGE_OVERRIDES.iter().map(owned).collect(),
+        Reader::Trace => TRACE_OVERRIDES
+            .iter()
+            .chain(STORAGE_OVERRIDES)
+            .map(owned)
+            .collect(),
     };
     for (name, key) in overrides {
         let key = if key.ends_with(".secret") || key.ends_with(".token") {
             format!("{key} (or {name}_FILE, a file holding it)")
         } else {
-            (*key).to_owned()
+            key
         };
         lines.push(row(name, &format!("overrides {key}")));
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod environment;
 pub mod error;
 pub mod metrics;
+pub mod provider;
 pub mod run_contract;
 pub mod sender;
 pub mod server;

@@ -1,10 +1,10 @@
-//! What every function's `main` does before it serves: load and validate the config (exit 64
-//! when invalid, before any runtime work), set up tracing, and serve the function's routes inside
-//! the common scaffolding until SIGTERM.
+//! What every function's `main` does before it serves: load and validate the config (an error
+//! that `main` turns into exit 64, before any runtime work), set up tracing, and serve the
+//! function's routes inside the common scaffolding until SIGTERM.
 
 use crate::clients::{self, KubeConnection};
-use crate::cloudevent::ReplySink;
-use crate::config::{self, Config, EX_USAGE, Env, Sections};
+use crate::cloudevent::{ReplySink, SinkError};
+use crate::config::{self, Check, Config, ConfigError, EX_USAGE, Env, Sections};
 use crate::server::{self, ServerState};
 use crate::telemetry;
 use axum::Router;
@@ -40,6 +40,39 @@ pub fn function_arguments(binary: &str, about: &str) -> Option<ExitCode> {
     })
 }
 
+/// Why a process cannot start: its config or its `K_SINK` is invalid. `main` prints
+/// [`StartupError::report`] and exits with [`StartupError::exit_code`] (64).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config file, its overrides or its secrets.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `K_SINK` is not a URL replies can be sent to.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl StartupError {
+    /// A stable label for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StartupError::Config(error) => error.kind(),
+            StartupError::Sink(_) => "sink",
+        }
+    }
+
+    /// What `main` prints before it exits: a first line saying the configuration is invalid,
+    /// then every problem.
+    pub fn report(&self) -> String {
+        format!("tekflux: invalid configuration\n{self}")
+    }
+
+    /// The exit code: 64 (`EX_USAGE`), as for every configuration error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(EX_USAGE as u8)
+    }
+}
+
 /// The process environment, the validated config and the scaffolding state of one process.
 #[derive(Debug)]
 pub struct Startup {
@@ -49,22 +82,32 @@ pub struct Startup {
     pub config: Config,
     /// Metrics, readiness and server settings shared with the function.
     pub server: ServerState,
+    /// Where replies go, from `K_SINK` (checked before anything starts).
+    replies: ReplySink,
     /// The Kubernetes connection, made once for every function the process serves.
     kube: tokio::sync::OnceCell<Option<KubeConnection>>,
 }
 
 impl Startup {
-    /// Reads the environment and the config (exiting with 64 on invalid config), and installs
-    /// the tracing subscriber.
-    pub fn from_process() -> Self {
+    /// Reads the environment and the config, and installs the tracing subscriber; an invalid
+    /// config or `K_SINK` is an error for `main` to report (exit 64).
+    pub fn from_process() -> Result<Self, StartupError> {
         Self::from_env(Env::from_process())
     }
 
     /// [`Startup::from_process`] with a given environment (the CLI's `--config` sets
     /// `TEKFLUX_CONFIG` in it).
-    pub fn from_env(env: Env) -> Self {
+    pub fn from_env(env: Env) -> Result<Self, StartupError> {
+        Self::from_env_checked(env, &[])
+    }
+
+    /// [`Startup::from_env`], with the served functions' own config `checks` (git-push's rule
+    /// compilation), so `serve` refuses exactly what `check-config` refuses, at the same
+    /// positions.
+    pub fn from_env_checked(env: Env, checks: &[Check]) -> Result<Self, StartupError> {
         // Serving uses every section: all of it is resolved and checked before anything starts.
-        let config = config::load_or_exit(&env, Sections::ALL);
+        let config = config::load(&env, Sections::ALL, checks)?;
+        let replies = ReplySink::new(env.get_non_empty(K_SINK).map(str::to_owned))?;
         telemetry::init(
             env.get(telemetry::RUST_LOG),
             env.get(telemetry::LOG_FORMAT),
@@ -75,10 +118,11 @@ impl Startup {
             env,
             config,
             server,
+            replies,
             kube: tokio::sync::OnceCell::new(),
         };
         tracing::info!(config = %startup.config_origin(), "configuration loaded");
-        startup
+        Ok(startup)
     }
 
     /// The Kubernetes client, built once per process (see [`clients::kube_connection`]), with
@@ -115,15 +159,9 @@ impl Startup {
         config::ConfigSource::from_env(&self.env).origin()
     }
 
-    /// Where replies go (`K_SINK`, or the HTTP response); an invalid `K_SINK` exits with 64.
+    /// Where replies go (`K_SINK`, or the HTTP response).
     pub fn reply_sink(&self) -> ReplySink {
-        match ReplySink::new(self.env.get_non_empty(K_SINK).map(str::to_owned)) {
-            Ok(sink) => sink,
-            Err(error) => {
-                eprintln!("tekflux: invalid configuration\n{error}");
-                std::process::exit(EX_USAGE)
-            }
-        }
+        self.replies.clone()
     }
 
     /// Serves `routes` inside the common scaffolding (health, readiness, metrics, limits) until

@@ -983,6 +983,39 @@ fn bad_overrides_name_the_variable() {
 }
 
 #[test]
+fn an_override_naming_a_misspelled_provider_is_an_error_naming_the_known_ones() {
+    for variable in [
+        "TEKFLUX_GITLBA_TOKEN",
+        "TEKFLUX_GITHB_SECRET_FILE",
+        "TEKFLUX_BITBUCKIT_STATUS_TOKEN",
+    ] {
+        let message = error(BASE, &Env::new().with(variable, "s3cr3t-value"));
+        assert!(
+            message.starts_with(&format!("environment variable {variable}: ")),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("known providers: github, gitlab, gitea, forgejo, bitbucket, flux, registry"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cr3t-value"), "{message}");
+    }
+    // Nothing lands in another provider's settings, GitHub's least of all.
+    let config = load(
+        "providers:\n  github: { insecure: true }\n",
+        &Env::new().with("TEKFLUX_GITHUB_SECRET", "gh"),
+    )
+    .unwrap();
+    assert_eq!(config.providers.github.unwrap().secret.unwrap().expose(), b"gh");
+    // Variables of that shape that belong to other tools, and the senders' token, are no
+    // provider's.
+    for variable in ["TEKFLUX_TEST_S3_SECRET", "TEKFLUX_EVENTS_TOKEN"] {
+        assert!(load(BASE, &Env::new().with(variable, "x")).is_ok(), "{variable}");
+    }
+}
+
+#[test]
 fn secret_values_from_overrides_never_appear_in_errors() {
     let env = Env::new()
         .with("TEKFLUX_GITHUB_SECRET", "gh-literal-value")

@@ -36,6 +36,11 @@ impl Env {
         self.get(name).filter(|value| !value.is_empty())
     }
 
+    /// The names of every variable set, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+
     /// Returns this environment with `name` set to `value` (for tests and the CLI).
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.insert(name.into(), value.into());

@@ -33,20 +33,6 @@ pub const AUDIENCE: &str = "audience";
 /// `events.oidc.*.senders`.
 pub const SENDERS: &str = "senders";
 
-/// `providers.github`.
-pub const GITHUB: &str = "github";
-/// `providers.gitlab`.
-pub const GITLAB: &str = "gitlab";
-/// `providers.gitea`.
-pub const GITEA: &str = "gitea";
-/// `providers.forgejo`.
-pub const FORGEJO: &str = "forgejo";
-/// `providers.bitbucket`.
-pub const BITBUCKET: &str = "bitbucket";
-/// `providers.flux`.
-pub const FLUX: &str = "flux";
-/// `providers.registry`.
-pub const REGISTRY: &str = "registry";
 /// `providers.*.secret`.
 pub const SECRET: &str = "secret";
 /// `providers.gitlab.token`.
@@ -145,3 +131,5 @@ pub const BRANCHES: &str = "branches";
 pub const TAGS: &str = "tags";
 /// `releases[].values`.
 pub const VALUES: &str = "values";
+/// `releases[].from.registry`.
+pub const REGISTRY: &str = "registry";

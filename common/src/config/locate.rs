@@ -40,6 +40,31 @@ impl FieldPath {
         path.0.push(Segment::Index(index));
         path
     }
+
+    /// A path as [`FieldPath`]'s `Display` prints it (`repositories[2].branches[0]`), for
+    /// checks that name fields as text. A key holding `.` or `[` cannot be told apart from
+    /// nesting: it is read as nesting, which still locates its nearest ancestor.
+    pub fn parse(text: &str) -> Self {
+        let mut path = Self::root();
+        for part in text.split('.').filter(|part| !part.is_empty()) {
+            let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+            if !key.is_empty() {
+                path = path.key(key);
+            }
+            while let Some(inner) = rest.strip_prefix('[') {
+                let Some((index, after)) = inner.split_once(']') else {
+                    path = path.key(rest);
+                    break;
+                };
+                path = match index.parse() {
+                    Ok(index) => path.index(index),
+                    Err(_) => path.key(index),
+                };
+                rest = after;
+            }
+        }
+        path
+    }
 }
 
 impl fmt::Display for FieldPath {
@@ -199,6 +224,23 @@ repositories:
     fn aliases_point_at_their_anchor() {
         let rules = FieldPath::root().key("repositories");
         assert_eq!(at(rules.index(2).key("url")), (3, 8));
+    }
+
+    #[test]
+    fn printed_paths_parse_back() {
+        for text in [
+            "repositories",
+            "repositories[2].branches[0]",
+            "repositories[0].workspaces.shared-data.claim",
+            "a[1][2].b",
+        ] {
+            assert_eq!(FieldPath::parse(text).to_string(), text);
+        }
+        assert_eq!(FieldPath::parse(""), FieldPath::root());
+        assert_eq!(
+            FieldPath::parse("repositories[1].url"),
+            FieldPath::root().key("repositories").index(1).key("url")
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod model;
 mod overrides;
 mod plain;
 mod ref_glob;
+mod releases;
+mod repositories;
 mod secret;
 mod validate;
 pub mod vars;
@@ -27,18 +29,20 @@ pub mod vars;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::provider::GitProvider;
 pub use duration::parse_go_duration;
 pub use env::Env;
+pub use locate::FieldPath;
 pub use model::*;
 pub use ref_glob::RefGlob;
+pub use releases::*;
+pub use repositories::*;
 pub use secret::{Secret, SecretSource};
 pub use validate::{
-    BindingProblem, COMPRESSION_LEVELS, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS, PART_SIZE_MIB,
-    WELL_KNOWN_HOSTS, bound_provider, is_dns1123_label, is_dns1123_subdomain, looks_like_git_url,
+    BindingProblem, COMPRESSION_LEVELS, Finding, MAX_RULE_NAME_LEN, MAX_TIMEOUT_SECONDS,
+    PART_SIZE_MIB, bound_provider, is_dns1123_label, is_dns1123_subdomain, looks_like_git_url,
     path_covers, url_host,
 };
-
-use locate::FieldPath;
 
 /// The config file read when `TEKFLUX_CONFIG` is unset, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "tekflux.yaml";
@@ -251,6 +255,12 @@ impl ConfigError {
         }
     }
 
+    /// What `main` prints before it exits with [`EX_USAGE`]: a first line saying the config is
+    /// invalid, then every problem.
+    pub fn report(&self) -> String {
+        format!("tekflux: invalid configuration\n{self}")
+    }
+
     /// The problems found, in order (one for `Parse`, none for `Read`).
     pub fn problems(&self) -> &[Problem] {
         match self {
@@ -275,32 +285,33 @@ impl Config {
         env: &Env,
         sections: Sections,
     ) -> Result<Config, ConfigError> {
-        match source {
-            ConfigSource::Embedded => {
-                Self::from_yaml_sections(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env, sections)
-            }
-            ConfigSource::File(path) => Self::from_file(path, env, sections),
+        Self::load_checked(source, env, sections, &[])
+    }
+
+    /// [`Config::load_sections`], then the function's own `checks` when the common rules pass.
+    pub fn load_checked(
+        source: &ConfigSource,
+        env: &Env,
+        sections: Sections,
+        checks: &[Check],
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match source {
+            ConfigSource::Embedded => (EMBEDDED_DEFAULTS.to_owned(), EMBEDDED_ORIGIN.to_owned()),
+            ConfigSource::File(path) => (read(path)?, path.display().to_string()),
             ConfigSource::FileIfPresent(path) => match std::fs::metadata(path) {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    Self::from_yaml_sections(EMBEDDED_DEFAULTS, EMBEDDED_ORIGIN, env, sections)
+                    (EMBEDDED_DEFAULTS.to_owned(), EMBEDDED_ORIGIN.to_owned())
                 }
-                _ => Self::from_file(path, env, sections),
+                _ => (read(path)?, path.display().to_string()),
             },
-        }
+        };
+        Self::from_yaml_checked(&text, &origin, env, sections, checks)
     }
 
     /// Loads the config from where `env` says ([`ConfigSource::from_env`]), every section
     /// checked.
     pub fn load_from_env(env: &Env) -> Result<Config, ConfigError> {
         Self::load(&ConfigSource::from_env(env), env)
-    }
-
-    fn from_file(path: &Path, env: &Env, sections: Sections) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_owned(),
-            cause,
-        })?;
-        Self::from_yaml_sections(&text, &path.display().to_string(), env, sections)
     }
 
     /// Parses, overrides, resolves and validates `text`, every section; `origin` names it in
@@ -317,6 +328,18 @@ impl Config {
         env: &Env,
         sections: Sections,
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_checked(text, origin, env, sections, &[])
+    }
+
+    /// [`Config::from_yaml_sections`], then the function's own `checks` when the common rules
+    /// pass (their findings are located in `text` the same way).
+    pub fn from_yaml_checked(
+        text: &str,
+        origin: &str,
+        env: &Env,
+        sections: Sections,
+        checks: &[Check],
+    ) -> Result<Config, ConfigError> {
         let deserializer = serde_norway::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| ConfigError::Parse(parse_problem(&error, origin)))?;
@@ -327,7 +350,7 @@ impl Config {
             .filter(|bad| sections.includes(bad.part))
             .map(|bad| Problem {
                 location: Location::Env {
-                    variable: bad.variable.to_owned(),
+                    variable: bad.variable,
                 },
                 path: String::new(),
                 message: bad.message,
@@ -339,6 +362,13 @@ impl Config {
             Vec::new()
         };
         findings.extend(validate::validate(&config, sections));
+        // A function's own checks see only a config the common rules accept, so one mistake
+        // is not reported twice in two wordings.
+        if problems.is_empty() && findings.is_empty() {
+            for check in checks {
+                findings.extend(check(&config));
+            }
+        }
 
         let locate = |path: &FieldPath| match overridden.get(path) {
             Some(variable) => Location::Env {
@@ -375,34 +405,30 @@ impl Config {
     }
 }
 
+/// A check that a function runs on a config the common rules accept, such as git-push
+/// compiling its routing table: what it finds is reported like the common rules' findings,
+/// at `file:line:column: field`, by `check-config` and `serve` alike.
+pub type Check = fn(&Config) -> Vec<Finding>;
+
 /// Loads the config as `main` does, before any runtime starts, with the `sections` the command
-/// uses: on error, prints every problem to stderr and exits with [`EX_USAGE`] (64), so a bad
-/// ConfigMap shows in `kubectl logs` and the pod's restart reason rather than as a half-working
-/// service.
-pub fn load_or_exit(env: &Env, sections: Sections) -> Config {
-    match Config::load_sections(&ConfigSource::from_env(env), env, sections) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("tekflux: invalid configuration\n{error}");
-            std::process::exit(EX_USAGE)
-        }
-    }
+/// uses and the function's own `checks`. On error, `main` prints [`ConfigError::report`] and
+/// exits with [`EX_USAGE`] (64), so a bad ConfigMap shows in `kubectl logs` and the pod's
+/// restart reason rather than as a half-working service.
+pub fn load(env: &Env, sections: Sections, checks: &[Check]) -> Result<Config, ConfigError> {
+    Config::load_checked(&ConfigSource::from_env(env), env, sections, checks)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        path: path.to_owned(),
+        cause,
+    })
 }
 
 fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
-    let providers = &mut config.providers;
-    let all = [
-        (keys::GITHUB, &mut providers.github),
-        (keys::GITLAB, &mut providers.gitlab),
-        (keys::GITEA, &mut providers.gitea),
-        (keys::FORGEJO, &mut providers.forgejo),
-        (keys::BITBUCKET, &mut providers.bitbucket),
-        (keys::FLUX, &mut providers.flux),
-        (keys::REGISTRY, &mut providers.registry),
-    ];
     let mut findings = Vec::new();
-    for (provider, settings) in all {
-        let Some(settings) = settings else { continue };
+    for (provider, settings) in config.providers.configured_mut() {
+        let path = FieldPath::root().key(keys::PROVIDERS).key(provider.key);
         let fields = [
             (keys::SECRET, &mut settings.secret),
             (keys::TOKEN, &mut settings.token),
@@ -412,19 +438,13 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
                 && let Err(message) = secret.resolve(env)
             {
                 findings.push(validate::Finding {
-                    path: FieldPath::root()
-                        .key(keys::PROVIDERS)
-                        .key(provider)
-                        .key(key),
+                    path: path.key(key),
                     message,
                 });
             }
         }
         if let Some(status) = settings.status.as_mut() {
-            let status_path = FieldPath::root()
-                .key(keys::PROVIDERS)
-                .key(provider)
-                .key(keys::STATUS);
+            let status_path = path.key(keys::STATUS);
             if let Some(token) = status.token.as_mut()
                 && let Err(message) = token.resolve(env)
             {
@@ -444,7 +464,7 @@ fn resolve_secrets(config: &mut Config, env: &Env) -> Vec<validate::Finding> {
         }
     }
     for (index, rule) in config.repositories.iter_mut().enumerate() {
-        if let Some(model::RuleStatus::Settings(status)) = &mut rule.status
+        if let Some(RuleStatus::Settings(status)) = &mut rule.status
             && let Some(token) = status.token.as_mut()
             && let Err(message) = token.resolve(env)
         {

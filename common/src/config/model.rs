@@ -2,15 +2,16 @@
 //!
 //! Keys are camelCase as in Kubernetes manifests, and unknown keys are rejected so that typos do
 //! not pass silently. Loading, validation, secret resolution and environment overrides live in the
-//! parent module; this file only says what the file may contain.
+//! parent module; this file only says what the file may contain, apart from the rules of
+//! `repositories` ([`super::repositories`]) and `releases` ([`super::releases`]).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::duration::parse_go_duration;
-
+use super::releases::ReleaseRule;
+use super::repositories::RepositoryRule;
 use super::secret::Secret;
+use crate::provider::{self, GitProvider, ProviderSpec};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,99 +47,106 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
-/// Webhook verification settings, one entry per provider.
+/// Webhook verification settings, one entry per row of the provider table
+/// ([`crate::provider`], which says each one's credential, variables and headers).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Providers {
-    /// GitHub and GitHub Enterprise Server (`X-Hub-Signature-256`).
+    /// GitHub and GitHub Enterprise Server.
     pub github: Option<ProviderSettings>,
-    /// GitLab (`X-Gitlab-Token`).
+    /// GitLab.
     pub gitlab: Option<ProviderSettings>,
-    /// Gitea (`X-Gitea-Signature`).
+    /// Gitea.
     pub gitea: Option<ProviderSettings>,
-    /// Forgejo (`X-Forgejo-Signature`, or Gitea's headers).
+    /// Forgejo.
     pub forgejo: Option<ProviderSettings>,
-    /// Bitbucket Cloud (`X-Hub-Signature`).
+    /// Bitbucket Cloud.
     pub bitbucket: Option<ProviderSettings>,
-    /// Flux's notification-controller, to release-changed (`generic-hmac`: `X-Signature`).
+    /// Flux's notification-controller, to release-changed.
     pub flux: Option<ProviderSettings>,
-    /// Container registries' push notifications, to release-changed (`Authorization` token).
+    /// Container registries' push notifications, to release-changed.
     pub registry: Option<ProviderSettings>,
 }
 
-/// A git provider: who sends pushes, and who a `repositories` rule is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GitProvider {
-    /// GitHub.com or GitHub Enterprise Server.
-    Github,
-    /// GitLab.com or self-managed GitLab.
-    Gitlab,
-    /// Gitea.
-    Gitea,
-    /// Forgejo.
-    Forgejo,
-    /// Bitbucket Cloud.
-    Bitbucket,
-}
-
-impl GitProvider {
-    /// Every git provider, in the order the config lists them.
-    pub const ALL: [GitProvider; 5] = [
-        GitProvider::Github,
-        GitProvider::Gitlab,
-        GitProvider::Gitea,
-        GitProvider::Forgejo,
-        GitProvider::Bitbucket,
-    ];
-
-    /// The lowercase name used in config keys, paths (`/webhooks/{provider}`) and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GitProvider::Github => "github",
-            GitProvider::Gitlab => "gitlab",
-            GitProvider::Gitea => "gitea",
-            GitProvider::Forgejo => "forgejo",
-            GitProvider::Bitbucket => "bitbucket",
-        }
-    }
-
-    /// The largest webhook body the provider sends, in bytes: git-push reads no more from a
-    /// webhook that says it comes from this provider (never more than `server.bodyLimit`).
-    ///
-    /// - GitHub: "payloads are capped at 25 MB" (GitHub's webhook docs).
-    /// - GitLab: 25 MB since GitLab 13.3 (gitlab-org/gitlab!38687; larger payloads are not sent).
-    /// - Bitbucket Cloud: 256 KB (larger webhooks fail on Bitbucket's side, BCLOUD-22312); 1 MiB
-    ///   leaves room.
-    /// - Gitea and Forgejo publish no cap (their commit lists are short, `PAYLOAD_COMMIT_LIMIT`),
-    ///   so 25 MiB like the others.
-    pub fn max_webhook_bytes(self) -> usize {
-        match self {
-            GitProvider::Bitbucket => 1024 * 1024,
-            GitProvider::Github
-            | GitProvider::Gitlab
-            | GitProvider::Gitea
-            | GitProvider::Forgejo => 25 * 1024 * 1024,
-        }
-    }
-}
-
-impl std::fmt::Display for GitProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A provider key that is no row of the provider table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{key:?} is not a provider; known providers: {}",
+    provider::known_keys()
+)]
+pub struct UnknownProvider {
+    /// The key as given.
+    pub key: String,
 }
 
 impl Providers {
+    /// Every entry, in the provider table's order ([`provider::all`]). Destructured, so a field
+    /// added to the struct without a row here does not compile; a test checks the order.
+    fn slots(&self) -> [&Option<ProviderSettings>; 7] {
+        let Providers {
+            github,
+            gitlab,
+            gitea,
+            forgejo,
+            bitbucket,
+            flux,
+            registry,
+        } = self;
+        [github, gitlab, gitea, forgejo, bitbucket, flux, registry]
+    }
+
+    /// [`Providers::slots`], mutably.
+    fn slots_mut(&mut self) -> [&mut Option<ProviderSettings>; 7] {
+        let Providers {
+            github,
+            gitlab,
+            gitea,
+            forgejo,
+            bitbucket,
+            flux,
+            registry,
+        } = self;
+        [github, gitlab, gitea, forgejo, bitbucket, flux, registry]
+    }
+
+    /// The entry of the provider `key`, when the file (or an override) has one.
+    pub fn get(&self, key: &str) -> Option<&ProviderSettings> {
+        let row = provider::all().position(|spec| spec.key == key)?;
+        self.slots()[row].as_ref()
+    }
+
+    /// The entry of the provider `key`, made empty first when there is none; an unknown key is
+    /// an error, never another provider's entry.
+    pub fn entry(&mut self, key: &str) -> Result<&mut ProviderSettings, UnknownProvider> {
+        let unknown = || UnknownProvider {
+            key: key.to_owned(),
+        };
+        let row = provider::all()
+            .position(|spec| spec.key == key)
+            .ok_or_else(unknown)?;
+        let slot = self.slots_mut().into_iter().nth(row).ok_or_else(unknown)?;
+        Ok(slot.get_or_insert_with(ProviderSettings::default))
+    }
+
+    /// Every row of the table that has an entry, with its entry, in table order.
+    pub fn configured(&self) -> impl Iterator<Item = (&'static ProviderSpec, &ProviderSettings)> {
+        provider::all()
+            .zip(self.slots())
+            .filter_map(|(spec, slot)| Some((spec, slot.as_ref()?)))
+    }
+
+    /// [`Providers::configured`], mutably.
+    pub fn configured_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&'static ProviderSpec, &mut ProviderSettings)> {
+        provider::all()
+            .zip(self.slots_mut())
+            .filter_map(|(spec, slot)| Some((spec, slot.as_mut()?)))
+    }
+
     /// The entry of a git provider, when the file (or an override) has one.
     pub fn git(&self, provider: GitProvider) -> Option<&ProviderSettings> {
-        match provider {
-            GitProvider::Github => self.github.as_ref(),
-            GitProvider::Gitlab => self.gitlab.as_ref(),
-            GitProvider::Gitea => self.gitea.as_ref(),
-            GitProvider::Forgejo => self.forgejo.as_ref(),
-            GitProvider::Bitbucket => self.bitbucket.as_ref(),
-        }
+        self.get(provider.as_str())
     }
 
     /// The git providers that have an entry, in [`GitProvider::ALL`] order.
@@ -202,29 +210,6 @@ pub struct GithubAppSettings {
     pub installation_id: u64,
     /// The App's private key, the PEM GitHub hands out (`env:`/`file:`).
     pub private_key: Secret,
-}
-
-/// `repositories[].status`: `false` turns reporting off for the rule, `true` insists on it
-/// (a config without the provider's `status` is then refused), a mapping sets the context.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RuleStatus {
-    /// `status: true` / `status: false`.
-    Enabled(bool),
-    /// `status: { context: ... }`.
-    Settings(RuleStatusSettings),
-}
-
-/// `repositories[].status` as a mapping.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RuleStatusSettings {
-    /// The whole status context (Bitbucket's key) of this rule's runs, instead of
-    /// `<providers.*.status.context>/<rule>`.
-    pub context: Option<String>,
-    /// This rule's own API token (`env:`/`file:`), instead of the provider's: for tokens that
-    /// reach one repository (GitLab project and Bitbucket repository access tokens).
-    pub token: Option<Secret>,
 }
 
 /// How CloudEvent senders (`POST /` of every function) are authenticated: Knative Eventing's
@@ -367,337 +352,32 @@ impl Default for KubernetesSettings {
     }
 }
 
-/// One onboarded repository (or a glob of them): which pushes start which Tekton run.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RepositoryRule {
-    /// Stable rule name, part of run names; defaults to the pipeline or task name.
-    pub name: Option<String>,
-    /// Repository URL (https, ssh or `.git` form); `*` globs match organisations or names.
-    pub url: String,
-    /// The only provider whose pushes may start this rule. When unset it is inferred (see
-    /// [`super::bound_provider`]): from a well-known host, else the one configured git provider.
-    pub provider: Option<GitProvider>,
-    /// Branch globs; empty means every branch (unless `tags` is set).
-    #[serde(default)]
-    pub branches: Vec<String>,
-    /// Tag globs; empty means no tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Changed-path globs; empty means any change.
-    #[serde(default)]
-    pub paths: Vec<String>,
-    /// Pipeline to run as a PipelineRun (exactly one of `pipeline` and `task`).
-    pub pipeline: Option<String>,
-    /// Task to run as a TaskRun.
-    pub task: Option<String>,
-    /// Namespace of the run; the top-level `namespace` when unset.
-    pub namespace: Option<String>,
-    /// Params passed to the run; values may use `{{ variable }}`.
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    /// Workspaces bound to the run, by workspace name.
-    #[serde(default)]
-    pub workspaces: BTreeMap<String, WorkspaceBinding>,
-    /// Service account the run's pods use.
-    pub service_account: Option<String>,
-    /// Run timeout as a Go duration (`1h30m`).
-    pub timeout: Option<String>,
-    /// What happens to older unfinished runs of this rule on the same branch.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Extra labels on the run.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Commit status reporting for this rule's runs (see [`RuleStatus`]); on by default when
-    /// the rule's provider has a `status` entry.
-    pub status: Option<RuleStatus>,
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
+mod tests {
+    use super::*;
 
-/// What a new push does to older unfinished runs of the same rule, repository and branch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Concurrency {
-    /// Older runs go on.
-    #[default]
-    Allow,
-    /// Older runs are cancelled (`spec.status: Cancelled`).
-    Supersede,
-}
+    #[test]
+    fn every_row_has_its_own_field_and_no_key_falls_into_another() {
+        for spec in provider::all() {
+            let yaml = format!("{}: {{ insecure: true }}", spec.key);
+            let providers: Providers = serde_norway::from_str(&yaml).unwrap();
+            let configured: Vec<&str> = providers.configured().map(|(row, _)| row.key).collect();
+            assert_eq!(configured, [spec.key]);
 
-/// How one Tekton workspace is bound. Exactly one volume source is set.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WorkspaceBinding {
-    /// An existing PersistentVolumeClaim; each run gets its own `subPath` in it.
-    pub claim: Option<String>,
-    /// A fresh volume per run, from this template.
-    pub volume_claim_template: Option<VolumeClaimTemplate>,
-    /// An emptyDir volume.
-    pub empty_dir: Option<EmptyDir>,
-    /// A ConfigMap mounted read-only.
-    pub config_map: Option<String>,
-    /// A Secret mounted read-only.
-    pub secret: Option<String>,
-    /// Archive this workspace to object storage when the run finishes (claims only).
-    #[serde(default)]
-    pub archive: bool,
-}
-
-/// The parts of a PersistentVolumeClaim spec users set for a per-run volume.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct VolumeClaimTemplate {
-    /// Requested size, e.g. `1Gi`.
-    pub storage: String,
-    /// Access modes; `ReadWriteOnce` when empty.
-    #[serde(default)]
-    pub access_modes: Vec<String>,
-    /// Storage class; the cluster default when unset.
-    pub storage_class_name: Option<String>,
-}
-
-/// An emptyDir volume.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EmptyDir {
-    /// `Memory` for tmpfs.
-    pub medium: Option<String>,
-    /// Size limit, e.g. `1Gi`.
-    pub size_limit: Option<String>,
-}
-
-/// Which artifact updates which HelmRelease.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ReleaseRule {
-    /// Image repository (without tag or digest) whose new versions trigger the release.
-    pub image: Option<String>,
-    /// Chart whose new versions trigger the release.
-    pub chart: Option<String>,
-    /// The HelmRelease, as `namespace/name` (or `name` in the top-level namespace).
-    pub helm_release: String,
-    /// Dotted path in the release's values that receives the new version (e.g. `image.tag`);
-    /// when unset, the chart version is changed instead.
-    pub set: Option<String>,
-    /// Which HelmRelease API to apply.
-    #[serde(default)]
-    pub api: HelmReleaseApi,
-    /// Which builds may release: required for every rule (a loaded config always has it).
-    pub from: Option<ReleaseFrom>,
-    /// Dotted values paths that explicit `dev.tekflux.release.changed.v1` events may set in
-    /// this release (a path covers everything beneath it); no others.
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-/// `releases[].from`: which builds may release a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReleaseFrom {
-    /// `from: any`: every event that names the image or chart releases, whoever sent it and
-    /// whatever built it. For third-party CDEvents producers, whose builds cannot be checked.
-    Any,
-    /// Only builds that these sources describe.
-    Sources(ReleaseSources),
-}
-
-/// The text of [`ReleaseFrom::Any`].
-pub const FROM_ANY: &str = "any";
-
-/// `from: { rules, branches, tags, registry }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ReleaseSources {
-    /// Names of `repositories` rules whose succeeded runs may release.
-    #[serde(default)]
-    pub rules: Vec<String>,
-    /// Branch globs those runs must have been created for.
-    #[serde(default)]
-    pub branches: Vec<String>,
-    /// Tag globs those runs must have been created for.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Whether registry push notifications (`/webhooks/registry`, token-checked, no run to
-    /// verify) may release.
-    #[serde(default)]
-    pub registry: bool,
-}
-
-impl<'de> Deserialize<'de> for ReleaseFrom {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FromVisitor;
-
-        impl<'de> serde::de::Visitor<'de> for FromVisitor {
-            type Value = ReleaseFrom;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(
-                    f,
-                    "`{FROM_ANY}` or a mapping with `rules`, `branches`, `tags` and `registry`"
-                )
-            }
-
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ReleaseFrom, E> {
-                if text == FROM_ANY {
-                    Ok(ReleaseFrom::Any)
-                } else {
-                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
-                }
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<ReleaseFrom, A::Error> {
-                ReleaseSources::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(ReleaseFrom::Sources)
-            }
+            let mut providers = Providers::default();
+            providers.entry(spec.key).unwrap().insecure = true;
+            let configured: Vec<&str> = providers.configured().map(|(row, _)| row.key).collect();
+            assert_eq!(configured, [spec.key]);
+            assert!(providers.get(spec.key).is_some_and(|entry| entry.insecure));
         }
-
-        deserializer.deserialize_any(FromVisitor)
-    }
-}
-
-/// The HelmRelease flavour a release rule targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum HelmReleaseApi {
-    /// Flux v2 `helm.toolkit.fluxcd.io/v2`.
-    #[default]
-    Flux,
-    /// The older Helm Operator `helm.fluxcd.io/v1`.
-    HelmOperator,
-}
-
-impl RepositoryRule {
-    /// The rule's name: `name`, or else the pipeline or task name. `None` only for a rule that
-    /// names neither, which a loaded config never has.
-    pub fn rule_name(&self) -> Option<&str> {
-        self.name
-            .as_deref()
-            .or(self.pipeline.as_deref())
-            .or(self.task.as_deref())
-    }
-
-    /// The run timeout; `None` when unset or unparseable (a loaded config has it validated).
-    /// `Some(Duration::ZERO)` means "no timeout", as `0` does for Tekton.
-    pub fn timeout_duration(&self) -> Option<Duration> {
-        self.timeout
-            .as_deref()
-            .and_then(|t| parse_go_duration(t).ok())
-    }
-}
-
-impl ReleaseRule {
-    /// The HelmRelease's namespace and name, taking `default_namespace` (the top-level
-    /// `namespace`) when `helmRelease` has no `namespace/` part.
-    pub fn helm_release_ref<'a>(&'a self, default_namespace: &'a str) -> (&'a str, &'a str) {
-        match self.helm_release.split_once('/') {
-            Some((namespace, name)) => (namespace, name),
-            None => (default_namespace, &self.helm_release),
-        }
-    }
-
-    /// The names `image:` captures (`registry.example.com/{api}`), or `chart:` (`"{api}"`, the
-    /// whole chart name); empty for a plain image or chart.
-    pub fn captures(&self) -> Vec<&str> {
-        match (&self.image, &self.chart) {
-            (Some(image), _) => super::capture::capture_names(image),
-            (None, Some(chart)) => super::capture::capture_name(chart).into_iter().collect(),
-            (None, None) => Vec::new(),
-        }
-    }
-
-    /// `(namespace, name)` of the HelmRelease for the values `image:` captured; for a rule
-    /// without captures, its one HelmRelease.
-    pub fn helm_release_for(
-        &self,
-        default_namespace: &str,
-        captures: &super::capture::Captures,
-    ) -> (String, String) {
-        let (namespace, name) = self.helm_release_ref(default_namespace);
-        (
-            super::capture::substitute(namespace, captures),
-            super::capture::substitute(name, captures),
-        )
-    }
-
-    /// The captures when `namespace/name` is a HelmRelease this rule names: its literal parts
-    /// equal, its captured parts any non-empty value. `None` when it names another.
-    pub fn names_release(
-        &self,
-        default_namespace: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Option<super::capture::Captures> {
-        let (rule_namespace, rule_name) = self.helm_release_ref(default_namespace);
-        let mut captures = super::capture::match_segments(rule_namespace, namespace)?;
-        for (key, value) in super::capture::match_segments(rule_name, name)? {
-            // `{api}/{api}`: both parts must agree.
-            if captures
-                .insert(key, value.clone())
-                .is_some_and(|first| first != value)
-            {
-                return None;
-            }
-        }
-        Some(captures)
-    }
-
-    /// Whether `from: any`: events release this rule without any check of what built them.
-    pub fn from_any(&self) -> bool {
-        self.from == Some(ReleaseFrom::Any)
-    }
-
-    /// The `from:` sources, unless `from: any` (or missing, which a loaded config never is).
-    pub fn from_sources(&self) -> Option<&ReleaseSources> {
-        match &self.from {
-            Some(ReleaseFrom::Sources(sources)) => Some(sources),
-            _ => None,
-        }
-    }
-
-    /// The `set` path's keys, when the rule writes a value.
-    pub fn set_path(&self) -> Option<Vec<&str>> {
-        self.set.as_deref().map(|set| set.split('.').collect())
-    }
-}
-
-/// The context prefix when `providers.*.status.context` is unset.
-pub const DEFAULT_STATUS_CONTEXT: &str = "tekflux";
-
-impl RepositoryRule {
-    /// Whether the rule's runs are reported, given its provider's status settings.
-    pub fn reports_status(&self, provider: Option<&StatusSettings>) -> bool {
-        provider.is_some() && !matches!(self.status, Some(RuleStatus::Enabled(false)))
-    }
-
-    /// The status context (Bitbucket: key) of the rule's runs: the rule's own `context`, else
-    /// `<provider context>/<rule name>`. Stable: it changes only when the config does.
-    pub fn status_context(&self, provider: Option<&StatusSettings>) -> String {
-        if let Some(RuleStatus::Settings(RuleStatusSettings {
-            context: Some(context),
-            ..
-        })) = &self.status
-        {
-            return context.clone();
-        }
-        let prefix = provider
-            .and_then(|settings| settings.context.as_deref())
-            .unwrap_or(DEFAULT_STATUS_CONTEXT);
-        format!("{prefix}/{}", self.rule_name().unwrap_or_default())
-    }
-
-    /// The rule's own status token, when it has one.
-    pub fn status_token(&self) -> Option<&Secret> {
-        match &self.status {
-            Some(RuleStatus::Settings(settings)) => settings.token.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// The namespace the rule's runs are created in.
-    pub fn run_namespace<'a>(&'a self, default_namespace: &'a str) -> &'a str {
-        self.namespace.as_deref().unwrap_or(default_namespace)
+        let mut providers = Providers::default();
+        let error = providers.entry("gitlba").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "\"gitlba\" is not a provider; known providers: github, gitlab, gitea, forgejo, \
+             bitbucket, flux, registry"
+        );
+        assert!(providers.configured().next().is_none());
     }
 }

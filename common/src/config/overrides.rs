@@ -12,15 +12,16 @@ use super::Part;
 use super::env::Env;
 use super::keys;
 use super::locate::FieldPath;
-use super::model::{Config, ProviderSettings};
+use super::model::Config;
 use super::secret::{FILE_PREFIX, Secret};
 use super::vars;
+use crate::provider::{self, ProviderSpec, SecretKind};
 
 /// A bad override value: the variable and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadOverride {
     /// The variable's name.
-    pub variable: &'static str,
+    pub variable: String,
     /// What is wrong; never the value of a secret variable.
     pub message: String,
     /// The part of the config the variable sets: a command that does not use it is not
@@ -29,11 +30,12 @@ pub struct BadOverride {
 }
 
 impl BadOverride {
-    fn new(variable: &'static str, message: String) -> Self {
+    fn new(variable: impl Into<String>, message: String) -> Self {
+        let variable = variable.into();
         Self {
+            part: part_of(&variable),
             variable,
             message,
-            part: part_of(variable),
         }
     }
 }
@@ -171,151 +173,100 @@ fn events(config: &mut Config, env: &Env, overridden: &mut Overridden, bad: &mut
     }
 }
 
-/// One provider's credential variables.
-struct Credential {
-    provider: &'static str,
-    key: &'static str,
-    value: &'static str,
-    file: &'static str,
-    /// The variables of the other key, which this provider does not use.
-    wrong: [&'static str; 2],
-}
-
-const CREDENTIALS: [Credential; 7] = [
-    Credential {
-        provider: keys::GITHUB,
-        key: keys::SECRET,
-        value: vars::GITHUB_SECRET,
-        file: vars::GITHUB_SECRET_FILE,
-        wrong: ["TEKFLUX_GITHUB_TOKEN", "TEKFLUX_GITHUB_TOKEN_FILE"],
-    },
-    Credential {
-        provider: keys::GITLAB,
-        key: keys::TOKEN,
-        value: vars::GITLAB_TOKEN,
-        file: vars::GITLAB_TOKEN_FILE,
-        wrong: ["TEKFLUX_GITLAB_SECRET", "TEKFLUX_GITLAB_SECRET_FILE"],
-    },
-    Credential {
-        provider: keys::GITEA,
-        key: keys::SECRET,
-        value: vars::GITEA_SECRET,
-        file: vars::GITEA_SECRET_FILE,
-        wrong: ["TEKFLUX_GITEA_TOKEN", "TEKFLUX_GITEA_TOKEN_FILE"],
-    },
-    Credential {
-        provider: keys::FORGEJO,
-        key: keys::SECRET,
-        value: vars::FORGEJO_SECRET,
-        file: vars::FORGEJO_SECRET_FILE,
-        wrong: ["TEKFLUX_FORGEJO_TOKEN", "TEKFLUX_FORGEJO_TOKEN_FILE"],
-    },
-    Credential {
-        provider: keys::BITBUCKET,
-        key: keys::SECRET,
-        value: vars::BITBUCKET_SECRET,
-        file: vars::BITBUCKET_SECRET_FILE,
-        wrong: ["TEKFLUX_BITBUCKET_TOKEN", "TEKFLUX_BITBUCKET_TOKEN_FILE"],
-    },
-    Credential {
-        provider: keys::FLUX,
-        key: keys::SECRET,
-        value: vars::FLUX_SECRET,
-        file: vars::FLUX_SECRET_FILE,
-        wrong: ["TEKFLUX_FLUX_TOKEN", "TEKFLUX_FLUX_TOKEN_FILE"],
-    },
-    Credential {
-        provider: keys::REGISTRY,
-        key: keys::TOKEN,
-        value: vars::REGISTRY_TOKEN,
-        file: vars::REGISTRY_TOKEN_FILE,
-        wrong: ["TEKFLUX_REGISTRY_SECRET", "TEKFLUX_REGISTRY_SECRET_FILE"],
-    },
-];
-
+/// Every provider's credential variables, from the provider table: the webhook credential
+/// (or its file), the commit-status token (or its file), and the other kind's names, refused
+/// with the right ones.
 fn providers(
     config: &mut Config,
     env: &Env,
     overridden: &mut Overridden,
     bad: &mut Vec<BadOverride>,
 ) {
-    for credential in &CREDENTIALS {
-        for wrong in credential.wrong {
-            if env.get_non_empty(wrong).is_some() {
-                bad.push(BadOverride::new(
-                    wrong,
-                    format!(
-                        "{} authenticates with a {}, not a {}: use {} or {}",
-                        credential.provider,
-                        credential.key,
-                        if credential.key == keys::TOKEN {
-                            keys::SECRET
-                        } else {
-                            keys::TOKEN
-                        },
-                        credential.value,
-                        credential.file
-                    ),
-                ));
-            }
+    unknown_providers(env, bad);
+    for spec in provider::all() {
+        if let Err(problem) = provider(spec, config, env, overridden, bad) {
+            bad.push(BadOverride::new(spec.vars.value, problem.to_string()));
         }
-        let Some((secret, variable)) = secret_override(env, credential.value, credential.file, bad)
-        else {
-            continue;
-        };
-        let settings = provider_mut(config, credential.provider);
-        if credential.key == keys::TOKEN {
-            settings.token = Some(secret);
-        } else {
-            settings.secret = Some(secret);
-        }
-        let path = FieldPath::root()
-            .key(keys::PROVIDERS)
-            .key(credential.provider)
-            .key(credential.key);
-        overridden.insert(path, variable);
     }
-    let status_tokens = [
-        (
-            keys::GITHUB,
-            vars::GITHUB_STATUS_TOKEN,
-            vars::GITHUB_STATUS_TOKEN_FILE,
-        ),
-        (
-            keys::GITLAB,
-            vars::GITLAB_STATUS_TOKEN,
-            vars::GITLAB_STATUS_TOKEN_FILE,
-        ),
-        (
-            keys::GITEA,
-            vars::GITEA_STATUS_TOKEN,
-            vars::GITEA_STATUS_TOKEN_FILE,
-        ),
-        (
-            keys::FORGEJO,
-            vars::FORGEJO_STATUS_TOKEN,
-            vars::FORGEJO_STATUS_TOKEN_FILE,
-        ),
-        (
-            keys::BITBUCKET,
-            vars::BITBUCKET_STATUS_TOKEN,
-            vars::BITBUCKET_STATUS_TOKEN_FILE,
-        ),
-    ];
-    for (provider, value, file) in status_tokens {
-        let Some((secret, variable)) = secret_override(env, value, file, bad) else {
-            continue;
-        };
-        provider_mut(config, provider)
+}
+
+fn provider(
+    spec: &'static ProviderSpec,
+    config: &mut Config,
+    env: &Env,
+    overridden: &mut Overridden,
+    bad: &mut Vec<BadOverride>,
+) -> Result<(), super::model::UnknownProvider> {
+    let path = FieldPath::root().key(keys::PROVIDERS).key(spec.key);
+    let vars = &spec.vars;
+    for misnamed in vars.misnamed {
+        if env.get_non_empty(misnamed).is_some() {
+            bad.push(BadOverride::new(
+                misnamed,
+                format!(
+                    "{} authenticates with a {}, not a {}: use {} or {}",
+                    spec.key,
+                    spec.secret.key(),
+                    spec.secret.other().key(),
+                    vars.value,
+                    vars.file
+                ),
+            ));
+        }
+    }
+    if let Some((secret, variable)) = secret_override(env, vars.value, vars.file, bad) {
+        let settings = config.providers.entry(spec.key)?;
+        match spec.secret {
+            SecretKind::Secret => settings.secret = Some(secret),
+            SecretKind::Token => settings.token = Some(secret),
+        }
+        overridden.insert(path.key(spec.secret.key()), variable);
+    }
+    if let Some([value, file]) = vars.status_token
+        && let Some((secret, variable)) = secret_override(env, value, file, bad)
+    {
+        config
+            .providers
+            .entry(spec.key)?
             .status
             .get_or_insert_with(Default::default)
             .token = Some(secret);
-        let path = FieldPath::root()
-            .key(keys::PROVIDERS)
-            .key(provider)
-            .key(keys::STATUS)
-            .key(keys::TOKEN);
-        overridden.insert(path, variable);
+        overridden.insert(path.key(keys::STATUS).key(keys::TOKEN), variable);
+    }
+    Ok(())
+}
+
+/// Variables shaped like a provider's credential (`TEKFLUX_<PROVIDER>_SECRET`, `_TOKEN`,
+/// `_STATUS_TOKEN`, each also `_FILE`) that name no provider: a misspelled provider would
+/// otherwise leave its webhooks unauthenticated without a word.
+fn unknown_providers(env: &Env, bad: &mut Vec<BadOverride>) {
+    for variable in env.names() {
+        let Some(rest) = variable.strip_prefix("TEKFLUX_") else {
+            continue;
+        };
+        let rest = rest.strip_suffix("_FILE").unwrap_or(rest);
+        let Some(name) = ["_STATUS_TOKEN", "_SECRET", "_TOKEN"]
+            .iter()
+            .find_map(|suffix| rest.strip_suffix(suffix))
+        else {
+            continue;
+        };
+        // One word only: other variables of the same shape (`TEKFLUX_TEST_S3_SECRET`) belong
+        // to other tools, and `TEKFLUX_EVENTS_TOKEN` is the CloudEvent senders' token.
+        let one_word = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !one_word || name == "EVENTS" || env.get_non_empty(variable).is_none() {
+            continue;
+        }
+        if provider::by_key(&name.to_ascii_lowercase()).is_none() {
+            bad.push(BadOverride::new(
+                variable,
+                format!(
+                    "{} is not a provider; known providers: {}",
+                    name.to_ascii_lowercase(),
+                    provider::known_keys()
+                ),
+            ));
+        }
     }
 }
 
@@ -345,20 +296,6 @@ fn secret_override(
             }
         },
     }
-}
-
-fn provider_mut<'a>(config: &'a mut Config, provider: &str) -> &'a mut ProviderSettings {
-    let providers = &mut config.providers;
-    let slot = match provider {
-        keys::GITLAB => &mut providers.gitlab,
-        keys::GITEA => &mut providers.gitea,
-        keys::FORGEJO => &mut providers.forgejo,
-        keys::BITBUCKET => &mut providers.bitbucket,
-        keys::FLUX => &mut providers.flux,
-        keys::REGISTRY => &mut providers.registry,
-        _ => &mut providers.github,
-    };
-    slot.get_or_insert_with(ProviderSettings::default)
 }
 
 fn number<T: FromStr + WholeNumber>(

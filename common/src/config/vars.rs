@@ -34,59 +34,13 @@ pub const S3_MAX_ARCHIVE_BYTES: &str = "TEKFLUX_S3_MAX_ARCHIVE_BYTES";
 /// Overrides `storage.cleanup` (`true`/`false`/`1`/`0`).
 pub const S3_CLEANUP: &str = "TEKFLUX_S3_CLEANUP";
 
-/// GitHub webhook secret, the value itself (a `secretKeyRef` puts it there).
-pub const GITHUB_SECRET: &str = "TEKFLUX_GITHUB_SECRET";
-/// Path of a file holding the GitHub webhook secret.
-pub const GITHUB_SECRET_FILE: &str = "TEKFLUX_GITHUB_SECRET_FILE";
-/// GitLab webhook token, the value itself.
-pub const GITLAB_TOKEN: &str = "TEKFLUX_GITLAB_TOKEN";
-/// Path of a file holding the GitLab webhook token.
-pub const GITLAB_TOKEN_FILE: &str = "TEKFLUX_GITLAB_TOKEN_FILE";
-/// Gitea webhook secret, the value itself.
-pub const GITEA_SECRET: &str = "TEKFLUX_GITEA_SECRET";
-/// Path of a file holding the Gitea webhook secret.
-pub const GITEA_SECRET_FILE: &str = "TEKFLUX_GITEA_SECRET_FILE";
-/// Forgejo webhook secret, the value itself.
-pub const FORGEJO_SECRET: &str = "TEKFLUX_FORGEJO_SECRET";
-/// Path of a file holding the Forgejo webhook secret.
-pub const FORGEJO_SECRET_FILE: &str = "TEKFLUX_FORGEJO_SECRET_FILE";
-/// Bitbucket webhook secret, the value itself.
-pub const BITBUCKET_SECRET: &str = "TEKFLUX_BITBUCKET_SECRET";
-/// Path of a file holding the Bitbucket webhook secret.
-pub const BITBUCKET_SECRET_FILE: &str = "TEKFLUX_BITBUCKET_SECRET_FILE";
-/// Flux notification-controller HMAC key (its Provider secret's `token`), the value itself.
-pub const FLUX_SECRET: &str = "TEKFLUX_FLUX_SECRET";
-/// Path of a file holding the Flux notification-controller HMAC key.
-pub const FLUX_SECRET_FILE: &str = "TEKFLUX_FLUX_SECRET_FILE";
-/// Container registry notification token (the `Authorization` header it sends), the value.
-pub const REGISTRY_TOKEN: &str = "TEKFLUX_REGISTRY_TOKEN";
-/// Path of a file holding the container registry notification token.
-pub const REGISTRY_TOKEN_FILE: &str = "TEKFLUX_REGISTRY_TOKEN_FILE";
+// The providers' credential variables (`TEKFLUX_GITHUB_SECRET`, `TEKFLUX_GITLAB_TOKEN`, each
+// with a `_FILE` form, and `TEKFLUX_<PROVIDER>_STATUS_TOKEN`) are in the provider table,
+// `crate::provider`.
+
 /// Bearer token for CloudEvent senders (`events.token`), the value itself.
 pub const EVENTS_TOKEN: &str = "TEKFLUX_EVENTS_TOKEN";
 /// Path of a file holding the CloudEvent senders' bearer token.
 pub const EVENTS_TOKEN_FILE: &str = "TEKFLUX_EVENTS_TOKEN_FILE";
 /// Overrides `events.insecure` (`true`/`false`/`1`/`0`).
 pub const EVENTS_INSECURE: &str = "TEKFLUX_EVENTS_INSECURE";
-
-/// Commit-status API tokens (`providers.<provider>.status.token`), the value itself; each has a
-/// `_FILE` form holding a path. Setting one turns reporting on for that provider.
-pub const GITHUB_STATUS_TOKEN: &str = "TEKFLUX_GITHUB_STATUS_TOKEN";
-/// Path of a file holding the GitHub status token.
-pub const GITHUB_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITHUB_STATUS_TOKEN_FILE";
-/// GitLab status token.
-pub const GITLAB_STATUS_TOKEN: &str = "TEKFLUX_GITLAB_STATUS_TOKEN";
-/// Path of a file holding the GitLab status token.
-pub const GITLAB_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITLAB_STATUS_TOKEN_FILE";
-/// Gitea status token.
-pub const GITEA_STATUS_TOKEN: &str = "TEKFLUX_GITEA_STATUS_TOKEN";
-/// Path of a file holding the Gitea status token.
-pub const GITEA_STATUS_TOKEN_FILE: &str = "TEKFLUX_GITEA_STATUS_TOKEN_FILE";
-/// Forgejo status token.
-pub const FORGEJO_STATUS_TOKEN: &str = "TEKFLUX_FORGEJO_STATUS_TOKEN";
-/// Path of a file holding the Forgejo status token.
-pub const FORGEJO_STATUS_TOKEN_FILE: &str = "TEKFLUX_FORGEJO_STATUS_TOKEN_FILE";
-/// Bitbucket status token.
-pub const BITBUCKET_STATUS_TOKEN: &str = "TEKFLUX_BITBUCKET_STATUS_TOKEN";
-/// Path of a file holding the Bitbucket status token.
-pub const BITBUCKET_STATUS_TOKEN_FILE: &str = "TEKFLUX_BITBUCKET_STATUS_TOKEN_FILE";

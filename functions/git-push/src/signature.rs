@@ -1,5 +1,7 @@
 //! Webhook authentication, checked on the raw body bytes before anything is parsed.
 //!
+//! The provider table ([`tekflux_common::provider`]) says which header holds what:
+//!
 //! | provider        | header                                          | value                     |
 //! |-----------------|-------------------------------------------------|---------------------------|
 //! | GitHub (+GHES)  | `X-Hub-Signature-256`                           | `sha256=` + hex HMAC-SHA256 |
@@ -22,23 +24,14 @@
 
 use http::HeaderMap;
 use tekflux_common::config::Providers;
+use tekflux_common::provider::{Header, SecretKind, Verification};
 use tekflux_common::webhook_auth::{hmac_sha256_hex, hmac_sha256_matches, token_matches};
 
 use crate::error::WebhookError;
 use crate::push::Provider;
 
-/// GitHub's SHA-256 signature header.
-pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
-/// Bitbucket Cloud's signature header (SHA-256 despite the name).
-pub const BITBUCKET_SIGNATURE: &str = "x-hub-signature";
-/// Gitea's signature header, also sent by Forgejo.
-pub const GITEA_SIGNATURE: &str = "x-gitea-signature";
-/// Forgejo's own signature header.
-pub const FORGEJO_SIGNATURE: &str = "x-forgejo-signature";
-/// GitLab's shared-secret header.
-pub const GITLAB_TOKEN: &str = "x-gitlab-token";
-
-/// Checks that `body` was sent by `provider` with the configured `secret` (GitLab: token).
+/// Checks that `body` was sent by `provider` with the configured `secret` (GitLab: token), as
+/// the provider table's verification says.
 ///
 /// `secret` is `None` (or empty) when none is configured: then the webhook is accepted only
 /// when `insecure` is true.
@@ -54,33 +47,19 @@ pub fn verify(
         _ if insecure => return Ok(()),
         _ => return Err(WebhookError::NoSecret { provider }),
     };
-    match provider {
-        Provider::Github => check_hmac(provider, headers, &[GITHUB_SIGNATURE], true, body, secret),
-        Provider::Bitbucket => check_hmac(
-            provider,
-            headers,
-            &[BITBUCKET_SIGNATURE],
-            true,
-            body,
-            secret,
-        ),
-        Provider::Gitea => check_hmac(provider, headers, &[GITEA_SIGNATURE], false, body, secret),
-        Provider::Forgejo => check_hmac(
-            provider,
-            headers,
-            &[FORGEJO_SIGNATURE, GITEA_SIGNATURE],
-            false,
-            body,
-            secret,
-        ),
-        Provider::Gitlab => check_token(headers, secret),
+    match provider.spec().verification {
+        Verification::Hmac {
+            headers: names,
+            prefix,
+        } => check_hmac(provider, headers, names, prefix, body, secret),
+        Verification::Token { header } => check_token(provider, headers, header, secret),
     }
 }
 
 /// Verifies with `provider`'s entry of the config file's `providers` (absent: no secret).
 ///
-/// GitLab uses `token` (falling back to `secret`), the others `secret`. Forgejo reads only its
-/// own `forgejo` entry, never Gitea's: the two are configured separately.
+/// A provider that takes a `token` (GitLab) falls back to `secret`, the others use `secret`.
+/// Forgejo reads only its own `forgejo` entry, never Gitea's: the two are configured separately.
 pub fn verify_with(
     provider: Provider,
     providers: &Providers,
@@ -90,9 +69,9 @@ pub fn verify_with(
     let Some(settings) = providers.git(provider) else {
         return verify(provider, headers, body, None, false);
     };
-    let configured = match provider {
-        Provider::Gitlab => settings.token.as_ref().or(settings.secret.as_ref()),
-        _ => settings.secret.as_ref(),
+    let configured = match provider.spec().secret {
+        SecretKind::Token => settings.token.as_ref().or(settings.secret.as_ref()),
+        SecretKind::Secret => settings.secret.as_ref(),
     };
     // A secret that was never read (a config loaded without its secrets) is no secret: the
     // webhook is refused rather than checked against an empty key.
@@ -106,15 +85,10 @@ pub fn verify_with(
     )
 }
 
-/// The header `provider`'s signature or token is read from (the first one, for Forgejo).
+/// The header `provider`'s signature or token is read from (the first one, for Forgejo),
+/// lowercase.
 pub fn signature_header(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Github => GITHUB_SIGNATURE,
-        Provider::Bitbucket => BITBUCKET_SIGNATURE,
-        Provider::Gitea => GITEA_SIGNATURE,
-        Provider::Forgejo => FORGEJO_SIGNATURE,
-        Provider::Gitlab => GITLAB_TOKEN,
-    }
+    provider.spec().verification.header().name
 }
 
 /// Computes the hex HMAC-SHA256 of `body`, as providers send it (without any `sha256=` prefix).
@@ -126,30 +100,26 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 fn check_hmac(
     provider: Provider,
     headers: &HeaderMap,
-    names: &[&'static str],
-    prefixed: bool,
+    names: &'static [Header],
+    prefix: &str,
     body: &[u8],
     secret: &[u8],
 ) -> Result<(), WebhookError> {
     let Some((header, value)) = names
         .iter()
-        .find_map(|name| headers.get(*name).map(|v| (*name, v)))
+        .find_map(|header| headers.get(header.name).map(|v| (header, v)))
     else {
         return Err(WebhookError::MissingSignature {
             provider,
-            header: display_name(names[0]),
+            header: provider.spec().verification.header().display,
         });
     };
     let bad = WebhookError::BadSignature {
         provider,
-        header: display_name(header),
+        header: header.display,
     };
     let value = value.to_str().map_err(|_| bad.clone())?.trim();
-    let hex_digest = if prefixed {
-        value.strip_prefix("sha256=").ok_or_else(|| bad.clone())?
-    } else {
-        value
-    };
+    let hex_digest = value.strip_prefix(prefix).ok_or_else(|| bad.clone())?;
     if hmac_sha256_matches(secret, body, hex_digest) {
         Ok(())
     } else {
@@ -157,31 +127,24 @@ fn check_hmac(
     }
 }
 
-/// The header's name as the providers' docs spell it, for messages.
-fn display_name(header: &'static str) -> &'static str {
-    match header {
-        GITHUB_SIGNATURE => "X-Hub-Signature-256",
-        BITBUCKET_SIGNATURE => "X-Hub-Signature",
-        GITEA_SIGNATURE => "X-Gitea-Signature",
-        FORGEJO_SIGNATURE => "X-Forgejo-Signature",
-        GITLAB_TOKEN => "X-Gitlab-Token",
-        other => other,
-    }
-}
-
-fn check_token(headers: &HeaderMap, token: &[u8]) -> Result<(), WebhookError> {
-    let Some(value) = headers.get(GITLAB_TOKEN) else {
+fn check_token(
+    provider: Provider,
+    headers: &HeaderMap,
+    header: Header,
+    token: &[u8],
+) -> Result<(), WebhookError> {
+    let Some(value) = headers.get(header.name) else {
         return Err(WebhookError::MissingSignature {
-            provider: Provider::Gitlab,
-            header: display_name(GITLAB_TOKEN),
+            provider,
+            header: header.display,
         });
     };
     if token_matches(value.as_bytes(), token) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature {
-            provider: Provider::Gitlab,
-            header: display_name(GITLAB_TOKEN),
+            provider,
+            header: header.display,
         })
     }
 }

@@ -110,7 +110,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Webhook, WebhookError> 
     let payload: PushPayload = from_json("bitbucket repo:push payload", body)?;
     let delivery = match super::delivery_id(Provider::Bitbucket, headers) {
         Ok(id) => id,
-        Err(missing) => match super::first_header(headers, &["x-hook-uuid"]) {
+        Err(missing) => match super::first_header(headers, ["x-hook-uuid"]) {
             Some(hook) => format!("{hook}/{}", changes_digest(&payload.push.changes)),
             None => return Err(missing),
         },

@@ -83,39 +83,24 @@ pub struct Ping {
     pub repo_url: Option<String>,
 }
 
-/// The provider that sent a webhook, from its event headers.
+/// The provider that sent a webhook, from its event headers (the provider table's
+/// `identified_by`).
 ///
 /// Gitea, Forgejo and Gogs also send GitHub's `X-GitHub-Event` for compatibility, so their own
-/// headers are looked at first.
+/// headers win over the ones they imitate.
 pub fn detect(headers: &HeaderMap) -> Option<Provider> {
-    if has(headers, "x-forgejo-event") {
-        Some(Provider::Forgejo)
-    } else if has(headers, "x-gitea-event") || has(headers, "x-gogs-event") {
-        Some(Provider::Gitea)
-    } else if has(headers, "x-github-event") {
-        Some(Provider::Github)
-    } else if has(headers, "x-gitlab-event") {
-        Some(Provider::Gitlab)
-    } else if has(headers, "x-event-key") {
-        Some(Provider::Bitbucket)
-    } else {
-        None
-    }
+    tekflux_common::provider::detect(|name| has(headers, name))
 }
 
 /// The event name from `provider`'s event header (`push`, `Push Hook`, `repo:push`, …).
 pub fn event_name(provider: Provider, headers: &HeaderMap) -> Result<&str, WebhookError> {
-    let (names, header): (&[&str], &'static str) = match provider {
-        Provider::Github => (&["x-github-event"], "X-GitHub-Event"),
-        Provider::Gitlab => (&["x-gitlab-event"], "X-Gitlab-Event"),
-        Provider::Gitea => (&["x-gitea-event", "x-gogs-event"], "X-Gitea-Event"),
-        Provider::Forgejo => (&["x-forgejo-event", "x-gitea-event"], "X-Forgejo-Event"),
-        Provider::Bitbucket => (&["x-event-key"], "X-Event-Key"),
-    };
-    first_header(headers, names).ok_or(WebhookError::MissingHeader {
-        header,
-        why: "it names the event",
-    })
+    let spec = provider.headers();
+    first_header(headers, spec.event.iter().map(|header| header.name)).ok_or(
+        WebhookError::MissingHeader {
+            header: spec.event_display,
+            why: "it names the event",
+        },
+    )
 }
 
 /// The provider's delivery id, git-push's idempotency key.
@@ -128,26 +113,15 @@ pub fn event_name(provider: Provider, headers: &HeaderMap) -> Result<&str, Webho
 /// | Forgejo   | `X-Forgejo-Delivery`, `X-Gitea-Delivery`            |
 /// | Bitbucket | `X-Request-UUID` (see [`bitbucket`] for the fallback) |
 ///
-/// GitLab's `Idempotency-Key` (17.4+) stays the same across retries, while
-/// `X-Gitlab-Event-UUID` is only unique per event, so the first is preferred.
+/// as the provider table says ([`tekflux_common::provider`]). GitLab's `Idempotency-Key`
+/// (17.4+) stays the same across retries, while `X-Gitlab-Event-UUID` is only unique per
+/// event, so the first is preferred.
 pub fn delivery_id(provider: Provider, headers: &HeaderMap) -> Result<String, WebhookError> {
-    let (names, header): (&[&str], &'static str) = match provider {
-        Provider::Github => (&["x-github-delivery"], "X-GitHub-Delivery"),
-        Provider::Gitlab => (
-            &["idempotency-key", "x-gitlab-event-uuid"],
-            "Idempotency-Key or X-Gitlab-Event-UUID",
-        ),
-        Provider::Gitea => (&["x-gitea-delivery", "x-gogs-delivery"], "X-Gitea-Delivery"),
-        Provider::Forgejo => (
-            &["x-forgejo-delivery", "x-gitea-delivery"],
-            "X-Forgejo-Delivery or X-Gitea-Delivery",
-        ),
-        Provider::Bitbucket => (&["x-request-uuid"], "X-Request-UUID"),
-    };
-    first_header(headers, names)
+    let spec = provider.headers();
+    first_header(headers, spec.delivery.iter().map(|header| header.name))
         .map(str::to_owned)
         .ok_or(WebhookError::MissingHeader {
-            header,
+            header: spec.delivery_display,
             why: "the delivery id is the idempotency key that makes redeliveries create no second run",
         })
 }
@@ -254,13 +228,16 @@ pub fn is_zero_sha(sha: &str) -> bool {
 }
 
 fn has(headers: &HeaderMap, name: &str) -> bool {
-    first_header(headers, &[name]).is_some()
+    first_header(headers, [name]).is_some()
 }
 
-fn first_header<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
-    names.iter().find_map(|name| {
+fn first_header<'h, 'n>(
+    headers: &'h HeaderMap,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Option<&'h str> {
+    names.into_iter().find_map(|name| {
         headers
-            .get(*name)
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
