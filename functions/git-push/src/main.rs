@@ -11,8 +11,20 @@ async fn main() -> ExitCode {
     ) {
         return code;
     }
-    let startup = Startup::from_process();
-    let routes = tekflux_git_push::routes_from_startup(&startup).await;
+    let startup = match Startup::from_process() {
+        Ok(startup) => startup,
+        Err(error) => {
+            eprintln!("{}", error.report());
+            return error.exit_code();
+        }
+    };
+    let routes = match tekflux_git_push::routes_from_startup(&startup).await {
+        Ok(routes) => routes,
+        Err(error) => {
+            eprintln!("{}", error.report());
+            return error.exit_code();
+        }
+    };
     startup.server.readiness.set_ready();
     startup.serve(routes).await
 }

@@ -42,13 +42,11 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::labels::sanitize_label_value;
 use crate::path_capture::Captures;
 use crate::push::{Push, RefKind};
-use crate::routing::{CompiledRule, Target, Volume};
+use crate::rule::{CompiledRule, Target, Volume};
 use crate::template::{Values, split_repo_url};
-
-/// A DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric (the config's check).
-pub use tekflux_common::config::is_dns1123_label;
 
 pub use tekflux_common::run_contract::{
     ARCHIVE_ANNOTATION, ArchivedWorkspace, BRANCH_LABEL, DELIVERY_ANNOTATION, FAN_OUT_LABEL,
@@ -57,7 +55,6 @@ pub use tekflux_common::run_contract::{
     TAG_LABEL, VERSION_ANNOTATION,
 };
 
-const RESERVED_PREFIX: &str = "tekflux.dev/";
 const HASH_HEX: usize = 12;
 const NAME_PREFIX_MAX: usize = 63 - 1 - HASH_HEX;
 
@@ -70,12 +67,12 @@ pub struct RunContext {
     pub version: Option<String>,
 }
 
-impl CompiledRule {
-    /// The kind of run this rule creates.
-    pub fn run_kind(&self) -> RunKind {
-        match self.target {
-            Target::Pipeline(_) => RunKind::PipelineRun,
-            Target::Task(_) => RunKind::TaskRun,
+impl RunContext {
+    /// The context of git-push's runs under `config`: its namespace and this build's version.
+    pub fn for_config(config: &tekflux_common::config::Config) -> Self {
+        RunContext {
+            namespace: config.namespace.clone(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         }
     }
 }
@@ -454,29 +451,6 @@ pub fn cancel_patch(kind: RunKind) -> Value {
     json!({ "spec": { "status": status } })
 }
 
-/// `value` as a label value: characters outside `[A-Za-z0-9._-]` become `-`, leading and trailing
-/// non-alphanumerics are dropped, and values longer than 63 characters are cut and given a hash
-/// suffix so distinct long values stay distinct. Empty when nothing is left.
-pub fn sanitize_label_value(value: &str) -> String {
-    let replaced: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let trimmed = replaced.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if trimmed.len() <= 63 {
-        return trimmed.to_owned();
-    }
-    let hash = hex::encode(Sha256::digest(value.as_bytes()));
-    let head = trimmed[..63 - 9].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("{head}-{}", &hash[..8])
-}
-
 /// Lowercase DNS-1123 label text from `value`, at most `max` characters, possibly empty.
 fn dns_label_prefix(value: &str, max: usize) -> String {
     let replaced: String = value
@@ -494,66 +468,9 @@ fn dns_label_prefix(value: &str, max: usize) -> String {
     cut.trim_end_matches('-').to_owned()
 }
 
-/// A valid label value: empty, or at most 63 of `[A-Za-z0-9._-]` starting and ending
-/// alphanumeric.
-pub fn is_label_value(value: &str) -> bool {
-    value.is_empty()
-        || (value.len() <= 63
-            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-}
-
-/// A valid label key: an optional DNS-1123 subdomain prefix and `/`, then a non-empty name with
-/// the value syntax.
-pub fn is_label_key(key: &str) -> bool {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    let prefix_ok = prefix
-        .is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label));
-    prefix_ok && !name.is_empty() && is_label_value(name)
-}
-
-/// Keys tekflux sets itself, which rules may not set.
-pub fn is_reserved_label(key: &str) -> bool {
-    key.starts_with(RESERVED_PREFIX) || key == MANAGED_BY_LABEL
-}
-
-/// A rule name: at most 63 of `[a-z0-9.-]`, starting and ending alphanumeric, so it is a valid
-/// label value and Pipeline or Task names (DNS-1123 subdomains) can serve as rule names.
-pub fn is_rule_name(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 63 && value.split('.').all(is_dns1123_label)
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_sanitised() {
-        assert_eq!(sanitize_label_value("feature/x"), "feature-x");
-        assert_eq!(sanitize_label_value("/-ü-"), "");
-        assert_eq!(sanitize_label_value("$(rm -rf /)"), "rm--rf");
-        let long = "a".repeat(100);
-        let cut = sanitize_label_value(&long);
-        assert_eq!(cut.len(), 63);
-        assert!(is_label_value(&cut));
-        assert_ne!(cut, sanitize_label_value(&"a".repeat(101)));
-    }
-
-    #[test]
-    fn label_keys() {
-        assert!(is_label_key("team"));
-        assert!(is_label_key("example.com/team"));
-        assert!(!is_label_key("/team"));
-        assert!(!is_label_key("Example_com/team"));
-        assert!(!is_label_key("a/b/c"));
-    }
 
     #[test]
     fn cancel_patches() {

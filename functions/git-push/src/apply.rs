@@ -1,0 +1,119 @@
+//! Carrying out a [`Plan`]: each planned run created (or, in a dry run, shown as the API server
+//! would create it), the runs it supersedes cancelled, `pending` reported on the commit, and
+//! every step counted.
+//!
+//! Runs are created before anything is answered; a failure after some runs were created is
+//! answered with an error, and the retried delivery finds those runs by name (AlreadyExists).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tekflux_common::commit_status::{BuildState, StatusReport, render_target_url};
+use tekflux_common::config::Concurrency;
+
+use crate::app::AppState;
+use crate::cluster;
+use crate::error::DeliveryError;
+use crate::plan::{Plan, PlannedRun};
+use crate::push::Push;
+use crate::summary::Summary;
+
+/// Applies `plan` with `state`'s cluster, counters and commit-status reporter.
+pub(crate) async fn apply(
+    state: &AppState,
+    plan: Plan<'_>,
+    dry_run: bool,
+) -> Result<Summary, DeliveryError> {
+    let inner = &state.inner;
+    let metrics = &inner.metrics;
+    let mut summary = Summary {
+        dry_run,
+        ..Summary::default()
+    };
+    for push_plan in plan.pushes {
+        let push = push_plan.push;
+        push_plan.summarise_into(&mut summary);
+        if push_plan.no_rule {
+            metrics.ignored.inc(&["no_rule"]);
+        }
+        for ignored in &push_plan.ignored {
+            metrics.ignored.inc(&[ignored.miss.kind()]);
+        }
+        for run in push_plan.runs {
+            let mut run_summary = run.summary();
+            if dry_run {
+                run_summary.object = Some(match &inner.kube {
+                    Some(client) => cluster::create_run(client, &run, true).await?.object,
+                    None => run.object,
+                });
+            } else {
+                let client = inner.kube.as_ref().ok_or(DeliveryError::NoCluster)?;
+                let created = cluster::create_run(client, &run, false).await?;
+                if created.existed {
+                    // Its pending status was reported by the delivery that created it.
+                    metrics.duplicates.inc(&[push.provider.as_str()]);
+                } else {
+                    metrics
+                        .runs_created
+                        .inc(&[push.provider.as_str(), run.kind.as_str()]);
+                    if let Some(context) = &run.status_context {
+                        report_pending(state, push, &run, context, &created.object);
+                    }
+                }
+                if run.rule.concurrency == Concurrency::Supersede {
+                    let superseded =
+                        cluster::supersede(client, &run, push, &created.object, created.existed)
+                            .await?;
+                    metrics
+                        .superseded
+                        .inc_by(&[run.kind.as_str()], superseded.patched);
+                    run_summary.superseded = superseded.names;
+                }
+            }
+            summary.runs.push(run_summary);
+        }
+    }
+    Ok(summary)
+}
+
+/// Posts `pending` for a run just created, in the background: the webhook is answered as soon
+/// as the run exists (GitHub gives up on a webhook after 10 s), and reporting never fails it.
+fn report_pending(
+    state: &AppState,
+    push: &Push,
+    run: &PlannedRun<'_>,
+    context: &str,
+    created: &Value,
+) {
+    let metadata = &created["metadata"];
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let (namespace, name) = (text(&metadata["namespace"]), text(&metadata["name"]));
+    let kind = text(&created["kind"]);
+    let uid = text(&metadata["uid"]);
+    let variables = BTreeMap::from([
+        ("namespace", namespace.as_str()),
+        ("name", name.as_str()),
+        ("kind", kind.as_str()),
+        ("uid", uid.as_str()),
+        ("rule", run.rule.name.as_str()),
+        ("sha", push.after.as_str()),
+    ]);
+    let status = &state.inner.status;
+    let settings = status.settings(push.provider);
+    let report = StatusReport {
+        provider: push.provider,
+        repo_url: push.repo_url.clone(),
+        sha: push.after.clone(),
+        git_ref: Some(push.git_ref.clone()),
+        context: context.to_owned(),
+        state: BuildState::Pending,
+        description: format!("{name}: started"),
+        target_url: settings
+            .and_then(|s| s.target_url.as_deref())
+            .map(|template| render_target_url(template, &variables)),
+    };
+    let status = status.clone();
+    tokio::spawn(async move {
+        status.report(&report).await;
+    });
+}

@@ -1,0 +1,150 @@
+//! The Kubernetes side of applying a plan: creating a run (or finding the one an earlier
+//! attempt of the same delivery created) and cancelling the runs it supersedes.
+
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use serde_json::Value;
+use tekflux_common::run_contract::{RunKind, TEKTON_GROUP, TEKTON_VERSION};
+
+use crate::error::DeliveryError;
+use crate::plan::PlannedRun;
+use crate::push::Push;
+use crate::run;
+
+/// The field manager tekflux's writes are recorded under.
+pub const FIELD_MANAGER: &str = "tekflux-git-push";
+
+type Result<T, E = DeliveryError> = std::result::Result<T, E>;
+
+fn run_api(client: &kube::Client, kind: RunKind, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(TEKTON_GROUP, TEKTON_VERSION, kind.as_str());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// The run as the API server holds it, and whether it was there before this request.
+#[derive(Debug)]
+pub(crate) struct CreatedRun {
+    /// The object as the API server answered it.
+    pub(crate) object: Value,
+    /// It existed already: this is a redelivery (or a retry after a partial failure).
+    pub(crate) existed: bool,
+}
+
+/// Creates the run; an existing run of the same name is this delivery's earlier attempt, so it
+/// is fetched and answered as if just created. A dry run of a delivery whose run exists shows
+/// that run (server-side dry run answers AlreadyExists, which is no failure of the request).
+#[tracing::instrument(
+    skip_all,
+    fields(kind = run.kind.as_str(), namespace = %run.namespace, name = %run.name, dry_run)
+)]
+pub(crate) async fn create_run(
+    client: &kube::Client,
+    run: &PlannedRun<'_>,
+    dry_run: bool,
+) -> Result<CreatedRun> {
+    let api = run_api(client, run.kind, &run.namespace);
+    let dynamic: DynamicObject =
+        serde_json::from_value(run.object.clone()).map_err(DeliveryError::NotAnObject)?;
+    let params = PostParams {
+        dry_run,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    };
+    match api.create(&params, &dynamic).await {
+        Ok(created) => Ok(CreatedRun {
+            object: to_json(&created)?,
+            existed: false,
+        }),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            let name = dynamic.metadata.name.clone().unwrap_or_default();
+            let existing = api.get(&name).await?;
+            Ok(CreatedRun {
+                object: to_json(&existing)?,
+                existed: true,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn to_json(object: &DynamicObject) -> Result<Value> {
+    serde_json::to_value(object).map_err(DeliveryError::Serialise)
+}
+
+/// The runs a push supersedes, and how many of them this request cancelled.
+#[derive(Debug)]
+pub(crate) struct Superseded {
+    /// Every run the new one supersedes, cancelled now or by an earlier attempt.
+    pub(crate) names: Vec<String>,
+    /// How many this request cancelled.
+    pub(crate) patched: u64,
+}
+
+/// Cancels the older unfinished runs of `run`'s rule (and fan-out value) for the same
+/// repository and ref; `new_run` is `run` as the API server holds it.
+///
+/// On a redelivery (`redelivery`: the new run existed already) the older runs that carry
+/// tekflux's cancel status are listed as well, although they are not patched again: the first
+/// attempt (or an earlier, partly failed one) cancelled them, and the redelivery must be answered
+/// like the first delivery.
+#[tracing::instrument(
+    skip_all,
+    fields(kind = run.kind.as_str(), namespace = %run.namespace, name = %run.name, redelivery)
+)]
+pub(crate) async fn supersede(
+    client: &kube::Client,
+    run: &PlannedRun<'_>,
+    push: &Push,
+    new_run: &Value,
+    redelivery: bool,
+) -> Result<Superseded> {
+    let api = run_api(client, run.kind, &run.namespace);
+    let selector = run::supersede_selector(run.rule, push, &run.captures);
+    let listed = api.list(&ListParams::default().labels(&selector)).await?;
+    let cancel = run::cancel_patch(run.kind);
+    let mut superseded = Superseded {
+        names: Vec::new(),
+        patched: 0,
+    };
+    for candidate in listed.items {
+        let candidate = to_json(&candidate)?;
+        let name = candidate["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if run::is_superseded(&candidate, new_run, push) {
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&cancel))
+                .await
+            {
+                Ok(_) => {
+                    superseded.names.push(name);
+                    superseded.patched += 1;
+                }
+                // Deleted in the meantime: nothing left to cancel.
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
+        } else if redelivery && was_cancelled_by_us(&candidate, new_run, push, &cancel) {
+            superseded.names.push(name);
+        }
+    }
+    Ok(superseded)
+}
+
+/// Whether `candidate` carries tekflux's cancel status and, that status (and the outcome of the
+/// cancellation) aside, is a run `new_run` supersedes.
+fn was_cancelled_by_us(candidate: &Value, new_run: &Value, push: &Push, cancel: &Value) -> bool {
+    if candidate["spec"]["status"] != cancel["spec"]["status"] {
+        return false;
+    }
+    let mut before = candidate.clone();
+    if let Some(spec) = before.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("status");
+    }
+    if let Some(object) = before.as_object_mut() {
+        object.remove("status");
+    }
+    run::is_superseded(&before, new_run, push)
+}
