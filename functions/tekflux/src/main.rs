@@ -313,9 +313,11 @@ fn check_config(env: &Env) -> ExitCode {
 async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> ExitCode {
     let routes = match function {
         Function::GitPush if webhooks_only => {
-            tekflux_git_push::webhook_routes_from_startup(&startup).await
+            git_push_or_exit(tekflux_git_push::webhook_routes_from_startup(&startup).await)
         }
-        Function::GitPush => tekflux_git_push::routes_from_startup(&startup).await,
+        Function::GitPush => {
+            git_push_or_exit(tekflux_git_push::routes_from_startup(&startup).await)
+        }
         Function::RunComplete => tekflux_run_complete::routes_from_startup(&startup).await,
         Function::ReleaseChanged => tekflux_release_changed::routes_from_startup(&startup).await,
         Function::All => all_routes(&startup).await,
@@ -324,12 +326,21 @@ async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> Exi
     startup.serve(routes).await
 }
 
+/// git-push's routes, or its rules' problems printed and exit 64, as for every config error
+/// (git-push returns the error; only this binary exits).
+fn git_push_or_exit(routes: Result<Router, tekflux_git_push::StartupError>) -> Router {
+    routes.unwrap_or_else(|error| {
+        eprintln!("{}", error.report());
+        std::process::exit(config::EX_USAGE)
+    })
+}
+
 /// Every function, each under `/<function>`: what `serve` and `up` serve.
 async fn all_routes(startup: &Startup) -> Router {
     Router::new()
         .nest(
             "/git-push",
-            tekflux_git_push::routes_from_startup(startup).await,
+            git_push_or_exit(tekflux_git_push::routes_from_startup(startup).await),
         )
         .nest(
             "/run-complete",
@@ -376,7 +387,7 @@ fn render(
         .block_on(tekflux_git_push::render(
             config, provider, event_name, delivery, &body,
         ))
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
+        .map_err(|error| anyhow::anyhow!("{}", error.message()))?;
     let objects = || -> Vec<serde_json::Value> {
         rendered["runs"]
             .as_array()
