@@ -501,7 +501,7 @@ async fn read_run(kube: &kube::Client, identity: &RunIdentity) -> Result<Option<
     };
     serde_json::to_value(run)
         .map(Some)
-        .map_err(|error| Error::Internal(format!("cannot read the run: {error}")))
+        .map_err(|error| Error::internal("cannot read the run", error))
 }
 
 fn describe_all(changes: &[ChangeEvent]) -> String {
@@ -524,7 +524,7 @@ async fn apply(
     let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
     let current = match api.get_opt(&target.name).await? {
         Some(object) => serde_json::to_value(object)
-            .map_err(|error| Error::Internal(format!("cannot read the HelmRelease: {error}")))?,
+            .map_err(|error| Error::internal("cannot read the HelmRelease", error))?,
         // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
         // creates it; until then the event is retried and finally dead-lettered.
         None => {
@@ -700,10 +700,7 @@ async fn receive_flux(
             }),
         ));
     };
-    state
-        .inner
-        .flux_events
-        .inc(&[&format!("{outcome:?}").to_lowercase()]);
+    state.inner.flux_events.inc(&[outcome.kind()]);
     let reply = flux::reply(&event, outcome)?;
     state.inner.replies.deliver(reply).await
 }

@@ -136,6 +136,19 @@ pub enum ReleaseOutcome {
     Failed,
 }
 
+impl ReleaseOutcome {
+    /// A short, stable name for metric labels (`tekflux_release_changed_flux_events_total`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Deployed => "deployed",
+            Self::Upgraded => "upgraded",
+            Self::RolledBack => "rolledback",
+            Self::Removed => "removed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl FluxEvent {
     /// Parses Flux's JSON body.
     ///
@@ -143,7 +156,7 @@ impl FluxEvent {
     /// [`Error::BadRequest`] for anything that is not a Flux event.
     pub fn parse(body: &[u8]) -> Result<Self> {
         serde_json::from_slice(body)
-            .map_err(|error| Error::BadRequest(format!("not a Flux notification event: {error}")))
+            .map_err(|error| Error::bad_request("not a Flux notification event", error))
     }
 
     /// What the event says became of the release; `None` when it is about something else or
@@ -224,9 +237,8 @@ impl FluxEvent {
 /// # Errors
 /// [`Error::Internal`] when the reply cannot be built (a bug).
 pub fn reply(event: &FluxEvent, outcome: ReleaseOutcome) -> Result<Event> {
-    let internal = |what: &'static str| {
-        move |error: cdevents_sdk::Error| Error::Internal(format!("{what}: {error}"))
-    };
+    let internal =
+        |what: &'static str| move |error: cdevents_sdk::Error| Error::internal(what, error);
     let source = event.source();
     let namespace = event.involved_object.namespace.clone();
     let details = json!({

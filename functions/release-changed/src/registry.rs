@@ -94,7 +94,7 @@ pub fn verify(settings: Option<&ProviderSettings>, headers: &HeaderMap) -> Resul
 /// [`Error::BadRequest`] for a body that is neither payload.
 pub fn parse(body: &[u8]) -> Result<(String, Vec<RegistryPush>)> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|error| Error::BadRequest(format!("the notification is not JSON: {error}")))?;
+        .map_err(|error| Error::bad_request("the notification is not JSON", error))?;
     if let Some(events) = value.get("events").and_then(Value::as_array) {
         Ok(distribution(events))
     } else if value.get("event_data").is_some() {

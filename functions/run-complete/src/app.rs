@@ -251,6 +251,7 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
     app(state).merge(crate::dead_letters::app(dead_letters))
 }
 
+#[tracing::instrument(name = "run_complete", skip_all)]
 async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Result<Response> {
     let event_type = incoming.event.ty().to_owned();
     let Some(terminal) = Terminal::from_event_type(&event_type) else {

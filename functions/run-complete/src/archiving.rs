@@ -42,6 +42,10 @@ impl Archived {
 }
 
 /// Archives `run`, the API server's copy: everything below comes from it, not from the event.
+#[tracing::instrument(
+    skip_all,
+    fields(run = %run.name, namespace = %run.namespace, uid = %run.uid)
+)]
 pub(crate) async fn archive_run(
     state: &AppState,
     incoming: &IncomingEvent,
@@ -304,7 +308,9 @@ async fn remove_archived(
             continue;
         }
         let target = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || target.remove()).await;
+        // The removal logs (and its errors are logged) under the request's span.
+        let span = tracing::Span::current();
+        let removed = tokio::task::spawn_blocking(move || span.in_scope(|| target.remove())).await;
         let error = match removed {
             Ok(Ok(())) => {
                 cleanups.inc(&["removed"]);

@@ -121,9 +121,8 @@ async fn receive(
     };
     let event = &incoming.event;
     let key = key_for(&store.prefix, event);
-    let body = serde_json::to_vec(event).map_err(|error| {
-        Error::Internal(format!("the event cannot be written as JSON: {error}"))
-    })?;
+    let body = serde_json::to_vec(event)
+        .map_err(|error| Error::internal("the event cannot be written as JSON", error))?;
     s3.put_object()
         .bucket(bucket)
         .key(&key)

@@ -131,7 +131,7 @@ pub async fn copy_logs_and_failures(
                 match api.get_opt(name).await? {
                     Some(object) => {
                         let value = serde_json::to_value(&object).map_err(|error| {
-                            Error::Internal(format!("cannot read TaskRun {name}: {error}"))
+                            Error::internal(format!("cannot read TaskRun {name}"), error)
                         })?;
                         let child =
                             FinishedRun::from_object(RunKind::TaskRun, run.outcome, &value)?;
@@ -211,7 +211,7 @@ async fn copy_step_log(
     };
 
     let file = tempfile::NamedTempFile::new()
-        .map_err(|error| Error::Internal(format!("cannot create a temporary file: {error}")))?;
+        .map_err(|error| Error::internal("cannot create a temporary file", error))?;
     let mut writer = std::io::BufWriter::new(file.as_file());
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
@@ -219,10 +219,10 @@ async fn copy_step_log(
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = stream.read(&mut buffer).await.map_err(|error| {
-            Error::Unavailable(format!(
-                "reading the log of {pod}/{} failed: {error}",
-                step.container
-            ))
+            Error::unavailable(
+                format!("reading the log of {pod}/{} failed", step.container),
+                error,
+            )
         })?;
         if read == 0 {
             break;
@@ -234,7 +234,7 @@ async fn copy_step_log(
         bytes += keep as u64;
         writer
             .write_all(chunk)
-            .map_err(|error| Error::Internal(format!("cannot buffer a log: {error}")))?;
+            .map_err(|error| Error::internal("cannot buffer a log", error))?;
         if keep < read {
             truncated = true;
             break;
@@ -242,13 +242,13 @@ async fn copy_step_log(
     }
     writer
         .flush()
-        .map_err(|error| Error::Internal(format!("cannot buffer a log: {error}")))?;
+        .map_err(|error| Error::internal("cannot buffer a log", error))?;
     drop(writer);
 
     let key = target.layout.log(&task_run.name, &step.name);
     let body = ByteStream::from_path(file.path())
         .await
-        .map_err(|error| Error::Internal(format!("cannot read a buffered log: {error}")))?;
+        .map_err(|error| Error::internal("cannot read a buffered log", error))?;
     target
         .s3
         .put_object()

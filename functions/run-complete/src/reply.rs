@@ -134,9 +134,8 @@ fn artifact_published_event(
     mut data: Value,
 ) -> Result<CDEvent> {
     let reference = ImageReference::parse(image_url, digest)?;
-    let internal = |what: &'static str| {
-        move |error: cdevents_sdk::Error| Error::Internal(format!("{what}: {error}"))
-    };
+    let internal =
+        |what: &'static str| move |error: cdevents_sdk::Error| Error::internal(what, error);
     let subject = Subject::from(artifact_published::Content {
         sbom: None,
         user: None,

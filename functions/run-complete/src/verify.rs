@@ -215,9 +215,8 @@ pub async fn verify_run(
             namespace: reference.namespace.clone(),
             name: reference.name.clone(),
         })?;
-    let stored = serde_json::to_value(&object).map_err(|error| {
-        VerifyError::Api(Error::Internal(format!("cannot read {kind}: {error}")))
-    })?;
+    let stored = serde_json::to_value(&object)
+        .map_err(|error| VerifyError::Api(Error::internal(format!("cannot read {kind}"), error)))?;
     if stored["metadata"]["uid"].as_str() != Some(reference.uid.as_str()) {
         return Err(Refusal::UidMismatch {
             kind,

@@ -166,6 +166,7 @@ pub struct RestoreReport {
 ///
 /// # Errors
 /// See [`RestoreError`]; the target is left as it was.
+#[tracing::instrument(skip(reader, options), fields(target = %target.display()))]
 pub fn restore_archive<R: Read>(
     reader: R,
     target: &Path,
@@ -347,6 +348,7 @@ fn corrupt(error: &io::Error) -> RestoreError {
 /// # Errors
 /// [`RestoreError::NotFound`] for a missing object, [`RestoreError::S3`] when the store fails,
 /// and the refusals of [`restore_archive`].
+#[tracing::instrument(skip(client, options), fields(target = %target.display()))]
 pub async fn restore_from_s3(
     client: &Client,
     bucket: &str,
@@ -378,7 +380,10 @@ pub async fn restore_from_s3(
     let failure = Arc::clone(&source.failure);
     let (target, options) = (target.to_owned(), options.clone());
     let (bucket, key) = (bucket.to_owned(), key.to_owned());
+    // The unpacking thread logs under the caller's span (the request's, or the CLI's).
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let source_failure = || {
             failure
                 .lock()

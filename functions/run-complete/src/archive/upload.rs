@@ -130,6 +130,7 @@ pub struct VerifiedObject {
 ///
 /// # Errors
 /// See [`ArchiveError`]; [`ArchiveError::is_transient`] tells retryable failures apart.
+#[tracing::instrument(skip(client, tree, options, metadata))]
 pub async fn upload_archive(
     client: &Client,
     bucket: &str,
@@ -164,7 +165,10 @@ pub async fn upload_archive(
         options.max_entries,
     );
     let progress = options.progress.clone();
+    // The producer thread logs under the caller's span (the request's, or the CLI's).
+    let span = tracing::Span::current();
     let producer = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let sink = ChunkSink::new(sender, recycled, part_size, progress);
         let (summary, sink) = write_archive(&tree, level, max_bytes, max_entries, sink)?;
         let (bytes, sha256) = sink.finish().map_err(ArchiveError::Output)?;
@@ -275,6 +279,7 @@ pub async fn upload_archive(
 /// # Errors
 /// [`ArchiveError::S3`] when the object cannot be read, [`ArchiveError::Mismatch`] when it
 /// differs.
+#[tracing::instrument(skip(client))]
 pub async fn verify_archive(
     client: &Client,
     bucket: &str,
