@@ -9,25 +9,23 @@
 //! "retry later" (69) from "this archive is refused" (65) and "nothing there" (66).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use tekflux_run_complete::s3_client::S3Setup;
 use tekflux_common::config::{self, Env, Sections};
 use tekflux_common::error::without_os_error;
+use tekflux_run_complete::s3_client::S3Setup;
+mod output;
+mod s3_url;
+
+use output::{ProgressLine, Sha256File, discard, print_result};
+pub use s3_url::{MetadataPair, S3Url};
+
 use tekflux_run_complete::archive::{
-    ArchiveError, ArchiveOptions, MIN_PART_SIZE, Progress, RestoreError, RestoreLimits,
-    RestoreOptions, S3ErrorKind, S3Failure, Tree, check_target, restore_from_s3, upload_archive,
-    verify_archive,
+    ArchiveError, ArchiveOptions, MIN_PART_SIZE, RestoreError, RestoreLimits, RestoreOptions,
+    S3ErrorKind, S3Failure, Tree, check_target, restore_from_s3, upload_archive, verify_archive,
 };
 
 /// Bad arguments or configuration, S3 settings and credentials included: no region, no or
@@ -46,103 +44,8 @@ pub const EXIT_CANNOT_WRITE: u8 = 73;
 /// The receiver refused the credentials (401/403): `tekflux send` (`EX_NOPERM`).
 pub const EXIT_NO_PERMISSION: u8 = 77;
 
-/// S3 limits a key to 1024 bytes.
-const MAX_KEY_BYTES: usize = 1024;
 /// S3 allows at most 10,000 parts of at most 5 GiB each.
 const MAX_PART_SIZE_MIB: u64 = 5 * 1024;
-
-/// `s3://bucket/key`, checked against S3's naming rules before any request is made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Url {
-    /// The bucket.
-    pub bucket: String,
-    /// The object key.
-    pub key: String,
-}
-
-impl FromStr for S3Url {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let rest = text
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{text:?} is not an s3://bucket/key URL"))?;
-        let (bucket, key) = rest
-            .split_once('/')
-            .ok_or_else(|| format!("{text:?} names no key: expected s3://bucket/key"))?;
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-            && bucket
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && bucket
-                .bytes()
-                .last()
-                .is_some_and(|b| b.is_ascii_alphanumeric());
-        if !bucket_ok {
-            return Err(format!(
-                "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"
-            ));
-        }
-        if key.is_empty() || key.ends_with('/') {
-            return Err(format!(
-                "{text:?} names a folder, not an object: the key must not be empty or end with /"
-            ));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(format!("the key is longer than S3's {MAX_KEY_BYTES} bytes"));
-        }
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for S3Url {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
-    }
-}
-
-/// `name=value` for the object's `x-amz-meta-name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetadataPair {
-    name: String,
-    value: String,
-}
-
-impl FromStr for MetadataPair {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, value) = text
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?} is not name=value"))?;
-        // HTTP header names travel lowercased; anything else would come back changed.
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            return Err(format!(
-                "metadata name {name:?} must be lowercase letters, digits and hyphens"
-            ));
-        }
-        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return Err(format!(
-                "metadata value for {name:?} must be printable ASCII (S3 sends it as a header)"
-            ));
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
-    }
-}
 
 /// Arguments of `tekflux archive`.
 #[derive(Debug, Args)]
@@ -217,7 +120,7 @@ pub struct RestoreArgs {
 /// `--sha256-file` can be written; then the S3 settings (region, endpoint).
 pub fn archive(env: &Env, args: ArchiveArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = config::load_or_exit(env, Sections::STORAGE);
+    let config = crate::load_or_exit(env, Sections::STORAGE);
     let mut options = ArchiveOptions::from_storage(&config.storage);
     if let Some(level) = args.level {
         options.level = level;
@@ -332,7 +235,7 @@ pub fn archive(env: &Env, args: ArchiveArgs) -> ExitCode {
 /// S3 settings (region, endpoint).
 pub fn restore(env: &Env, args: RestoreArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = config::load_or_exit(env, Sections::STORAGE);
+    let config = crate::load_or_exit(env, Sections::STORAGE);
     let expected_sha256 = args
         .sha256
         .map(|sha| sha.trim().to_ascii_lowercase())
@@ -504,150 +407,11 @@ fn restore_exit_code(error: &RestoreError) -> u8 {
     }
 }
 
-fn fail(command: &str, error: &dyn std::error::Error, code: u8) -> ExitCode {
-    eprintln!("tekflux {command}: {error}");
+fn fail(command: &str, error: &(dyn std::error::Error + 'static), code: u8) -> ExitCode {
+    // The whole chain: archive and restore errors keep the OS's error as their source.
+    eprintln!(
+        "tekflux {command}: {}",
+        tekflux_common::error::plain_chain(error)
+    );
     ExitCode::from(code)
-}
-
-/// `--sha256-file`, opened before the upload so that a path that cannot be written is found
-/// out before anything is stored, and written once the archive is verified.
-struct Sha256File {
-    file: File,
-    path: PathBuf,
-    /// Whether this run created it (and so removes it when the archive fails).
-    created: bool,
-}
-
-impl Sha256File {
-    fn open(path: &Path) -> Result<Self, (PathBuf, std::io::Error)> {
-        let opened = match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(file) => Ok((file, true)),
-            // Kept as it is until there is a sha256 to replace it with.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map(|file| (file, false)),
-            Err(error) => Err(error),
-        };
-        match opened {
-            Ok((file, created)) => Ok(Self {
-                file,
-                path: path.to_owned(),
-                created,
-            }),
-            Err(error) => Err((path.to_owned(), error)),
-        }
-    }
-
-    fn write(mut self, sha256: &str) -> Result<(), (PathBuf, std::io::Error)> {
-        self.file
-            .set_len(0)
-            .and_then(|()| self.file.write_all(sha256.as_bytes()))
-            .map_err(|error| (self.path.clone(), error))
-    }
-}
-
-/// Removes a `--sha256-file` this run created, when there is no sha256 to put in it.
-fn discard(file: Option<Sha256File>) {
-    if let Some(file) = file
-        && file.created
-    {
-        drop(file.file);
-        let _ = std::fs::remove_file(&file.path);
-    }
-}
-
-fn print_result(result: &serde_json::Value) {
-    println!("{result}");
-}
-
-/// Progress on stderr: redrawn in place (with a bar when the total is known) on a terminal,
-/// a plain line at most every [`ProgressLine::PLAIN_EVERY`] otherwise, so step logs stay short.
-struct ProgressLine {
-    label: &'static str,
-    total: Option<u64>,
-    terminal: bool,
-    started: Instant,
-    done: AtomicU64,
-    last_drawn: Mutex<Instant>,
-}
-
-impl ProgressLine {
-    const PLAIN_EVERY: Duration = Duration::from_secs(5);
-    const REDRAW_EVERY: Duration = Duration::from_millis(200);
-
-    fn to_stderr(label: &'static str, total: Option<u64>) -> Arc<Self> {
-        let now = Instant::now();
-        Arc::new(Self {
-            label,
-            total,
-            terminal: std::io::stderr().is_terminal(),
-            started: now,
-            done: AtomicU64::new(0),
-            last_drawn: Mutex::new(now),
-        })
-    }
-
-    fn callback(self: &Arc<Self>) -> Progress {
-        let line = Arc::clone(self);
-        Progress::new(move |bytes| line.advance(bytes))
-    }
-
-    fn advance(&self, bytes: u64) {
-        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let every = if self.terminal {
-            Self::REDRAW_EVERY
-        } else {
-            Self::PLAIN_EVERY
-        };
-        let Ok(mut last) = self.last_drawn.lock() else {
-            return;
-        };
-        if last.elapsed() < every {
-            return;
-        }
-        *last = Instant::now();
-        drop(last);
-        self.draw(done, false);
-    }
-
-    fn finish(&self) {
-        // A plain log gets no final progress line: the JSON result says it all.
-        if self.terminal {
-            self.draw(self.done.load(Ordering::Relaxed), true);
-        }
-    }
-
-    fn draw(&self, done: u64, last: bool) {
-        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = mib(done) / seconds;
-        let amount = match self.total {
-            Some(total) if total > 0 => {
-                let fraction = (done as f64 / total as f64).min(1.0);
-                let filled = (fraction * 30.0).round() as usize;
-                format!(
-                    "[{}{}] {:>3.0}% {:.1}/{:.1} MiB",
-                    "#".repeat(filled),
-                    "-".repeat(30 - filled),
-                    fraction * 100.0,
-                    mib(done),
-                    mib(total)
-                )
-            }
-            _ => format!("{:.1} MiB", mib(done)),
-        };
-        let text = format!("{} {amount} at {rate:.1} MiB/s", self.label);
-        let mut stderr = std::io::stderr().lock();
-        // Errors writing progress are not worth failing the transfer for.
-        let _ = if self.terminal {
-            write!(stderr, "\r{text}\x1b[K{}", if last { "\n" } else { "" })
-        } else {
-            writeln!(stderr, "{text}")
-        };
-        let _ = stderr.flush();
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
