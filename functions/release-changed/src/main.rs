@@ -11,7 +11,13 @@ async fn main() -> ExitCode {
     ) {
         return code;
     }
-    let startup = Startup::from_process();
+    let startup = match Startup::from_process() {
+        Ok(startup) => startup,
+        Err(error) => {
+            eprintln!("{}", error.report());
+            return error.exit_code();
+        }
+    };
     let routes = tekflux_release_changed::routes_from_startup(&startup).await;
     startup.server.readiness.set_ready();
     startup.serve(routes).await

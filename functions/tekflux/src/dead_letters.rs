@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use cloudevents::AttributesReader;
-use tekflux_common::config::{self, Env, Sections};
+use tekflux_common::config::{Env, Sections};
 use tekflux_run_complete::dead_letters::{self, DeadLetter, ERROR_EXTENSIONS};
 
 use crate::sender::{EventSender, Token};
@@ -48,7 +48,7 @@ pub struct ReplayArgs {
 
 /// Runs `tekflux dead-letters`.
 pub fn list(env: &Env, args: &ListArgs) -> ExitCode {
-    let config = config::load_or_exit(env, Sections::STORAGE);
+    let config = crate::load_or_exit(env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
@@ -111,7 +111,7 @@ fn print_letter(letter: &DeadLetter, format: Format) {
 /// extensions, with its own id and source) and removes it from the store once it was accepted
 /// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
 pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
-    let config = config::load_or_exit(env, Sections::STORAGE);
+    let config = crate::load_or_exit(env, Sections::STORAGE);
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);

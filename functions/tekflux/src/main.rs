@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
-use tekflux_common::config::{self, Env, Sections, vars};
+use tekflux_common::config::{self, Config, Env, FieldPath, Finding, Sections, vars};
 use tekflux_common::environment::{self, Reader};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
@@ -75,8 +75,8 @@ enum Command {
     #[command(after_help = environment::help(Reader::Config))]
     Render {
         /// The provider that sends the payload.
-        #[arg(long, value_enum)]
-        provider: ProviderArg,
+        #[arg(long, value_parser = provider_arg())]
+        provider: Provider,
         /// The payload file (the webhook's JSON body); `-` reads it from standard input.
         #[arg(long)]
         event: PathBuf,
@@ -172,24 +172,52 @@ enum Function {
     ReleaseChanged,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ProviderArg {
-    Github,
-    Gitlab,
-    Gitea,
-    Forgejo,
-    Bitbucket,
+/// `--provider`: one of the provider table's git providers, by its key.
+fn provider_arg() -> impl clap::builder::TypedValueParser<Value = Provider> {
+    let keys: Vec<&'static str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+    clap::builder::TypedValueParser::try_map(
+        clap::builder::PossibleValuesParser::new(keys),
+        |key: String| {
+            Provider::from_path_segment(&key)
+                .ok_or_else(|| format!("{key:?} is not a git provider"))
+        },
+    )
 }
 
-impl From<ProviderArg> for Provider {
-    fn from(arg: ProviderArg) -> Self {
-        match arg {
-            ProviderArg::Github => Provider::Github,
-            ProviderArg::Gitlab => Provider::Gitlab,
-            ProviderArg::Gitea => Provider::Gitea,
-            ProviderArg::Forgejo => Provider::Forgejo,
-            ProviderArg::Bitbucket => Provider::Bitbucket,
-        }
+/// Loads the config for a command, or prints why not and gives the exit code (64): library
+/// code returns the error, only this binary exits.
+fn load_config(env: &Env, sections: Sections) -> Result<Config, ExitCode> {
+    config::load(env, sections, &[]).map_err(|error| {
+        eprintln!("{}", error.report());
+        ExitCode::from(config::EX_USAGE as u8)
+    })
+}
+
+/// [`load_config`] for commands that exit at once on an invalid config.
+fn load_or_exit(env: &Env, sections: Sections) -> Config {
+    load_config(env, sections).unwrap_or_else(|_| std::process::exit(config::EX_USAGE))
+}
+
+/// The served process's startup with every function's own config checks, or the exit code.
+fn startup(env: Env) -> Result<Startup, ExitCode> {
+    Startup::from_env_checked(env, &[routing_rules]).map_err(|error| {
+        eprintln!("{}", error.report());
+        error.exit_code()
+    })
+}
+
+/// git-push's own check: its routing table compiles (globs, captures, templates, names), at the
+/// fields' positions in the file.
+fn routing_rules(config: &Config) -> Vec<Finding> {
+    match tekflux_git_push::RoutingTable::compile(config) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|error| Finding {
+                path: FieldPath::parse(&error.field),
+                message: error.message,
+            })
+            .collect(),
     }
 }
 
@@ -240,7 +268,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(transfer::EXIT_USAGE);
             }
             // Config first: an invalid one exits 64 before any runtime starts.
-            let mut startup = Startup::from_env(env);
+            let mut startup = match startup(env) {
+                Ok(startup) => startup,
+                Err(code) => return code,
+            };
             apply_listen(listen, &mut startup.server);
             block_on(serve(startup, function, webhooks_only)).unwrap_or_else(|code| code)
         }
@@ -253,7 +284,7 @@ fn main() -> ExitCode {
             output,
         } => match render(
             &env,
-            provider.into(),
+            provider,
             &event,
             event_name.as_deref(),
             delivery.as_deref(),
@@ -289,17 +320,16 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 }
 
 fn check_config(env: &Env) -> ExitCode {
-    let config = config::load_or_exit(env, Sections::ALL);
-    let origin = config::ConfigSource::from_env(env).origin();
-    // git-push compiles the rules again when it serves (globs, captures, templates, names):
-    // the same compilation here, so a config check-config accepts is one serve accepts.
-    if let Err(errors) = tekflux_git_push::RoutingTable::compile(&config) {
-        eprintln!("tekflux: invalid configuration");
-        for error in errors {
-            eprintln!("{origin}: {error}");
+    // git-push's own checks too, as `serve` runs them: a config check-config accepts is one
+    // serve accepts, with the same messages at the same positions.
+    let config = match config::load(env, Sections::ALL, &[routing_rules]) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}", error.report());
+            return ExitCode::from(config::EX_USAGE as u8);
         }
-        return ExitCode::from(transfer::EXIT_USAGE);
-    }
+    };
+    let origin = config::ConfigSource::from_env(env).origin();
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
         "{origin}: configuration is valid: namespace {}, {}, {}",
@@ -361,7 +391,7 @@ fn render(
     output: RenderOutput,
 ) -> anyhow::Result<()> {
     // Render checks no signature, so it reads no secret.
-    let config = config::load_or_exit(env, Sections::ROUTING);
+    let config = load_or_exit(env, Sections::ROUTING);
     if config.repositories.is_empty() {
         eprintln!(
             "tekflux render: warning: the config has no repository rules, so no push starts \

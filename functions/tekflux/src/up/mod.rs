@@ -18,7 +18,6 @@ use axum::routing::post;
 use tekflux_common::config::{EX_USAGE, Env};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::server;
-use tekflux_common::startup::Startup;
 
 use broker::Broker;
 use wiring::Wiring;
@@ -50,7 +49,10 @@ pub fn run(env: Env, args: &UpArgs, listen: impl FnOnce(&mut server::ServerState
         || wiring::SHIPPED_ORIGIN.to_owned(),
         |dir| dir.display().to_string(),
     );
-    let mut startup = Startup::from_env(env);
+    let mut startup = match crate::startup(env) {
+        Ok(startup) => startup,
+        Err(code) => return code,
+    };
     listen(&mut startup.server);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
