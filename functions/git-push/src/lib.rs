@@ -1,16 +1,17 @@
 //! git-push: turns git providers' push webhooks into Tekton PipelineRuns and TaskRuns, exactly
 //! once per delivery.
 //!
-//! A request goes through the modules in this order: [`handlers`] check and read it
-//! ([`signature`], [`providers`] into [`Push`]es), [`plan`] decides purely what it starts
-//! ([`routing`] over the compiled [`rule`]s, [`run`] builds each run), [`apply`] carries the
-//! plan out ([`cluster`] creates and supersedes, commit statuses are reported), and the answer is
-//! a [`summary`] (or, for a CloudEvent, a [`reply`]). `tekflux render` shows a plan offline
-//! ([`render`]); [`startup`] builds the routes a `main` serves.
+//! A request goes through the modules in this order: the handlers (`handlers`, routed by
+//! [`app()`]) check and read it ([`signature`], [`providers`] into [`Push`]es), [`plan`] decides
+//! purely what it starts ([`routing`] over the compiled [`rule`]s, [`run`] builds each run),
+//! `apply` carries the plan out (`cluster` creates and supersedes, commit statuses are reported),
+//! and the answer is a [`summary`] (or, for a CloudEvent, the CDEvents reply of `reply`).
+//! `tekflux render` shows a plan offline ([`render()`]); [`startup`] builds the routes a `main`
+//! serves.
 
 pub mod app;
-pub mod apply;
-pub mod cluster;
+mod apply;
+mod cluster;
 pub mod error;
 mod handlers;
 pub mod labels;
@@ -20,7 +21,7 @@ pub mod plan;
 pub mod providers;
 pub mod push;
 pub mod render;
-pub mod reply;
+mod reply;
 pub mod repo_url;
 pub mod routing;
 pub mod rule;

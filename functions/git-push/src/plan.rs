@@ -1,9 +1,9 @@
 //! What a delivery would do, computed without I/O: its pushes and the routing table in, the
 //! runs to create (built, named and annotated) and the rules ignored, with why, out.
 //!
-//! The webhook and CloudEvent handlers apply a plan ([`crate::apply`]); a dry run without a
-//! cluster and `tekflux render` show it as it is ([`Plan::summary`]). Nothing here reads the
-//! network, the clock or the process.
+//! The webhook and CloudEvent handlers apply a plan (`apply`; a dry run asks the API
+//! server to check each run without creating it), and `tekflux render` shows it as it is
+//! ([`Plan::summary`]). Nothing here reads the network, the clock or the process.
 
 use serde_json::{Value, json};
 use tekflux_common::commit_status::StatusReporter;
