@@ -3,8 +3,9 @@
 //! Domain logic lives with the function that owns it; this crate only holds what every function
 //! needs in the same shape: the one config file, CloudEvents in and out, the error → HTTP status
 //! mapping that Knative's retry rules call for, the server scaffolding (health, metrics, tracing,
-//! body limit, graceful shutdown, AWS Lambda) and construction of the Kubernetes and S3 clients,
-//! and the commit-status client that git-push and run-complete both report through.
+//! body limit, graceful shutdown, AWS Lambda), the provider table, construction of the Kubernetes
+//! client (the S3 client is built in run-complete, the only function that uses S3), and the
+//! commit-status client that git-push and run-complete both report through.
 
 pub mod clients;
 pub mod cloudevent;
