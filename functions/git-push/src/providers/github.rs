@@ -124,8 +124,11 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Webhook, WebhookError> 
         }
         "ping" => parse_ping(
             body,
-            headers
-                .get("x-github-delivery")
+            Provider::Github
+                .headers()
+                .delivery
+                .iter()
+                .find_map(|header| headers.get(header.name))
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         ),
