@@ -12,7 +12,9 @@ use tekflux_common::{Error, Result};
 use crate::app::{AppState, DELIVERY_ANNOTATION, REPO_URL_ANNOTATION, SHA_ANNOTATION};
 use crate::archive::{ArchiveError, S3Failure, upload_archive, verify_archive};
 use crate::logs::{LogTarget, copy_logs_and_failures};
-use crate::manifest::{ArchivedWorkspace, CleanupFailure, MANIFEST_KIND, Manifest, RunRecord};
+use crate::manifest::{
+    self, ArchivedWorkspace, CleanupFailure, MANIFEST_KIND, Manifest, RunRecord, StoredManifest,
+};
 use crate::outcome::report_outcome;
 use crate::plan::{RunLayout, SkippedWorkspace, WorkspaceDir, plan_workspaces};
 use crate::reply::build_reply_event;
@@ -198,37 +200,16 @@ async fn read_manifest(
     bucket: &str,
     key: &str,
 ) -> Result<Option<Manifest>> {
-    let object = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => object,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
-        {
-            return Ok(None);
-        }
-        Err(error) => {
-            return Err(Error::from(S3Failure::from_sdk(
-                "GetObject",
-                bucket,
-                key,
-                &error,
-            )));
-        }
-    };
-    let bytes = object.body.collect().await.map_err(|error| {
-        Error::from(S3Failure::unavailable(
-            "GetObject",
-            bucket,
-            key,
-            format!("reading the body failed: {error}"),
-        ))
-    })?;
-    match serde_json::from_slice(&bytes.into_bytes()) {
-        Ok(manifest) => Ok(Some(manifest)),
-        Err(error) => {
+    match manifest::read_stored(s3, bucket, key).await? {
+        StoredManifest::Found(manifest) => Ok(Some(manifest)),
+        StoredManifest::Missing => Ok(None),
+        StoredManifest::Unreadable(reason) => {
             // Not ours, or from an incompatible version: archive again and overwrite it.
-            tracing::warn!(key, %error, "existing manifest is unreadable; archiving again");
+            tracing::warn!(
+                key,
+                reason,
+                "existing manifest is unreadable; archiving again"
+            );
             Ok(None)
         }
     }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::S3Failure;
 use crate::logs::LogEntry;
 use crate::plan::SkippedWorkspace;
 
@@ -117,4 +118,68 @@ pub struct ArchivedWorkspace {
     pub skipped_special: u64,
     /// sha256 of the compressed archive, lowercase hex, as streamed and as read back.
     pub sha256: String,
+}
+
+/// A manifest is a few KiB; a bigger object at a manifest's key is not read (this bounds
+/// memory, whoever put it there).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// What is stored at a manifest's key.
+#[derive(Debug)]
+pub enum StoredManifest {
+    /// A run manifest.
+    Found(Manifest),
+    /// Nothing: the run was not archived (yet).
+    Missing,
+    /// Something that is not a run manifest of this version, and why: too big, not JSON, or
+    /// another `kind`.
+    Unreadable(String),
+}
+
+/// Reads the manifest at `key`. Only the store failing is an error: what was found, or that
+/// nothing was, is the answer, for run-complete (archive again over an unreadable one) and for
+/// `tekflux trace` (skip it) alike.
+///
+/// # Errors
+/// [`S3Failure`] when the store cannot be read.
+pub async fn read_stored(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<StoredManifest, S3Failure> {
+    let object = match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
+        {
+            return Ok(StoredManifest::Missing);
+        }
+        Err(error) => return Err(S3Failure::from_sdk("GetObject", bucket, key, &error)),
+    };
+    let too_big = object
+        .content_length()
+        .is_some_and(|length| usize::try_from(length).map_or(true, |n| n > MAX_MANIFEST_BYTES));
+    if too_big {
+        return Ok(StoredManifest::Unreadable(format!(
+            "over {} MiB: not a run manifest",
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        )));
+    }
+    let bytes = object.body.collect().await.map_err(|error| {
+        S3Failure::unavailable(
+            "GetObject",
+            bucket,
+            key,
+            format!("reading the body failed: {error}"),
+        )
+    })?;
+    Ok(
+        match serde_json::from_slice::<Manifest>(&bytes.into_bytes()) {
+            Ok(manifest) if manifest.kind == MANIFEST_KIND => StoredManifest::Found(manifest),
+            Ok(manifest) => StoredManifest::Unreadable(format!("its kind is {:?}", manifest.kind)),
+            Err(error) => StoredManifest::Unreadable(error.to_string()),
+        },
+    )
 }

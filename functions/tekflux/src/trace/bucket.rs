@@ -1,5 +1,7 @@
 //! The bucket's part of a trace: archived runs' manifests, also for runs Tekton has pruned.
 
+use tekflux_run_complete::manifest::{StoredManifest, read_stored};
+
 use super::*;
 
 /// A run known only from its manifest. `cluster_read`: the API server was asked and does not
@@ -224,49 +226,10 @@ pub(super) async fn list_manifests(
 
 /// One manifest; `None` when it is gone or not a manifest of this kind.
 pub(super) async fn read_manifest(store: &Store, key: &str) -> Result<Option<Manifest>, String> {
-    let object = match store
-        .client
-        .get_object()
-        .bucket(&store.bucket)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(object) => object,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
-        {
-            return Ok(None);
-        }
-        Err(error) => {
-            return Err(S3Failure::from_sdk("GetObject", &store.bucket, key, &error)
-                .at(&store.endpoint)
-                .to_string());
-        }
-    };
-    if object
-        .content_length()
-        .is_some_and(|length| usize::try_from(length).map_or(true, |n| n > MAX_MANIFEST_BYTES))
-    {
-        return Err(format!(
-            "{} is over {} MiB: not a run manifest",
-            store.url(key),
-            MAX_MANIFEST_BYTES / (1024 * 1024)
-        ));
-    }
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|error| format!("reading {} failed: {error}", store.url(key)))?
-        .into_bytes();
-    match serde_json::from_slice::<Manifest>(&bytes) {
-        Ok(manifest) if manifest.kind == tekflux_run_complete::manifest::MANIFEST_KIND => {
-            Ok(Some(manifest))
-        }
-        _ => Ok(None),
+    match read_stored(&store.client, &store.bucket, key).await {
+        Ok(StoredManifest::Found(manifest)) => Ok(Some(manifest)),
+        Ok(StoredManifest::Missing | StoredManifest::Unreadable(_)) => Ok(None),
+        Err(failure) => Err(failure.at(&store.endpoint).to_string()),
     }
 }
 

@@ -45,8 +45,6 @@ const PIPELINE_RUN_LABEL: &str = "tekton.dev/pipelineRun";
 const PIPELINE_TASK_LABEL: &str = "tekton.dev/pipelineTask";
 /// Manifests read at once while searching the bucket.
 const CONCURRENT_READS: usize = 8;
-/// A manifest bigger than this is not read (they are a few KiB; this bounds memory).
-const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// The shortest sha prefix matched, as `git` abbreviates.
 const MIN_SHA_PREFIX: usize = 7;
 
