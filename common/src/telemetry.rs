@@ -27,8 +27,10 @@ pub fn colour_wanted(no_color: Option<&str>) -> bool {
 ///
 /// `rust_log` is the value of [`RUST_LOG`] and `log_format` that of [`LOG_FORMAT`]; `colour`
 /// says whether text lines get ANSI colours (see [`colour_wanted`]). JSON output
-/// puts the current span's fields (CloudEvent id, type, source, delivery id) on every line so log
-/// pipelines can join on them. Returns `false` when a subscriber was already installed (a second
+/// puts the fields of the current span (`span`) and of every span around it (`spans`, outermost
+/// first) on every line, so a line logged inside a handler's or an archive step's own span
+/// (`#[instrument]`) still carries the request span's CloudEvent id, type, source and delivery
+/// id, and log pipelines can join on them. Returns `false` when a subscriber was already installed (a second
 /// call, as happens across tests in one binary); that is not an error.
 pub fn init(rust_log: Option<&str>, log_format: Option<&str>, colour: bool) -> bool {
     let requested = rust_log.map(str::trim).filter(|value| !value.is_empty());
@@ -51,7 +53,7 @@ pub fn init(rust_log: Option<&str>, log_format: Option<&str>, colour: bool) -> b
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             )
             .try_init()
             .is_ok()

@@ -9,16 +9,18 @@
 //!   the values their release declares; events from the future are refused.
 //! - [`helm_release`] builds the server-side apply patch: only the changed fields and three
 //!   `tekflux.dev/release-*` annotations, so every other field keeps its owner.
-//! - [`app`] reads each release, refuses edits it cannot take, skips releases that a newer event
-//!   already updated (the Broker does not keep order), applies, and answers
-//!   `dev.cdevents.service.upgraded.0.3.0`.
+//! - [`app`] is the HTTP face; [`releasing`] reads each release, refuses edits it cannot take,
+//!   skips releases that a newer event already updated (the Broker does not keep order) and
+//!   applies; [`answer`] builds the answers and the `dev.tekflux.release.applied.v1` reply.
 
 pub mod admission;
+pub mod answer;
 pub mod app;
 pub mod change;
 pub mod flux;
 pub mod helm_release;
 pub mod registry;
+pub mod releasing;
 pub mod target;
 
 pub use app::{ACCEPTED_TYPES, AppState, FIELD_MANAGER, app, routes_from_startup};

@@ -109,6 +109,7 @@ pub fn app(store: DeadLetterStore) -> Router {
         .with_state(store)
 }
 
+#[tracing::instrument(name = "dead_letter", skip_all)]
 async fn receive(
     State(store): State<DeadLetterStore>,
     incoming: IncomingEvent,
