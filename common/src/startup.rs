@@ -95,6 +95,12 @@ impl Startup {
         Self::from_env(Env::from_process())
     }
 
+    /// [`Startup::from_process`] with the served function's own config `checks` (git-push's
+    /// rule compilation), located in the file like the common rules' problems.
+    pub fn from_process_checked(checks: &[Check]) -> Result<Self, StartupError> {
+        Self::from_env_checked(Env::from_process(), checks)
+    }
+
     /// [`Startup::from_process`] with a given environment (the CLI's `--config` sets
     /// `TEKFLUX_CONFIG` in it).
     pub fn from_env(env: Env) -> Result<Self, StartupError> {

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use tekflux_common::config::{
-    Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, GitProvider, HelmReleaseApi,
-    Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, Sections, bound_provider,
+    Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, FieldPath, Finding, GitProvider,
+    HelmReleaseApi, Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, Sections,
+    bound_provider,
 };
 
 const ORIGIN: &str = "tekflux.yaml";
@@ -995,8 +996,9 @@ fn an_override_naming_a_misspelled_provider_is_an_error_naming_the_known_ones() 
             "{message}"
         );
         assert!(
-            message
-                .contains("known providers: github, gitlab, gitea, forgejo, bitbucket, flux, registry"),
+            message.contains(
+                "known providers: github, gitlab, gitea, forgejo, bitbucket, flux, registry"
+            ),
             "{message}"
         );
         assert!(!message.contains("s3cr3t-value"), "{message}");
@@ -1007,11 +1009,17 @@ fn an_override_naming_a_misspelled_provider_is_an_error_naming_the_known_ones() 
         &Env::new().with("TEKFLUX_GITHUB_SECRET", "gh"),
     )
     .unwrap();
-    assert_eq!(config.providers.github.unwrap().secret.unwrap().expose(), b"gh");
+    assert_eq!(
+        config.providers.github.unwrap().secret.unwrap().expose(),
+        b"gh"
+    );
     // Variables of that shape that belong to other tools, and the senders' token, are no
     // provider's.
     for variable in ["TEKFLUX_TEST_S3_SECRET", "TEKFLUX_EVENTS_TOKEN"] {
-        assert!(load(BASE, &Env::new().with(variable, "x")).is_ok(), "{variable}");
+        assert!(
+            load(BASE, &Env::new().with(variable, "x")).is_ok(),
+            "{variable}"
+        );
     }
 }
 
@@ -1022,6 +1030,50 @@ fn secret_values_from_overrides_never_appear_in_errors() {
         .with("TEKFLUX_NAMESPACE", "Bad");
     let message = error(BASE, &env);
     assert!(!message.contains("gh-literal-value"), "{message}");
+}
+
+/// A function's own check, as git-push's rule compilation reports: a field named as text.
+fn second_branch_is_refused(config: &Config) -> Vec<Finding> {
+    config
+        .repositories
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.branches.len() > 1)
+        .map(|(index, _)| Finding {
+            path: FieldPath::parse(&format!("repositories[{index}].branches[1]")),
+            message: "one branch only".to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_functions_own_checks_are_located_like_the_common_rules() {
+    let text = "repositories:\n  - url: https://github.com/org/app\n    pipeline: build\n    \
+                branches: [main, dev]\n";
+    let env = Env::new().with("TEKFLUX_GITHUB_SECRET", "s");
+    let check = |text: &str| {
+        Config::from_yaml_checked(
+            text,
+            ORIGIN,
+            &env,
+            Sections::ALL,
+            &[second_branch_is_refused],
+        )
+    };
+    let message = check(text).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "tekflux.yaml:4:22: repositories[0].branches[1]: one branch only"
+    );
+    // Without the check the file is valid; with a common problem too, only that one is said.
+    assert!(Config::from_yaml(text, ORIGIN, &env).is_ok());
+    let both = format!("namespace: Bad\n{text}");
+    let message = check(&both).unwrap_err().to_string();
+    assert!(
+        message.contains("tekflux.yaml:1:12: namespace:"),
+        "{message}"
+    );
+    assert!(!message.contains("one branch only"), "{message}");
 }
 
 #[test]
