@@ -30,6 +30,26 @@ use tekflux_common::webhook_auth::{hmac_sha256_hex, hmac_sha256_matches, token_m
 use crate::error::WebhookError;
 use crate::push::Provider;
 
+/// GitHub's SHA-256 signature header.
+pub const GITHUB_SIGNATURE: &str = table_header(Provider::Github, 0);
+/// Bitbucket Cloud's signature header (SHA-256 despite the name).
+pub const BITBUCKET_SIGNATURE: &str = table_header(Provider::Bitbucket, 0);
+/// Gitea's signature header, also sent by Forgejo.
+pub const GITEA_SIGNATURE: &str = table_header(Provider::Gitea, 0);
+/// Forgejo's own signature header.
+pub const FORGEJO_SIGNATURE: &str = table_header(Provider::Forgejo, 0);
+/// GitLab's shared-secret header.
+pub const GITLAB_TOKEN: &str = table_header(Provider::Gitlab, 0);
+
+/// The `index`th header (lowercase) that the provider table says `provider` authenticates
+/// with, for the names above; an index past the row's headers does not compile.
+const fn table_header(provider: Provider, index: usize) -> &'static str {
+    match tekflux_common::provider::GIT[provider as usize].verification {
+        Verification::Hmac { headers, .. } => headers[index].name,
+        Verification::Token { header } => header.name,
+    }
+}
+
 /// Checks that `body` was sent by `provider` with the configured `secret` (GitLab: token), as
 /// the provider table's verification says.
 ///
