@@ -289,3 +289,76 @@ pub fn plain_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk() -> std::io::Error {
+        std::io::Error::other("disk on fire")
+    }
+
+    #[test]
+    fn a_cause_is_kept_beside_the_message_and_answered_like_its_kind() {
+        let error = Error::unavailable("cannot write the manifest", disk());
+        assert_eq!(error.kind(), "unavailable");
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error.is_transient());
+        assert!(matches!(error.context(), Error::Unavailable(_)));
+        // The message is the context alone; the body and the log add the cause once.
+        assert_eq!(error.to_string(), "cannot write the manifest");
+        assert_eq!(error.message(), "cannot write the manifest: disk on fire");
+        assert_eq!(error.cause_text().as_deref(), Some("disk on fire"));
+        assert_eq!(
+            std::error::Error::source(&error).map(ToString::to_string),
+            Some("disk on fire".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_response_carries_the_error_itself() {
+        let response = Error::internal("cannot serialise", disk()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let carried = response
+            .extensions()
+            .get::<ResponseError>()
+            .map(ResponseError::error);
+        assert_eq!(carried.map(Error::kind), Some("internal"));
+        assert_eq!(
+            carried.and_then(Error::cause_text).as_deref(),
+            Some("disk on fire")
+        );
+        assert_eq!(
+            response.extensions().get::<ErrorKind>().map(|kind| kind.0),
+            Some("internal")
+        );
+    }
+
+    #[test]
+    fn a_plain_error_has_no_cause_and_its_message_unchanged() {
+        let error = Error::BadRequest("bad (os error 2)".to_owned());
+        assert_eq!(error.message(), "bad (os error 2)");
+        assert_eq!(error.cause_text(), None);
+        // A second cause replaces the first: the context stays the request's.
+        let error = Error::Unprocessable("no".to_owned())
+            .because(disk())
+            .because(std::io::Error::other("later"));
+        assert_eq!(error.message(), "no: later");
+        assert!(matches!(error.context(), Error::Unprocessable(message) if message == "no"));
+    }
+
+    #[test]
+    fn retry_after_is_read_through_a_cause() {
+        let error = Error::TooManyRequests {
+            message: "slow down".to_owned(),
+            retry_after: Some(Duration::from_secs(3)),
+        }
+        .because(disk());
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("3"))
+        );
+    }
+}

@@ -26,7 +26,7 @@ pub fn cdevent_builder(cdevent: &CDEvent) -> Result<EventBuilderV10> {
             Error::Internal(format!("the CDEvent timestamp {timestamp} is out of range"))
         })?;
     let mut data = serde_json::to_value(cdevent)
-        .map_err(|error| Error::Internal(format!("cannot serialise the CDEvent: {error}")))?;
+        .map_err(|error| Error::internal("cannot serialise the CDEvent", error))?;
     data["context"]["specversion"] = CDEVENTS_SPEC_VERSION.into();
     Ok(EventBuilderV10::new()
         .id(cdevent.id().as_str())

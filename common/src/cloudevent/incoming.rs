@@ -77,7 +77,7 @@ impl IncomingEvent {
                 )));
             }
         };
-        parsed.map_err(|error| Error::BadRequest(format!("the event data is not JSON: {error}")))
+        parsed.map_err(|error| Error::bad_request("the event data is not JSON", error))
     }
 
     /// Records the event's id, type and source, and the delivery id it carries, on the current
@@ -189,9 +189,8 @@ fn detect_mode(headers: &HeaderMap) -> Result<Mode> {
 }
 
 fn parse_structured(body: &[u8]) -> Result<Event> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        Error::BadRequest(format!("structured-mode body is not valid JSON: {err}"))
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| Error::bad_request("structured-mode body is not valid JSON", err))?;
     let map = match value {
         Value::Object(map) => map,
         Value::Array(_) => {
@@ -327,9 +326,10 @@ fn type_binary_data(event: &mut Event) -> Result<()> {
     };
     let typed = if is_json(&content_type) {
         let value: Value = serde_json::from_slice(bytes).map_err(|err| {
-            Error::BadRequest(format!(
-                "the body is declared as {content_type} but is not valid JSON: {err}"
-            ))
+            Error::bad_request(
+                format!("the body is declared as {content_type} but is not valid JSON"),
+                err,
+            )
         })?;
         Data::Json(value)
     } else if is_text(&content_type) {

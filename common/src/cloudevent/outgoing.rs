@@ -88,9 +88,10 @@ pub fn to_binary(event: &Event) -> Result<(HeaderMap, Bytes)> {
                     HeaderValue::from_static("application/json"),
                 );
             }
-            Bytes::from(serde_json::to_vec(value).map_err(|err| {
-                Error::Internal(format!("could not serialise the reply data: {err}"))
-            })?)
+            Bytes::from(
+                serde_json::to_vec(value)
+                    .map_err(|err| Error::internal("could not serialise the reply data", err))?,
+            )
         }
     };
     Ok((headers, body))

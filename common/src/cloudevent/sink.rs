@@ -93,10 +93,10 @@ impl ReplySink {
             .await
             .map_err(|err| {
                 // Without the URL: it is in the summary already and may carry credentials.
-                Error::Unavailable(format!(
-                    "could not deliver the reply to the sink (K_SINK): {}",
-                    err.without_url()
-                ))
+                Error::unavailable(
+                    "could not deliver the reply to the sink (K_SINK)",
+                    err.without_url(),
+                )
             })?;
         let status = answer.status();
         if !status.is_success() {

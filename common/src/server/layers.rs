@@ -282,3 +282,61 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_log_line_has_the_message_and_the_cause_once() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let cause = std::io::Error::other("connection refused");
+        let response = Error::unavailable("the store is unreachable", cause).into_response();
+        log_outcome(response, Instant::now()).await;
+        let response =
+            Error::bad_request("the body is not JSON", std::io::Error::other("EOF at 3"))
+                .into_response();
+        log_outcome(response, Instant::now()).await;
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[0].contains("request failed"), "{log}");
+        assert!(lines[0].contains(r#"error="unavailable""#), "{log}");
+        assert!(
+            lines[0].contains(r#"detail="the store is unreachable""#),
+            "{log}"
+        );
+        assert!(lines[0].contains(r#"cause="connection refused""#), "{log}");
+        assert_eq!(lines[0].matches("connection refused").count(), 1, "{log}");
+        assert!(lines[1].contains("request rejected"), "{log}");
+        assert!(
+            lines[1].contains(r#"reason="the body is not JSON""#),
+            "{log}"
+        );
+        assert!(lines[1].contains(r#"cause="EOF at 3""#), "{log}");
+    }
+}
