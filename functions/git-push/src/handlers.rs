@@ -153,10 +153,8 @@ pub(crate) async fn receive_event(
     incoming: IncomingEvent,
 ) -> Result<Response> {
     let dry_run = query.wanted(&headers)?;
+    // The extractor put the event's id, type and source on the request span already.
     let span = Span::current();
-    span.record(fields::CE_ID, incoming.event.id());
-    span.record(fields::CE_TYPE, incoming.event.ty());
-    span.record(fields::CE_SOURCE, incoming.event.source().as_str());
     {
         let metrics = &state.inner.metrics;
         let provider_label = push_provider_label(incoming.event.ty());
