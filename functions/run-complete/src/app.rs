@@ -269,7 +269,7 @@ async fn receive(State(state): State<AppState>, incoming: IncomingEvent) -> Resu
     };
     let reference = incoming
         .data_json("Tekton sends the run in it")
-        .map_err(|error| Refusal::InvalidEvent(error.to_string()))
+        .map_err(|error| Refusal::InvalidEvent(error.message()))
         .and_then(|data| RunReference::from_event(terminal.kind, &data))
         .map_err(|refusal| refuse(&state, refusal))?;
     if !state.inner.served.contains(&reference.namespace) {
