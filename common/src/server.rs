@@ -7,8 +7,8 @@
 //!
 //! Middleware, outermost first:
 //! 1. observe: a tracing span per request (method, route template, `traceparent`, and empty
-//!    CloudEvent fields for the handler to fill), request metrics, and the one log line for a
-//!    server error;
+//!    CloudEvent fields that the CloudEvent extractor fills), request metrics, and the one log
+//!    line for a server error or refusal, with the error's message and cause;
 //! 2. panic catcher: a panicking handler is answered 500 with the JSON error body;
 //! 3. timeout: answered 503 with the JSON error body (see [`router`] for why 503);
 //! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body
@@ -44,10 +44,12 @@ use layers::{Expected, Shedding, catch_panic, limit_time, observe, shed_load};
 /// Environment variable that AWS Lambda sets to the Runtime API's `host:port`.
 pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 
-/// Names of the span fields that handlers fill with `Span::current().record(…)`.
+/// Names of the span fields filled with `Span::current().record(…)`: the CloudEvent ones by
+/// the [`crate::cloudevent::IncomingEvent`] extractor for every function, the delivery id and
+/// the sender by the code that learns them.
 ///
-/// They are declared empty on the request span so that recording them later works; a handler
-/// that opens its own span (`#[instrument]`) must record them on the request span, not its own.
+/// They are declared empty on the request span so that recording them later works; code inside
+/// a span of its own (`#[instrument]`) must record them on the request span, not its own.
 pub mod fields {
     /// The CloudEvent `id` attribute.
     pub const CE_ID: &str = "ce_id";
