@@ -214,6 +214,9 @@ pub struct ProviderSpec {
     pub max_webhook_bytes: usize,
     /// Hosts that are this provider's, so rules for them need no `provider:`.
     pub hosts: &'static [&'static str],
+    /// The hosted REST API that commit statuses go to when `providers.<key>.status.api` is
+    /// unset; `None` where there is no hosted service (the API must then be configured).
+    pub status_api: Option<&'static str>,
 }
 
 /// 25 MiB: GitHub caps payloads at 25 MB (its webhook docs), GitLab at 25 MB since 13.3
@@ -253,6 +256,7 @@ pub const GIT: [ProviderSpec; 5] = [
         }),
         max_webhook_bytes: MIB_25,
         hosts: &["github.com"],
+        status_api: Some("https://api.github.com"),
     },
     ProviderSpec {
         key: "gitlab",
@@ -287,6 +291,7 @@ pub const GIT: [ProviderSpec; 5] = [
         }),
         max_webhook_bytes: MIB_25,
         hosts: &["gitlab.com"],
+        status_api: Some("https://gitlab.com/api/v4"),
     },
     ProviderSpec {
         key: "gitea",
@@ -324,6 +329,7 @@ pub const GIT: [ProviderSpec; 5] = [
         }),
         max_webhook_bytes: MIB_25,
         hosts: &["gitea.com"],
+        status_api: None,
     },
     ProviderSpec {
         key: "forgejo",
@@ -364,6 +370,7 @@ pub const GIT: [ProviderSpec; 5] = [
         }),
         max_webhook_bytes: MIB_25,
         hosts: &["codeberg.org"],
+        status_api: None,
     },
     ProviderSpec {
         key: "bitbucket",
@@ -396,6 +403,7 @@ pub const GIT: [ProviderSpec; 5] = [
         // 256 KB: larger webhooks fail on Bitbucket's side (BCLOUD-22312); 1 MiB leaves room.
         max_webhook_bytes: 1024 * 1024,
         hosts: &["bitbucket.org"],
+        status_api: Some("https://api.bitbucket.org/2.0"),
     },
 ];
 
@@ -420,6 +428,7 @@ pub const OTHER: [ProviderSpec; 2] = [
         webhook: None,
         max_webhook_bytes: MIB_25,
         hosts: &[],
+        status_api: None,
     },
     ProviderSpec {
         key: "registry",
@@ -438,6 +447,7 @@ pub const OTHER: [ProviderSpec; 2] = [
         webhook: None,
         max_webhook_bytes: MIB_25,
         hosts: &[],
+        status_api: None,
     },
 ];
 
@@ -505,7 +515,22 @@ mod tests {
             assert!(row.webhook.is_some(), "{}", row.key);
             assert!(row.vars.status_token.is_some(), "{}", row.key);
         }
-        assert!(OTHER.iter().all(|row| row.git.is_none()));
+        assert!(
+            OTHER
+                .iter()
+                .all(|row| row.git.is_none() && row.status_api.is_none())
+        );
+    }
+
+    #[test]
+    fn status_apis_are_the_commit_status_clients() {
+        for provider in GitProvider::ALL {
+            assert_eq!(
+                provider.spec().status_api,
+                crate::commit_status::default_api(provider),
+                "{provider}"
+            );
+        }
     }
 
     #[test]

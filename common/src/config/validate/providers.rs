@@ -88,7 +88,7 @@ fn status_settings(
             );
         }
         Some(_) => {}
-        None if crate::commit_status::default_api(provider).is_none() => findings.push(
+        None if provider.spec().status_api.is_none() => findings.push(
             path.key(keys::API),
             format!(
                 "{provider} has no hosted default: set `{}` to the server's REST API, e.g. \
