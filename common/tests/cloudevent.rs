@@ -18,7 +18,8 @@ use tekflux_common::Error;
 use tekflux_common::cloudevent::{
     AttributesReader, Correlation, Data, EXT_DELIVERY, EXT_NAMESPACE, EXT_REPO, EXT_SHA,
     EXT_TRACEPARENT, EXT_TRACESTATE, Event, EventBuilder, EventBuilderV10, IncomingEvent, Mode,
-    Reply, ReplySink, build_reply, event_from_request, no_reply, reply_id, reply_to, to_binary,
+    Reply, ReplySink, SinkError, build_reply, event_from_request, no_reply, reply_id, reply_to,
+    to_binary,
 };
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -696,8 +697,13 @@ fn k_sink_values_are_checked() {
             .target()
             .is_none()
     );
-    assert!(ReplySink::new(Some("not a url".into())).is_err());
-    assert!(ReplySink::new(Some("ftp://sink.example".into())).is_err());
+    for bad in ["not a url", "ftp://sink.example"] {
+        let refused = ReplySink::new(Some(bad.into()));
+        assert!(
+            matches!(refused, Err(SinkError::InvalidUrl(_))),
+            "{bad}: {refused:?}"
+        );
+    }
     let sink = ReplySink::new(Some(
         "http://broker-ingress.knative-eventing.svc/ns/default".into(),
     ));
@@ -964,14 +970,12 @@ fn content_type_headers(content_type: &str) -> HeaderMap {
     headers
 }
 
-/// The conformance folder of the shared corpus: from `TEKFLUX_CORPUS` (which must then be
-/// readable), else next to the workspace, else `None` and the test is skipped.
+/// The conformance folder of the shared corpus (see `tekflux_testkit::corpus`): panics when the
+/// corpus is missing or unreadable; `None`, and the test returns having said so on stderr, only
+/// under an explicit `TEKFLUX_CORPUS=skip`.
 fn conformance_dir() -> Option<PathBuf> {
-    let Some(dir) = tekflux_testkit::corpus::corpus_dir() else {
-        eprintln!("corpus not found (set TEKFLUX_CORPUS): skipping");
-        return None;
-    };
-    let dir = dir.join("cloudevents-conformance");
+    let dir = tekflux_testkit::corpus::corpus_dir("the CloudEvents conformance cases")?
+        .join("cloudevents-conformance");
     assert!(dir.is_dir(), "{} is missing from the corpus", dir.display());
     Some(dir)
 }

@@ -11,6 +11,7 @@
 //! - [`lambda_runtime`]: an AWS Lambda Runtime API emulator, to serve the Router through `lambda_http`.
 //! - [`oidc`]: a service-account issuer of its own that signs Knative-style sender tokens.
 //! - [`cdevents`]: the CDEvents CloudEvents binding and JSON schemas, checked on replies.
+//! - [`push`]: a chainable builder of git-push's normalized push, for tests.
 //! - [`corpus`]: where the shared corpus of real payloads and schemas is.
 //! - [`kustomize`]: the shipped kustomizations rendered as `kubectl kustomize` renders them.
 //! - [`request_log`]: the Kubernetes requests of a whole test run, on disk, and the RBAC verb each
@@ -28,6 +29,7 @@ pub mod kustomize;
 pub mod lambda_runtime;
 pub mod machine;
 pub mod oidc;
+pub mod push;
 pub mod request_log;
 pub mod s3;
 pub mod tree;

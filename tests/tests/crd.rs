@@ -397,14 +397,40 @@ fn validator_features_on_a_multi_document_folder() {
 
 #[test]
 fn corpus_rule() {
+    use corpus::Located;
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        corpus::resolve(Some(dir.path().to_path_buf())),
-        Some(dir.path().to_path_buf())
-    );
     let missing = dir.path().join("missing");
-    let result = std::panic::catch_unwind(|| corpus::resolve(Some(missing)));
-    assert!(result.is_err(), "a set but unreadable corpus must panic");
+    assert_eq!(
+        corpus::resolve(Some(dir.path().into()), &missing),
+        Located::Dir(dir.path().to_path_buf())
+    );
+    assert_eq!(
+        corpus::resolve(Some("skip".into()), &missing),
+        Located::Skipped
+    );
+    // Unset or empty: the folder beside the workspace, which must then exist.
+    for unset in [None, Some("".into())] {
+        assert_eq!(
+            corpus::resolve(unset, dir.path()),
+            Located::Dir(dir.path().to_path_buf())
+        );
+    }
+    let message = |result: std::thread::Result<Located>| match result {
+        Ok(found) => panic!("a missing corpus must fail, not give {found:?}"),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    let set_but_unreadable = message(std::panic::catch_unwind(|| {
+        corpus::resolve(Some(missing.clone().into()), dir.path())
+    }));
+    assert!(
+        set_but_unreadable.contains("cannot be read"),
+        "{set_but_unreadable}"
+    );
+    let nowhere = message(std::panic::catch_unwind(|| corpus::resolve(None, &missing)));
+    assert!(
+        nowhere.contains("TEKFLUX_CORPUS") && nowhere.contains("TEKFLUX_CORPUS=skip"),
+        "the message says how to provide the corpus or opt out: {nowhere}"
+    );
     assert!(corpus::corpus_file("schemas/tekton-300-taskrun.yaml").is_file());
 }
 

@@ -570,34 +570,28 @@ fn the_yaml_burden_figures_are_the_shipped_files() {
 #[test]
 fn a_push_touching_two_apis_starts_one_valid_run_for_each() {
     use tekflux_git_push::run::build_fan_out_run;
-    use tekflux_git_push::{Provider, Push, RefKind, RunContext};
+    use tekflux_git_push::{Provider, Push, RunContext};
+    use tekflux_testkit::push::TestPush;
 
     let config = platform_config();
     let table = tekflux_git_push::RoutingTable::compile(&config)
         .unwrap_or_else(|errors| panic!("{errors:?}"));
     let sha = "0123456789abcdef0123456789abcdef01234567";
-    let push = Push {
-        provider: Provider::Gitlab,
-        repo_url: "https://gitlab.example.com/platform/r3pf-backend".into(),
-        clone_url: "https://gitlab.example.com/platform/r3pf-backend.git".into(),
-        git_ref: "refs/heads/main".into(),
-        ref_kind: RefKind::Branch("main".into()),
-        before: "1111111111111111111111111111111111111111".into(),
-        after: sha.into(),
-        created: false,
-        deleted: false,
-        forced: false,
-        changed_paths: vec![
-            "README.md".into(),
-            "apis/apis-async/api-launcher/chart/values.yaml".into(),
-            "apis/apis-async/api-launcher/src/main/java/App.java".into(),
-            "apis/apis-async/pom.xml".into(),
-            "apis/apis-sync/api-billing/pom.xml".into(),
-        ],
-        paths_complete: true,
-        pusher: "dev".into(),
-        delivery_id: "d-1".into(),
-    };
+    let push: Push = TestPush::new(
+        Provider::Gitlab,
+        "https://gitlab.example.com/platform/r3pf-backend",
+    )
+    .before("1111111111111111111111111111111111111111")
+    .after(sha)
+    .paths([
+        "README.md",
+        "apis/apis-async/api-launcher/chart/values.yaml",
+        "apis/apis-async/api-launcher/src/main/java/App.java",
+        "apis/apis-async/pom.xml",
+        "apis/apis-sync/api-billing/pom.xml",
+    ])
+    .pusher("dev")
+    .build();
     let routing = table.route(&push);
     let matched: Vec<_> = routing.matched().collect();
     assert_eq!(matched.len(), 1, "{:?}", routing.decisions);

@@ -12,23 +12,16 @@ use tekflux_git_push::error::WebhookError;
 use tekflux_git_push::providers::{self, Ping, Webhook};
 use tekflux_git_push::push::ZERO_SHA;
 use tekflux_git_push::{Provider, Push, RefKind, repo_url, signature};
+use tekflux_testkit::push::TestPush;
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
 
-/// The shared corpus (see `tekflux_testkit::corpus`); `None`, and the corpus tests skip, only
-/// when `TEKFLUX_CORPUS` is unset and the folder is absent.
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = tekflux_testkit::corpus::corpus_dir();
-    if dir.is_none() {
-        eprintln!("corpus not found and TEKFLUX_CORPUS unset: skipping corpus tests");
-    }
-    dir
-}
-
-/// A corpus file; panics when the corpus is there but the file is not.
+/// A corpus file (see `tekflux_testkit::corpus`): panics when the corpus or the file is missing,
+/// and is `None`, so that the test returns having said what it skipped, only under an explicit
+/// `TEKFLUX_CORPUS=skip`.
 fn corpus(relative: &str) -> Option<Vec<u8>> {
-    let path = corpus_dir()?.join(relative);
+    let path = tekflux_testkit::corpus::corpus_dir(relative)?.join(relative);
     Some(std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
 }
 
@@ -108,25 +101,14 @@ fn bitbucket_headers(event: &str) -> HeaderMap {
     ])
 }
 
-/// A push with every flag off and no paths: the base that each expectation overrides.
+/// A push with every flag off, no shas and no paths: the base that each expectation overrides.
 fn base(provider: Provider, repo: &str, git_ref: &str, delivery: &str) -> Push {
-    let ref_kind = providers::ref_kind(git_ref);
-    Push {
-        provider,
-        repo_url: repo.to_owned(),
-        clone_url: format!("{repo}.git"),
-        git_ref: git_ref.to_owned(),
-        ref_kind,
-        before: String::new(),
-        after: String::new(),
-        created: false,
-        deleted: false,
-        forced: false,
-        changed_paths: Vec::new(),
-        paths_complete: true,
-        pusher: String::new(),
-        delivery_id: delivery.to_owned(),
-    }
+    TestPush::new(provider, repo)
+        .git_ref(git_ref)
+        .before("")
+        .after("")
+        .delivery(delivery)
+        .build()
 }
 
 fn paths(list: &[&str]) -> Vec<String> {
