@@ -18,8 +18,12 @@ use tekflux_common::config::ServerSettings;
 use tekflux_common::server::{self, ServerState};
 use tekflux_testkit::lambda_runtime::LambdaRuntimeEmulator;
 
-/// Set on the child process only; tells [`lambda_child_process`] to act as the function.
+/// Set on the child process only; tells [`function_url_cloudevent_is_answered_by_the_router`]
+/// to act as the function instead of driving it.
 const CHILD: &str = "TEKFLUX_TEST_LAMBDA_CHILD";
+
+/// The one test of this binary's name, so that the child process it re-runs is this same test.
+const TEST: &str = "function_url_cloudevent_is_answered_by_the_router";
 
 const LIMIT: usize = 256;
 
@@ -49,13 +53,9 @@ fn routes() -> Router {
     )
 }
 
-/// The function side. A no-op in a normal test run; the parent test re-runs this binary with
-/// only this test selected and [`CHILD`] set.
-#[test]
-fn lambda_child_process() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
+/// The function side, run in the child process: serves the router through the Lambda Runtime
+/// API named by the child's environment until the parent kills it.
+fn serve_as_the_function() {
     let settings = ServerSettings {
         body_limit: LIMIT,
         ..ServerSettings::default()
@@ -113,11 +113,26 @@ fn body_json(response: &Value) -> Value {
     serde_json::from_str(response["body"].as_str().unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn function_url_cloudevent_is_answered_by_the_router() {
+/// One test in two processes: the parent drives the emulator and asserts; the child (this
+/// binary re-run with only this test selected and [`CHILD`] set) is the function. So no
+/// helper counts as a test of its own.
+#[test]
+fn function_url_cloudevent_is_answered_by_the_router() {
+    if std::env::var_os(CHILD).is_some() {
+        serve_as_the_function();
+        return;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(drive_the_function());
+}
+
+async fn drive_the_function() {
     let emulator = LambdaRuntimeEmulator::start().await.unwrap();
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["lambda_child_process", "--exact", "--nocapture"])
+        .args([TEST, "--exact", "--nocapture"])
         .env(CHILD, "1")
         .env(server::LAMBDA_RUNTIME_API, emulator.address())
         .env("AWS_LAMBDA_FUNCTION_NAME", "tekflux-test")

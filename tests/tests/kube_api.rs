@@ -90,7 +90,11 @@ async fn create_get_duplicate_and_missing() {
     let missing = api_error(runs.get("nope").await);
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     // Other namespaces do not see the object.
-    api_error(pipeline_runs(&server, "other").get("build-1").await);
+    let elsewhere = api_error(pipeline_runs(&server, "other").get("build-1").await);
+    assert_eq!(
+        (elsewhere.code, elsewhere.reason.as_str()),
+        (404, "NotFound")
+    );
 
     // kube sends "name": "" beside generateName.
     let mut generated = pipeline_run("");
@@ -581,6 +585,21 @@ async fn injected_server_errors() {
     .unwrap();
 }
 
+/// Whether an I/O timeout is somewhere in the error's chain (how a client's read timeout surfaces
+/// through hyper).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[tokio::test]
 async fn stall_trips_a_client_read_timeout() {
     let server = TestApiServer::start().await;
@@ -590,7 +609,10 @@ async fn stall_trips_a_client_read_timeout() {
     server.fail_next(1, Fault::Stall(Duration::from_secs(30)));
     match cms.get("x").await {
         Err(kube::Error::Api(status)) => panic!("expected a timeout, got a Status {status:?}"),
-        Err(_) => {}
+        Err(e) => assert!(
+            timed_out(&e),
+            "expected the client's read timeout, got {e:?}"
+        ),
         Ok(cm) => panic!("expected a timeout, got {cm:?}"),
     }
     // A stall shorter than the timeout is answered normally.

@@ -637,5 +637,10 @@ fn built_runs_are_valid_against_the_tekton_v1_schemas() {
     // The check can fail: a TaskRun timeout where a PipelineRun wants `timeouts`.
     let mut wrong = runs[0].clone();
     wrong["spec"]["timeouts"] = json!("1h30m");
-    assert!(schemas.validate(&wrong).is_err());
+    let errors = match schemas.validate(&wrong) {
+        Ok(()) => panic!("a string where spec.timeouts wants an object passed: {wrong:#}"),
+        Err(errors) => errors,
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.timeouts"], "{errors:#?}");
 }

@@ -1354,7 +1354,33 @@ fn orchestrate(settings: Settings) -> anyhow::Result<()> {
         &machine_before,
         &machine_load(),
     );
+    // A smoke run stands in for a test, so a wrong result fails it; a benchmark run reports it
+    // with its figures (above).
+    let wrong = wrong_results(&figures);
+    if bench.settings.mode == "smoke" && !wrong.is_empty() {
+        panic!("smoke run of the archive benchmark:\n{}", wrong.join("\n"));
+    }
     Ok(())
+}
+
+/// Archives of one workspace that differ between runs, restores that failed, and restores that
+/// wrote other than the workspace.
+fn wrong_results(all: &[SizeFigures]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for f in all {
+        let distinct: std::collections::BTreeSet<&String> = f.tekflux_sha256.iter().collect();
+        if distinct.len() > 1 {
+            wrong.push(format!(
+                "tekflux archives of the same {} workspace differ between runs",
+                human(f.size)
+            ));
+        }
+        if let Some(why) = &f.restore_unavailable {
+            wrong.push(format!("restore_from_s3 failed: {why}"));
+        }
+        wrong.extend(f.restore_problems.iter().cloned());
+    }
+    wrong
 }
 
 fn run_all(bench: &Bench) -> anyhow::Result<(u64, Vec<SizeFigures>)> {

@@ -168,7 +168,14 @@ async fn a_failing_upload_is_aborted_and_reported_as_transient() {
         .key("a.tar.zst")
         .send()
         .await;
-    assert!(stored.is_err(), "no object after a failed upload");
+    assert!(
+        stored
+            .as_ref()
+            .err()
+            .and_then(|err| err.as_service_error())
+            .is_some_and(|err| err.is_not_found()),
+        "no object after a failed upload: {stored:?}"
+    );
     assert_eq!(snapshot(work.path()), before);
 }
 
@@ -176,7 +183,10 @@ async fn a_failing_upload_is_aborted_and_reported_as_transient() {
 async fn a_missing_object_and_an_unreachable_store_are_told_apart() {
     let s3 = TestS3::in_process().await;
     let bucket = s3.fresh_bucket().await;
-    let target = tempfile::tempdir().unwrap().path().join("t");
+    // The scratch folder lives for the whole test, so that "no target" means the restore
+    // created none, not that the folder around it was already gone.
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("t");
     let missing = restore_from_s3(
         &s3.client(),
         &bucket,

@@ -167,7 +167,12 @@ impl Harness {
             .await
         {
             Ok(object) => Some(object.body.collect().await.unwrap().to_vec()),
-            Err(_) => None,
+            // Only the store's "no such key" means no object; any other failure fails the test.
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(err) => panic!(
+                "GET {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&err)
+            ),
         }
     }
 
