@@ -984,6 +984,31 @@ fn bad_overrides_name_the_variable() {
 }
 
 #[test]
+fn a_bad_override_names_the_field_it_would_set() {
+    let cases = [
+        ("PORT", "http", "server.port"),
+        (
+            "TEKFLUX_KUBE_TIMEOUT_SECONDS",
+            "-1",
+            "kubernetes.timeoutSeconds",
+        ),
+        (
+            "TEKFLUX_S3_FORCE_PATH_STYLE",
+            "yes",
+            "storage.forcePathStyle",
+        ),
+        ("TEKFLUX_EVENTS_INSECURE", "maybe", "events.insecure"),
+    ];
+    for (variable, value, field) in cases {
+        let message = error(BASE, &Env::new().with(variable, value));
+        assert!(
+            message.starts_with(&format!("environment variable {variable}: {field}: ")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
 fn an_override_naming_a_misspelled_provider_is_an_error_naming_the_known_ones() {
     for variable in [
         "TEKFLUX_GITLBA_TOKEN",

@@ -352,7 +352,7 @@ impl Config {
                 location: Location::Env {
                     variable: bad.variable,
                 },
-                path: String::new(),
+                path: bad.path.map(|path| path.to_string()).unwrap_or_default(),
                 message: bad.message,
             })
             .collect();

@@ -22,6 +22,8 @@ use crate::provider::{self, ProviderSpec, SecretKind};
 pub struct BadOverride {
     /// The variable's name.
     pub variable: String,
+    /// The field the variable would have set, when it names one.
+    pub path: Option<FieldPath>,
     /// What is wrong; never the value of a secret variable.
     pub message: String,
     /// The part of the config the variable sets: a command that does not use it is not
@@ -35,8 +37,14 @@ impl BadOverride {
         Self {
             part: part_of(&variable),
             variable,
+            path: None,
             message,
         }
+    }
+
+    fn at(mut self, path: &FieldPath) -> Self {
+        self.path = Some(path.clone());
+        self
     }
 }
 
@@ -66,42 +74,39 @@ pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec
     let root = FieldPath::root();
     let server = root.key(keys::SERVER);
     let storage = root.key(keys::STORAGE);
-    let mut set = |path: FieldPath, variable: &'static str| {
-        overridden.insert(path, variable);
+    let mut read = Reader {
+        env,
+        overridden,
+        bad: &mut bad,
     };
 
     if let Some(value) = env.get_non_empty(vars::NAMESPACE) {
         config.namespace = value.to_owned();
-        set(root.key(keys::NAMESPACE), vars::NAMESPACE);
+        read.set(root.key(keys::NAMESPACE), vars::NAMESPACE);
     }
-    if let Some(port) = number(env, vars::PORT, &mut bad) {
+    if let Some(port) = read.number(vars::PORT, server.key(keys::PORT)) {
         config.server.port = port;
-        set(server.key(keys::PORT), vars::PORT);
     }
-    if let Some(limit) = number(env, vars::BODY_LIMIT, &mut bad) {
+    if let Some(limit) = read.number(vars::BODY_LIMIT, server.key(keys::BODY_LIMIT)) {
         config.server.body_limit = limit;
-        set(server.key(keys::BODY_LIMIT), vars::BODY_LIMIT);
     }
-    if let Some(seconds) = number(env, vars::REQUEST_TIMEOUT_SECONDS, &mut bad) {
+    if let Some(seconds) = read.number(
+        vars::REQUEST_TIMEOUT_SECONDS,
+        server.key(keys::REQUEST_TIMEOUT_SECONDS),
+    ) {
         config.server.request_timeout_seconds = seconds;
-        set(
-            server.key(keys::REQUEST_TIMEOUT_SECONDS),
-            vars::REQUEST_TIMEOUT_SECONDS,
-        );
     }
-    if let Some(seconds) = number(env, vars::SHUTDOWN_TIMEOUT_SECONDS, &mut bad) {
+    if let Some(seconds) = read.number(
+        vars::SHUTDOWN_TIMEOUT_SECONDS,
+        server.key(keys::SHUTDOWN_TIMEOUT_SECONDS),
+    ) {
         config.server.shutdown_timeout_seconds = seconds;
-        set(
-            server.key(keys::SHUTDOWN_TIMEOUT_SECONDS),
-            vars::SHUTDOWN_TIMEOUT_SECONDS,
-        );
     }
-    if let Some(seconds) = number(env, vars::KUBE_TIMEOUT_SECONDS, &mut bad) {
+    if let Some(seconds) = read.number(
+        vars::KUBE_TIMEOUT_SECONDS,
+        root.key(keys::KUBERNETES).key(keys::TIMEOUT_SECONDS),
+    ) {
         config.kubernetes.timeout_seconds = seconds;
-        set(
-            root.key(keys::KUBERNETES).key(keys::TIMEOUT_SECONDS),
-            vars::KUBE_TIMEOUT_SECONDS,
-        );
     }
 
     let texts = [
@@ -116,41 +121,36 @@ pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec
     for (variable, key, field) in texts {
         if let Some(value) = env.get_non_empty(variable) {
             *field = Some(value.to_owned());
-            set(storage.key(key), variable);
+            read.set(storage.key(key), variable);
         }
     }
     if let Some(prefix) = env.get_non_empty(vars::S3_PREFIX) {
         config.storage.prefix = prefix.to_owned();
-        set(storage.key(keys::PREFIX), vars::S3_PREFIX);
+        read.set(storage.key(keys::PREFIX), vars::S3_PREFIX);
     }
-    if let Some(flag) = boolean(env, vars::S3_FORCE_PATH_STYLE, &mut bad) {
+    if let Some(flag) = read.boolean(
+        vars::S3_FORCE_PATH_STYLE,
+        storage.key(keys::FORCE_PATH_STYLE),
+    ) {
         config.storage.force_path_style = flag;
-        set(
-            storage.key(keys::FORCE_PATH_STYLE),
-            vars::S3_FORCE_PATH_STYLE,
-        );
     }
-    if let Some(flag) = boolean(env, vars::S3_CLEANUP, &mut bad) {
+    if let Some(flag) = read.boolean(vars::S3_CLEANUP, storage.key(keys::CLEANUP)) {
         config.storage.cleanup = flag;
-        set(storage.key(keys::CLEANUP), vars::S3_CLEANUP);
     }
-    if let Some(level) = number(env, vars::S3_COMPRESSION_LEVEL, &mut bad) {
+    if let Some(level) = read.number(
+        vars::S3_COMPRESSION_LEVEL,
+        storage.key(keys::COMPRESSION_LEVEL),
+    ) {
         config.storage.compression_level = Some(level);
-        set(
-            storage.key(keys::COMPRESSION_LEVEL),
-            vars::S3_COMPRESSION_LEVEL,
-        );
     }
-    if let Some(size) = number(env, vars::S3_PART_SIZE_MIB, &mut bad) {
+    if let Some(size) = read.number(vars::S3_PART_SIZE_MIB, storage.key(keys::PART_SIZE_MIB)) {
         config.storage.part_size_mib = Some(size);
-        set(storage.key(keys::PART_SIZE_MIB), vars::S3_PART_SIZE_MIB);
     }
-    if let Some(bytes) = number(env, vars::S3_MAX_ARCHIVE_BYTES, &mut bad) {
+    if let Some(bytes) = read.number(
+        vars::S3_MAX_ARCHIVE_BYTES,
+        storage.key(keys::MAX_ARCHIVE_BYTES),
+    ) {
         config.storage.max_archive_bytes = Some(bytes);
-        set(
-            storage.key(keys::MAX_ARCHIVE_BYTES),
-            vars::S3_MAX_ARCHIVE_BYTES,
-        );
     }
 
     providers(config, env, overridden, &mut bad);
@@ -161,9 +161,13 @@ pub fn apply(config: &mut Config, env: &Env, overridden: &mut Overridden) -> Vec
 /// `TEKFLUX_EVENTS_TOKEN` (or `_FILE`) and `TEKFLUX_EVENTS_INSECURE`.
 fn events(config: &mut Config, env: &Env, overridden: &mut Overridden, bad: &mut Vec<BadOverride>) {
     let events = FieldPath::root().key(keys::EVENTS);
-    if let Some(flag) = boolean(env, vars::EVENTS_INSECURE, bad) {
+    let mut read = Reader {
+        env,
+        overridden,
+        bad,
+    };
+    if let Some(flag) = read.boolean(vars::EVENTS_INSECURE, events.key(keys::INSECURE)) {
         config.events.insecure = flag;
-        overridden.insert(events.key(keys::INSECURE), vars::EVENTS_INSECURE);
     }
     if let Some((token, variable)) =
         secret_override(env, vars::EVENTS_TOKEN, vars::EVENTS_TOKEN_FILE, bad)
@@ -298,20 +302,60 @@ fn secret_override(
     }
 }
 
-fn number<T: FromStr + WholeNumber>(
-    env: &Env,
-    variable: &'static str,
-    bad: &mut Vec<BadOverride>,
-) -> Option<T> {
-    let value = env.get_non_empty(variable)?;
-    match value.trim().parse() {
-        Ok(number) => Some(number),
-        Err(_) => {
-            bad.push(BadOverride::new(
-                variable,
-                format!("{value:?} is not {}", T::WHAT),
-            ));
-            None
+/// Reads typed overrides: a good value is recorded as set by its variable, a bad one as a
+/// problem naming the variable and the field it would have set.
+struct Reader<'a> {
+    env: &'a Env,
+    overridden: &'a mut Overridden,
+    bad: &'a mut Vec<BadOverride>,
+}
+
+impl Reader<'_> {
+    fn set(&mut self, path: FieldPath, variable: &'static str) {
+        self.overridden.insert(path, variable);
+    }
+
+    fn refuse(&mut self, variable: &'static str, path: &FieldPath, message: String) {
+        self.bad.push(BadOverride::new(variable, message).at(path));
+    }
+
+    fn number<T: FromStr + WholeNumber>(
+        &mut self,
+        variable: &'static str,
+        path: FieldPath,
+    ) -> Option<T> {
+        let value = self.env.get_non_empty(variable)?;
+        match value.trim().parse() {
+            Ok(number) => {
+                self.set(path, variable);
+                Some(number)
+            }
+            Err(_) => {
+                self.refuse(variable, &path, format!("{value:?} is not {}", T::WHAT));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, variable: &'static str, path: FieldPath) -> Option<bool> {
+        let value = self.env.get_non_empty(variable)?;
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => {
+                self.set(path, variable);
+                Some(true)
+            }
+            "false" | "0" => {
+                self.set(path, variable);
+                Some(false)
+            }
+            _ => {
+                self.refuse(
+                    variable,
+                    &path,
+                    format!("{value:?} is not one of true, false, 1, 0"),
+                );
+                None
+            }
         }
     }
 }
@@ -339,19 +383,4 @@ impl WholeNumber for u64 {
 
 impl WholeNumber for usize {
     const WHAT: &'static str = "a whole number, 0 or more";
-}
-
-fn boolean(env: &Env, variable: &'static str, bad: &mut Vec<BadOverride>) -> Option<bool> {
-    let value = env.get_non_empty(variable)?;
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
-        _ => {
-            bad.push(BadOverride::new(
-                variable,
-                format!("{value:?} is not one of true, false, 1, 0"),
-            ));
-            None
-        }
-    }
 }
