@@ -201,7 +201,7 @@ async fn read_manifest(
     key: &str,
 ) -> Result<Option<Manifest>> {
     match manifest::read_stored(s3, bucket, key).await? {
-        StoredManifest::Found(manifest) => Ok(Some(manifest)),
+        StoredManifest::Found(manifest) => Ok(Some(*manifest)),
         StoredManifest::Missing => Ok(None),
         StoredManifest::Unreadable(reason) => {
             // Not ours, or from an incompatible version: archive again and overwrite it.

@@ -127,8 +127,8 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// What is stored at a manifest's key.
 #[derive(Debug)]
 pub enum StoredManifest {
-    /// A run manifest.
-    Found(Manifest),
+    /// A run manifest (boxed: it is hundreds of bytes, the other answers a few words).
+    Found(Box<Manifest>),
     /// Nothing: the run was not archived (yet).
     Missing,
     /// Something that is not a run manifest of this version, and why: too big, not JSON, or
@@ -177,7 +177,9 @@ pub async fn read_stored(
     })?;
     Ok(
         match serde_json::from_slice::<Manifest>(&bytes.into_bytes()) {
-            Ok(manifest) if manifest.kind == MANIFEST_KIND => StoredManifest::Found(manifest),
+            Ok(manifest) if manifest.kind == MANIFEST_KIND => {
+                StoredManifest::Found(Box::new(manifest))
+            }
             Ok(manifest) => StoredManifest::Unreadable(format!("its kind is {:?}", manifest.kind)),
             Err(error) => StoredManifest::Unreadable(error.to_string()),
         },

@@ -227,7 +227,7 @@ pub(super) async fn list_manifests(
 /// One manifest; `None` when it is gone or not a manifest of this kind.
 pub(super) async fn read_manifest(store: &Store, key: &str) -> Result<Option<Manifest>, String> {
     match read_stored(&store.client, &store.bucket, key).await {
-        Ok(StoredManifest::Found(manifest)) => Ok(Some(manifest)),
+        Ok(StoredManifest::Found(manifest)) => Ok(Some(*manifest)),
         Ok(StoredManifest::Missing | StoredManifest::Unreadable(_)) => Ok(None),
         Err(failure) => Err(failure.at(&store.endpoint).to_string()),
     }
