@@ -10,29 +10,38 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Why serving stopped with an error.
+///
+/// `main` prints it as one line, so the OS's words are in the message of [`ServeError::Bind`]
+/// and [`ServeError::Io`] and not kept as a source as well (a chain would say them twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The address could not be listened on (in use, not this machine's, not allowed).
     #[error(
         "cannot listen on {address}: {}; stop what uses it, or choose another address with \
          --listen (or the port with PORT)",
-        crate::error::plain_chain(source)
+        crate::error::plain_chain(error)
     )]
     Bind {
         /// The address asked for.
         address: SocketAddr,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Accepting connections failed.
     #[error("the HTTP server stopped: {}", crate::error::plain_chain(.0))]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The Lambda environment lacks a variable the runtime needs, or has an invalid one.
     #[error("Lambda environment variable {0} is missing or invalid")]
     LambdaEnvironment(&'static str),
     /// The Lambda runtime loop stopped (Runtime API unreachable or answering errors).
     #[error("Lambda runtime failed")]
     Lambda(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// A listening socket with the router attached, not yet serving.
@@ -50,7 +59,7 @@ pub async fn bind(router: Router, settings: &ServerSettings) -> Result<BoundServ
     let address = SocketAddr::new(settings.address, settings.port);
     let listener = TcpListener::bind(address)
         .await
-        .map_err(|source| ServeError::Bind { address, source })?;
+        .map_err(|error| ServeError::Bind { address, error })?;
     Ok(BoundServer {
         listener,
         router,
