@@ -384,7 +384,9 @@ fn fan_out(rule: &CompiledRule, push: &Push, is_tag: bool, decision: &mut RuleDe
         (true, false) => {
             decision.miss = Some(Miss::PathsIncomplete);
             decision.reason = format!(
-                "the provider sent an incomplete changed-path list and none of the listed paths                  matches {listed}: nothing to fan out over, so no run; push again or start the                  runs you need by hand"
+                "the provider sent an incomplete changed-path list and none of the listed paths \
+                 matches {listed}: nothing to fan out over, so no run; push again or start the \
+                 runs you need by hand"
             );
         }
         (false, complete) => {
