@@ -451,6 +451,11 @@ pub const OTHER: [ProviderSpec; 2] = [
     },
 ];
 
+/// Flux's row: its `X-Signature` header, for release-changed.
+pub const FLUX: &ProviderSpec = &OTHER[0];
+/// The container registries' row: their `Authorization` header, for release-changed.
+pub const REGISTRY: &ProviderSpec = &OTHER[1];
+
 /// Every row: the git providers, then the others, in the order the config lists them.
 pub fn all() -> impl Iterator<Item = &'static ProviderSpec> {
     GIT.iter().chain(OTHER.iter())
@@ -520,6 +525,7 @@ mod tests {
                 .iter()
                 .all(|row| row.git.is_none() && row.status_api.is_none())
         );
+        assert_eq!((FLUX.key, REGISTRY.key), ("flux", "registry"));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Loading runs in a fixed order: read the file (or fall back to the embedded defaults), parse
 //! it into the typed [`Config`] with unknown keys refused, apply the environment overrides,
 //! resolve secrets, then check the rules that a type cannot express. Every problem names where
-//! it is: `file:line:column: field.path: message`, or the environment variable that set it.
-//! `docs/configuration.md` is the reference for users.
+//! it is: `file:line:column: field.path: message`, or the environment variable that set it;
+//! a function's own checks ([`Check`], git-push's rule compilation) are reported the same way.
+//! What the config knows per provider (its key, credential, variables) comes from the provider
+//! table, [`crate::provider`]. `docs/configuration.md` is the reference for users.
 //!
 //! A command names the [`Sections`] it uses: the whole file is always parsed (a typo is a typo
 //! wherever it is), but secrets are read and rules checked only for those sections, so
