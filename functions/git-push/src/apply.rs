@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tekflux_common::commit_status::{BuildState, StatusReport, render_target_url};
 use tekflux_common::config::Concurrency;
+use tracing::Instrument as _;
 
 use crate::app::AppState;
 use crate::cluster;
@@ -113,7 +114,11 @@ fn report_pending(
             .map(|template| render_target_url(template, &variables)),
     };
     let status = status.clone();
-    tokio::spawn(async move {
-        status.report(&report).await;
-    });
+    // Reported after the answer, under the request's span so its log lines keep the delivery.
+    tokio::spawn(
+        async move {
+            status.report(&report).await;
+        }
+        .instrument(tracing::Span::current()),
+    );
 }
