@@ -9,6 +9,7 @@
 //! corpus still fail, naming the switch.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the corpus folder (or [`SKIP`]).
@@ -33,7 +34,9 @@ pub fn corpus_dir(what: &str) -> Option<PathBuf> {
     match locate() {
         Located::Dir(dir) => Some(dir),
         Located::Skipped => {
-            eprintln!("SKIPPED {what}: {CORPUS_ENV}={SKIP}");
+            // Straight to the process' stderr: libtest captures `eprintln!` of passing tests,
+            // and a skip must show in every run.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {CORPUS_ENV}={SKIP}");
             None
         }
     }
@@ -47,7 +50,11 @@ pub fn locate() -> Located {
 /// `<workspace root>/../shared/corpus`, where a developer checkout keeps the corpus.
 pub fn default_dir() -> PathBuf {
     // The testkit crate lives at <root>/tests, so the workspace root is its parent.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+    let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match testkit.parent().and_then(Path::parent) {
+        Some(beside_root) => beside_root.join("shared/corpus"),
+        None => testkit.join("../../shared/corpus"),
+    }
 }
 
 /// The rule, with the environment value and the fallback folder passed in (so it is testable
