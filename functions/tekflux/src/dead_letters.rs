@@ -48,7 +48,10 @@ pub struct ReplayArgs {
 
 /// Runs `tekflux dead-letters`.
 pub fn list(env: &Env, args: &ListArgs) -> ExitCode {
-    let config = crate::load_or_exit(env, Sections::STORAGE);
+    let config = match crate::load_config(env, Sections::STORAGE) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux dead-letters: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);
@@ -111,7 +114,10 @@ fn print_letter(letter: &DeadLetter, format: Format) {
 /// extensions, with its own id and source) and removes it from the store once it was accepted
 /// (2xx). Exits 0 when every one was, 69 when any was refused or failed (they stay stored).
 pub fn replay(env: &Env, args: &ReplayArgs) -> ExitCode {
-    let config = crate::load_or_exit(env, Sections::STORAGE);
+    let config = match crate::load_config(env, Sections::STORAGE) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let Some(bucket) = config.storage.bucket.clone() else {
         eprintln!("tekflux replay: storage.bucket is not set: there is no store to read");
         return ExitCode::from(EXIT_USAGE);

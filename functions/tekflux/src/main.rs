@@ -193,11 +193,6 @@ fn load_config(env: &Env, sections: Sections) -> Result<Config, ExitCode> {
     })
 }
 
-/// [`load_config`] for commands that exit at once on an invalid config.
-fn load_or_exit(env: &Env, sections: Sections) -> Config {
-    load_config(env, sections).unwrap_or_else(|_| std::process::exit(config::EX_USAGE))
-}
-
 /// The served process's startup with every function's own config checks, or the exit code.
 fn startup(env: Env) -> Result<Startup, ExitCode> {
     Startup::from_env_checked(env, &[routing_rules]).map_err(|error| {
@@ -282,20 +277,27 @@ fn main() -> ExitCode {
             event_name,
             delivery,
             output,
-        } => match render(
-            &env,
-            provider,
-            &event,
-            event_name.as_deref(),
-            delivery.as_deref(),
-            output,
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("tekflux render: {error:#}");
-                ExitCode::FAILURE
+        } => {
+            // Render checks no signature, so it reads no secret.
+            let config = match load_config(&env, Sections::ROUTING) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match render(
+                config,
+                provider,
+                &event,
+                event_name.as_deref(),
+                delivery.as_deref(),
+                output,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("tekflux render: {error:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
 
@@ -383,15 +385,13 @@ async fn all_routes(startup: &Startup) -> Router {
 }
 
 fn render(
-    env: &Env,
+    config: Config,
     provider: Provider,
     event: &PathBuf,
     event_name: Option<&str>,
     delivery: Option<&str>,
     output: RenderOutput,
 ) -> anyhow::Result<()> {
-    // Render checks no signature, so it reads no secret.
-    let config = load_or_exit(env, Sections::ROUTING);
     if config.repositories.is_empty() {
         eprintln!(
             "tekflux render: warning: the config has no repository rules, so no push starts \
