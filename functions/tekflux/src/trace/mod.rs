@@ -227,7 +227,10 @@ impl Query {
 /// 64 neither a cluster nor a bucket is configured.
 pub fn trace(env: &Env, args: &TraceArgs) -> ExitCode {
     // No secrets: a person tracing a push needs the cluster and the bucket, not webhook keys.
-    let config = crate::load_or_exit(env, Sections::INSPECT);
+    let config = match crate::load_config(env, Sections::INSPECT) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let query = Query::new(&args.what);
     if query.text.is_empty() {
         eprintln!("tekflux trace: name a sha, a delivery id or a run");

@@ -120,7 +120,10 @@ pub struct RestoreArgs {
 /// `--sha256-file` can be written; then the S3 settings (region, endpoint).
 pub fn archive(env: &Env, args: ArchiveArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = crate::load_or_exit(env, Sections::STORAGE);
+    let config = match crate::load_config(env, Sections::STORAGE) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let mut options = ArchiveOptions::from_storage(&config.storage);
     if let Some(level) = args.level {
         options.level = level;
@@ -235,7 +238,10 @@ pub fn archive(env: &Env, args: ArchiveArgs) -> ExitCode {
 /// S3 settings (region, endpoint).
 pub fn restore(env: &Env, args: RestoreArgs) -> ExitCode {
     // Only `storage` is read: a Task's step has S3 credentials, not the webhook secrets.
-    let config = crate::load_or_exit(env, Sections::STORAGE);
+    let config = match crate::load_config(env, Sections::STORAGE) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let expected_sha256 = args
         .sha256
         .map(|sha| sha.trim().to_ascii_lowercase())
