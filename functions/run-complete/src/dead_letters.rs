@@ -32,6 +32,8 @@ use tekflux_common::metrics::{CounterFamily, Metrics};
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 use tekflux_common::{Error, Result};
 
+use crate::archive::S3Failure;
+
 /// The folder under `storage.prefix` that holds dead letters.
 pub const FOLDER: &str = "_dead-letters";
 
@@ -133,10 +135,12 @@ async fn receive(
         .await
         .map_err(|error| {
             store.stored.inc(&["s3_error"]);
-            Error::Unavailable(format!(
-                "cannot store the dead letter at s3://{bucket}/{key}: {}",
-                plain_chain(&error)
-            ))
+            // Always 503: the Broker must keep the event until the store takes it. The SDK's
+            // own words end in raw response headers, so its failure is said in plain ones.
+            Error::unavailable(
+                "cannot store the dead letter",
+                S3Failure::from_sdk("PutObject", bucket, &key, &error),
+            )
         })?;
     store.stored.inc(&["stored"]);
     tracing::warn!(

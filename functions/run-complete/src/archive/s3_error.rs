@@ -145,6 +145,8 @@ impl fmt::Display for S3Failure {
     }
 }
 
+impl StdError for S3Failure {}
+
 /// How the function answers its own S3 requests' failures (manifest, logs, archives): 503 only
 /// when a retry may succeed; a store refusing the configuration (credentials, permissions, a
 /// missing bucket) is a 500, which the Broker also retries before dead-lettering. The message
