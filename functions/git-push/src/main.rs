@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     ) {
         return code;
     }
-    let startup = match Startup::from_process() {
+    let startup = match Startup::from_process_checked(&[tekflux_git_push::startup::config_check]) {
         Ok(startup) => startup,
         Err(error) => {
             eprintln!("{}", error.report());

@@ -1,10 +1,29 @@
 //! Building git-push's routes the way a `main` does, from the process's [`Startup`].
 
 use axum::Router;
+use tekflux_common::config::{Config, FieldPath, Finding};
 use tekflux_common::startup::Startup;
 
 use crate::app::{AppState, app, webhook_app};
 use crate::error::StartupError;
+use crate::routing::RoutingTable;
+
+/// git-push's own config check ([`tekflux_common::config::Check`]): the routing table compiles
+/// (globs, captures, templates, names). `check-config` and every `serve` run it while loading,
+/// so its problems carry `file:line:column` like the common rules' and a config that passes
+/// never fails [`routes_from_startup`].
+pub fn config_check(config: &Config) -> Vec<Finding> {
+    match RoutingTable::compile(config) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|error| Finding {
+                path: FieldPath::parse(&error.field),
+                message: error.message,
+            })
+            .collect(),
+    }
+}
 
 /// git-push's routes with the Kubernetes client from `KUBECONFIG` or the pod's service account
 /// (without one, only dry runs work and deliveries are answered 503) and the routing table.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, Subcommand, ValueEnum};
-use tekflux_common::config::{self, Config, Env, FieldPath, Finding, Sections, vars};
+use tekflux_common::config::{self, Config, Env, Sections, vars};
 use tekflux_common::environment::{self, Reader};
 use tekflux_common::startup::Startup;
 use tekflux_git_push::Provider;
@@ -195,25 +195,10 @@ fn load_config(env: &Env, sections: Sections) -> Result<Config, ExitCode> {
 
 /// The served process's startup with every function's own config checks, or the exit code.
 fn startup(env: Env) -> Result<Startup, ExitCode> {
-    Startup::from_env_checked(env, &[routing_rules]).map_err(|error| {
+    Startup::from_env_checked(env, &[tekflux_git_push::startup::config_check]).map_err(|error| {
         eprintln!("{}", error.report());
         error.exit_code()
     })
-}
-
-/// git-push's own check: its routing table compiles (globs, captures, templates, names), at the
-/// fields' positions in the file.
-fn routing_rules(config: &Config) -> Vec<Finding> {
-    match tekflux_git_push::RoutingTable::compile(config) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|error| Finding {
-                path: FieldPath::parse(&error.field),
-                message: error.message,
-            })
-            .collect(),
-    }
 }
 
 fn main() -> ExitCode {
@@ -324,7 +309,11 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 fn check_config(env: &Env) -> ExitCode {
     // git-push's own checks too, as `serve` runs them: a config check-config accepts is one
     // serve accepts, with the same messages at the same positions.
-    let config = match config::load(env, Sections::ALL, &[routing_rules]) {
+    let config = match config::load(
+        env,
+        Sections::ALL,
+        &[tekflux_git_push::startup::config_check],
+    ) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{}", error.report());
