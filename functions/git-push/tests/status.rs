@@ -17,13 +17,14 @@ use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::commit_status::RetryPolicy;
 use tekflux_common::config::{Config, Env, KubernetesSettings, ServerSettings};
 use tekflux_common::server::{self, ServerState};
-use tekflux_git_push::{AppState, Provider, app, signature};
+use tekflux_git_push::{AppState, Provider, app};
 use tekflux_testkit::git_status::{CapturedLogs, GitStatusServer, Scripted, StatusFlavor};
 use tekflux_testkit::kube_api::TestApiServer;
 use tower::ServiceExt;
 
-const SECRET: &str = "It's a Secret to Everybody";
-const GITLAB_HOOK: &str = "gl-hook-token-3f9a";
+mod support;
+use support::{Delivery, GITLAB_WEBHOOK_TOKEN as GITLAB_HOOK, SECRET};
+
 /// Status tokens: distinct per provider, and distinctive enough to find in a log.
 const GITHUB_TOKEN: &str = "ghp_statusTOKENgithub0001";
 const GITLAB_TOKEN: &str = "glpat-statusTOKENgitlab02";
@@ -186,13 +187,7 @@ impl Harness {
     }
 
     async fn send(&self, delivery: &Delivery) -> (StatusCode, Value) {
-        let mut request = Request::post(format!("/webhooks/{}", delivery.provider.as_str()))
-            .header("content-type", "application/json");
-        for (name, value) in &delivery.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request.body(Body::from(delivery.body.clone())).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
+        let response = self.app.clone().oneshot(delivery.request()).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (
@@ -224,95 +219,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[derive(Clone)]
-struct Delivery {
-    provider: Provider,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Delivery {
-    fn new(provider: Provider, headers: &[(&str, &str)], body: Vec<u8>) -> Self {
-        let mut headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let hex = signature::sign(SECRET.as_bytes(), &body);
-        headers.push(match provider {
-            Provider::Github => ("X-Hub-Signature-256".into(), format!("sha256={hex}")),
-            Provider::Bitbucket => ("X-Hub-Signature".into(), format!("sha256={hex}")),
-            Provider::Gitea => ("X-Gitea-Signature".into(), hex),
-            Provider::Forgejo => ("X-Forgejo-Signature".into(), hex),
-            Provider::Gitlab => ("X-Gitlab-Token".into(), GITLAB_HOOK.into()),
-        });
-        Self {
-            provider,
-            headers,
-            body,
-        }
-    }
-
-    fn github() -> Self {
-        Self::new(
-            Provider::Github,
-            &[
-                ("X-GitHub-Event", "push"),
-                ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
-            ],
-            tekflux_testkit::corpus::read_corpus("github/push-3-commits.gith-2012.json"),
-        )
-    }
-
-    fn all() -> Vec<Self> {
-        let data = |name: &str| {
-            std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/data")
-                    .join(name),
-            )
-            .unwrap()
-        };
-        vec![
-            Self::github(),
-            Self::new(
-                Provider::Gitlab,
-                &[
-                    ("X-Gitlab-Event", "Push Hook"),
-                    (
-                        "X-Gitlab-Event-UUID",
-                        "13792a34-cac6-4fda-95a8-c58e00a3954e",
-                    ),
-                ],
-                tekflux_testkit::corpus::read_corpus("gitlab/push.go-gitlab.json"),
-            ),
-            Self::new(
-                Provider::Gitea,
-                &[
-                    ("X-Gitea-Event", "push"),
-                    ("X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
-                ],
-                tekflux_testkit::corpus::read_corpus("gitea-forgejo/push.gitea-docs.json"),
-            ),
-            Self::new(
-                Provider::Forgejo,
-                &[
-                    ("X-Forgejo-Event", "push"),
-                    ("X-Forgejo-Delivery", "0c6fa3a9-7b1e-4f7e-bd55-2d3e0c9b8a71"),
-                ],
-                data("forgejo-push.json"),
-            ),
-            Self::new(
-                Provider::Bitbucket,
-                &[
-                    ("X-Event-Key", "repo:push"),
-                    ("X-Request-UUID", "a9f3c2e1-6b7d-4c5e-8f90-1a2b3c4d5e6f"),
-                ],
-                data("bitbucket-repo-push-three-changes.json"),
-            ),
-        ]
-    }
-}
-
 fn assert_no_token(logs: &CapturedLogs) {
     let text = logs.text();
     assert!(
@@ -335,7 +241,7 @@ async fn pending_is_reported_once_per_created_run_on_every_provider() {
     let (logs, _guard) = CapturedLogs::start();
     let servers = Servers::start().await;
     let harness = Harness::new(&servers.config("")).await;
-    for delivery in Delivery::all() {
+    for delivery in Delivery::all_pushes() {
         let (status, body) = harness.send(&delivery).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
@@ -405,7 +311,7 @@ async fn pending_is_reported_once_per_created_run_on_every_provider() {
         .iter()
         .map(|p| servers.of(*p).received().len())
         .collect();
-    for delivery in Delivery::all() {
+    for delivery in Delivery::all_pushes() {
         let (status, _) = harness.send(&delivery).await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -431,7 +337,7 @@ async fn pending_is_reported_once_per_created_run_on_every_provider() {
 async fn a_rule_with_status_false_posts_nothing() {
     let servers = Servers::start().await;
     let harness = Harness::new(&servers.config("    status: false")).await;
-    let (status, body) = harness.send(&Delivery::github()).await;
+    let (status, body) = harness.send(&Delivery::github_push().signed()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(harness.runs().len(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -452,7 +358,7 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
     servers
         .github
         .fail_next([Scripted::RetryAfter(0), Scripted::Status(502)]);
-    let (status, _) = harness.send(&Delivery::github()).await;
+    let (status, _) = harness.send(&Delivery::github_push().signed()).await;
     assert_eq!(status, StatusCode::OK);
     let statuses = servers.github.wait_for_statuses(1).await;
     assert_eq!(statuses.len(), 1);
@@ -475,7 +381,7 @@ async fn a_reset_past_the_deadline_is_given_up_at_once_and_held_until_the_reset(
     let harness = Harness::new(&servers.config("")).await;
     // GitHub's primary limit: 403 with X-RateLimit-Remaining: 0 and a reset an hour away.
     servers.github.fail_next([Scripted::ResetIn(3600)]);
-    harness.send(&Delivery::github()).await;
+    harness.send(&Delivery::github_push().signed()).await;
     for _ in 0..200 {
         let metrics = harness.metrics().await;
         if metric(
@@ -485,12 +391,9 @@ async fn a_reset_past_the_deadline_is_given_up_at_once_and_held_until_the_reset(
         {
             assert_eq!(servers.github.received().len(), 1);
             // Until the reset, this process asks nothing more of the limited account.
-            let mut again = Delivery::github();
-            for (name, value) in &mut again.headers {
-                if name == "X-GitHub-Delivery" {
-                    *value = "0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77".to_owned();
-                }
-            }
+            let again = Delivery::github_push()
+                .redelivered_as("0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77")
+                .signed();
             let (status, _) = harness.send(&again).await;
             assert_eq!(status, StatusCode::OK);
             for _ in 0..200 {
@@ -523,7 +426,7 @@ async fn refusals_are_counted_and_never_retried() {
         let servers = Servers::start().await;
         let harness = Harness::new(&servers.config("")).await;
         servers.github.fail_next([Scripted::Status(code)]);
-        let (status, _) = harness.send(&Delivery::github()).await;
+        let (status, _) = harness.send(&Delivery::github_push().signed()).await;
         assert_eq!(status, StatusCode::OK, "{code}");
         let series = format!(
             r#"tekflux_commit_status_reports_total{{provider="github",state="pending",outcome="{outcome}"}}"#
@@ -550,7 +453,7 @@ async fn a_provider_outage_leaves_webhooks_and_runs_unaffected() {
         servers.of(provider).set_down(true);
     }
     let harness = Harness::new(&servers.config("")).await;
-    for delivery in Delivery::all() {
+    for delivery in Delivery::all_pushes() {
         let (status, body) = harness.send(&delivery).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
@@ -600,7 +503,7 @@ repositories:
         app_key("private").display()
     );
     let harness = Harness::new(&yaml).await;
-    let (status, body) = harness.send(&Delivery::github()).await;
+    let (status, body) = harness.send(&Delivery::github_push().signed()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let checks = github.wait_for_statuses(1).await;
     assert_eq!(checks.len(), 1, "{:?}", github.received());
@@ -609,12 +512,9 @@ repositories:
     assert_eq!(checks[0].sha, "263c5253cc1578ed49892d0db8876da4ec26da84");
 
     // Another delivery of the commit: a second run, and the token minted for the first reused.
-    let mut again = Delivery::github();
-    for (name, value) in &mut again.headers {
-        if name == "X-GitHub-Delivery" {
-            *value = "0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77".to_owned();
-        }
-    }
+    let again = Delivery::github_push()
+        .redelivered_as("0d8c3a55-1f0e-4b8e-9a55-3c2f1e0d9b77")
+        .signed();
     let (status, _) = harness.send(&again).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(github.wait_for_statuses(2).await.len(), 2);
@@ -678,7 +578,7 @@ repositories:
         gitlab.api()
     );
     let harness = Harness::new(&yaml).await;
-    let delivery = Delivery::all()
+    let delivery = Delivery::all_pushes()
         .into_iter()
         .find(|d| d.provider == Provider::Gitlab)
         .unwrap();

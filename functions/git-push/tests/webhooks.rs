@@ -16,15 +16,16 @@ use tekflux_common::clients::kube_client_from_config;
 use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::config::{Config, Env, KubernetesSettings, ServerSettings};
 use tekflux_common::server::{self, ServerState};
-use tekflux_git_push::{AppState, Provider, app, render, signature};
+use tekflux_git_push::{AppState, Provider, app, render};
 use tekflux_testkit::kube_api::{Fault, TestApiServer};
 use tower::ServiceExt;
+
+mod support;
+use support::{Delivery, GITLAB_WEBHOOK_TOKEN as GITLAB_TOKEN, SECRET, corpus};
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
 
-const SECRET: &str = "It's a Secret to Everybody";
-const GITLAB_TOKEN: &str = "gl-hook-token-3f9a";
 const TEKTON: &str = "tekton.dev";
 
 /// Rules for the repositories of the payloads used below, one per provider.
@@ -98,17 +99,6 @@ fn config(yaml: &str) -> Config {
         Ok(config) => config,
         Err(error) => panic!("test config: {error} {:?}", error.problems()),
     }
-}
-
-fn corpus(relative: &str) -> Vec<u8> {
-    tekflux_testkit::corpus::read_corpus(relative)
-}
-
-fn data(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// The test API server and the app wrapped in the common server router.
@@ -188,156 +178,6 @@ async fn send(app: &Router, request: Request<Body>) -> Answer {
         status,
         headers,
         body,
-    }
-}
-
-/// One webhook delivery as a provider sends it.
-#[derive(Debug, Clone)]
-struct Delivery {
-    provider: Provider,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Delivery {
-    fn new(provider: Provider, headers: &[(&str, &str)], body: Vec<u8>) -> Self {
-        Delivery {
-            provider,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            body,
-        }
-    }
-
-    fn github(event: &str, delivery: &str, body: Vec<u8>) -> Self {
-        Self::new(
-            Provider::Github,
-            &[
-                ("X-GitHub-Event", event),
-                ("X-GitHub-Delivery", delivery),
-                ("X-GitHub-Hook-ID", "292430182"),
-                ("User-Agent", "GitHub-Hookshot/044aadd"),
-            ],
-            body,
-        )
-    }
-
-    fn github_push() -> Self {
-        Self::github(
-            "push",
-            "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-            corpus("github/push-3-commits.gith-2012.json"),
-        )
-    }
-
-    fn gitlab_push() -> Self {
-        Self::new(
-            Provider::Gitlab,
-            &[
-                ("X-Gitlab-Event", "Push Hook"),
-                (
-                    "X-Gitlab-Event-UUID",
-                    "13792a34-cac6-4fda-95a8-c58e00a3954e",
-                ),
-                ("Idempotency-Key", "f5e5f430-f57b-4e6e-9fac-d9128cd7232f"),
-            ],
-            corpus("gitlab/push.go-gitlab.json"),
-        )
-    }
-
-    fn gitea_push() -> Self {
-        Self::new(
-            Provider::Gitea,
-            &[
-                ("X-GitHub-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
-                ("X-GitHub-Event", "push"),
-                ("X-Gogs-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
-                ("X-Gogs-Event", "push"),
-                ("X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
-                ("X-Gitea-Event", "push"),
-            ],
-            corpus("gitea-forgejo/push.gitea-docs.json"),
-        )
-    }
-
-    fn forgejo_push() -> Self {
-        Self::new(
-            Provider::Forgejo,
-            &[
-                ("X-Forgejo-Event", "push"),
-                ("X-Forgejo-Event-Type", "push"),
-                ("X-Forgejo-Delivery", "0c6fa3a9-7b1e-4f7e-bd55-2d3e0c9b8a71"),
-                ("X-Gitea-Event", "push"),
-                ("X-Gitea-Delivery", "0c6fa3a9-7b1e-4f7e-bd55-2d3e0c9b8a71"),
-                ("X-GitHub-Event", "push"),
-            ],
-            data("forgejo-push.json"),
-        )
-    }
-
-    fn bitbucket_push() -> Self {
-        Self::new(
-            Provider::Bitbucket,
-            &[
-                ("X-Event-Key", "repo:push"),
-                ("X-Request-UUID", "a9f3c2e1-6b7d-4c5e-8f90-1a2b3c4d5e6f"),
-                ("X-Hook-UUID", "{0d4e8f2a-1b3c-4d5e-9f6a-7b8c9d0e1f2a}"),
-                ("X-Attempt-Number", "1"),
-            ],
-            data("bitbucket-repo-push-three-changes.json"),
-        )
-    }
-
-    /// The same delivery with another delivery id.
-    fn redelivered_as(mut self, delivery: &str) -> Self {
-        for (name, value) in &mut self.headers {
-            let lower = name.to_ascii_lowercase();
-            if lower.ends_with("-delivery")
-                || lower == "x-request-uuid"
-                || lower == "idempotency-key"
-                || lower == "x-gitlab-event-uuid"
-            {
-                *value = delivery.to_owned();
-            }
-        }
-        self
-    }
-
-    /// Signed with `secret` as the provider does (GitLab: the token itself).
-    fn signed_with(mut self, secret: &str) -> Self {
-        let hex = signature::sign(secret.as_bytes(), &self.body);
-        let (header, value) = match self.provider {
-            Provider::Github => ("X-Hub-Signature-256", format!("sha256={hex}")),
-            Provider::Bitbucket => ("X-Hub-Signature", format!("sha256={hex}")),
-            Provider::Gitea => ("X-Gitea-Signature", hex),
-            Provider::Forgejo => ("X-Forgejo-Signature", hex),
-            Provider::Gitlab => ("X-Gitlab-Token", secret.to_owned()),
-        };
-        self.headers.push((header.to_owned(), value));
-        self
-    }
-
-    fn signed(self) -> Self {
-        let secret = if self.provider == Provider::Gitlab {
-            GITLAB_TOKEN
-        } else {
-            SECRET
-        };
-        self.signed_with(secret)
-    }
-
-    fn to(&self, uri: &str) -> Request<Body> {
-        let mut request = Request::post(uri).header("content-type", "application/json");
-        for (name, value) in &self.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        request.body(Body::from(self.body.clone())).unwrap()
-    }
-
-    fn request(&self) -> Request<Body> {
-        self.to(&format!("/webhooks/{}", self.provider.as_str()))
     }
 }
 
