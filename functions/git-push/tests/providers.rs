@@ -354,9 +354,13 @@ fn github_twenty_commits_may_be_truncated() {
     let body = data("github-push-20-commits.json");
     let push = parse_one(Provider::Github, &github_headers("push"), &body);
     assert!(!push.paths_complete, "20 listed commits may be a cut list");
-    assert_eq!(push.changed_paths.len(), 21);
-    assert_eq!(push.changed_paths[0], "go.sum");
-    assert_eq!(push.changed_paths[20], "services/s19/main.go");
+    // Every path of the 20 commits, sorted: go.sum and one service each.
+    let touched = |services: usize| -> Vec<String> {
+        std::iter::once("go.sum".to_owned())
+            .chain((0..services).map(|i| format!("services/s{i:02}/main.go")))
+            .collect()
+    };
+    assert_eq!(push.changed_paths, touched(20));
     assert_eq!(push.pusher, "lee-acme");
     assert_eq!(push.clone_url, "https://github.com/acme/mono.git");
 
@@ -369,7 +373,7 @@ fn github_twenty_commits_may_be_truncated() {
         &serde_json::to_vec(&value).unwrap(),
     );
     assert!(push.paths_complete);
-    assert_eq!(push.changed_paths.len(), 20);
+    assert_eq!(push.changed_paths, touched(19));
 
     // A `size` larger than the list says so explicitly.
     value["size"] = json!(25);
@@ -583,7 +587,18 @@ fn gitlab_subgroup_project_with_truncated_list() {
         "https://gitlab.example.com/platform/payments/ledger.git"
     );
     assert_eq!(push.ref_kind, RefKind::Branch("develop".into()));
-    assert_eq!(push.changed_paths.len(), 7);
+    assert_eq!(
+        push.changed_paths,
+        paths(&[
+            "src/part0.rs",
+            "src/part1.rs",
+            "src/part2.rs",
+            "src/part3.rs",
+            "src/part4.rs",
+            "src/part5.rs",
+            "src/part6.rs",
+        ])
+    );
     assert!(!push.paths_complete, "23 commits, 20 listed");
     assert_eq!(push.pusher, "asilva");
 
@@ -1421,7 +1436,24 @@ fn knative_gitlab_tag_push() {
     );
     let push = one_push(providers::parse_event(&ev).unwrap());
     assert_eq!(push.ref_kind, RefKind::Tag("v1.0.0".into()));
-    assert!(push.created);
+    // The same push as the webhook's (gitlab_tag_created_without_username), keyed by the event.
+    assert_eq!(
+        push,
+        Push {
+            clone_url: "http://example.com/jsmith/example.git".into(),
+            before: ZERO_SHA.into(),
+            after: "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7".into(),
+            created: true,
+            paths_complete: false,
+            pusher: "John Smith".into(),
+            ..base(
+                Provider::Gitlab,
+                "https://example.com/jsmith/example",
+                "refs/tags/v1.0.0",
+                "https://example.com/jsmith/example#e1"
+            )
+        }
+    );
 }
 
 #[test]
