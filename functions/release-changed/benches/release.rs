@@ -1,0 +1,826 @@
+//! release-changed on loopback, in one run: throughput, latency and peak memory of `POST /` with
+//! a CDEvents artifact published event as run-complete sends it (one image, one matching
+//! `releases` rule, one Flux HelmRelease server-side-applied), against a "round-trip floor"
+//! server that only reads the body and sends the same apply PATCH through the same
+//! `kube::Client` to the same kind of test API server, so that release-changed's own cost is
+//! the difference.
+//!
+//! `cargo bench -p tekflux-release-changed --bench release` prints a Markdown table
+//! (BENCHMARKS.md explains the figures). Both servers run as child processes of this binary (it
+//! re-executes itself with `--serve-floor <kubeconfig>` or `--serve-release-changed
+//! <kubeconfig>`), so each one's `VmHWM` is its own and no server shares a runtime with the load
+//! generator. The Kubernetes API is tekflux's in-memory test API server, in this process,
+//! without schema validation, and a fresh one per concurrency level and server.
+//!
+//! Each connection has its own HelmRelease (`service-<connection>`, one `releases` rule each,
+//! `from: any` so no run is read back) and sends events with increasing tags and times, so
+//! every request applies: none is skipped as older than what the release records.
+//!
+//! Every figure is also relative to the floor measured in the same run, because the machine
+//! this runs on may be busy with other work.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tekflux_common::cloudevent::ReplySink;
+use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings, ServerSettings};
+use tekflux_common::server::{ServerState, router};
+use tekflux_release_changed::helm_release::{
+    EVENT_ANNOTATION, RUN_ANNOTATION, TIME_ANNOTATION, VERSION_ANNOTATION, api_resource,
+};
+use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
+use tekflux_run_complete::reply::ImageReference;
+use tekflux_testkit::kube_api::TestApiServer;
+use tekflux_testkit::machine::{machine_load, status_kib};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+const NAMESPACE: &str = "cicd";
+const EVENTS_TOKEN: &str = "bench-events-token";
+const ARTIFACT_PUBLISHED: &str = "dev.cdevents.artifact.published.0.3.0";
+const REGISTRY: &str = "registry.example.com/acme";
+const SOURCE: &str = "https://github.com/acme/services";
+const DIGEST: &str = "sha256:4d2c1e0b9a8f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d";
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// One release (and rule) per connection at the highest level.
+const RELEASES: usize = 64;
+/// Requests before this are not recorded: connection set-up, first allocations, lazy statics.
+const WARMUP: Duration = Duration::from_millis(500);
+const MEASURE: Duration = Duration::from_secs(3);
+/// Upper bound on measured requests per level, so the test API server's memory (it keeps
+/// every request it is sent) stays bounded however fast the machine is.
+const MAX_REQUESTS: usize = 60_000;
+/// The goal: release-changed's throughput at least this share of the floor's.
+const GOAL: f64 = 0.70;
+/// Without `--bench` (`cargo test --benches` or `--all-targets`, unoptimised) only a smoke run:
+/// every step once, briefly, so the benchmark keeps working without slowing the test suite.
+static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// `full` in a benchmark run, `smoke` in a smoke run.
+fn scaled(full: Duration, smoke: Duration) -> Duration {
+    if SMOKE.get().copied().unwrap_or(false) {
+        smoke
+    } else {
+        full
+    }
+}
+
+const SERVE_FLOOR: &str = "--serve-floor";
+const SERVE_RELEASE_CHANGED: &str = "--serve-release-changed";
+
+/// Headers only the floor reads: which release to apply, with which tag and run (release-changed
+/// reads the same facts from the event, and ignores these).
+const RELEASE_HEADER: &str = "x-bench-release";
+const TAG_HEADER: &str = "x-bench-tag";
+const RUN_HEADER: &str = "x-bench-run";
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench` (and any filter); only the serve modes take arguments.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let kubeconfig = || -> anyhow::Result<PathBuf> {
+        Ok(PathBuf::from(
+            args.get(1).context("this serve mode needs a kubeconfig")?,
+        ))
+    };
+    match args.first().map(String::as_str) {
+        Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
+        Some(SERVE_RELEASE_CHANGED) => serve(Served::ReleaseChanged(kubeconfig()?)),
+        _ => {
+            let _ = SMOKE.set(!args.iter().any(|arg| arg == "--bench"));
+            orchestrate()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: the servers under test.
+
+/// What a child process serves, with its cluster's kubeconfig.
+enum Served {
+    Floor(PathBuf),
+    ReleaseChanged(PathBuf),
+}
+
+/// Serves `served` on `127.0.0.1:0`, writes `listening <addr>` to stderr, and stops when stdin
+/// closes (so it never outlives the parent).
+fn serve(served: Served) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let routes = match served {
+            Served::Floor(path) => floor_router(&path).await?,
+            Served::ReleaseChanged(path) => release_changed_router(&path).await?,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        eprintln!("listening {}", listener.local_addr()?);
+        axum::serve(listener, routes)
+            .with_graceful_shutdown(async {
+                let mut sink = Vec::new();
+                let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+/// The bench config: one rule per release, each taking one image's tag into `image.tag`, from
+/// any producer (so admission reads no run back), and an events token for the sender check.
+fn release_config() -> anyhow::Result<Config> {
+    let mut yaml =
+        format!("namespace: {NAMESPACE}\nevents:\n  token: env:EVENTS_TOKEN\nreleases:\n");
+    for release in 0..RELEASES {
+        yaml.push_str(&format!(
+            "  - image: {REGISTRY}/service-{release}\n    helmRelease: service-{release}\n    \
+             set: image.tag\n    from: any\n"
+        ));
+    }
+    let env = Env::new().with("EVENTS_TOKEN", EVENTS_TOKEN);
+    Config::from_yaml(&yaml, "bench.yaml", &env)
+        .map_err(|error| anyhow::anyhow!("invalid bench config: {error}"))
+}
+
+/// release-changed as its `main` builds it, except that the config comes from
+/// [`release_config`] and the cluster from `kubeconfig`.
+async fn release_changed_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
+    // As in production: `info` to stdout (the parent sends it to /dev/null). Each apply logs a
+    // line at `info`, so that is part of what is measured.
+    tekflux_common::telemetry::init(None, None, false);
+    let config = release_config()?;
+    let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &config.kubernetes)
+        .await?;
+    let server = ServerState::new(ServerSettings::default());
+    let state = AppState::new(&config, Some(kube), ReplySink::new(None)?, &server.metrics);
+    server.readiness.set_ready();
+    Ok(router(app(state), server))
+}
+
+/// The round-trip floor: what any event-to-HelmRelease server has to do per request at least,
+/// with the same client and API server as release-changed, so that release-changed's own cost
+/// is the difference. It reads the body and sends the apply patch release-changed sends for
+/// the event (same fields, same field manager, forced), named by three headers. No sender
+/// check, no parsing, no rules, no read of the release, no reply, no middleware, no tracing.
+async fn floor_router(kubeconfig: &Path) -> anyhow::Result<axum::Router> {
+    let settings = KubernetesSettings::default();
+    let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &settings).await?;
+    let resource = api_resource(HelmReleaseApi::Flux);
+    let floor = Arc::new(Floor {
+        api: Api::namespaced_with(kube, NAMESPACE, &resource),
+        params: PatchParams::apply(FIELD_MANAGER).force(),
+        api_version: resource.api_version,
+        kind: resource.kind,
+    });
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let floor = floor.clone();
+        async move { floor.apply(&headers, body).await }
+    };
+    Ok(axum::Router::new().route("/", axum::routing::post(handler)))
+}
+
+struct Floor {
+    api: Api<DynamicObject>,
+    params: PatchParams,
+    api_version: String,
+    kind: String,
+}
+
+impl Floor {
+    async fn apply(&self, headers: &HeaderMap, body: Bytes) -> (http::StatusCode, String) {
+        black_box(body);
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+        };
+        let name = header(RELEASE_HEADER);
+        let tag = header(TAG_HEADER);
+        let patch = json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "annotations": {
+                    VERSION_ANNOTATION: tag,
+                    EVENT_ANNOTATION: format!("{}#{}", header("ce-source"), header("ce-id")),
+                    TIME_ANNOTATION: header("ce-time"),
+                    RUN_ANNOTATION: header(RUN_HEADER),
+                },
+            },
+            "spec": { "values": { "image": { "tag": tag } } },
+        });
+        match self
+            .api
+            .patch(name, &self.params, &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => (http::StatusCode::OK, format!("applied {name} {tag}")),
+            Err(error) => (http::StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        }
+    }
+}
+
+/// A running child server.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stderr = child.stderr.take().context("child stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("child server did not start in 30 s")??
+            .context("child server exited before listening")?;
+        let addr = first
+            .strip_prefix("listening ")
+            .with_context(|| format!("unexpected child output: {first}"))?
+            .parse()?;
+        // Anything else the child says (a panic) goes to our stderr.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[server] {line}");
+            }
+        });
+        Ok(Self { child, addr })
+    }
+
+    /// Peak resident set size (`VmHWM`) of the child so far, in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("child already exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status_kib(&status, "VmHWM:").context("no VmHWM in /proc/<pid>/status")
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => self.child.kill().await?,
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload.
+
+/// The tag of a connection's `sequence`-th request: increasing, and never the seeded `1.0.0`.
+fn tag(sequence: u64) -> String {
+    format!("1.0.{}", sequence + 1)
+}
+
+/// The HelmReleases as Flux's kustomize-controller would have applied them from Git, each
+/// field owned by it, on tag `1.0.0`.
+async fn seed_releases(api: &TestApiServer) -> anyhow::Result<()> {
+    let resource = api_resource(HelmReleaseApi::Flux);
+    // Flux's requests, not the server's under test.
+    let releases: Api<DynamicObject> =
+        Api::namespaced_with(api.setup_client(), NAMESPACE, &resource);
+    for release in 0..RELEASES {
+        let name = format!("service-{release}");
+        let object = json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": { "name": name, "namespace": NAMESPACE },
+            "spec": {
+                "interval": "10m",
+                "chart": { "spec": {
+                    "chart": name, "version": "0.1.0",
+                    "sourceRef": { "kind": "HelmRepository", "name": "acme" },
+                } },
+                "values": {
+                    "image": { "repository": format!("{REGISTRY}/{name}"), "tag": "1.0.0" },
+                    "replicaCount": 2,
+                },
+            },
+        });
+        releases
+            .patch(
+                &name,
+                &PatchParams::apply("kustomize-controller"),
+                &Patch::Apply(&object),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The data of the artifact published event run-complete sends for `run`, which built
+/// `image:tag` (its own package URL code), as a CDEvent with its context.
+fn artifact_published(image: &str, tag: &str, run: &str, time: &str) -> anyhow::Result<Value> {
+    let image_url = format!("{image}:{tag}");
+    let reference = ImageReference::parse(&image_url, DIGEST)?;
+    Ok(json!({
+        "context": {
+            "specversion": "0.5.0",
+            "id": format!("{run}-artifact"),
+            "source": SOURCE,
+            "type": ARTIFACT_PUBLISHED,
+            "timestamp": time,
+        },
+        "subject": {
+            "id": reference.purl(),
+            "source": SOURCE,
+            "type": "artifact",
+            "content": {},
+        },
+        "customData": {
+            "run": { "kind": "PipelineRun", "name": run, "namespace": NAMESPACE,
+                     "uid": format!("{run}-uid") },
+            "outcome": "succeeded",
+            "archive": {
+                "manifest": format!("s3://tekflux-archive/runs/{NAMESPACE}/{run}/manifest.json"),
+                "workspaces": [{
+                    "workspace": "shared-data",
+                    "url": format!("s3://tekflux-archive/runs/{NAMESPACE}/{run}/shared-data.tar.zst"),
+                    "sha256": "9f1c1b2e5d0c4a7b8e3f6a2d1c0b9e8f7a6d5c4b3a29180f7e6d5c4b3a291807",
+                    "bytes": 18_342_112,
+                }],
+                "logs": 4,
+            },
+            "duplicate": false,
+            "image": reference.pinned(),
+            "imageUrl": image_url,
+            "imageDigest": DIGEST,
+        },
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator: N keep-alive HTTP/1.1 connections, each sending requests back to back.
+
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Artifact published events, in binary mode with the sender's token: connection `c` releases
+/// `service-c`, each request a newer tag and time than the one before. `last` records the
+/// sequence number each connection sent last, to check the releases afterwards.
+fn release_request(level: usize, started: DateTime<Utc>, last: Arc<Vec<AtomicU64>>) -> MakeRequest {
+    let authorization = format!("Bearer {EVENTS_TOKEN}");
+    Arc::new(move |connection, sequence| {
+        if let Some(slot) = last.get(connection) {
+            slot.store(sequence, Ordering::Relaxed);
+        }
+        let release = format!("service-{connection}");
+        let tag = tag(sequence);
+        let run = format!("build-{level}-{connection}-{sequence}");
+        // In the past (the future is refused), a millisecond apart on each connection.
+        let time = (started + TimeDelta::milliseconds(sequence as i64 + 1))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let body = artifact_published(&format!("{REGISTRY}/{release}"), &tag, &run, &time)
+            .map(|data| Bytes::from(data.to_string()));
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => unreachable!("the bench's image references are valid: {error}"),
+        };
+        let builder = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(http::header::HOST, "127.0.0.1")
+            .header(http::header::AUTHORIZATION, authorization.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", format!("{run}-artifact"))
+            .header("ce-type", ARTIFACT_PUBLISHED)
+            .header("ce-source", SOURCE)
+            .header("ce-subject", format!("{REGISTRY}/{release}:{tag}"))
+            .header("ce-time", time)
+            .header(RELEASE_HEADER, release)
+            .header(TAG_HEADER, tag)
+            .header(RUN_HEADER, format!("{NAMESPACE}/{run}"));
+        match builder.body(Full::new(body)) {
+            Ok(request) => request,
+            Err(error) => unreachable!("the bench's request parts are valid: {error}"),
+        }
+    })
+}
+
+#[derive(Debug, Default)]
+struct Load {
+    /// Latency of each successful measured request, in nanoseconds.
+    latencies: Vec<u64>,
+    /// Measured requests answered with a non-2xx status.
+    failures: usize,
+    /// Every answered request, warm-up included (what CPU time is divided by).
+    answered: usize,
+    /// CPU time per answered request, in µs: the server process, and this process (load
+    /// generator plus the test API server).
+    server_cpu_us: f64,
+    client_cpu_us: f64,
+    /// The first failure, for the report.
+    first_failure: Option<String>,
+    /// From the end of the warm-up to the last measured answer.
+    window: Duration,
+}
+
+impl Load {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile in milliseconds; `latencies` must be sorted.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1e6
+    }
+}
+
+/// [`run_load`] against `server`, with the CPU time both processes spent on it.
+async fn run_measured(
+    server: &ChildServer,
+    connections: usize,
+    make: MakeRequest,
+) -> anyhow::Result<Load> {
+    let pid = server.child.id().context("child already exited")?;
+    let (server_before, client_before) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let mut load = run_load(server.addr, connections, make).await?;
+    let (server_after, client_after) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let per_request = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND / load.answered as f64;
+    load.server_cpu_us = per_request(server_after - server_before);
+    load.client_cpu_us = per_request(client_after - client_before);
+    Ok(load)
+}
+
+/// `USER_HZ`, the unit of `/proc/<pid>/stat` times; 100 on every Linux architecture in use.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of a process (`self` or a pid) so far, in clock ticks.
+fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime
+    // are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field =
+        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n - 3).context("short stat")?.parse()?) };
+    Ok(field(14)? + field(15)?)
+}
+
+async fn run_load(addr: SocketAddr, connections: usize, make: MakeRequest) -> anyhow::Result<Load> {
+    let started = Instant::now();
+    let measure_from = started + scaled(WARMUP, Duration::from_millis(50));
+    let until = measure_from + scaled(MEASURE, Duration::from_millis(200));
+    let cap = MAX_REQUESTS.div_ceil(connections);
+    let mut tasks = Vec::with_capacity(connections);
+    for connection in 0..connections {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, driver) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(driver);
+            let mut load = Load::default();
+            let mut last_answer = measure_from;
+            let mut sequence = 0;
+            while Instant::now() < until && load.latencies.len() + load.failures < cap {
+                sender.ready().await?;
+                let request = make(connection, sequence);
+                sequence += 1;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                let answered = Instant::now();
+                load.answered += 1;
+                // A wrong answer in the warm-up is still wrong.
+                if !status.is_success() {
+                    load.first_failure.get_or_insert_with(|| {
+                        format!("{status}: {}", String::from_utf8_lossy(&body))
+                    });
+                }
+                if sent < measure_from {
+                    if !status.is_success() {
+                        load.failures += 1;
+                    }
+                    continue;
+                }
+                last_answer = answered;
+                if status.is_success() {
+                    load.latencies.push((answered - sent).as_nanos() as u64);
+                } else {
+                    load.failures += 1;
+                }
+            }
+            load.window = last_answer.saturating_duration_since(measure_from);
+            anyhow::Ok(load)
+        }));
+    }
+    let mut total = Load::default();
+    for task in tasks {
+        let load = task.await??;
+        total.latencies.extend(load.latencies);
+        total.failures += load.failures;
+        total.answered += load.answered;
+        total.first_failure = total.first_failure.or(load.first_failure);
+        total.window = total.window.max(load.window);
+    }
+    total.latencies.sort_unstable();
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+/// One server at one concurrency level.
+struct ServerRun {
+    load: Load,
+    peak_kib: u64,
+    /// Applies by [`FIELD_MANAGER`] the API server answered 2xx.
+    applies: usize,
+    /// What the releases show that they should not, if anything.
+    wrong: Vec<String>,
+}
+
+struct LevelFigures {
+    concurrency: usize,
+    floor: ServerRun,
+    release_changed: ServerRun,
+}
+
+fn orchestrate() -> anyhow::Result<()> {
+    let machine_before = machine_load();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let levels = runtime.block_on(measure_servers())?;
+    let machine_after = machine_load();
+    report(&levels, &machine_before, &machine_after);
+    // A smoke run stands in for a test, so a wrong result fails it; a benchmark run reports it
+    // with its figures (above).
+    if SMOKE.get().copied().unwrap_or(false)
+        && let Some(problem) = wrong_results(&levels)
+    {
+        bail!("smoke run of the release-changed benchmark: {problem}");
+    }
+    Ok(())
+}
+
+async fn measure_servers() -> anyhow::Result<Vec<LevelFigures>> {
+    // An hour back, so that no event is from the future however long the run takes.
+    let started = Utc::now() - TimeDelta::hours(1);
+    let mut levels = Vec::new();
+    for concurrency in CONCURRENCY {
+        eprintln!("round-trip floor, {concurrency} connections …");
+        let floor = measure_with_cluster(SERVE_FLOOR, concurrency, started).await?;
+        eprintln!("release-changed, {concurrency} connections …");
+        let release_changed =
+            measure_with_cluster(SERVE_RELEASE_CHANGED, concurrency, started).await?;
+        levels.push(LevelFigures {
+            concurrency,
+            floor,
+            release_changed,
+        });
+    }
+    Ok(levels)
+}
+
+/// Runs the events at `concurrency` against a fresh `mode` child process and a fresh test API
+/// server holding the seeded releases, then checks what the releases hold.
+async fn measure_with_cluster(
+    mode: &str,
+    concurrency: usize,
+    started: DateTime<Utc>,
+) -> anyhow::Result<ServerRun> {
+    let api = TestApiServer::start_with_schemas(None).await;
+    seed_releases(&api).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let kubeconfig = kubeconfig
+        .to_str()
+        .context("kubeconfig path is not UTF-8")?;
+    let server = ChildServer::spawn(&[mode, kubeconfig]).await?;
+    let last: Arc<Vec<AtomicU64>> = Arc::new((0..concurrency).map(|_| AtomicU64::new(0)).collect());
+    let make = release_request(concurrency, started, last.clone());
+    let load = run_measured(&server, concurrency, make).await?;
+    let peak_kib = server.peak_rss_kib()?;
+    server.stop().await?;
+
+    let applies = api
+        .requests()
+        .iter()
+        .filter(|request| {
+            request.method == "PATCH"
+                && request.query.get("fieldManager").map(String::as_str) == Some(FIELD_MANAGER)
+                && request
+                    .status
+                    .is_some_and(|status| (200..300).contains(&status))
+        })
+        .count();
+    let mut wrong = Vec::new();
+    let mut wrong_releases = 0;
+    if applies != load.answered {
+        wrong.push(format!(
+            "{applies} applies for {} answered events",
+            load.answered
+        ));
+    }
+    for (connection, last) in last.iter().enumerate() {
+        let name = format!("service-{connection}");
+        let expected = tag(last.load(Ordering::Relaxed));
+        let release = api
+            .get_object(
+                "helm.toolkit.fluxcd.io",
+                "helmreleases",
+                Some(NAMESPACE),
+                &name,
+            )
+            .with_context(|| format!("HelmRelease {name} is gone"))?;
+        let found = &release["spec"]["values"]["image"]["tag"];
+        let recorded = &release["metadata"]["annotations"][VERSION_ANNOTATION];
+        if found.as_str() != Some(expected.as_str()) || recorded.as_str() != Some(&expected) {
+            wrong_releases += 1;
+            // The first few say what went wrong; the count says how often.
+            if wrong_releases <= 3 {
+                wrong.push(format!(
+                    "{name} holds tag {found} (annotation {recorded}), not the last one sent, \
+                     {expected}"
+                ));
+            }
+        }
+        // Every other field stays Flux's.
+        if release["spec"]["values"]["replicaCount"] != json!(2)
+            || release["spec"]["interval"] != json!("10m")
+        {
+            wrong.push(format!("{name} lost fields it did not change"));
+        }
+    }
+    if wrong_releases > 3 {
+        wrong.push(format!(
+            "{} more releases not on their last tag",
+            wrong_releases - 3
+        ));
+    }
+    Ok(ServerRun {
+        load,
+        peak_kib,
+        applies,
+        wrong,
+    })
+}
+
+fn report(levels: &[LevelFigures], before: &str, after: &str) {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let body = artifact_published(
+        &format!("{REGISTRY}/service-0"),
+        &tag(0),
+        "build-1-0-0",
+        "2026-12-06T12:00:00.001Z",
+    )
+    .map_or(0, |data| data.to_string().len());
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let percent = |ours: f64, floor: f64| 100.0 * ours / floor;
+    println!("## release-changed benchmark\n");
+    println!(
+        "{cores} cores; at start: {before}; at end: {after}. Event body {body} bytes; \
+         {warmup} ms warm-up, then {measure} s per level (at most {MAX_REQUESTS} requests).\n",
+        warmup = scaled(WARMUP, Duration::from_millis(50)).as_millis(),
+        measure = scaled(MEASURE, Duration::from_millis(200)).as_secs_f64(),
+    );
+
+    println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
+    println!(
+        "| concurrency | floor req/s | floor p50 / p99 ms | release-changed req/s | release-changed p50 / p99 ms | req/s ÷ floor | p50 ÷ floor | p99 ÷ floor | applies (floor / release-changed) | failures |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for level in levels {
+        let (floor, ours) = (&level.floor.load, &level.release_changed.load);
+        println!(
+            "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0}% | {:.2}× | {:.2}× | {} / {} | {} |",
+            level.concurrency,
+            floor.per_second(),
+            floor.percentile_ms(50.0),
+            floor.percentile_ms(99.0),
+            ours.per_second(),
+            ours.percentile_ms(50.0),
+            ours.percentile_ms(99.0),
+            percent(ours.per_second(), floor.per_second()),
+            ours.percentile_ms(50.0) / floor.percentile_ms(50.0),
+            ours.percentile_ms(99.0) / floor.percentile_ms(99.0),
+            level.floor.applies,
+            level.release_changed.applies,
+            floor.failures + ours.failures,
+        );
+    }
+    for level in levels {
+        for failure in [
+            &level.floor.load.first_failure,
+            &level.release_changed.load.first_failure,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            println!(
+                "\nfirst failure at concurrency {}: {failure}",
+                level.concurrency
+            );
+        }
+    }
+
+    println!("\n### CPU time per request (µs, user + system, warm-up included)\n");
+    println!(
+        "| concurrency | floor server | its load generator + test API server | release-changed server | its load generator + test API server | release-changed − floor | release-changed ÷ floor |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for level in levels {
+        let (floor, ours) = (&level.floor.load, &level.release_changed.load);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× |",
+            level.concurrency,
+            floor.server_cpu_us,
+            floor.client_cpu_us,
+            ours.server_cpu_us,
+            ours.client_cpu_us,
+            ours.server_cpu_us - floor.server_cpu_us,
+            ours.server_cpu_us / floor.server_cpu_us,
+        );
+    }
+
+    println!("\n### Peak RSS (VmHWM of the server process, a fresh one per level)\n");
+    println!("| concurrency | floor MiB | release-changed MiB | release-changed ÷ floor |");
+    println!("|---:|---:|---:|---:|");
+    for level in levels {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2}× |",
+            level.concurrency,
+            mib(level.floor.peak_kib),
+            mib(level.release_changed.peak_kib),
+            level.release_changed.peak_kib as f64 / level.floor.peak_kib as f64,
+        );
+    }
+
+    println!("\n### Goal\n");
+    println!("| goal | concurrency | measured | met |");
+    println!("|---|---:|---:|:---:|");
+    for level in levels {
+        let share = level.release_changed.load.per_second() / level.floor.load.per_second();
+        println!(
+            "| throughput ≥ {:.0}% of the floor | {} | {:.0}% | {} |",
+            GOAL * 100.0,
+            level.concurrency,
+            share * 100.0,
+            if share >= GOAL { "yes" } else { "no" },
+        );
+    }
+    if let Some(problem) = wrong_results(levels) {
+        println!("\nWARNING: {problem}");
+    }
+}
+
+/// Failed requests, or releases that do not hold what was sent, if any.
+fn wrong_results(levels: &[LevelFigures]) -> Option<String> {
+    let mut problems = Vec::new();
+    for level in levels {
+        for (server, run) in [
+            ("floor", &level.floor),
+            ("release-changed", &level.release_changed),
+        ] {
+            if run.load.failures > 0 {
+                problems.push(format!(
+                    "{server} at concurrency {}: {} failed requests, the first {}",
+                    level.concurrency,
+                    run.load.failures,
+                    run.load.first_failure.as_deref().unwrap_or("?"),
+                ));
+            }
+            if run.load.answered == 0 {
+                problems.push(format!(
+                    "{server} at concurrency {}: no request answered",
+                    level.concurrency
+                ));
+            }
+            problems.extend(
+                run.wrong
+                    .iter()
+                    .map(|wrong| format!("{server} at concurrency {}: {wrong}", level.concurrency)),
+            );
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
