@@ -167,12 +167,13 @@ async fn restore_refusals_leave_the_target_as_it_was_and_exit_65() {
     let occupied = work.path().join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
+    let occupied_before = snapshot(&occupied);
     let mut restore = tekflux(&s3, work.path());
     restore.arg("restore").arg(&url).arg(&occupied);
     let output = run(restore).await;
     assert_eq!(output.status.code(), Some(65), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not an empty directory"));
-    assert_eq!(snapshot(&occupied).len(), 1);
+    assert_eq!(snapshot(&occupied), occupied_before);
 
     // A sha256 that is not the archive's.
     let fresh = work.path().join("fresh");
@@ -493,12 +494,13 @@ async fn restore_checks_its_target_before_asking_the_store() {
     let occupied = work.path().join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
+    let occupied_before = snapshot(&occupied);
     let mut restore = tekflux(&s3, work.path());
     restore.arg("restore").arg(&url).arg(&occupied);
     let output = run(restore).await;
     let stderr = assert_plain_failure(&output, 65, &["occupied", "not an empty directory"]);
     assert!(!stderr.contains("connect"), "{stderr}");
-    assert_eq!(snapshot(&occupied).len(), 1);
+    assert_eq!(snapshot(&occupied), occupied_before);
 
     // Below a file, the target can never be created (as root too, unlike a read-only mode).
     let file = work.path().join("a-file");
