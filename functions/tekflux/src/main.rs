@@ -334,34 +334,37 @@ fn check_config(env: &Env) -> ExitCode {
 async fn serve(startup: Startup, function: Function, webhooks_only: bool) -> ExitCode {
     let routes = match function {
         Function::GitPush if webhooks_only => {
-            git_push_or_exit(tekflux_git_push::webhook_routes_from_startup(&startup).await)
+            tekflux_git_push::webhook_routes_from_startup(&startup).await
         }
-        Function::GitPush => {
-            git_push_or_exit(tekflux_git_push::routes_from_startup(&startup).await)
+        Function::GitPush => tekflux_git_push::routes_from_startup(&startup).await,
+        Function::RunComplete => Ok(tekflux_run_complete::routes_from_startup(&startup).await),
+        Function::ReleaseChanged => {
+            Ok(tekflux_release_changed::routes_from_startup(&startup).await)
         }
-        Function::RunComplete => tekflux_run_complete::routes_from_startup(&startup).await,
-        Function::ReleaseChanged => tekflux_release_changed::routes_from_startup(&startup).await,
         Function::All => all_routes(&startup).await,
+    };
+    let routes = match routes {
+        Ok(routes) => routes,
+        Err(code) => return rules_refused(&code),
     };
     startup.server.readiness.set_ready();
     startup.serve(routes).await
 }
 
-/// git-push's routes, or its rules' problems printed and exit 64, as for every config error
-/// (git-push returns the error; only this binary exits).
-fn git_push_or_exit(routes: Result<Router, tekflux_git_push::StartupError>) -> Router {
-    routes.unwrap_or_else(|error| {
-        eprintln!("{}", error.report());
-        std::process::exit(config::EX_USAGE)
-    })
+/// git-push's rules' problems, printed as every config error is, with its exit code (64).
+pub(crate) fn rules_refused(error: &tekflux_git_push::StartupError) -> ExitCode {
+    eprintln!("{}", error.report());
+    ExitCode::from(config::EX_USAGE as u8)
 }
 
 /// Every function, each under `/<function>`: what `serve` and `up` serve.
-async fn all_routes(startup: &Startup) -> Router {
-    Router::new()
+pub(crate) async fn all_routes(
+    startup: &Startup,
+) -> Result<Router, tekflux_git_push::StartupError> {
+    Ok(Router::new()
         .nest(
             "/git-push",
-            git_push_or_exit(tekflux_git_push::routes_from_startup(startup).await),
+            tekflux_git_push::routes_from_startup(startup).await?,
         )
         .nest(
             "/run-complete",
@@ -370,7 +373,7 @@ async fn all_routes(startup: &Startup) -> Router {
         .nest(
             "/release-changed",
             tekflux_release_changed::routes_from_startup(startup).await,
-        )
+        ))
 }
 
 fn render(

@@ -62,7 +62,10 @@ pub fn run(env: Env, args: &UpArgs, listen: impl FnOnce(&mut server::ServerState
         }
     };
     runtime.block_on(async move {
-        let functions = crate::all_routes(&startup).await;
+        let functions = match crate::all_routes(&startup).await {
+            Ok(functions) => functions,
+            Err(error) => return crate::rules_refused(&error),
+        };
         let broker = Broker::new(wiring.clone(), &startup.server.metrics);
         let auth = SenderAuth::new(
             Receiver::Broker,
