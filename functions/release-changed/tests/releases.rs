@@ -359,6 +359,17 @@ async fn a_built_image_updates_both_releases_and_leaves_every_other_field_to_its
     assert_eq!(releases.len(), 2);
     assert_eq!(releases[0]["previous"], "1.0.0");
     assert_eq!(releases[1]["apiVersion"], "helm.fluxcd.io/v1");
+    // Each release whole: the Flux v2 one here, the Helm Operator one in `legacy`, both moved
+    // from the tag Git had to the built one.
+    assert_eq!(
+        reply["releases"],
+        serde_json::json!([
+            {"apiVersion": "helm.toolkit.fluxcd.io/v2", "applied": true, "name": "api-launcher",
+             "namespace": NS, "previous": "1.0.0", "version": "1.2.3"},
+            {"apiVersion": "helm.fluxcd.io/v1", "applied": true, "name": "api-launcher",
+             "namespace": "legacy", "previous": "1.0.0", "version": "1.2.3"},
+        ])
+    );
 
     let flux = harness.flux_release("api-launcher");
     assert_eq!(flux["spec"]["values"]["image"]["tag"], "1.2.3");
