@@ -32,8 +32,8 @@ use answer::{classify, redact};
 use github_app::GithubApp;
 pub use request::{
     BuildState, MAX_BITBUCKET_KEY_CHARS, MAX_DESCRIPTION_CHARS, ProviderRequest, StatusReport,
-    bitbucket_key, build_check_run, build_request, clean_text, default_api, render_target_url,
-    repository_path, short_duration,
+    bitbucket_key, build_check_run, build_request, clean_text, render_target_url, repository_path,
+    short_duration,
 };
 
 /// How reporting retries: at most `attempts` requests, waits doubling from `base_delay`, and no
@@ -142,7 +142,7 @@ impl StatusReporter {
             let Some(api) = settings
                 .api
                 .clone()
-                .or_else(|| default_api(provider).map(str::to_owned))
+                .or_else(|| provider.spec().status_api.map(str::to_owned))
             else {
                 continue;
             };

@@ -138,16 +138,6 @@ pub fn bitbucket_key(context: &str) -> String {
     format!("{head}-{}", &hash[..8])
 }
 
-/// The hosted API base of `provider`, when it has one.
-pub fn default_api(provider: GitProvider) -> Option<&'static str> {
-    match provider {
-        GitProvider::Github => Some("https://api.github.com"),
-        GitProvider::Gitlab => Some("https://gitlab.com/api/v4"),
-        GitProvider::Bitbucket => Some("https://api.bitbucket.org/2.0"),
-        GitProvider::Gitea | GitProvider::Forgejo => None,
-    }
-}
-
 fn encode_segment(segment: &str) -> String {
     let mut out = String::new();
     for byte in segment.bytes() {

@@ -296,17 +296,6 @@ mod tests {
     }
 
     #[test]
-    fn status_apis_are_the_commit_status_clients() {
-        for provider in GitProvider::ALL {
-            assert_eq!(
-                provider.spec().status_api,
-                crate::commit_status::default_api(provider),
-                "{provider}"
-            );
-        }
-    }
-
-    #[test]
     fn keys_are_unique_and_lowercase() {
         let keys: Vec<&str> = all().map(|row| row.key).collect();
         let mut unique = keys.clone();

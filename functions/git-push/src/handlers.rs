@@ -193,11 +193,11 @@ pub(crate) async fn receive_event(
 /// The provider label for a push CloudEvent, from its type (bounded set, for metrics).
 fn push_provider_label(event_type: &str) -> &'static str {
     if event_type.starts_with(providers::knative::GITHUB_PREFIX) {
-        "github"
+        Provider::Github.as_str()
     } else if event_type.starts_with(providers::knative::GITLAB_PREFIX)
         || event_type.starts_with(providers::knative::GITLAB_LEGACY_PREFIX)
     {
-        "gitlab"
+        Provider::Gitlab.as_str()
     } else if event_type == providers::normalized::EVENT_TYPE {
         "tekflux"
     } else {

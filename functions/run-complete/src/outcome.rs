@@ -23,9 +23,7 @@ pub fn outcome_report(
         .annotations
         .get(run_contract::STATUS_CONTEXT_ANNOTATION)?;
     let provider = run.labels.get(run_contract::PROVIDER_LABEL)?;
-    let provider = tekflux_common::config::GitProvider::ALL
-        .into_iter()
-        .find(|p| p.as_str() == provider)?;
+    let provider = tekflux_common::config::GitProvider::from_path_segment(provider)?;
     let settings = status.settings(provider)?;
     let repo_url = run.annotations.get(REPO_URL_ANNOTATION)?;
     let sha = run.annotations.get(SHA_ANNOTATION)?;
