@@ -7,35 +7,20 @@ use tekflux_common::config::{
     Config, Env, ProviderSettings, Providers, RepositoryRule, WorkspaceBinding, bound_provider,
 };
 use tekflux_git_push::{Miss, Provider, Push, RefKind, RoutingTable};
+use tekflux_testkit::push::TestPush;
 
 fn push(repo: &str, git_ref: &str) -> Push {
     push_from(Provider::Github, repo, git_ref)
 }
 
 fn push_from(provider: Provider, repo: &str, git_ref: &str) -> Push {
-    let ref_kind = if let Some(b) = git_ref.strip_prefix("refs/heads/") {
-        RefKind::Branch(b.to_owned())
-    } else if let Some(t) = git_ref.strip_prefix("refs/tags/") {
-        RefKind::Tag(t.to_owned())
-    } else {
-        RefKind::Other(git_ref.to_owned())
-    };
-    Push {
-        provider,
-        repo_url: repo.to_owned(),
-        clone_url: format!("{repo}.git"),
-        git_ref: git_ref.to_owned(),
-        ref_kind,
-        before: "a".repeat(40),
-        after: "b".repeat(40),
-        created: false,
-        deleted: false,
-        forced: false,
-        changed_paths: vec![],
-        paths_complete: true,
-        pusher: "octocat".into(),
-        delivery_id: "delivery-1".into(),
-    }
+    TestPush::new(provider, repo)
+        .git_ref(git_ref)
+        .before(&"a".repeat(40))
+        .after(&"b".repeat(40))
+        .pusher("octocat")
+        .delivery("delivery-1")
+        .build()
 }
 
 fn rule(url: &str) -> RepositoryRule {

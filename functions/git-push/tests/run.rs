@@ -10,35 +10,24 @@ use tekflux_git_push::run::{
     BuildError, RunContext, RunKind, build_run, cancel_patch, is_superseded, run_name,
     supersede_selector,
 };
-use tekflux_git_push::{CompiledRule, Provider, Push, RefKind, RoutingTable};
+use tekflux_git_push::{CompiledRule, Provider, Push, RoutingTable};
+use tekflux_testkit::push::TestPush;
 
 const SHA: &str = "8c3f9a1e5b7d2c4f6a8e0b1d3f5a7c9e1b3d5f7a";
 const BEFORE: &str = "1111111111111111111111111111111111111111";
 
 fn push(git_ref: &str) -> Push {
-    let ref_kind = if let Some(b) = git_ref.strip_prefix("refs/heads/") {
-        RefKind::Branch(b.to_owned())
-    } else if let Some(t) = git_ref.strip_prefix("refs/tags/") {
-        RefKind::Tag(t.to_owned())
-    } else {
-        RefKind::Other(git_ref.to_owned())
-    };
-    Push {
-        provider: Provider::Github,
-        repo_url: "https://github.example.com/org/r3pf-backend".into(),
-        clone_url: "https://github.example.com/org/r3pf-backend.git".into(),
-        git_ref: git_ref.to_owned(),
-        ref_kind,
-        before: BEFORE.into(),
-        after: SHA.into(),
-        created: false,
-        deleted: false,
-        forced: false,
-        changed_paths: vec!["apis/apis-async/api-launcher/main.go".into()],
-        paths_complete: true,
-        pusher: "octocat".into(),
-        delivery_id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
-    }
+    TestPush::new(
+        Provider::Github,
+        "https://github.example.com/org/r3pf-backend",
+    )
+    .git_ref(git_ref)
+    .before(BEFORE)
+    .after(SHA)
+    .paths(["apis/apis-async/api-launcher/main.go"])
+    .pusher("octocat")
+    .delivery("72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    .build()
 }
 
 fn compile(rule: RepositoryRule) -> CompiledRule {
