@@ -432,22 +432,11 @@ mod tests {
     use tekflux_common::config::RepositoryRule;
 
     fn push(repo: &str, branch: &str) -> Push {
-        Push {
-            provider: Provider::Github,
-            repo_url: repo.to_owned(),
-            clone_url: format!("{repo}.git"),
-            git_ref: format!("refs/heads/{branch}"),
-            ref_kind: RefKind::Branch(branch.to_owned()),
-            before: "1".repeat(40),
-            after: "2".repeat(40),
-            created: false,
-            deleted: false,
-            forced: false,
-            changed_paths: vec![],
-            paths_complete: true,
-            pusher: "me".into(),
-            delivery_id: "d1".into(),
-        }
+        tekflux_testkit::push::TestPush::new(Provider::Github, repo)
+            .branch(branch)
+            .pusher("me")
+            .delivery("d1")
+            .build()
     }
 
     /// Routing looks only at the rules of the push's repository: with 10,000 exact rules it

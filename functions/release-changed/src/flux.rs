@@ -432,6 +432,14 @@ mod tests {
         assert_eq!(kustomization.outcome(), None);
     }
 
+    /// A refusal with the documented kind (401), not just any error.
+    fn assert_unauthorized(result: tekflux_common::Result<()>) {
+        match result {
+            Err(error) => assert_eq!(error.kind(), "unauthorized", "{error}"),
+            Ok(()) => panic!("accepted"),
+        }
+    }
+
     #[test]
     fn signatures_are_checked_against_the_flux_secret() {
         let settings = ProviderSettings {
@@ -449,14 +457,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(SIGNATURE_HEADER, good.parse().unwrap());
         assert!(verify(Some(&settings), &headers, body).is_ok());
-        assert!(verify(Some(&settings), &headers, b"{}").is_err());
-        assert!(verify(None, &headers, body).is_err());
+        assert_unauthorized(verify(Some(&settings), &headers, b"{}"));
+        assert_unauthorized(verify(None, &headers, body));
         headers.insert(
             SIGNATURE_HEADER,
             good.replace("sha256", "sha512").parse().unwrap(),
         );
-        assert!(verify(Some(&settings), &headers, body).is_err());
-        assert!(verify(Some(&settings), &HeaderMap::new(), body).is_err());
+        assert_unauthorized(verify(Some(&settings), &headers, body));
+        assert_unauthorized(verify(Some(&settings), &HeaderMap::new(), body));
         let insecure = ProviderSettings {
             insecure: true,
             ..ProviderSettings::default()

@@ -250,7 +250,15 @@ mod tests {
         assert!(pushes[0].time.is_some());
         let (_, none) = parse(br#"{"type": "DELETE_ARTIFACT", "event_data": {}}"#).unwrap();
         assert!(none.is_empty());
-        assert!(parse(br#"{"hello": 1}"#).is_err());
+        assert_eq!(parse(br#"{"hello": 1}"#).unwrap_err().kind(), "bad_request");
+    }
+
+    /// A refusal with the documented kind (401), not just any error.
+    fn assert_unauthorized(result: tekflux_common::Result<()>) {
+        match result {
+            Err(error) => assert_eq!(error.kind(), "unauthorized", "{error}"),
+            Ok(()) => panic!("accepted"),
+        }
     }
 
     #[test]
@@ -266,8 +274,8 @@ mod tests {
         };
         assert!(verify(Some(&settings), &with("Bearer reg-token")).is_ok());
         assert!(verify(Some(&settings), &with("reg-token")).is_ok());
-        assert!(verify(Some(&settings), &with("Bearer other")).is_err());
-        assert!(verify(Some(&settings), &HeaderMap::new()).is_err());
-        assert!(verify(None, &with("Bearer reg-token")).is_err());
+        assert_unauthorized(verify(Some(&settings), &with("Bearer other")));
+        assert_unauthorized(verify(Some(&settings), &HeaderMap::new()));
+        assert_unauthorized(verify(None, &with("Bearer reg-token")));
     }
 }
