@@ -27,6 +27,7 @@ pub mod git_status;
 pub mod kube_api;
 pub mod kustomize;
 pub mod lambda_runtime;
+pub mod load;
 pub mod machine;
 pub mod oidc;
 pub mod push;

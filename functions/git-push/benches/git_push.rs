@@ -16,9 +16,7 @@
 //! this runs on may be busy with other work.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,8 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::ReplySink;
@@ -38,11 +35,11 @@ use tekflux_common::config::{
 use tekflux_common::server::{ServerState, router};
 use tekflux_git_push::{AppState, Provider, Push, RoutingTable, app, signature};
 use tekflux_testkit::kube_api::TestApiServer;
-use tekflux_testkit::machine::{machine_load, status_kib};
+use tekflux_testkit::load::{
+    ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+};
+use tekflux_testkit::machine::machine_load;
 use tekflux_testkit::push::TestPush;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 
 const SECRET: &[u8] = b"bench-webhook-secret";
 const NAMESPACE: &str = "ci";
@@ -50,21 +47,19 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// Requests before this are not recorded: connection set-up, first allocations, lazy statics.
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
-/// Without `--bench` (`cargo test --benches` or `--all-targets`, unoptimised) only a smoke run:
-/// every step once, briefly, so the benchmark keeps working without slowing the test suite.
-static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-
-/// `full` in a benchmark run, `smoke` in a smoke run.
-fn scaled(full: Duration, smoke: Duration) -> Duration {
-    if SMOKE.get().copied().unwrap_or(false) {
-        smoke
-    } else {
-        full
-    }
-}
 /// Upper bound on measured requests per level, so the test API server's memory stays bounded
 /// however fast the machine is.
 const MAX_REQUESTS: usize = 60_000;
+
+/// Each level's load: [`WARMUP`] then [`MEASURE`] in a benchmark run, a fraction in a smoke run.
+fn load_plan(run: RunKind) -> LoadPlan {
+    LoadPlan {
+        warmup: run.scaled(WARMUP, Duration::from_millis(50)),
+        measure: run.scaled(MEASURE, Duration::from_millis(200)),
+        max_requests: MAX_REQUESTS,
+        count_warmup_failures: false,
+    }
+}
 const ROUTING_SIZES: [usize; 3] = [10, 1_000, 10_000];
 const ROUTE_SAMPLE: Duration = Duration::from_millis(250);
 
@@ -84,10 +79,7 @@ fn main() -> anyhow::Result<()> {
         Some(SERVE_HELLO) => serve(Served::Hello),
         Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
         Some(SERVE_GIT_PUSH) => serve(Served::GitPush(kubeconfig()?)),
-        _ => {
-            let _ = SMOKE.set(!args.iter().any(|arg| arg == "--bench"));
-            orchestrate()
-        }
+        _ => orchestrate(RunKind::from_args(&args)),
     }
 }
 
@@ -101,8 +93,7 @@ enum Served {
     GitPush(PathBuf),
 }
 
-/// Serves `served` on `127.0.0.1:0`, writes `listening <addr>` to stderr, and stops when stdin
-/// closes (so it never outlives the parent).
+/// Serves `served` as the parent's [`ChildServer`].
 fn serve(served: Served) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -111,15 +102,7 @@ fn serve(served: Served) -> anyhow::Result<()> {
             Served::Floor(path) => floor_router(&path).await?,
             Served::GitPush(path) => git_push_router(&path).await?,
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!("listening {}", listener.local_addr()?);
-        axum::serve(listener, routes)
-            .with_graceful_shutdown(async {
-                let mut sink = Vec::new();
-                let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-            })
-            .await?;
-        Ok(())
+        serve_child(routes).await
     })
 }
 
@@ -235,60 +218,6 @@ fn floor_pipeline_run() -> Value {
             "timeouts": { "pipeline": "30m" },
         },
     })
-}
-
-/// A running child server.
-struct ChildServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ChildServer {
-    async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child.stderr.take().context("child stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .context("child server did not start in 30 s")??
-            .context("child server exited before listening")?;
-        let addr = first
-            .strip_prefix("listening ")
-            .with_context(|| format!("unexpected child output: {first}"))?
-            .parse()?;
-        // Anything else the child says (a panic) goes to our stderr.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[server] {line}");
-            }
-        });
-        Ok(Self { child, addr })
-    }
-
-    /// Peak resident set size (`VmHWM`) of the child so far, in KiB.
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("child already exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status_kib(&status, "VmHWM:").context("no VmHWM in /proc/<pid>/status")
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        drop(self.child.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-            Ok(status) => {
-                status?;
-            }
-            Err(_) => self.child.kill().await?,
-        }
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,129 +398,6 @@ fn push_body() -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Load generator: N keep-alive HTTP/1.1 connections, each sending requests back to back.
 
-type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
-
-#[derive(Debug, Default)]
-struct Load {
-    /// Latency of each successful measured request, in nanoseconds.
-    latencies: Vec<u64>,
-    /// Measured requests answered with a non-2xx status.
-    failures: usize,
-    /// Every answered request, warm-up included (what CPU time is divided by).
-    answered: usize,
-    /// CPU time per answered request, in µs: the server process, and this process (load
-    /// generator, plus the test API server in the floor and git-push runs).
-    server_cpu_us: f64,
-    client_cpu_us: f64,
-    /// The first failure, for the report.
-    first_failure: Option<String>,
-    /// From the end of the warm-up to the last measured answer.
-    window: Duration,
-}
-
-impl Load {
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.window.as_secs_f64()
-    }
-
-    /// Nearest-rank percentile in milliseconds; `latencies` must be sorted.
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1e6
-    }
-}
-
-/// [`run_load`] against `server`, with the CPU time both processes spent on it.
-async fn run_measured(
-    server: &ChildServer,
-    connections: usize,
-    make: MakeRequest,
-) -> anyhow::Result<Load> {
-    let pid = server.child.id().context("child already exited")?;
-    let (server_before, client_before) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
-    let mut load = run_load(server.addr, connections, make).await?;
-    let (server_after, client_after) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
-    let per_request = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND / load.answered as f64;
-    load.server_cpu_us = per_request(server_after - server_before);
-    load.client_cpu_us = per_request(client_after - client_before);
-    Ok(load)
-}
-
-/// `USER_HZ`, the unit of `/proc/<pid>/stat` times; 100 on every Linux architecture in use.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// User plus system CPU time of a process (`self` or a pid) so far, in clock ticks.
-fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime
-    // are fields 14 and 15.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n - 3).context("short stat")?.parse()?) };
-    Ok(field(14)? + field(15)?)
-}
-
-async fn run_load(addr: SocketAddr, connections: usize, make: MakeRequest) -> anyhow::Result<Load> {
-    let started = Instant::now();
-    let measure_from = started + scaled(WARMUP, Duration::from_millis(50));
-    let until = measure_from + scaled(MEASURE, Duration::from_millis(200));
-    let cap = MAX_REQUESTS.div_ceil(connections);
-    let mut tasks = Vec::with_capacity(connections);
-    for connection in 0..connections {
-        let make = make.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, driver) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(driver);
-            let mut load = Load::default();
-            let mut last_answer = measure_from;
-            let mut sequence = 0;
-            while Instant::now() < until && load.latencies.len() + load.failures < cap {
-                sender.ready().await?;
-                let request = make(connection, sequence);
-                sequence += 1;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                let body = response.into_body().collect().await?.to_bytes();
-                let answered = Instant::now();
-                load.answered += 1;
-                if sent < measure_from {
-                    continue;
-                }
-                last_answer = answered;
-                if status.is_success() {
-                    load.latencies.push((answered - sent).as_nanos() as u64);
-                } else {
-                    load.failures += 1;
-                    load.first_failure.get_or_insert_with(|| {
-                        format!("{status}: {}", String::from_utf8_lossy(&body))
-                    });
-                }
-            }
-            load.window = last_answer.saturating_duration_since(measure_from);
-            anyhow::Ok(load)
-        }));
-    }
-    let mut total = Load::default();
-    for task in tasks {
-        let load = task.await??;
-        total.latencies.extend(load.latencies);
-        total.failures += load.failures;
-        total.answered += load.answered;
-        total.first_failure = total.first_failure.or(load.first_failure);
-        total.window = total.window.max(load.window);
-    }
-    total.latencies.sort_unstable();
-    Ok(total)
-}
-
 fn hello_request() -> MakeRequest {
     Arc::new(|_, _| {
         let mut request = Request::new(Full::new(Bytes::new()));
@@ -687,10 +493,10 @@ fn routing_push(repo_url: &str, service: usize) -> Push {
 }
 
 /// Nanoseconds per `route` call over one [`ROUTE_SAMPLE`].
-fn time_route(table: &RoutingTable, push: &Push) -> f64 {
+fn time_route(table: &RoutingTable, push: &Push, run: RunKind) -> f64 {
     let started = Instant::now();
     let mut calls = 0u64;
-    while started.elapsed() < scaled(ROUTE_SAMPLE, Duration::from_millis(5)) {
+    while started.elapsed() < run.scaled(ROUTE_SAMPLE, Duration::from_millis(5)) {
         for _ in 0..256 {
             black_box(table.route(black_box(push)));
         }
@@ -706,7 +512,7 @@ struct RoutingFigures {
     unknown_ns: f64,
 }
 
-fn measure_routing() -> anyhow::Result<Vec<RoutingFigures>> {
+fn measure_routing(run: RunKind) -> anyhow::Result<Vec<RoutingFigures>> {
     let mut cases = Vec::new();
     for repositories in ROUTING_SIZES {
         let config = routing_config(repositories);
@@ -741,8 +547,8 @@ fn measure_routing() -> anyhow::Result<Vec<RoutingFigures>> {
     // warms caches and is dropped.
     for round in 0..4 {
         for ((_, table, known, unknown, _), figures) in cases.iter().zip(&mut figures) {
-            let known_ns = time_route(table, known);
-            let unknown_ns = time_route(table, unknown);
+            let known_ns = time_route(table, known, run);
+            let unknown_ns = time_route(table, unknown, run);
             if round > 0 {
                 figures.known_ns = figures.known_ns.min(known_ns);
                 figures.unknown_ns = figures.unknown_ns.min(unknown_ns);
@@ -766,23 +572,25 @@ struct LevelFigures {
     pipeline_runs: usize,
 }
 
-fn orchestrate() -> anyhow::Result<()> {
+fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     let machine_before = machine_load();
     eprintln!("routing cost …");
-    let routing = measure_routing()?;
+    let routing = measure_routing(run)?;
+    let plan = load_plan(run);
     let runtime = tokio::runtime::Runtime::new()?;
-    let (levels, hello_peak_kib) = runtime.block_on(measure_servers())?;
+    let (levels, hello_peak_kib) = runtime.block_on(measure_servers(&plan))?;
     let machine_after = machine_load();
     report(
         &routing,
         &levels,
         hello_peak_kib,
+        &plan,
         &machine_before,
         &machine_after,
     );
     // A smoke run stands in for a test, so a wrong result fails it; a benchmark run reports it
     // with its figures (above).
-    if SMOKE.get().copied().unwrap_or(false)
+    if run.is_smoke()
         && let Some(problem) = wrong_results(&levels)
     {
         panic!("smoke run of the git-push benchmark: {problem}");
@@ -790,12 +598,12 @@ fn orchestrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure_servers() -> anyhow::Result<(Vec<LevelFigures>, u64)> {
+async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<(Vec<LevelFigures>, u64)> {
     let mut hello_loads = Vec::new();
     let hello = ChildServer::spawn(&[SERVE_HELLO]).await?;
     for concurrency in CONCURRENCY {
         eprintln!("hello-world, {concurrency} connections …");
-        hello_loads.push(run_measured(&hello, concurrency, hello_request()).await?);
+        hello_loads.push(run_measured(&hello, concurrency, hello_request(), plan).await?);
     }
     let hello_peak_kib = hello.peak_rss_kib()?;
     hello.stop().await?;
@@ -803,9 +611,9 @@ async fn measure_servers() -> anyhow::Result<(Vec<LevelFigures>, u64)> {
     let mut levels = Vec::new();
     for (concurrency, hello) in CONCURRENCY.into_iter().zip(hello_loads) {
         eprintln!("round-trip floor, {concurrency} connections …");
-        let floor = measure_with_cluster(SERVE_FLOOR, concurrency).await?;
+        let floor = measure_with_cluster(SERVE_FLOOR, concurrency, plan).await?;
         eprintln!("git-push, {concurrency} connections …");
-        let git_push = measure_with_cluster(SERVE_GIT_PUSH, concurrency).await?;
+        let git_push = measure_with_cluster(SERVE_GIT_PUSH, concurrency, plan).await?;
         levels.push(LevelFigures {
             concurrency,
             hello,
@@ -829,15 +637,14 @@ struct ClusterRun {
 
 /// Runs the pushes at `concurrency` against a fresh `mode` child process and a fresh test API
 /// server.
-async fn measure_with_cluster(mode: &str, concurrency: usize) -> anyhow::Result<ClusterRun> {
+async fn measure_with_cluster(
+    mode: &str,
+    concurrency: usize,
+    plan: &LoadPlan,
+) -> anyhow::Result<ClusterRun> {
     let api = TestApiServer::start_with_schemas(None).await;
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kubeconfig = kubeconfig
-        .to_str()
-        .context("kubeconfig path is not UTF-8")?;
-    let server = ChildServer::spawn(&[mode, kubeconfig]).await?;
-    let load = run_measured(&server, concurrency, push_request(concurrency)).await?;
+    let server = ChildServer::spawn_with_cluster(mode, &api).await?;
+    let load = run_measured(&server, concurrency, push_request(concurrency), plan).await?;
     let peak_kib = server.peak_rss_kib()?;
     server.stop().await?;
     let pipeline_runs = api
@@ -854,6 +661,7 @@ fn report(
     routing: &[RoutingFigures],
     levels: &[LevelFigures],
     hello_peak_kib: u64,
+    plan: &LoadPlan,
     before: &str,
     after: &str,
 ) {
@@ -863,9 +671,10 @@ fn report(
     println!("## git-push benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Push body {body} bytes; \
-         {warmup} ms warm-up, then {measure} s per level (at most {MAX_REQUESTS} requests).\n",
-        warmup = scaled(WARMUP, Duration::from_millis(50)).as_millis(),
-        measure = scaled(MEASURE, Duration::from_millis(200)).as_secs_f64(),
+         {warmup} ms warm-up, then {measure} s per level (at most {max} requests).\n",
+        warmup = plan.warmup.as_millis(),
+        measure = plan.measure.as_secs_f64(),
+        max = plan.max_requests,
     );
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");

@@ -20,19 +20,16 @@
 //! this runs on may be busy with other work.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use http::{HeaderMap, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::cloudevent::ReplySink;
@@ -44,10 +41,10 @@ use tekflux_release_changed::helm_release::{
 use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
 use tekflux_run_complete::reply::ImageReference;
 use tekflux_testkit::kube_api::TestApiServer;
-use tekflux_testkit::machine::{machine_load, status_kib};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tekflux_testkit::load::{
+    ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+};
+use tekflux_testkit::machine::machine_load;
 
 const NAMESPACE: &str = "cicd";
 const EVENTS_TOKEN: &str = "bench-events-token";
@@ -66,16 +63,15 @@ const MEASURE: Duration = Duration::from_secs(3);
 const MAX_REQUESTS: usize = 60_000;
 /// The goal: release-changed's throughput at least this share of the floor's.
 const GOAL: f64 = 0.70;
-/// Without `--bench` (`cargo test --benches` or `--all-targets`, unoptimised) only a smoke run:
-/// every step once, briefly, so the benchmark keeps working without slowing the test suite.
-static SMOKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-/// `full` in a benchmark run, `smoke` in a smoke run.
-fn scaled(full: Duration, smoke: Duration) -> Duration {
-    if SMOKE.get().copied().unwrap_or(false) {
-        smoke
-    } else {
-        full
+/// Each level's load: [`WARMUP`] then [`MEASURE`] in a benchmark run, a fraction in a smoke run.
+/// A wrong answer in the warm-up is still wrong.
+fn load_plan(run: RunKind) -> LoadPlan {
+    LoadPlan {
+        warmup: run.scaled(WARMUP, Duration::from_millis(50)),
+        measure: run.scaled(MEASURE, Duration::from_millis(200)),
+        max_requests: MAX_REQUESTS,
+        count_warmup_failures: true,
     }
 }
 
@@ -99,10 +95,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
         Some(SERVE_RELEASE_CHANGED) => serve(Served::ReleaseChanged(kubeconfig()?)),
-        _ => {
-            let _ = SMOKE.set(!args.iter().any(|arg| arg == "--bench"));
-            orchestrate()
-        }
+        _ => orchestrate(RunKind::from_args(&args)),
     }
 }
 
@@ -115,8 +108,7 @@ enum Served {
     ReleaseChanged(PathBuf),
 }
 
-/// Serves `served` on `127.0.0.1:0`, writes `listening <addr>` to stderr, and stops when stdin
-/// closes (so it never outlives the parent).
+/// Serves `served` as the parent's [`ChildServer`].
 fn serve(served: Served) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -124,15 +116,7 @@ fn serve(served: Served) -> anyhow::Result<()> {
             Served::Floor(path) => floor_router(&path).await?,
             Served::ReleaseChanged(path) => release_changed_router(&path).await?,
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!("listening {}", listener.local_addr()?);
-        axum::serve(listener, routes)
-            .with_graceful_shutdown(async {
-                let mut sink = Vec::new();
-                let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-            })
-            .await?;
-        Ok(())
+        serve_child(routes).await
     })
 }
 
@@ -233,60 +217,6 @@ impl Floor {
     }
 }
 
-/// A running child server.
-struct ChildServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ChildServer {
-    async fn spawn(args: &[&str]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child.stderr.take().context("child stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .context("child server did not start in 30 s")??
-            .context("child server exited before listening")?;
-        let addr = first
-            .strip_prefix("listening ")
-            .with_context(|| format!("unexpected child output: {first}"))?
-            .parse()?;
-        // Anything else the child says (a panic) goes to our stderr.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[server] {line}");
-            }
-        });
-        Ok(Self { child, addr })
-    }
-
-    /// Peak resident set size (`VmHWM`) of the child so far, in KiB.
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("child already exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status_kib(&status, "VmHWM:").context("no VmHWM in /proc/<pid>/status")
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        drop(self.child.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-            Ok(status) => {
-                status?;
-            }
-            Err(_) => self.child.kill().await?,
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The workload.
 
@@ -372,11 +302,6 @@ fn artifact_published(image: &str, tag: &str, run: &str, time: &str) -> anyhow::
     }))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Load generator: N keep-alive HTTP/1.1 connections, each sending requests back to back.
-
-type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
-
 /// Artifact published events, in binary mode with the sender's token: connection `c` releases
 /// `service-c`, each request a newer tag and time than the one before. `last` records the
 /// sequence number each connection sent last, to check the releases afterwards.
@@ -420,133 +345,6 @@ fn release_request(level: usize, started: DateTime<Utc>, last: Arc<Vec<AtomicU64
     })
 }
 
-#[derive(Debug, Default)]
-struct Load {
-    /// Latency of each successful measured request, in nanoseconds.
-    latencies: Vec<u64>,
-    /// Measured requests answered with a non-2xx status.
-    failures: usize,
-    /// Every answered request, warm-up included (what CPU time is divided by).
-    answered: usize,
-    /// CPU time per answered request, in µs: the server process, and this process (load
-    /// generator plus the test API server).
-    server_cpu_us: f64,
-    client_cpu_us: f64,
-    /// The first failure, for the report.
-    first_failure: Option<String>,
-    /// From the end of the warm-up to the last measured answer.
-    window: Duration,
-}
-
-impl Load {
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.window.as_secs_f64()
-    }
-
-    /// Nearest-rank percentile in milliseconds; `latencies` must be sorted.
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1e6
-    }
-}
-
-/// [`run_load`] against `server`, with the CPU time both processes spent on it.
-async fn run_measured(
-    server: &ChildServer,
-    connections: usize,
-    make: MakeRequest,
-) -> anyhow::Result<Load> {
-    let pid = server.child.id().context("child already exited")?;
-    let (server_before, client_before) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
-    let mut load = run_load(server.addr, connections, make).await?;
-    let (server_after, client_after) = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
-    let per_request = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND / load.answered as f64;
-    load.server_cpu_us = per_request(server_after - server_before);
-    load.client_cpu_us = per_request(client_after - client_before);
-    Ok(load)
-}
-
-/// `USER_HZ`, the unit of `/proc/<pid>/stat` times; 100 on every Linux architecture in use.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// User plus system CPU time of a process (`self` or a pid) so far, in clock ticks.
-fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name start at field 3 (`state`); utime and stime
-    // are fields 14 and 15.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n - 3).context("short stat")?.parse()?) };
-    Ok(field(14)? + field(15)?)
-}
-
-async fn run_load(addr: SocketAddr, connections: usize, make: MakeRequest) -> anyhow::Result<Load> {
-    let started = Instant::now();
-    let measure_from = started + scaled(WARMUP, Duration::from_millis(50));
-    let until = measure_from + scaled(MEASURE, Duration::from_millis(200));
-    let cap = MAX_REQUESTS.div_ceil(connections);
-    let mut tasks = Vec::with_capacity(connections);
-    for connection in 0..connections {
-        let make = make.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, driver) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(driver);
-            let mut load = Load::default();
-            let mut last_answer = measure_from;
-            let mut sequence = 0;
-            while Instant::now() < until && load.latencies.len() + load.failures < cap {
-                sender.ready().await?;
-                let request = make(connection, sequence);
-                sequence += 1;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                let body = response.into_body().collect().await?.to_bytes();
-                let answered = Instant::now();
-                load.answered += 1;
-                // A wrong answer in the warm-up is still wrong.
-                if !status.is_success() {
-                    load.first_failure.get_or_insert_with(|| {
-                        format!("{status}: {}", String::from_utf8_lossy(&body))
-                    });
-                }
-                if sent < measure_from {
-                    if !status.is_success() {
-                        load.failures += 1;
-                    }
-                    continue;
-                }
-                last_answer = answered;
-                if status.is_success() {
-                    load.latencies.push((answered - sent).as_nanos() as u64);
-                } else {
-                    load.failures += 1;
-                }
-            }
-            load.window = last_answer.saturating_duration_since(measure_from);
-            anyhow::Ok(load)
-        }));
-    }
-    let mut total = Load::default();
-    for task in tasks {
-        let load = task.await??;
-        total.latencies.extend(load.latencies);
-        total.failures += load.failures;
-        total.answered += load.answered;
-        total.first_failure = total.first_failure.or(load.first_failure);
-        total.window = total.window.max(load.window);
-    }
-    total.latencies.sort_unstable();
-    Ok(total)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The run.
 
@@ -566,15 +364,16 @@ struct LevelFigures {
     release_changed: ServerRun,
 }
 
-fn orchestrate() -> anyhow::Result<()> {
+fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     let machine_before = machine_load();
+    let plan = load_plan(run);
     let runtime = tokio::runtime::Runtime::new()?;
-    let levels = runtime.block_on(measure_servers())?;
+    let levels = runtime.block_on(measure_servers(&plan))?;
     let machine_after = machine_load();
-    report(&levels, &machine_before, &machine_after);
+    report(&levels, &plan, &machine_before, &machine_after);
     // A smoke run stands in for a test, so a wrong result fails it; a benchmark run reports it
     // with its figures (above).
-    if SMOKE.get().copied().unwrap_or(false)
+    if run.is_smoke()
         && let Some(problem) = wrong_results(&levels)
     {
         bail!("smoke run of the release-changed benchmark: {problem}");
@@ -582,16 +381,16 @@ fn orchestrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure_servers() -> anyhow::Result<Vec<LevelFigures>> {
+async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<Vec<LevelFigures>> {
     // An hour back, so that no event is from the future however long the run takes.
     let started = Utc::now() - TimeDelta::hours(1);
     let mut levels = Vec::new();
     for concurrency in CONCURRENCY {
         eprintln!("round-trip floor, {concurrency} connections …");
-        let floor = measure_with_cluster(SERVE_FLOOR, concurrency, started).await?;
+        let floor = measure_with_cluster(SERVE_FLOOR, concurrency, started, plan).await?;
         eprintln!("release-changed, {concurrency} connections …");
         let release_changed =
-            measure_with_cluster(SERVE_RELEASE_CHANGED, concurrency, started).await?;
+            measure_with_cluster(SERVE_RELEASE_CHANGED, concurrency, started, plan).await?;
         levels.push(LevelFigures {
             concurrency,
             floor,
@@ -607,18 +406,14 @@ async fn measure_with_cluster(
     mode: &str,
     concurrency: usize,
     started: DateTime<Utc>,
+    plan: &LoadPlan,
 ) -> anyhow::Result<ServerRun> {
     let api = TestApiServer::start_with_schemas(None).await;
     seed_releases(&api).await?;
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let kubeconfig = kubeconfig
-        .to_str()
-        .context("kubeconfig path is not UTF-8")?;
-    let server = ChildServer::spawn(&[mode, kubeconfig]).await?;
+    let server = ChildServer::spawn_with_cluster(mode, &api).await?;
     let last: Arc<Vec<AtomicU64>> = Arc::new((0..concurrency).map(|_| AtomicU64::new(0)).collect());
     let make = release_request(concurrency, started, last.clone());
-    let load = run_measured(&server, concurrency, make).await?;
+    let load = run_measured(&server, concurrency, make, plan).await?;
     let peak_kib = server.peak_rss_kib()?;
     server.stop().await?;
 
@@ -685,7 +480,7 @@ async fn measure_with_cluster(
     })
 }
 
-fn report(levels: &[LevelFigures], before: &str, after: &str) {
+fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let body = artifact_published(
         &format!("{REGISTRY}/service-0"),
@@ -699,9 +494,10 @@ fn report(levels: &[LevelFigures], before: &str, after: &str) {
     println!("## release-changed benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Event body {body} bytes; \
-         {warmup} ms warm-up, then {measure} s per level (at most {MAX_REQUESTS} requests).\n",
-        warmup = scaled(WARMUP, Duration::from_millis(50)).as_millis(),
-        measure = scaled(MEASURE, Duration::from_millis(200)).as_secs_f64(),
+         {warmup} ms warm-up, then {measure} s per level (at most {max} requests).\n",
+        warmup = plan.warmup.as_millis(),
+        measure = plan.measure.as_secs_f64(),
+        max = plan.max_requests,
     );
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
