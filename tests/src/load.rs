@@ -74,6 +74,33 @@ pub struct LoadPlan {
     pub count_warmup_failures: bool,
 }
 
+impl LoadPlan {
+    /// The loopback benchmarks' plan: 500 ms warm-up then 3 s measured in a benchmark run, 50 ms
+    /// then 200 ms in a smoke run; at most 60 000 measured requests; warm-up failures ignored.
+    pub fn loopback(run: RunKind) -> Self {
+        Self {
+            warmup: run.scaled(Duration::from_millis(500), Duration::from_millis(50)),
+            measure: run.scaled(Duration::from_secs(3), Duration::from_millis(200)),
+            max_requests: 60_000,
+            count_warmup_failures: false,
+        }
+    }
+}
+
+/// As the benchmarks' reports say it: `500 ms warm-up, then 3 s per level (at most 60000
+/// requests)`.
+impl std::fmt::Display for LoadPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ms warm-up, then {} s per level (at most {} requests)",
+            self.warmup.as_millis(),
+            self.measure.as_secs_f64(),
+            self.max_requests
+        )
+    }
+}
+
 /// Builds a connection's `sequence`-th request (both counted from 0).
 pub type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
 

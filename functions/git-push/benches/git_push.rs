@@ -44,22 +44,6 @@ use tekflux_testkit::push::TestPush;
 const SECRET: &[u8] = b"bench-webhook-secret";
 const NAMESPACE: &str = "ci";
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
-/// Requests before this are not recorded: connection set-up, first allocations, lazy statics.
-const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
-/// Upper bound on measured requests per level, so the test API server's memory stays bounded
-/// however fast the machine is.
-const MAX_REQUESTS: usize = 60_000;
-
-/// Each level's load: [`WARMUP`] then [`MEASURE`] in a benchmark run, a fraction in a smoke run.
-fn load_plan(run: RunKind) -> LoadPlan {
-    LoadPlan {
-        warmup: run.scaled(WARMUP, Duration::from_millis(50)),
-        measure: run.scaled(MEASURE, Duration::from_millis(200)),
-        max_requests: MAX_REQUESTS,
-        count_warmup_failures: false,
-    }
-}
 const ROUTING_SIZES: [usize; 3] = [10, 1_000, 10_000];
 const ROUTE_SAMPLE: Duration = Duration::from_millis(250);
 
@@ -576,7 +560,7 @@ fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     let machine_before = machine_load();
     eprintln!("routing cost …");
     let routing = measure_routing(run)?;
-    let plan = load_plan(run);
+    let plan = LoadPlan::loopback(run);
     let runtime = tokio::runtime::Runtime::new()?;
     let (levels, hello_peak_kib) = runtime.block_on(measure_servers(&plan))?;
     let machine_after = machine_load();
@@ -671,10 +655,7 @@ fn report(
     println!("## git-push benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Push body {body} bytes; \
-         {warmup} ms warm-up, then {measure} s per level (at most {max} requests).\n",
-        warmup = plan.warmup.as_millis(),
-        measure = plan.measure.as_secs_f64(),
-        max = plan.max_requests,
+         {plan}.\n"
     );
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");

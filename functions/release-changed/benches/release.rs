@@ -23,7 +23,6 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -55,23 +54,15 @@ const DIGEST: &str = "sha256:4d2c1e0b9a8f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// One release (and rule) per connection at the highest level.
 const RELEASES: usize = 64;
-/// Requests before this are not recorded: connection set-up, first allocations, lazy statics.
-const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
-/// Upper bound on measured requests per level, so the test API server's memory (it keeps
-/// every request it is sent) stays bounded however fast the machine is.
-const MAX_REQUESTS: usize = 60_000;
 /// The goal: release-changed's throughput at least this share of the floor's.
 const GOAL: f64 = 0.70;
 
-/// Each level's load: [`WARMUP`] then [`MEASURE`] in a benchmark run, a fraction in a smoke run.
-/// A wrong answer in the warm-up is still wrong.
+/// Each level's load: the loopback plan, with warm-up failures counted (a wrong answer in the
+/// warm-up is still wrong).
 fn load_plan(run: RunKind) -> LoadPlan {
     LoadPlan {
-        warmup: run.scaled(WARMUP, Duration::from_millis(50)),
-        measure: run.scaled(MEASURE, Duration::from_millis(200)),
-        max_requests: MAX_REQUESTS,
         count_warmup_failures: true,
+        ..LoadPlan::loopback(run)
     }
 }
 
@@ -494,10 +485,7 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     println!("## release-changed benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Event body {body} bytes; \
-         {warmup} ms warm-up, then {measure} s per level (at most {max} requests).\n",
-        warmup = plan.warmup.as_millis(),
-        measure = plan.measure.as_secs_f64(),
-        max = plan.max_requests,
+         {plan}.\n"
     );
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
