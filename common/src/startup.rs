@@ -40,6 +40,37 @@ pub fn function_arguments(binary: &str, about: &str) -> Option<ExitCode> {
     })
 }
 
+/// A function's own binary, whole: its arguments ([`function_arguments`]), the startup with the
+/// function's own config `checks`, the routes `routes` builds, served until SIGTERM. A problem
+/// before serving is printed as the CLI prints it (`report`) and answered with 64; nothing
+/// exits but the `main` that returns this code.
+pub async fn run_function(
+    binary: &str,
+    about: &str,
+    checks: &[Check],
+    routes: impl AsyncFnOnce(&Startup) -> Result<Router, String>,
+) -> ExitCode {
+    if let Some(code) = function_arguments(binary, about) {
+        return code;
+    }
+    let startup = match Startup::from_process_checked(checks) {
+        Ok(startup) => startup,
+        Err(error) => {
+            eprintln!("{}", error.report());
+            return error.exit_code();
+        }
+    };
+    let routes = match routes(&startup).await {
+        Ok(routes) => routes,
+        Err(report) => {
+            eprintln!("{report}");
+            return ExitCode::from(EX_USAGE as u8);
+        }
+    };
+    startup.server.readiness.set_ready();
+    startup.serve(routes).await
+}
+
 /// Why a process cannot start: its config or its `K_SINK` is invalid. `main` prints
 /// [`StartupError::report`] and exits with [`StartupError::exit_code`] (64).
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,8 @@ use std::process::{Command, Stdio};
 
 /// `--help` prints the usage and the environment it reads and exits 0, `--version` exits 0,
 /// and any other argument exits 64; none of them reads a config or starts a server (they run
-/// with no config, no port and a closed stdin, and must end on their own).
+/// with no config, no port and a closed stdin, and must end on their own). An invalid config
+/// exits 64 naming its position, before anything starts.
 ///
 /// # Panics
 /// When the binary behaves otherwise.
@@ -36,4 +37,22 @@ pub fn assert_function_arguments(binary: &str, name: &str) {
     let wrong = run("--port=9");
     assert_eq!(wrong.status.code(), Some(64), "{wrong:?}");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("unexpected argument \"--port=9\""));
+
+    // An invalid config is refused before anything starts: exit 64, the file, line and field.
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("a temporary folder: {error}"));
+    let config = dir.path().join("tekflux.yaml");
+    std::fs::write(&config, "namespace: cicd\nserver:\n  prot: 8080\n")
+        .unwrap_or_else(|error| panic!("writing {}: {error}", config.display()));
+    let refused = Command::new(binary)
+        .env_clear()
+        .env("TEKFLUX_CONFIG", &config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("{binary} runs: {error}"));
+    assert_eq!(refused.status.code(), Some(64), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("tekflux.yaml:3:3: server.prot: unknown key `prot`"),
+        "{stderr}"
+    );
 }

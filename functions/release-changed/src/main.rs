@@ -1,24 +1,15 @@
 //! The release-changed function on its own: one Knative Service, plain server or AWS Lambda function.
 
 use std::process::ExitCode;
-use tekflux_common::startup::{self, Startup};
+use tekflux_common::startup::{Startup, run_function};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Some(code) = startup::function_arguments(
+    run_function(
         "tekflux-release-changed",
         "release-changed: takes new-artifact events and server-side-applies HelmReleases.",
-    ) {
-        return code;
-    }
-    let startup = match Startup::from_process() {
-        Ok(startup) => startup,
-        Err(error) => {
-            eprintln!("{}", error.report());
-            return error.exit_code();
-        }
-    };
-    let routes = tekflux_release_changed::routes_from_startup(&startup).await;
-    startup.server.readiness.set_ready();
-    startup.serve(routes).await
+        &[],
+        async |startup: &Startup| Ok(tekflux_release_changed::routes_from_startup(startup).await),
+    )
+    .await
 }
