@@ -5,6 +5,7 @@
 //! with latency percentiles and the CPU time both processes spent per request.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,37 @@ impl RunKind {
 
     pub fn is_smoke(self) -> bool {
         self == Self::Smoke
+    }
+}
+
+/// A bench binary's arguments: a serve mode (with a kubeconfig, for [`ChildServer`]) or the
+/// orchestrating run, which `cargo bench` starts with `--bench` (and any filter).
+#[derive(Debug)]
+pub struct BenchArgs(Vec<String>);
+
+impl BenchArgs {
+    /// This process's arguments, without the program name.
+    pub fn from_env() -> Self {
+        Self(std::env::args().skip(1).collect())
+    }
+
+    /// The first argument, which names the serve mode in a child server.
+    pub fn mode(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+
+    /// The serve mode's kubeconfig, the second argument ([`ChildServer::spawn_with_cluster`]).
+    pub fn kubeconfig(&self) -> anyhow::Result<PathBuf> {
+        let path = self
+            .0
+            .get(1)
+            .context("this serve mode needs a kubeconfig")?;
+        Ok(PathBuf::from(path))
+    }
+
+    /// The orchestrating run's kind ([`RunKind::from_args`]).
+    pub fn run_kind(&self) -> RunKind {
+        RunKind::from_args(&self.0)
     }
 }
 

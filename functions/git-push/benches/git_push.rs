@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
 use http_body_util::Full;
@@ -36,7 +36,7 @@ use tekflux_common::server::{ServerState, router};
 use tekflux_git_push::{AppState, Provider, Push, RoutingTable, app, signature};
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
-    ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
 };
 use tekflux_testkit::machine::machine_load;
 use tekflux_testkit::push::TestPush;
@@ -52,18 +52,12 @@ const SERVE_GIT_PUSH: &str = "--serve-git-push";
 const SERVE_FLOOR: &str = "--serve-floor";
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench` (and any filter); only the serve modes take arguments.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let kubeconfig = || -> anyhow::Result<PathBuf> {
-        Ok(PathBuf::from(
-            args.get(1).context("this serve mode needs a kubeconfig")?,
-        ))
-    };
-    match args.first().map(String::as_str) {
+    let args = BenchArgs::from_env();
+    match args.mode() {
         Some(SERVE_HELLO) => serve(Served::Hello),
-        Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
-        Some(SERVE_GIT_PUSH) => serve(Served::GitPush(kubeconfig()?)),
-        _ => orchestrate(RunKind::from_args(&args)),
+        Some(SERVE_FLOOR) => serve(Served::Floor(args.kubeconfig()?)),
+        Some(SERVE_GIT_PUSH) => serve(Served::GitPush(args.kubeconfig()?)),
+        _ => orchestrate(args.run_kind()),
     }
 }
 

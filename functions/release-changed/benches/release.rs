@@ -41,7 +41,7 @@ use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
 use tekflux_run_complete::reply::ImageReference;
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
-    ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
 };
 use tekflux_testkit::machine::machine_load;
 
@@ -76,17 +76,11 @@ const TAG_HEADER: &str = "x-bench-tag";
 const RUN_HEADER: &str = "x-bench-run";
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench` (and any filter); only the serve modes take arguments.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let kubeconfig = || -> anyhow::Result<PathBuf> {
-        Ok(PathBuf::from(
-            args.get(1).context("this serve mode needs a kubeconfig")?,
-        ))
-    };
-    match args.first().map(String::as_str) {
-        Some(SERVE_FLOOR) => serve(Served::Floor(kubeconfig()?)),
-        Some(SERVE_RELEASE_CHANGED) => serve(Served::ReleaseChanged(kubeconfig()?)),
-        _ => orchestrate(RunKind::from_args(&args)),
+    let args = BenchArgs::from_env();
+    match args.mode() {
+        Some(SERVE_FLOOR) => serve(Served::Floor(args.kubeconfig()?)),
+        Some(SERVE_RELEASE_CHANGED) => serve(Served::ReleaseChanged(args.kubeconfig()?)),
+        _ => orchestrate(args.run_kind()),
     }
 }
 
