@@ -4,7 +4,7 @@
 
 use crate::clients::{self, KubeConnection};
 use crate::cloudevent::{ReplySink, SinkError};
-use crate::config::{self, Check, Config, ConfigError, EX_USAGE, Env, Sections};
+use crate::config::{self, Check, Config, ConfigError, EX_USAGE, Env, Prepared, Sections};
 use crate::server::{self, ServerState};
 use crate::telemetry;
 use axum::Router;
@@ -113,6 +113,8 @@ pub struct Startup {
     pub config: Config,
     /// Metrics, readiness and server settings shared with the function.
     pub server: ServerState,
+    /// What the function's config checks built (git-push's routing table).
+    prepared: Prepared,
     /// Where replies go, from `K_SINK` (checked before anything starts).
     replies: ReplySink,
     /// The Kubernetes connection, made once for every function the process serves.
@@ -143,7 +145,7 @@ impl Startup {
     /// positions.
     pub fn from_env_checked(env: Env, checks: &[Check]) -> Result<Self, StartupError> {
         // Serving uses every section: all of it is resolved and checked before anything starts.
-        let config = config::load(&env, Sections::ALL, checks)?;
+        let (config, prepared) = config::load_prepared(&env, Sections::ALL, checks)?;
         let replies = ReplySink::new(env.get_non_empty(K_SINK).map(str::to_owned))?;
         telemetry::init(
             env.get(telemetry::RUST_LOG),
@@ -155,6 +157,7 @@ impl Startup {
             env,
             config,
             server,
+            prepared,
             replies,
             kube: tokio::sync::OnceCell::new(),
         };
@@ -189,6 +192,11 @@ impl Startup {
             .await
             .as_ref()
             .map(|connection| connection.client.clone())
+    }
+
+    /// What a config check kept of type `T` ([`Prepared`]), for the function to start with.
+    pub fn prepared<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.prepared.get()
     }
 
     /// Where the config came from, for messages about it (`TEKFLUX_CONFIG`, or the default).

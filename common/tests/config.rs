@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tekflux_common::config::{
     Concurrency, Config, ConfigError, ConfigSource, EX_USAGE, Env, FieldPath, Finding, GitProvider,
-    HelmReleaseApi, Location, ReleaseFrom, ReleaseSources, Secret, SecretSource, Sections,
-    bound_provider,
+    HelmReleaseApi, Location, Prepared, ReleaseFrom, ReleaseSources, Secret, SecretSource,
+    Sections, bound_provider,
 };
 
 const ORIGIN: &str = "tekflux.yaml";
@@ -1058,7 +1058,7 @@ fn secret_values_from_overrides_never_appear_in_errors() {
 }
 
 /// A function's own check, as git-push's rule compilation reports: a field named as text.
-fn second_branch_is_refused(config: &Config) -> Vec<Finding> {
+fn second_branch_is_refused(config: &Config, _: &mut Prepared) -> Vec<Finding> {
     config
         .repositories
         .iter()
@@ -1099,6 +1099,32 @@ fn a_functions_own_checks_are_located_like_the_common_rules() {
         "{message}"
     );
     assert!(!message.contains("one branch only"), "{message}");
+}
+
+/// A check that keeps the number of rules it saw, as git-push keeps its compiled table.
+fn count_rules(config: &Config, prepared: &mut Prepared) -> Vec<Finding> {
+    prepared.insert(config.repositories.len());
+    Vec::new()
+}
+
+#[test]
+fn what_a_check_builds_is_kept_only_for_a_config_that_passes() {
+    let text = "repositories:\n  - url: https://github.com/org/app\n    pipeline: build\n    \
+                branches: [main, dev]\n";
+    let env = Env::new().with("TEKFLUX_GITHUB_SECRET", "s");
+    let (_, prepared) =
+        Config::from_yaml_prepared(text, ORIGIN, &env, Sections::ALL, &[count_rules]).unwrap();
+    assert_eq!(prepared.get::<usize>(), Some(&1));
+    assert_eq!(prepared.get::<String>(), None);
+    // A later check that refuses the config: nothing is handed on, the error is.
+    let refused = Config::from_yaml_prepared(
+        text,
+        ORIGIN,
+        &env,
+        Sections::ALL,
+        &[count_rules, second_branch_is_refused],
+    );
+    assert!(matches!(refused, Err(ConfigError::Invalid(_))));
 }
 
 #[test]

@@ -161,6 +161,19 @@ impl ConfigSource {
             _ => EMBEDDED_ORIGIN.to_owned(),
         }
     }
+
+    /// The config's text and the name messages give it ([`ConfigSource::origin`]).
+    fn read(&self) -> Result<(String, String), ConfigError> {
+        let embedded = || (EMBEDDED_DEFAULTS.to_owned(), EMBEDDED_ORIGIN.to_owned());
+        Ok(match self {
+            Self::Embedded => embedded(),
+            Self::File(path) => (read(path)?, path.display().to_string()),
+            Self::FileIfPresent(path) => match std::fs::metadata(path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => embedded(),
+                _ => (read(path)?, path.display().to_string()),
+            },
+        })
+    }
 }
 
 /// Where a problem is: a place in the file, or the environment variable that set the value.
@@ -297,16 +310,7 @@ impl Config {
         sections: Sections,
         checks: &[Check],
     ) -> Result<Config, ConfigError> {
-        let (text, origin) = match source {
-            ConfigSource::Embedded => (EMBEDDED_DEFAULTS.to_owned(), EMBEDDED_ORIGIN.to_owned()),
-            ConfigSource::File(path) => (read(path)?, path.display().to_string()),
-            ConfigSource::FileIfPresent(path) => match std::fs::metadata(path) {
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    (EMBEDDED_DEFAULTS.to_owned(), EMBEDDED_ORIGIN.to_owned())
-                }
-                _ => (read(path)?, path.display().to_string()),
-            },
-        };
+        let (text, origin) = source.read()?;
         Self::from_yaml_checked(&text, &origin, env, sections, checks)
     }
 
@@ -342,6 +346,17 @@ impl Config {
         sections: Sections,
         checks: &[Check],
     ) -> Result<Config, ConfigError> {
+        Self::from_yaml_prepared(text, origin, env, sections, checks).map(|(config, _)| config)
+    }
+
+    /// [`Config::from_yaml_checked`], with what the checks built ([`Prepared`]).
+    pub fn from_yaml_prepared(
+        text: &str,
+        origin: &str,
+        env: &Env,
+        sections: Sections,
+        checks: &[Check],
+    ) -> Result<(Config, Prepared), ConfigError> {
         let deserializer = serde_norway::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| ConfigError::Parse(parse_problem(&error, origin)))?;
@@ -366,9 +381,10 @@ impl Config {
         findings.extend(validate::validate(&config, sections));
         // A function's own checks see only a config the common rules accept, so one mistake
         // is not reported twice in two wordings.
+        let mut prepared = Prepared::default();
         if problems.is_empty() && findings.is_empty() {
             for check in checks {
-                findings.extend(check(&config));
+                findings.extend(check(&config, &mut prepared));
             }
         }
 
@@ -400,7 +416,7 @@ impl Config {
         });
         problems.extend(located);
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, prepared))
         } else {
             Err(ConfigError::Invalid(problems))
         }
@@ -410,14 +426,44 @@ impl Config {
 /// A check that a function runs on a config the common rules accept, such as git-push
 /// compiling its routing table: what it finds is reported like the common rules' findings,
 /// at `file:line:column: field`, by `check-config` and `serve` alike.
-pub type Check = fn(&Config) -> Vec<Finding>;
+///
+/// What a check builds on the way (git-push's compiled table) it may keep in [`Prepared`], so the
+/// function starts with it instead of building it a second time.
+pub type Check = fn(&Config, &mut Prepared) -> Vec<Finding>;
+
+/// What a function's [`Check`]s built while checking a config, kept for the function's startup
+/// (`Startup::prepared`): a map by type, filled only for a config that passed every check.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared(http::Extensions);
+
+impl Prepared {
+    /// Keeps `value`, replacing one of the same type.
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.0.insert(value);
+    }
+
+    /// The value of type `T` a check kept, if any.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.0.get()
+    }
+}
 
 /// Loads the config as `main` does, before any runtime starts, with the `sections` the command
 /// uses and the function's own `checks`. On error, `main` prints [`ConfigError::report`] and
 /// exits with [`EX_USAGE`] (64), so a bad ConfigMap shows in `kubectl logs` and the pod's
 /// restart reason rather than as a half-working service.
 pub fn load(env: &Env, sections: Sections, checks: &[Check]) -> Result<Config, ConfigError> {
-    Config::load_checked(&ConfigSource::from_env(env), env, sections, checks)
+    load_prepared(env, sections, checks).map(|(config, _)| config)
+}
+
+/// [`load`], with what the `checks` built ([`Prepared`]) for the function's startup.
+pub fn load_prepared(
+    env: &Env,
+    sections: Sections,
+    checks: &[Check],
+) -> Result<(Config, Prepared), ConfigError> {
+    let (text, origin) = ConfigSource::from_env(env).read()?;
+    Config::from_yaml_prepared(&text, &origin, env, sections, checks)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -85,10 +85,25 @@ impl AppState {
         policy: RetryPolicy,
     ) -> Result<Self, Vec<RuleError>> {
         let routing = RoutingTable::compile(&config)?;
+        Ok(Self::with_routing(
+            config, routing, kube, replies, metrics, policy,
+        ))
+    }
+
+    /// As [`AppState::with_status_policy`], with `routing` already compiled from `config`
+    /// (by the config check at start).
+    pub fn with_routing(
+        config: Config,
+        routing: RoutingTable,
+        kube: Option<kube::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+        policy: RetryPolicy,
+    ) -> Self {
         let status = StatusReporter::with_policy(&config, metrics, policy);
         let senders = SenderAuth::new(Receiver::GitPush, &config.events, kube.clone(), metrics);
         let context = RunContext::for_config(&config);
-        Ok(AppState {
+        AppState {
             inner: Arc::new(Inner {
                 config,
                 routing,
@@ -99,7 +114,7 @@ impl AppState {
                 senders,
                 status,
             }),
-        })
+        }
     }
 
     /// The compiled routing table.

@@ -168,10 +168,7 @@ pub enum DeliveryError {
     /// reachable).
     #[error("no Kubernetes cluster is configured (KUBECONFIG or in-cluster); only dry runs work")]
     NoCluster,
-    /// A run built from a rule does not read as a Kubernetes object (500: a bug).
-    #[error("built run is not a Kubernetes object")]
-    NotAnObject(#[source] serde_json::Error),
-    /// An object the API server returned could not be written as JSON (500).
+    /// A planned run, or an object the API server returned, could not be written as JSON (500).
     #[error("cannot serialise a Kubernetes object")]
     Serialise(#[source] serde_json::Error),
     /// The Kubernetes API refused or failed; answered as every Kubernetes error is
@@ -222,9 +219,9 @@ impl From<DeliveryError> for tekflux_common::Error {
             DeliveryError::InvalidRules(_) => Error::Unprocessable(message),
             DeliveryError::NoCluster => Error::Unavailable(message),
             DeliveryError::HeaderValue(_) => Error::BadRequest(message),
-            DeliveryError::NotAnObject(error)
-            | DeliveryError::Serialise(error)
-            | DeliveryError::Summary(error) => Error::internal(message, error),
+            DeliveryError::Serialise(error) | DeliveryError::Summary(error) => {
+                Error::internal(message, error)
+            }
             DeliveryError::Reply { error, .. } => Error::internal(message, error),
         }
     }

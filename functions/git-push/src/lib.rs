@@ -17,6 +17,7 @@ mod handlers;
 pub mod labels;
 mod metrics;
 pub mod path_capture;
+mod patterns;
 pub mod plan;
 pub mod providers;
 pub mod push;

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tekflux_common::config::{
     Concurrency, Providers, RepositoryRule, WorkspaceBinding, bound_provider, parse_go_duration,
 };
@@ -17,6 +16,7 @@ use crate::labels::{
     is_dns1123_label, is_label_key, is_label_value, is_reserved_label, is_rule_name,
 };
 use crate::path_capture::CapturePattern;
+use crate::patterns::Patterns;
 use crate::push::Provider;
 use crate::repo_url;
 use crate::template::Template;
@@ -112,27 +112,6 @@ pub struct CompiledRule {
     pub(crate) capture_patterns: Vec<CapturePattern>,
 }
 
-/// A list of globs and their source text (for explanations).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Patterns {
-    set: Option<GlobSet>,
-    source: Vec<String>,
-}
-
-impl Patterns {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.source.is_empty()
-    }
-
-    pub(crate) fn matches(&self, candidate: &str) -> bool {
-        self.set.as_ref().is_some_and(|s| s.is_match(candidate))
-    }
-
-    pub(crate) fn listed(&self) -> String {
-        format!("[{}]", self.source.join(", "))
-    }
-}
-
 impl CompiledRule {
     /// The kind of run this rule creates.
     pub fn run_kind(&self) -> RunKind {
@@ -217,31 +196,18 @@ pub(crate) fn compile_rule(
         );
     }
 
-    let mut globs = |field: &str, sources: &[String], separator: bool| -> Patterns {
-        let mut set = GlobSetBuilder::new();
-        for (i, source) in sources.iter().enumerate() {
-            match GlobBuilder::new(source)
-                .literal_separator(separator)
-                .backslash_escape(true)
-                .build()
-            {
-                Ok(glob) => {
-                    set.add(glob);
-                }
-                Err(e) => error(
-                    format!(".{field}[{i}]"),
-                    format!("invalid glob {source:?}: {}", e.kind()),
-                ),
+    let mut globs = |field: &str, sources: &[String]| -> Patterns {
+        Patterns::compile(sources).unwrap_or_else(|problems| {
+            for (at, message) in problems {
+                let position = at.map(|i| format!("[{i}]")).unwrap_or_default();
+                error(format!(".{field}{position}"), message);
             }
-        }
-        Patterns {
-            set: set.build().ok(),
-            source: sources.to_vec(),
-        }
+            Patterns::default()
+        })
     };
-    let branches = globs("branches", &rule.branches, true);
-    let tags = globs("tags", &rule.tags, true);
-    let paths = globs("paths", &rule.paths, true);
+    let branches = globs("branches", &rule.branches);
+    let tags = globs("tags", &rule.tags);
+    let paths = globs("paths", &rule.paths);
     let mut capture_patterns = Vec::new();
     let mut plain_paths = Vec::new();
     for (i, source) in rule.paths.iter().enumerate() {

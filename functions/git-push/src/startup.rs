@@ -1,20 +1,25 @@
 //! Building git-push's routes the way a `main` does, from the process's [`Startup`].
 
 use axum::Router;
-use tekflux_common::config::{Config, FieldPath, Finding};
+use tekflux_common::config::{Config, FieldPath, Finding, Prepared};
 use tekflux_common::startup::Startup;
 
 use crate::app::{AppState, app, webhook_app};
 use crate::error::StartupError;
 use crate::routing::RoutingTable;
+use tekflux_common::commit_status::RetryPolicy;
 
 /// git-push's own config check ([`tekflux_common::config::Check`]): the routing table compiles
 /// (globs, captures, templates, names). `check-config` and every `serve` run it while loading,
 /// so its problems carry `file:line:column` like the common rules' and a config that passes
-/// never fails [`routes_from_startup`].
-pub fn config_check(config: &Config) -> Vec<Finding> {
+/// never fails [`routes_from_startup`]. The table it compiled is kept for the routes, so a
+/// config is compiled once per start.
+pub fn config_check(config: &Config, prepared: &mut Prepared) -> Vec<Finding> {
     match RoutingTable::compile(config) {
-        Ok(_) => Vec::new(),
+        Ok(table) => {
+            prepared.insert(table);
+            Vec::new()
+        }
         Err(errors) => errors
             .into_iter()
             .map(|error| Finding {
@@ -49,14 +54,21 @@ async fn state_from_startup(startup: &Startup) -> Result<AppState, StartupError>
             "no Kubernetes cluster: dry runs are answered, real deliveries get 503",
         );
     }
-    AppState::new(
+    // Compiled by `config_check` while the config loaded; a startup without that check
+    // compiles here.
+    let routing = match startup.prepared::<RoutingTable>() {
+        Some(table) => table.clone(),
+        None => RoutingTable::compile(&startup.config).map_err(|errors| StartupError {
+            origin: startup.config_origin(),
+            errors,
+        })?,
+    };
+    Ok(AppState::with_routing(
         startup.config.clone(),
+        routing,
         kube,
         startup.reply_sink(),
         &startup.server.metrics,
-    )
-    .map_err(|errors| StartupError {
-        origin: startup.config_origin(),
-        errors,
-    })
+        RetryPolicy::default(),
+    ))
 }
