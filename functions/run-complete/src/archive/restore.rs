@@ -60,6 +60,7 @@ use sha2::{Digest, Sha256};
 use super::Progress;
 use super::s3_error::{S3ErrorKind, S3Failure};
 
+mod decode;
 mod error;
 mod links;
 mod unpack;
@@ -167,7 +168,7 @@ pub struct RestoreReport {
 /// # Errors
 /// See [`RestoreError`]; the target is left as it was.
 #[tracing::instrument(skip(reader, options), fields(target = %target.display()))]
-pub fn restore_archive<R: Read>(
+pub fn restore_archive<R: Read + Send>(
     reader: R,
     target: &Path,
     options: &RestoreOptions,
@@ -177,7 +178,7 @@ pub fn restore_archive<R: Read>(
 
 /// [`restore_archive`], where `source_failure` tells whether a read error came from the source
 /// (the store) rather than from the archive's content.
-fn restore_with_source_check<R: Read>(
+fn restore_with_source_check<R: Read + Send>(
     reader: R,
     target: &Path,
     options: &RestoreOptions,

@@ -1,6 +1,7 @@
 //! Unpacking the tar stream into the staging directory: entry by entry, below real directories
 //! only, with GNU and PAX headers applied here so that their size is bounded.
 
+use super::decode::{Blocks, unpack_beside_decoder};
 use super::links::Links;
 use super::*;
 
@@ -11,28 +12,63 @@ pub(super) type DirectoryTimes = Vec<(PathBuf, u32, u64)>;
 /// time are set only once they are in the target: renaming a directory to another parent
 /// rewrites its `..`, which needs write permission on it, so a read-only one (Go's module cache
 /// has many) set in staging could not be moved by an unprivileged restore.
-pub(super) fn unpack<R: Read>(
+pub(super) fn unpack<R: Read + Send>(
     reader: R,
     staging: &Path,
     options: &RestoreOptions,
 ) -> Result<(RestoreReport, DirectoryTimes), RestoreError> {
-    let limits = &options.limits;
-    let hashing = HashingReader {
-        inner: reader,
-        hasher: Sha256::new(),
-        bytes: 0,
-        progress: options.progress.clone(),
-    };
-    let mut decoder = zstd::stream::read::Decoder::new(hashing).map_err(|e| corrupt(&e))?;
-    decoder
-        .window_log_max(limits.max_window_log)
-        .map_err(|e| corrupt(&e))?;
-    let mut archive = tar::Archive::new(decoder);
+    let ((unpacked, directories), decoded) = unpack_beside_decoder(
+        reader,
+        &options.limits,
+        options.progress.clone(),
+        |stream| unpack_entries(stream, staging, &options.limits),
+    )?;
+    if let Some(expected) = &options.expected_sha256
+        && !expected.eq_ignore_ascii_case(&decoded.sha256)
+    {
+        return Err(RestoreError::ShaMismatch {
+            expected: expected.clone(),
+            found: decoded.sha256,
+        });
+    }
+
+    let (top_level, nested): (Vec<_>, Vec<_>) = directories
+        .list
+        .into_iter()
+        .partition(|(relative, _, _)| relative.components().count() == 1);
+    finish_directories(staging, nested)?;
+
+    Ok((
+        RestoreReport {
+            entries: unpacked.entries,
+            bytes: unpacked.written,
+            archive_bytes: decoded.bytes,
+            sha256: decoded.sha256,
+        },
+        top_level,
+    ))
+}
+
+/// What unpacking the entries counted.
+struct Unpacked {
+    entries: u64,
+    written: u64,
+}
+
+/// Unpacks the decoded tar `stream` into `staging`, entry by entry, with the directories whose
+/// mode and time are still to be set.
+fn unpack_entries(
+    stream: &mut Blocks,
+    staging: &Path,
+    limits: &RestoreLimits,
+) -> Result<(Unpacked, Directories), RestoreError> {
+    let mut archive = tar::Archive::new(stream);
     let mut entries = 0u64;
     let mut written = 0u64;
     // Directory times are set last: writing their contents changes them.
     let mut directories = Directories::default();
     let mut links = Links::default();
+    let mut parents = Parents::default();
     // Raw entries: long names and PAX headers come as entries of their own, so their size is
     // checked before they are read (see the module docs).
     let mut names = PendingNames::default();
@@ -82,7 +118,9 @@ pub(super) fn unpack<R: Read>(
         let mode = header.mode().map_err(|e| corrupt(&e))? & MODE_MASK;
         let mtime = header.mtime().unwrap_or(0);
         let entry_type = header.entry_type();
-        ensure_parents(staging, &relative).map_err(|reason| hostile(&reason))?;
+        parents
+            .ensure(staging, &relative)
+            .map_err(|reason| hostile(&reason))?;
         let write_error = |source| RestoreError::Write {
             path: destination.clone(),
             source,
@@ -184,39 +222,7 @@ pub(super) fn unpack<R: Read>(
         reason: refusal.reason,
     })?;
 
-    // Read to the end of the stream so the sha256 covers the whole object.
-    let mut decoder = archive.into_inner();
-    io::copy(&mut decoder, &mut io::sink()).map_err(|e| corrupt(&e))?;
-    // Bytes after the last zstd frame still belong to the object and its sha256; those in the
-    // decoder's buffer were hashed when they were read.
-    let mut rest = decoder.finish();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| corrupt(&e))?;
-    let mut hashing = rest.into_inner();
-    let sha256 = hex::encode(hashing.hasher.finalize_reset());
-    if let Some(expected) = &options.expected_sha256
-        && !expected.eq_ignore_ascii_case(&sha256)
-    {
-        return Err(RestoreError::ShaMismatch {
-            expected: expected.clone(),
-            found: sha256,
-        });
-    }
-
-    let (top_level, nested): (Vec<_>, Vec<_>) = directories
-        .list
-        .into_iter()
-        .partition(|(relative, _, _)| relative.components().count() == 1);
-    finish_directories(staging, nested)?;
-
-    Ok((
-        RestoreReport {
-            entries,
-            bytes: written,
-            archive_bytes: hashing.bytes,
-            sha256,
-        },
-        top_level,
-    ))
+    Ok((Unpacked { entries, written }, directories))
 }
 
 /// Sets each directory's mode and time, deepest last-listed first (a directory's contents are
@@ -257,26 +263,49 @@ fn safe_relative_path(raw: &str) -> Option<PathBuf> {
     (!relative.as_os_str().is_empty()).then_some(relative)
 }
 
-/// Creates the missing parents of `relative` below `root` as real directories, and refuses a
-/// parent that is anything else (a symlink restored earlier, or a file).
-fn ensure_parents(root: &Path, relative: &Path) -> Result<(), String> {
-    let Some(parent) = relative.parent() else {
-        return Ok(());
-    };
-    let mut current = root.to_owned();
-    for component in parent.components() {
-        current.push(component);
-        match fs::symlink_metadata(&current) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err("the entry would be written through a symlink".to_owned());
+/// The parent of the last entry, known to be a real directory all the way down from the root,
+/// so that the entries of one directory, which a tar stream lists together, need no system call
+/// for their parents. What was verified stays true: nothing is removed during a restore, and files
+/// and links are only created where nothing is (`O_EXCL`, `symlink`), so no later entry can turn
+/// a directory into a link.
+#[derive(Debug, Default)]
+struct Parents {
+    verified: PathBuf,
+}
+
+impl Parents {
+    /// Creates the missing parents of `relative` below `root` as real directories, and refuses a
+    /// parent that is anything else (a symlink restored earlier, or a file). Only the parents
+    /// below what `relative` shares with the last verified parent are looked at.
+    fn ensure(&mut self, root: &Path, relative: &Path) -> Result<(), String> {
+        let Some(parent) = relative.parent() else {
+            return Ok(());
+        };
+        let shared = self
+            .verified
+            .components()
+            .zip(parent.components())
+            .take_while(|(verified, wanted)| verified == wanted)
+            .count();
+        let mut current = root.to_owned();
+        for (depth, component) in parent.components().enumerate() {
+            current.push(component);
+            if depth < shared {
+                continue;
             }
-            Ok(_) => return Err("a parent of the entry is not a directory".to_owned()),
-            Err(_) => fs::create_dir(&current)
-                .map_err(|error| format!("cannot create {}: {error}", current.display()))?,
+            match fs::symlink_metadata(&current) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err("the entry would be written through a symlink".to_owned());
+                }
+                Ok(_) => return Err("a parent of the entry is not a directory".to_owned()),
+                Err(_) => fs::create_dir(&current)
+                    .map_err(|error| format!("cannot create {}: {error}", current.display()))?,
+            }
         }
+        parent.clone_into(&mut self.verified);
+        Ok(())
     }
-    Ok(())
 }
 
 /// GNU long names and PAX records waiting for the entry they describe.
@@ -400,8 +429,33 @@ impl Directories {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap; a failure is the point
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_are_created_once_and_a_link_among_them_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let mut parents = Parents::default();
+        parents.ensure(root, Path::new("a/b/c/file")).unwrap();
+        assert!(root.join("a/b/c").is_dir());
+        // A sibling of the verified parent and a shallower entry need nothing new.
+        parents.ensure(root, Path::new("a/b/d/file")).unwrap();
+        parents.ensure(root, Path::new("top")).unwrap();
+        assert!(root.join("a/b/d").is_dir());
+        // A link restored beside them is refused as a parent, however near the verified path.
+        std::os::unix::fs::symlink("c", root.join("a/b/link")).unwrap();
+        let refused = parents
+            .ensure(root, Path::new("a/b/link/file"))
+            .unwrap_err();
+        assert!(refused.contains("through a symlink"), "{refused}");
+        File::create(root.join("a/plain")).unwrap();
+        let refused = parents.ensure(root, Path::new("a/plain/file")).unwrap_err();
+        assert!(refused.contains("not a directory"), "{refused}");
+        // The last verified parent is still good after a refusal.
+        parents.ensure(root, Path::new("a/b/d/other")).unwrap();
+    }
 
     #[test]
     fn entry_paths_stay_below_the_root() {
