@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
 use tekflux_common::commit_status::{BuildState, StatusReport, render_target_url};
 use tekflux_common::config::Concurrency;
 use tracing::Instrument as _;
 
 use crate::app::AppState;
-use crate::cluster;
+use crate::cluster::{self, RunHead};
 use crate::error::DeliveryError;
 use crate::plan::{Plan, PlannedRun};
 use crate::push::Push;
@@ -44,8 +43,8 @@ pub(crate) async fn apply(
             let mut run_summary = run.summary();
             if dry_run {
                 run_summary.object = Some(match &inner.kube {
-                    Some(client) => cluster::create_run(client, &run, true).await?.object,
-                    None => run.object,
+                    Some(client) => cluster::create_run(client, &run, true).await?.object()?,
+                    None => run.object.to_json(),
                 });
             } else {
                 let client = inner.kube.as_ref().ok_or(DeliveryError::NoCluster)?;
@@ -58,13 +57,13 @@ pub(crate) async fn apply(
                         .runs_created
                         .inc(&[push.provider.as_str(), run.kind.as_str()]);
                     if let Some(context) = &run.status_context {
-                        report_pending(state, push, &run, context, &created.object);
+                        report_pending(state, push, &run, context, &created.head);
                     }
                 }
                 if run.rule.concurrency == Concurrency::Supersede {
+                    let new_run = created.object()?;
                     let superseded =
-                        cluster::supersede(client, &run, push, &created.object, created.existed)
-                            .await?;
+                        cluster::supersede(client, &run, push, &new_run, created.existed).await?;
                     metrics
                         .superseded
                         .inc_by(&[run.kind.as_str()], superseded.patched);
@@ -84,18 +83,15 @@ fn report_pending(
     push: &Push,
     run: &PlannedRun<'_>,
     context: &str,
-    created: &Value,
+    created: &RunHead,
 ) {
-    let metadata = &created["metadata"];
-    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
-    let (namespace, name) = (text(&metadata["namespace"]), text(&metadata["name"]));
-    let kind = text(&created["kind"]);
-    let uid = text(&metadata["uid"]);
+    let metadata = &created.metadata;
+    let name = &metadata.name;
     let variables = BTreeMap::from([
-        ("namespace", namespace.as_str()),
+        ("namespace", metadata.namespace.as_str()),
         ("name", name.as_str()),
-        ("kind", kind.as_str()),
-        ("uid", uid.as_str()),
+        ("kind", created.kind.as_str()),
+        ("uid", metadata.uid.as_str()),
         ("rule", run.rule.name.as_str()),
         ("sha", push.after.as_str()),
     ]);

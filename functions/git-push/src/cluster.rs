@@ -1,10 +1,11 @@
 //! The Kubernetes side of applying a plan: creating a run (or finding the one an earlier
 //! attempt of the same delivery created) and cancelling the runs it supersedes.
 
-use kube::Resource;
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Api, ApiResource, DynamicObject, GetParams, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
 };
+use serde::Deserialize;
 use serde_json::Value;
 use tekflux_common::run_contract::{RunKind, TEKTON_GROUP, TEKTON_VERSION};
 
@@ -30,10 +31,55 @@ fn run_api(client: &kube::Client, kind: RunKind, namespace: &str) -> Api<Dynamic
 /// The run as the API server holds it, and whether it was there before this request.
 #[derive(Debug)]
 pub(crate) struct CreatedRun {
-    /// The object as the API server answered it.
-    pub(crate) object: Value,
+    /// The API server's answer, unparsed: only a dry run's answer and superseding need the
+    /// whole object ([`CreatedRun::object`]), so most requests read [`CreatedRun::head`] alone
+    /// and never build its JSON tree (BENCHMARKS.md, git-push).
+    body: String,
+    /// What the rest of the request reads of it.
+    pub(crate) head: RunHead,
     /// It existed already: this is a redelivery (or a retry after a partial failure).
     pub(crate) existed: bool,
+}
+
+impl CreatedRun {
+    fn from_answer(body: String, existed: bool) -> Result<Self> {
+        let head = serde_json::from_str(&body).map_err(kube::Error::SerdeError)?;
+        Ok(CreatedRun {
+            body,
+            head,
+            existed,
+        })
+    }
+
+    /// The whole object as the API server answered it.
+    pub(crate) fn object(&self) -> Result<Value> {
+        Ok(serde_json::from_str(&self.body).map_err(kube::Error::SerdeError)?)
+    }
+}
+
+/// The fields of a created run that reporting its status reads.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RunHead {
+    /// `PipelineRun` or `TaskRun`.
+    #[serde(default)]
+    pub(crate) kind: String,
+    /// Its name, namespace and uid.
+    #[serde(default)]
+    pub(crate) metadata: RunHeadMetadata,
+}
+
+/// The part of a created run's `metadata` that [`RunHead`] keeps.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RunHeadMetadata {
+    /// Run name.
+    #[serde(default)]
+    pub(crate) name: String,
+    /// Namespace.
+    #[serde(default)]
+    pub(crate) namespace: String,
+    /// The uid the API server gave it.
+    #[serde(default)]
+    pub(crate) uid: String,
 }
 
 /// Creates the run; an existing run of the same name is this delivery's earlier attempt, so it
@@ -52,26 +98,22 @@ pub(crate) async fn create_run(
         dry_run,
         field_manager: Some(FIELD_MANAGER.to_owned()),
     };
-    // The planned object is sent as it is serialized and the answer read as JSON, without the
-    // round trip through `DynamicObject` that `Api::create` takes (BENCHMARKS.md, git-push).
+    // The planned object is serialized once, straight into the body, and the answer kept as
+    // text, without the round trips through `DynamicObject` that `Api::create` takes.
     let body = serde_json::to_vec(&run.object).map_err(DeliveryError::Serialise)?;
-    let url = DynamicObject::url_path(&run_resource(run.kind), Some(&run.namespace));
-    let mut request = kube::core::Request::new(url)
+    let api = run_api(client, run.kind, &run.namespace);
+    let mut request = kube::core::Request::new(api.resource_url())
         .create(&params, body)
         .map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert("create");
-    match client.request::<Value>(request).await {
-        Ok(created) => Ok(CreatedRun {
-            object: created,
-            existed: false,
-        }),
+    match client.request_text(request).await {
+        Ok(created) => CreatedRun::from_answer(created, false),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
-            let api = run_api(client, run.kind, &run.namespace);
-            let existing = api.get(&run.name).await?;
-            Ok(CreatedRun {
-                object: to_json(&existing)?,
-                existed: true,
-            })
+            let mut request = kube::core::Request::new(api.resource_url())
+                .get(&run.name, &GetParams::default())
+                .map_err(kube::Error::BuildRequest)?;
+            request.extensions_mut().insert("get");
+            CreatedRun::from_answer(client.request_text(request).await?, true)
         }
         Err(error) => Err(error.into()),
     }

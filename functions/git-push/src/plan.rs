@@ -5,7 +5,6 @@
 //! server to check each run without creating it), and `tekflux render` shows it as it is
 //! ([`Plan::summary`]). Nothing here reads the network, the clock or the process.
 
-use serde_json::{Value, json};
 use tekflux_common::commit_status::StatusReporter;
 use tekflux_common::config::Config;
 use tekflux_common::run_contract::{RunKind, STATUS_CONTEXT_ANNOTATION};
@@ -15,7 +14,7 @@ use crate::path_capture::Captures;
 use crate::push::{Push, ZERO_SHA};
 use crate::routing::{Miss, RoutingTable};
 use crate::rule::{CompiledRule, Target};
-use crate::run::{self, RunContext};
+use crate::run::{self, RunContext, RunObject};
 use crate::summary::{IgnoredRule, PushSummary, RunSummary, Summary};
 
 /// What planning reads: the compiled rules, the config they came from (for commit-status
@@ -72,7 +71,7 @@ pub struct PlannedRun<'a> {
     /// The commit-status context the run reports under, when its rule reports.
     pub status_context: Option<String>,
     /// The object to create.
-    pub object: Value,
+    pub object: RunObject,
 }
 
 /// A rule for the push's repository that did not match.
@@ -171,14 +170,16 @@ fn planned_run<'a>(
     });
     if let Some(context) = &status_context {
         // run-complete reports the outcome under the same context, read from here.
-        object["metadata"]["annotations"][STATUS_CONTEXT_ANNOTATION] = json!(context);
+        object
+            .metadata
+            .annotations
+            .insert(STATUS_CONTEXT_ANNOTATION, context.clone());
     }
-    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     Ok(PlannedRun {
         rule,
         kind: rule.run_kind(),
-        namespace: text(&object["metadata"]["namespace"]),
-        name: text(&object["metadata"]["name"]),
+        namespace: object.metadata.namespace.clone(),
+        name: object.metadata.name.clone(),
         reason: reason.to_owned(),
         captures,
         status_context,
@@ -198,7 +199,7 @@ impl Plan<'_> {
             push.summarise_into(&mut summary);
             for run in push.runs {
                 let mut run_summary = run.summary();
-                run_summary.object = Some(run.object);
+                run_summary.object = Some(run.object.to_json());
                 summary.runs.push(run_summary);
             }
         }

@@ -39,6 +39,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -150,8 +151,168 @@ pub fn fan_out_run_name(rule: &CompiledRule, push: &Push, captures: &Captures) -
     }
 }
 
+/// A Tekton run as git-push creates it, in the shape of `tekton.dev/v1`.
+///
+/// Typed rather than a `serde_json::Value` tree: it is serialized straight into the create
+/// request's body, without a map node and a key allocation per field (BENCHMARKS.md, git-push).
+/// [`RunObject::to_json`] gives the JSON tree where one is wanted (dry runs, tests).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunObject {
+    /// Always `tekton.dev/v1`.
+    pub api_version: &'static str,
+    /// `PipelineRun` or `TaskRun`.
+    pub kind: &'static str,
+    /// Name, namespace, labels and annotations.
+    pub metadata: RunMetadata,
+    /// What to run, and with what.
+    pub spec: RunSpec,
+}
+
+impl RunObject {
+    /// The run as a JSON tree.
+    pub fn to_json(&self) -> Value {
+        // Strings, maps and lists only: serializing them into a `Value` cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// A run's `metadata`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunMetadata {
+    /// Run name (see the module docs).
+    pub name: String,
+    /// Namespace of the run.
+    pub namespace: String,
+    /// Labels (see the module docs).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations; every key is one of tekflux's.
+    pub annotations: BTreeMap<&'static str, String>,
+}
+
+/// A run's `spec`: the fields git-push sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSpec {
+    /// The Pipeline of a PipelineRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_ref: Option<NameRef>,
+    /// The Task of a TaskRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ref: Option<NameRef>,
+    /// Rendered params, in the rule's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Param>,
+    /// Workspace bindings, in the rule's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<WorkspaceBinding>,
+    /// A PipelineRun's service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_run_template: Option<TaskRunTemplate>,
+    /// A TaskRun's service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// A PipelineRun's timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<PipelineTimeouts>,
+    /// A TaskRun's timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `{"name": ...}`: a `pipelineRef`, `taskRef` or `configMap`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NameRef {
+    /// The object's name.
+    pub name: String,
+}
+
+/// A rendered param.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Param {
+    /// Param name.
+    pub name: String,
+    /// Its value, rendered from the rule's template.
+    pub value: String,
+}
+
+/// A PipelineRun's `taskRunTemplate`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunTemplate {
+    /// Service account of every TaskRun of the PipelineRun.
+    pub service_account_name: String,
+}
+
+/// A PipelineRun's `timeouts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineTimeouts {
+    /// The whole PipelineRun's timeout.
+    pub pipeline: String,
+}
+
+/// A workspace binding: its name and exactly one volume source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceBinding {
+    /// Workspace name.
+    pub name: String,
+    /// An existing PVC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimRef>,
+    /// The run's directory inside the PVC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// A fresh PVC per run (rare: kept as JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_claim_template: Option<Value>,
+    /// An emptyDir (rare: kept as JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<Value>,
+    /// A ConfigMap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<NameRef>,
+    /// A Secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+impl WorkspaceBinding {
+    fn named(name: &str) -> Self {
+        WorkspaceBinding {
+            name: name.to_owned(),
+            persistent_volume_claim: None,
+            sub_path: None,
+            volume_claim_template: None,
+            empty_dir: None,
+            config_map: None,
+            secret: None,
+        }
+    }
+}
+
+/// `{"claimName": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRef {
+    /// PVC name.
+    pub claim_name: String,
+}
+
+/// `{"secretName": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name.
+    pub secret_name: String,
+}
+
 /// Builds the PipelineRun or TaskRun for `rule` and `push`.
-pub fn build_run(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<Value, BuildError> {
+pub fn build_run(
+    rule: &CompiledRule,
+    push: &Push,
+    ctx: &RunContext,
+) -> Result<RunObject, BuildError> {
     build_fan_out_run(rule, push, &Captures::new(), ctx)
 }
 
@@ -162,7 +323,7 @@ pub fn build_fan_out_run(
     push: &Push,
     captures: &Captures,
     ctx: &RunContext,
-) -> Result<Value, BuildError> {
+) -> Result<RunObject, BuildError> {
     if push.deleted {
         return Err(BuildError::RefDeleted {
             git_ref: push.git_ref.clone(),
@@ -182,76 +343,75 @@ pub fn build_fan_out_run(
     let values = Values::new(push, &name, namespace).with_captures(captures);
     let kind = rule.run_kind();
 
-    let params: Vec<Value> = rule
-        .params
-        .iter()
-        .map(|(param, template)| json!({"name": param, "value": template.render(&values)}))
-        .collect();
-    let workspaces: Vec<Value> = rule
-        .workspaces
-        .iter()
-        .map(|(workspace, volume)| workspace_binding(workspace, volume, &name))
-        .collect();
-
-    let mut spec = Map::new();
+    let mut spec = RunSpec {
+        params: rule
+            .params
+            .iter()
+            .map(|(param, template)| Param {
+                name: param.clone(),
+                value: template.render(&values),
+            })
+            .collect(),
+        workspaces: rule
+            .workspaces
+            .iter()
+            .map(|(workspace, volume)| workspace_binding(workspace, volume, &name))
+            .collect(),
+        ..RunSpec::default()
+    };
     match &rule.target {
         Target::Pipeline(pipeline) => {
-            spec.insert("pipelineRef".into(), json!({ "name": pipeline }));
+            spec.pipeline_ref = Some(NameRef {
+                name: pipeline.clone(),
+            });
         }
         Target::Task(task) => {
-            spec.insert("taskRef".into(), json!({ "name": task }));
+            spec.task_ref = Some(NameRef { name: task.clone() });
         }
-    }
-    if !params.is_empty() {
-        spec.insert("params".into(), Value::Array(params));
-    }
-    if !workspaces.is_empty() {
-        spec.insert("workspaces".into(), Value::Array(workspaces));
     }
     if let Some(sa) = &rule.service_account {
         match kind {
             RunKind::PipelineRun => {
-                spec.insert(
-                    "taskRunTemplate".into(),
-                    json!({ "serviceAccountName": sa }),
-                );
+                spec.task_run_template = Some(TaskRunTemplate {
+                    service_account_name: sa.clone(),
+                });
             }
-            RunKind::TaskRun => {
-                spec.insert("serviceAccountName".into(), json!(sa));
-            }
+            RunKind::TaskRun => spec.service_account_name = Some(sa.clone()),
         }
     }
     if let Some(timeout) = &rule.timeout {
         match kind {
             RunKind::PipelineRun => {
-                spec.insert("timeouts".into(), json!({ "pipeline": timeout }));
+                spec.timeouts = Some(PipelineTimeouts {
+                    pipeline: timeout.clone(),
+                });
             }
-            RunKind::TaskRun => {
-                spec.insert("timeout".into(), json!(timeout));
-            }
+            RunKind::TaskRun => spec.timeout = Some(timeout.clone()),
         }
     }
 
-    Ok(json!({
-        "apiVersion": "tekton.dev/v1",
-        "kind": kind.as_str(),
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": fan_out_labels(rule, push, captures),
-            "annotations": annotations(rule, push, captures, ctx, &name),
+    Ok(RunObject {
+        api_version: "tekton.dev/v1",
+        kind: kind.as_str(),
+        metadata: RunMetadata {
+            labels: fan_out_labels(rule, push, captures),
+            annotations: annotations(rule, push, captures, ctx, &name),
+            namespace: namespace.to_owned(),
+            name,
         },
-        "spec": spec,
-    }))
+        spec,
+    })
 }
 
-fn workspace_binding(workspace: &str, volume: &Volume, run_name: &str) -> Value {
+fn workspace_binding(workspace: &str, volume: &Volume, run_name: &str) -> WorkspaceBinding {
+    let mut binding = WorkspaceBinding::named(workspace);
     match volume {
-        Volume::Claim { claim, .. } => json!({
-            "name": workspace,
-            "persistentVolumeClaim": { "claimName": claim },
-            "subPath": run_name,
-        }),
+        Volume::Claim { claim, .. } => {
+            binding.persistent_volume_claim = Some(ClaimRef {
+                claim_name: claim.clone(),
+            });
+            binding.sub_path = Some(run_name.to_owned());
+        }
         Volume::VolumeClaimTemplate {
             storage,
             access_modes,
@@ -264,7 +424,7 @@ fn workspace_binding(workspace: &str, volume: &Volume, run_name: &str) -> Value 
             if let Some(class) = storage_class_name {
                 spec["storageClassName"] = json!(class);
             }
-            json!({ "name": workspace, "volumeClaimTemplate": { "spec": spec } })
+            binding.volume_claim_template = Some(json!({ "spec": spec }));
         }
         Volume::EmptyDir { medium, size_limit } => {
             let mut empty_dir = Map::new();
@@ -274,15 +434,20 @@ fn workspace_binding(workspace: &str, volume: &Volume, run_name: &str) -> Value 
             if let Some(limit) = size_limit {
                 empty_dir.insert("sizeLimit".into(), json!(limit));
             }
-            json!({ "name": workspace, "emptyDir": empty_dir })
+            binding.empty_dir = Some(Value::Object(empty_dir));
         }
         Volume::ConfigMap(config_map) => {
-            json!({ "name": workspace, "configMap": { "name": config_map } })
+            binding.config_map = Some(NameRef {
+                name: config_map.clone(),
+            });
         }
         Volume::Secret(secret) => {
-            json!({ "name": workspace, "secret": { "secretName": secret } })
+            binding.secret = Some(SecretRef {
+                secret_name: secret.clone(),
+            });
         }
     }
+    binding
 }
 
 /// The labels of the run for `rule` and `push`: the rule's own, then tekflux's (which win).
@@ -348,18 +513,18 @@ fn annotations(
     captures: &Captures,
     ctx: &RunContext,
     run_name: &str,
-) -> Value {
-    let mut annotations = Map::new();
+) -> BTreeMap<&'static str, String> {
+    let mut annotations = BTreeMap::new();
     if !captures.is_empty() {
-        annotations.insert(PATHS_ANNOTATION.into(), json!(json!(captures).to_string()));
+        annotations.insert(PATHS_ANNOTATION, json!(captures).to_string());
     }
-    annotations.insert(DELIVERY_ANNOTATION.into(), json!(push.delivery_id));
-    annotations.insert(REPO_URL_ANNOTATION.into(), json!(push.repo_url));
-    annotations.insert(REF_ANNOTATION.into(), json!(push.git_ref));
-    annotations.insert(SHA_KEY.into(), json!(push.after));
-    annotations.insert(PUSHER_ANNOTATION.into(), json!(push.pusher));
+    annotations.insert(DELIVERY_ANNOTATION, push.delivery_id.clone());
+    annotations.insert(REPO_URL_ANNOTATION, push.repo_url.clone());
+    annotations.insert(REF_ANNOTATION, push.git_ref.clone());
+    annotations.insert(SHA_KEY, push.after.clone());
+    annotations.insert(PUSHER_ANNOTATION, push.pusher.clone());
     if let Some(version) = &ctx.version {
-        annotations.insert(VERSION_ANNOTATION.into(), json!(version));
+        annotations.insert(VERSION_ANNOTATION, version.clone());
     }
     let archived: Vec<ArchivedWorkspace> = rule
         .workspaces
@@ -377,12 +542,9 @@ fn annotations(
         })
         .collect();
     if !archived.is_empty() {
-        annotations.insert(
-            ARCHIVE_ANNOTATION.into(),
-            json!(json!(archived).to_string()),
-        );
+        annotations.insert(ARCHIVE_ANNOTATION, json!(archived).to_string());
     }
-    Value::Object(annotations)
+    annotations
 }
 
 /// Label selector for the runs a new push of `push` supersedes under `rule`: same rule,

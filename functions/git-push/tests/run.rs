@@ -30,6 +30,11 @@ fn push(git_ref: &str) -> Push {
     .build()
 }
 
+/// The run as the API server receives it.
+fn build_json(rule: &CompiledRule, push: &Push, ctx: &RunContext) -> Result<Value, BuildError> {
+    build_run(rule, push, ctx).map(|run| run.to_json())
+}
+
 fn compile(rule: RepositoryRule) -> CompiledRule {
     let table = RoutingTable::compile(&Config {
         repositories: vec![rule],
@@ -126,7 +131,7 @@ const PIPELINE_RUN_NAME: &str = "api-pipeline-31311ad53746";
 #[test]
 fn pipeline_run_in_full() {
     let rule = compile(pipeline_rule());
-    let run = build_run(&rule, &push("refs/heads/release/1.2"), &ctx()).unwrap();
+    let run = build_json(&rule, &push("refs/heads/release/1.2"), &ctx()).unwrap();
     let name = PIPELINE_RUN_NAME;
     assert_eq!(
         run,
@@ -228,7 +233,7 @@ fn task_run_in_full() {
     });
     let p = push("refs/tags/v1.2.0");
     let name = run_name(&rule, &p);
-    let run = build_run(
+    let run = build_json(
         &rule,
         &p,
         &RunContext {
@@ -292,7 +297,7 @@ fn minimal_rule_builds_a_minimal_run() {
         pipeline: Some("build".into()),
         ..Default::default()
     });
-    let run = build_run(&rule, &push("refs/heads/main"), &ctx()).unwrap();
+    let run = build_json(&rule, &push("refs/heads/main"), &ctx()).unwrap();
     assert_eq!(run["spec"], json!({"pipelineRef": {"name": "build"}}));
     assert!(
         run["metadata"]["annotations"]
@@ -373,7 +378,7 @@ fn long_rule_names_and_hostile_deliveries_give_valid_names() {
             name.starts_with("a-very-long-rule-name-with-dots-"),
             "{name}"
         );
-        let run = build_run(&rule, &p, &ctx()).unwrap();
+        let run = build_json(&rule, &p, &ctx()).unwrap();
         assert_eq!(run["metadata"]["name"], json!(name));
         assert_eq!(
             run["metadata"]["annotations"]["tekflux.dev/delivery-id"],
@@ -422,7 +427,7 @@ fn hostile_refs_reach_only_param_values_and_annotations() {
                 .insert("a-ref".into(), "{{ ref_name }}".into());
             let rule = compile(config);
             let p = push(&format!("refs/{kind}/{hostile}"));
-            let run = build_run(&rule, &p, &ctx()).unwrap();
+            let run = build_json(&rule, &p, &ctx()).unwrap();
 
             let name = run["metadata"]["name"].as_str().unwrap();
             assert!(is_dns1123_label(name), "{name:?}");
@@ -472,13 +477,13 @@ fn hostile_refs_reach_only_param_values_and_annotations() {
 #[test]
 fn long_branch_labels_are_cut_with_a_hash() {
     let rule = compile(pipeline_rule());
-    let a = build_run(
+    let a = build_json(
         &rule,
         &push(&format!("refs/heads/release/{}", "x".repeat(100))),
         &ctx(),
     )
     .unwrap();
-    let b = build_run(
+    let b = build_json(
         &rule,
         &push(&format!("refs/heads/release/{}", "x".repeat(101))),
         &ctx(),
@@ -501,13 +506,13 @@ fn deleted_refs_and_missing_namespaces_are_errors() {
     let mut p = push("refs/heads/main");
     p.deleted = true;
     assert_eq!(
-        build_run(&rule, &p, &ctx()).unwrap_err(),
+        build_json(&rule, &p, &ctx()).unwrap_err(),
         BuildError::RefDeleted {
             git_ref: "refs/heads/main".into()
         }
     );
     assert_eq!(
-        build_run(&rule, &push("refs/heads/main"), &RunContext::default()).unwrap_err(),
+        build_json(&rule, &push("refs/heads/main"), &RunContext::default()).unwrap_err(),
         BuildError::NoNamespace {
             rule: "api-pipeline".into()
         }
@@ -537,7 +542,7 @@ fn supersede_selects_same_rule_repo_and_branch() {
         ]
     );
     // Every selected label is on the run itself.
-    let run = build_run(&rule, &p, &ctx()).unwrap();
+    let run = build_json(&rule, &p, &ctx()).unwrap();
     for term in terms {
         let (key, value) = term.split_once('=').unwrap();
         assert_eq!(run["metadata"]["labels"][key], json!(value));
@@ -557,12 +562,12 @@ fn supersede_selects_same_rule_repo_and_branch() {
 fn only_older_unfinished_runs_of_the_same_ref_are_superseded() {
     let rule = compile(pipeline_rule());
     let p = push("refs/heads/feature/login");
-    let mut new_run = build_run(&rule, &p, &ctx()).unwrap();
+    let mut new_run = build_json(&rule, &p, &ctx()).unwrap();
     new_run["metadata"]["creationTimestamp"] = json!("2024-05-01T10:00:05Z");
 
     let mut older = push("refs/heads/feature/login");
     older.delivery_id = "older".into();
-    let mut old_run = build_run(&rule, &older, &ctx()).unwrap();
+    let mut old_run = build_json(&rule, &older, &ctx()).unwrap();
     old_run["metadata"]["creationTimestamp"] = json!("2024-05-01T09:59:00Z");
     old_run["status"] = json!({"conditions": [{"type": "Succeeded", "status": "Unknown"}]});
     assert!(is_superseded(&old_run, &new_run, &p));
@@ -609,10 +614,10 @@ fn built_runs_are_valid_against_the_tekton_v1_schemas() {
             branches: vec!["**".into()],
             ..rule
         });
-        runs.push(build_run(&rule, &push("refs/heads/main"), &ctx()).unwrap());
+        runs.push(build_json(&rule, &push("refs/heads/main"), &ctx()).unwrap());
         for hostile in HOSTILE_REFS {
             let p = push(&format!("refs/heads/{hostile}"));
-            runs.push(build_run(&rule, &p, &ctx()).unwrap());
+            runs.push(build_json(&rule, &p, &ctx()).unwrap());
         }
     }
     for run in &runs {

@@ -87,7 +87,7 @@ impl Servers {
     }
 
     fn config(&self, rules_extra: &str) -> String {
-        let target = "targetUrl: \"https://dash.example/#/namespaces/{namespace}/{kind}/{name}\"";
+        let target = "targetUrl: \"https://dash.example/#/namespaces/{namespace}/{kind}/{name}?uid={uid}\"";
         format!(
             r#"
 namespace: ci
@@ -293,17 +293,23 @@ async fn pending_is_reported_once_per_created_run_on_every_provider() {
         }
     }
     let github = &servers.github.statuses()[0];
-    let run_name = harness
-        .runs()
+    let runs = harness.runs();
+    let github_run = &runs
         .iter()
         .find(|run| run["metadata"]["labels"]["tekflux.dev/provider"] == "github")
-        .unwrap()["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .unwrap()["metadata"];
+    // Name, kind and uid come from the API server's answer to the create.
+    let (run_name, uid) = (
+        github_run["name"].as_str().unwrap(),
+        github_run["uid"].as_str().unwrap(),
+    );
+    assert!(!uid.is_empty());
     assert_eq!(
         github.target_url.as_deref(),
-        Some(format!("https://dash.example/#/namespaces/ci/PipelineRun/{run_name}").as_str())
+        Some(
+            format!("https://dash.example/#/namespaces/ci/PipelineRun/{run_name}?uid={uid}")
+                .as_str()
+        )
     );
 
     // Redeliveries find their runs and post nothing new.
