@@ -57,7 +57,16 @@ pub(crate) async fn apply(
                         .runs_created
                         .inc(&[push.provider.as_str(), run.kind.as_str()]);
                     if let Some(context) = &run.status_context {
-                        report_pending(state, push, &run, context, &created.head);
+                        // Reporting never fails the request, not even on an unreadable answer.
+                        match created.head() {
+                            Ok(head) => report_pending(state, push, &run, context, &head),
+                            Err(error) => tracing::warn!(
+                                error = %error,
+                                run = %run.name,
+                                "cannot read the created run from the API server's answer; \
+                                 pending is not reported"
+                            ),
+                        }
                     }
                 }
                 if run.rule.concurrency == Concurrency::Supersede {

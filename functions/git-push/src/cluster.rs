@@ -31,24 +31,18 @@ fn run_api(client: &kube::Client, kind: RunKind, namespace: &str) -> Api<Dynamic
 /// The run as the API server holds it, and whether it was there before this request.
 #[derive(Debug)]
 pub(crate) struct CreatedRun {
-    /// The API server's answer, unparsed: only a dry run's answer and superseding need the
-    /// whole object ([`CreatedRun::object`]), so most requests read [`CreatedRun::head`] alone
-    /// and never build its JSON tree (BENCHMARKS.md, git-push).
+    /// The API server's answer, unparsed: most requests read nothing of it, and the rest read
+    /// [`CreatedRun::head`] or, for a dry run's answer and superseding, [`CreatedRun::object`]
+    /// (BENCHMARKS.md, git-push).
     body: String,
-    /// What the rest of the request reads of it.
-    pub(crate) head: RunHead,
     /// It existed already: this is a redelivery (or a retry after a partial failure).
     pub(crate) existed: bool,
 }
 
 impl CreatedRun {
-    fn from_answer(body: String, existed: bool) -> Result<Self> {
-        let head = serde_json::from_str(&body).map_err(kube::Error::SerdeError)?;
-        Ok(CreatedRun {
-            body,
-            head,
-            existed,
-        })
+    /// What commit-status reporting reads of the run.
+    pub(crate) fn head(&self) -> Result<RunHead> {
+        Ok(serde_json::from_str(&self.body).map_err(kube::Error::SerdeError)?)
     }
 
     /// The whole object as the API server answered it.
@@ -85,7 +79,11 @@ pub(crate) struct RunHeadMetadata {
 /// Creates the run; an existing run of the same name is this delivery's earlier attempt, so it
 /// is fetched and answered as if just created. A dry run of a delivery whose run exists shows
 /// that run (server-side dry run answers AlreadyExists, which is no failure of the request).
+///
+/// Its span is at `debug`: nothing inside logs at `info` or above (a failure is returned and
+/// logged with the request), and an `info` span costs every request its fields' formatting.
 #[tracing::instrument(
+    level = "debug",
     skip_all,
     fields(kind = run.kind.as_str(), namespace = %run.namespace, name = %run.name, dry_run)
 )]
@@ -107,13 +105,19 @@ pub(crate) async fn create_run(
         .map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert("create");
     match client.request_text(request).await {
-        Ok(created) => CreatedRun::from_answer(created, false),
+        Ok(body) => Ok(CreatedRun {
+            body,
+            existed: false,
+        }),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
             let mut request = kube::core::Request::new(api.resource_url())
                 .get(&run.name, &GetParams::default())
                 .map_err(kube::Error::BuildRequest)?;
             request.extensions_mut().insert("get");
-            CreatedRun::from_answer(client.request_text(request).await?, true)
+            Ok(CreatedRun {
+                body: client.request_text(request).await?,
+                existed: true,
+            })
         }
         Err(error) => Err(error.into()),
     }

@@ -87,7 +87,8 @@ impl Servers {
     }
 
     fn config(&self, rules_extra: &str) -> String {
-        let target = "targetUrl: \"https://dash.example/#/namespaces/{namespace}/{kind}/{name}?uid={uid}\"";
+        let target =
+            "targetUrl: \"https://dash.example/#/namespaces/{namespace}/{kind}/{name}?uid={uid}\"";
         format!(
             r#"
 namespace: ci

@@ -44,6 +44,8 @@ mod floors;
 const SECRET: &[u8] = b"bench-webhook-secret";
 pub(crate) const NAMESPACE: &str = "ci";
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Rounds per server and level in a benchmark run (a smoke run measures one).
+const ROUNDS: usize = 5;
 const ROUTING_SIZES: [usize; 3] = [10, 1_000, 10_000];
 const ROUTE_SAMPLE: Duration = Duration::from_millis(250);
 
@@ -470,13 +472,15 @@ fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     let routing = measure_routing(run)?;
     let plan = LoadPlan::loopback(run);
     let runtime = tokio::runtime::Runtime::new()?;
-    let (levels, hello_peak_kib) = runtime.block_on(measure_servers(&plan))?;
+    let rounds = if run.is_smoke() { 1 } else { ROUNDS };
+    let (levels, hello_peak_kib) = runtime.block_on(measure_servers(&plan, rounds))?;
     let machine_after = machine_load();
     report(
         &routing,
         &levels,
         hello_peak_kib,
         &plan,
+        rounds,
         &machine_before,
         &machine_after,
     );
@@ -490,7 +494,10 @@ fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<(Vec<LevelFigures>, u64)> {
+async fn measure_servers(
+    plan: &LoadPlan,
+    rounds: usize,
+) -> anyhow::Result<(Vec<LevelFigures>, u64)> {
     let mut hello_loads = Vec::new();
     let hello = ChildServer::spawn(&[SERVE_HELLO]).await?;
     for concurrency in CONCURRENCY {
@@ -500,14 +507,30 @@ async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<(Vec<LevelFigures>, 
     let hello_peak_kib = hello.peak_rss_kib()?;
     hello.stop().await?;
 
+    let modes = [SERVE_RAW_FLOOR, SERVE_KUBE_FLOOR, SERVE_GIT_PUSH];
     let mut levels = Vec::new();
     for (concurrency, hello) in CONCURRENCY.into_iter().zip(hello_loads) {
-        eprintln!("raw floor, {concurrency} connections …");
-        let raw_floor = measure_with_cluster(SERVE_RAW_FLOOR, concurrency, plan).await?;
-        eprintln!("kube-rs floor, {concurrency} connections …");
-        let kube_floor = measure_with_cluster(SERVE_KUBE_FLOOR, concurrency, plan).await?;
-        eprintln!("git-push, {concurrency} connections …");
-        let git_push = measure_with_cluster(SERVE_GIT_PUSH, concurrency, plan).await?;
+        let mut servers: [ClusterRun; 3] = Default::default();
+        // Round-robin, each round starting with the next server, so a burst of other work on
+        // the machine lands on one round of one server rather than on all of its figures.
+        for round in 0..rounds {
+            for turn in 0..modes.len() {
+                let index = (round + turn) % modes.len();
+                eprintln!(
+                    "{}, {concurrency} connections, round {} of {rounds} …",
+                    modes[index].trim_start_matches("--serve-"),
+                    round + 1
+                );
+                let measured = measure_with_cluster(modes[index], concurrency, plan).await?;
+                eprintln!(
+                    "  {:.0} req/s, {:.0} µs CPU/request",
+                    measured.load.per_second(),
+                    measured.load.server_cpu_us
+                );
+                servers[index].rounds.push(measured);
+            }
+        }
+        let [raw_floor, kube_floor, git_push] = servers;
         levels.push(LevelFigures {
             concurrency,
             hello,
@@ -519,8 +542,64 @@ async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<(Vec<LevelFigures>, 
     Ok((levels, hello_peak_kib))
 }
 
-/// One level of a server that creates PipelineRuns.
+/// One level of a server that creates PipelineRuns, measured in one or more rounds; each
+/// figure is the median over the rounds.
+#[derive(Default)]
 struct ClusterRun {
+    rounds: Vec<ClusterRound>,
+}
+
+impl ClusterRun {
+    fn median(&self, figure: impl Fn(&ClusterRound) -> f64) -> f64 {
+        let mut values: Vec<f64> = self.rounds.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn per_second(&self) -> f64 {
+        self.median(|round| round.load.per_second())
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        self.median(|round| round.load.percentile_ms(p))
+    }
+
+    fn server_cpu_us(&self) -> f64 {
+        self.median(|round| round.load.server_cpu_us)
+    }
+
+    /// The highest peak of any round.
+    fn peak_kib(&self) -> u64 {
+        self.rounds.iter().map(|r| r.peak_kib).max().unwrap_or(0)
+    }
+
+    /// Over every round.
+    fn failures(&self) -> usize {
+        self.rounds.iter().map(|r| r.load.failures).sum()
+    }
+
+    /// Over every round.
+    fn pipeline_runs(&self) -> usize {
+        self.rounds.iter().map(|r| r.pipeline_runs).sum()
+    }
+
+    fn first_failure(&self) -> Option<&String> {
+        self.rounds
+            .iter()
+            .find_map(|r| r.load.first_failure.as_ref())
+    }
+
+    /// Whether a round's test API server holds fewer PipelineRuns than its successful
+    /// measured requests.
+    fn runs_missing(&self) -> bool {
+        self.rounds
+            .iter()
+            .any(|r| r.pipeline_runs < r.load.latencies.len())
+    }
+}
+
+/// One round of one level of a server that creates PipelineRuns.
+struct ClusterRound {
     load: Load,
     peak_kib: u64,
     pipeline_runs: usize,
@@ -532,7 +611,7 @@ async fn measure_with_cluster(
     mode: &str,
     concurrency: usize,
     plan: &LoadPlan,
-) -> anyhow::Result<ClusterRun> {
+) -> anyhow::Result<ClusterRound> {
     let api = TestApiServer::start_with_schemas(None).await;
     let server = ChildServer::spawn_with_cluster(mode, &api).await?;
     let load = run_measured(&server, concurrency, push_request(concurrency), plan).await?;
@@ -541,7 +620,7 @@ async fn measure_with_cluster(
     let pipeline_runs = api
         .objects("tekton.dev", "pipelineruns", Some(NAMESPACE))
         .len();
-    Ok(ClusterRun {
+    Ok(ClusterRound {
         load,
         peak_kib,
         pipeline_runs,
@@ -557,6 +636,7 @@ fn report(
     levels: &[LevelFigures],
     hello_peak_kib: u64,
     plan: &LoadPlan,
+    rounds: usize,
     before: &str,
     after: &str,
 ) {
@@ -565,7 +645,8 @@ fn report(
     println!("## git-push benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Push body {body} bytes; \
-         {plan}.\n"
+         {plan}; the servers that create runs are measured in {rounds} rounds, round-robin, \
+         and each of their figures is the median over the rounds.\n"
     );
 
     println!("### Each server (loopback, keep-alive HTTP/1.1)\n");
@@ -590,25 +671,26 @@ fn report(
             hello.failures,
         );
         for (name, server) in level.cluster_runs() {
-            let load = &server.load;
             println!(
                 "| {} | {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {} | {} |",
                 level.concurrency,
-                load.per_second(),
-                load.percentile_ms(50.0),
-                load.percentile_ms(99.0),
-                load.server_cpu_us,
-                mib(server.peak_kib),
-                server.pipeline_runs,
-                load.failures,
+                server.per_second(),
+                server.percentile_ms(50.0),
+                server.percentile_ms(99.0),
+                server.server_cpu_us(),
+                mib(server.peak_kib()),
+                server.pipeline_runs(),
+                server.failures(),
             );
         }
     }
     for level in levels {
-        let servers = level.cluster_runs().map(|(_, server)| &server.load);
-        for failure in std::iter::once(&level.hello)
+        let servers = level
+            .cluster_runs()
+            .map(|(_, server)| server.first_failure());
+        for failure in std::iter::once(level.hello.first_failure.as_ref())
             .chain(servers)
-            .filter_map(|load| load.first_failure.as_ref())
+            .flatten()
         {
             println!(
                 "\nfirst failure at concurrency {}: {failure}",
@@ -623,18 +705,14 @@ fn report(
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     for level in levels {
-        let (raw, kube, push) = (
-            &level.raw_floor.load,
-            &level.kube_floor.load,
-            &level.git_push.load,
-        );
+        let (raw, kube, push) = (&level.raw_floor, &level.kube_floor, &level.git_push);
         println!(
             "| {} | {:.0}% | {:.0}% | {:.0} | {:.0} | {:.0}% |",
             level.concurrency,
             100.0 * push.per_second() / kube.per_second(),
             100.0 * kube.per_second() / raw.per_second(),
-            push.server_cpu_us - kube.server_cpu_us,
-            kube.server_cpu_us - raw.server_cpu_us,
+            push.server_cpu_us() - kube.server_cpu_us(),
+            kube.server_cpu_us() - raw.server_cpu_us(),
             100.0 * push.per_second() / level.hello.per_second(),
         );
     }
@@ -665,8 +743,8 @@ fn report_goals(routing: &[RoutingFigures], levels: &[LevelFigures]) {
     println!("|---|---:|:---:|");
     let yes = |met: bool| if met { "yes" } else { "no" };
     for level in levels.iter().filter(|l| l.concurrency >= 16) {
-        let (kube, push) = (&level.kube_floor.load, &level.git_push.load);
-        let above = push.server_cpu_us - kube.server_cpu_us;
+        let (kube, push) = (&level.kube_floor, &level.git_push);
+        let above = push.server_cpu_us() - kube.server_cpu_us();
         println!(
             "| CPU ≤ 30 µs/request above the kube-rs floor (c={}) | {above:.0} µs | {} |",
             level.concurrency,
@@ -681,12 +759,12 @@ fn report_goals(routing: &[RoutingFigures], levels: &[LevelFigures]) {
         );
     }
     if let Some(single) = levels.iter().find(|l| l.concurrency == 1) {
-        let p99 = single.git_push.load.percentile_ms(99.0);
+        let p99 = single.git_push.percentile_ms(99.0);
         println!("| p99 < 1 ms (c=1) | {p99:.2} ms | {} |", yes(p99 < 1.0));
     }
     if let Some(level) = levels.iter().find(|l| l.concurrency == 16) {
-        let push = level.git_push.load.percentile_ms(99.0);
-        let floor = level.kube_floor.load.percentile_ms(99.0);
+        let push = level.git_push.percentile_ms(99.0);
+        let floor = level.kube_floor.percentile_ms(99.0);
         println!(
             "| p99 no worse than the kube-rs floor's (c=16) | {push:.2} ms vs {floor:.2} ms | {} |",
             yes(push <= floor)
@@ -694,7 +772,7 @@ fn report_goals(routing: &[RoutingFigures], levels: &[LevelFigures]) {
     }
     let peak = levels
         .iter()
-        .map(|l| l.git_push.peak_kib)
+        .map(|l| l.git_push.peak_kib())
         .max()
         .unwrap_or(0);
     println!(
@@ -722,14 +800,14 @@ fn wrong_results(levels: &[LevelFigures]) -> Option<String> {
             l.hello.failures
                 + l.cluster_runs()
                     .iter()
-                    .map(|(_, server)| server.load.failures)
+                    .map(|(_, server)| server.failures())
                     .sum::<usize>()
         })
         .sum();
     let missing = levels.iter().any(|l| {
         l.cluster_runs()
             .iter()
-            .any(|(_, server)| server.pipeline_runs < server.load.latencies.len())
+            .any(|(_, server)| server.runs_missing())
     });
     (failures > 0 || missing)
         .then(|| format!("{failures} failed requests; PipelineRuns missing: {missing}"))

@@ -306,17 +306,16 @@ pub(crate) struct CommitFiles {
 }
 
 /// Changed paths of a commit list, and whether every commit had file lists.
-pub(crate) fn changed_paths(commits: &[CommitFiles]) -> (Vec<String>, bool) {
+pub(crate) fn changed_paths(commits: Vec<CommitFiles>) -> (Vec<String>, bool) {
     let mut paths = BTreeSet::new();
     let mut all_listed = true;
     for commit in commits {
-        let lists = [&commit.added, &commit.modified, &commit.removed];
-        if lists.iter().all(|l| l.is_none()) {
+        let lists = [commit.added, commit.modified, commit.removed];
+        if lists.iter().all(Option::is_none) {
             all_listed = false;
         }
-        for list in lists.into_iter().flatten() {
-            paths.extend(list.iter().cloned());
-        }
+        // Moved, not copied: the lists are not needed once their paths are collected.
+        paths.extend(lists.into_iter().flatten().flatten());
     }
     (paths.into_iter().collect(), all_listed)
 }
@@ -349,7 +348,7 @@ impl RefUpdate {
         let (changed_paths, paths_complete) = if deleted {
             (Vec::new(), true)
         } else {
-            match &self.commits {
+            match self.commits {
                 Some(commits) => {
                     let (paths, all_listed) = changed_paths(commits);
                     (
