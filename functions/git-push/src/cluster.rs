@@ -6,6 +6,7 @@ use kube::api::{
     PostParams,
 };
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tekflux_common::run_contract::{RunKind, TEKTON_GROUP, TEKTON_VERSION};
 
@@ -42,11 +43,16 @@ pub(crate) struct CreatedRun {
 impl CreatedRun {
     /// What commit-status reporting reads of the run.
     pub(crate) fn head(&self) -> Result<RunHead> {
-        Ok(serde_json::from_str(&self.body).map_err(kube::Error::SerdeError)?)
+        self.read()
     }
 
     /// The whole object as the API server answered it.
     pub(crate) fn object(&self) -> Result<Value> {
+        self.read()
+    }
+
+    /// The answer read as `T`; a malformed one is an error of the API server (kube's).
+    fn read<T: DeserializeOwned>(&self) -> Result<T> {
         Ok(serde_json::from_str(&self.body).map_err(kube::Error::SerdeError)?)
     }
 }
