@@ -605,7 +605,9 @@ fn a_push_touching_two_apis_starts_one_valid_run_for_each() {
     };
     let mut by_api = BTreeMap::new();
     for captures in &decision.fan_out {
-        let run = build_fan_out_run(decision.rule, &push, captures, &context).unwrap();
+        let run = build_fan_out_run(decision.rule, &push, captures, &context)
+            .unwrap()
+            .to_json();
         if let Err(errors) = schemas.validate(&run) {
             panic!("{run:#}: {errors:#?}");
         }
