@@ -62,7 +62,7 @@ pub(crate) async fn apply(
                             Ok(head) => report_pending(state, push, &run, context, &head),
                             Err(error) => tracing::warn!(
                                 error = %error,
-                                run = %run.name,
+                                run = run.name(),
                                 "cannot read the created run from the API server's answer; \
                                  pending is not reported"
                             ),

@@ -91,7 +91,7 @@ pub(crate) struct RunHeadMetadata {
 #[tracing::instrument(
     level = "debug",
     skip_all,
-    fields(kind = run.kind.as_str(), namespace = %run.namespace, name = %run.name, dry_run)
+    fields(kind = run.kind.as_str(), namespace = run.namespace(), name = run.name(), dry_run)
 )]
 pub(crate) async fn create_run(
     client: &kube::Client,
@@ -105,7 +105,7 @@ pub(crate) async fn create_run(
     // The planned object is serialized once, straight into the body, and the answer kept as
     // text, without the round trips through `DynamicObject` that `Api::create` takes.
     let body = serde_json::to_vec(&run.object).map_err(DeliveryError::Serialise)?;
-    let api = run_api(client, run.kind, &run.namespace);
+    let api = run_api(client, run.kind, run.namespace());
     let mut request = kube::core::Request::new(api.resource_url())
         .create(&params, body)
         .map_err(kube::Error::BuildRequest)?;
@@ -117,7 +117,7 @@ pub(crate) async fn create_run(
         }),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
             let mut request = kube::core::Request::new(api.resource_url())
-                .get(&run.name, &GetParams::default())
+                .get(run.name(), &GetParams::default())
                 .map_err(kube::Error::BuildRequest)?;
             request.extensions_mut().insert("get");
             Ok(CreatedRun {
@@ -151,7 +151,7 @@ pub(crate) struct Superseded {
 /// like the first delivery.
 #[tracing::instrument(
     skip_all,
-    fields(kind = run.kind.as_str(), namespace = %run.namespace, name = %run.name, redelivery)
+    fields(kind = run.kind.as_str(), namespace = run.namespace(), name = run.name(), redelivery)
 )]
 pub(crate) async fn supersede(
     client: &kube::Client,
@@ -160,7 +160,7 @@ pub(crate) async fn supersede(
     new_run: &Value,
     redelivery: bool,
 ) -> Result<Superseded> {
-    let api = run_api(client, run.kind, &run.namespace);
+    let api = run_api(client, run.kind, run.namespace());
     let selector = run::supersede_selector(run.rule, push, &run.captures);
     let listed = api.list(&ListParams::default().labels(&selector)).await?;
     let cancel = run::cancel_patch(run.kind);

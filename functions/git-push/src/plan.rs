@@ -60,10 +60,6 @@ pub struct PlannedRun<'a> {
     pub rule: &'a CompiledRule,
     /// `PipelineRun` or `TaskRun`.
     pub kind: RunKind,
-    /// Namespace of the run.
-    pub namespace: String,
-    /// Name of the run.
-    pub name: String,
     /// Why the rule matched.
     pub reason: String,
     /// For a fan-out rule, the values captured for this run; empty otherwise.
@@ -178,8 +174,6 @@ fn planned_run<'a>(
     Ok(PlannedRun {
         rule,
         kind: rule.run_kind(),
-        namespace: object.metadata.namespace.clone(),
-        name: object.metadata.name.clone(),
         reason: reason.to_owned(),
         captures,
         status_context,
@@ -230,13 +224,23 @@ impl PushPlan<'_> {
 }
 
 impl PlannedRun<'_> {
+    /// Namespace of the run (its object's).
+    pub fn namespace(&self) -> &str {
+        &self.object.metadata.namespace
+    }
+
+    /// Name of the run (its object's).
+    pub fn name(&self) -> &str {
+        &self.object.metadata.name
+    }
+
     /// The run's line in the answer, without its object and with nothing superseded yet.
     pub fn summary(&self) -> RunSummary {
         RunSummary {
             rule: self.rule.name.clone(),
             kind: self.kind.as_str(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
+            namespace: self.namespace().to_owned(),
+            name: self.name().to_owned(),
             target: match &self.rule.target {
                 Target::Pipeline(name) | Target::Task(name) => name.clone(),
             },
