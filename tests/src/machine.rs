@@ -1,5 +1,5 @@
-//! What the benchmarks report about the machine and their processes, from `/proc`, and what
-//! the machine lets a test do.
+//! What the benchmarks report about the machine and their processes, from `/proc`, what the
+//! machine lets a test do, and the median that tames its noise over repeated runs.
 
 /// Load average and the number of `rustc` processes, to say how busy the machine was while a
 /// benchmark ran (timing on shared machines is noisy).
@@ -49,4 +49,20 @@ pub fn can_run_as_another_user(what: &str) -> bool {
         eprintln!("skipped: needs root and setpriv to run {what} as another user");
     }
     is_root && has_setpriv
+}
+
+/// The median of the finite `values` (the mean of the middle two for an even count), or NaN
+/// when there are none: what benchmarks report over their repeated runs.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
 }

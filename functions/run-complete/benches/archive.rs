@@ -46,7 +46,7 @@ use tekflux_run_complete::archive::{
     ArchiveOptions, DEFAULT_MAX_ARCHIVE_BYTES, MIN_PART_SIZE, Progress, RestoreOptions, Tree,
     restore_from_s3, upload_archive, verify_archive, write_archive,
 };
-use tekflux_testkit::machine::{machine_load, status_kib};
+use tekflux_testkit::machine::{machine_load, median, status_kib};
 use tekflux_testkit::s3::{ACCESS_KEY_ENV, ENDPOINT_ENV, REGION, SECRET_KEY_ENV, TestS3};
 use tokio::runtime::Runtime;
 
@@ -1213,20 +1213,6 @@ fn kib(value: &Value, field: &str) -> u64 {
 
 fn secs(value: &Value, field: &str) -> f64 {
     value[field].as_f64().unwrap_or(f64::NAN)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
 }
 
 /// Everything measured for one workspace size; times in seconds, one entry per run.

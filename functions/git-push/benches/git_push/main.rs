@@ -36,7 +36,7 @@ use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
     BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
 };
-use tekflux_testkit::machine::machine_load;
+use tekflux_testkit::machine::{machine_load, median};
 use tekflux_testkit::push::TestPush;
 
 mod floors;
@@ -551,9 +551,7 @@ struct ClusterRun {
 
 impl ClusterRun {
     fn median(&self, figure: impl Fn(&ClusterRound) -> f64) -> f64 {
-        let mut values: Vec<f64> = self.rounds.iter().map(figure).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        median(&self.rounds.iter().map(figure).collect::<Vec<_>>())
     }
 
     fn per_second(&self) -> f64 {
