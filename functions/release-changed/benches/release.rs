@@ -43,7 +43,7 @@ use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
     BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
 };
-use tekflux_testkit::machine::machine_load;
+use tekflux_testkit::machine::{machine_load, median};
 
 const NAMESPACE: &str = "cicd";
 const EVENTS_TOKEN: &str = "bench-events-token";
@@ -56,6 +56,9 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const RELEASES: usize = 64;
 /// The goal: release-changed's throughput at least this share of the floor's.
 const GOAL: f64 = 0.70;
+/// Rounds per server and level (a smoke run measures one): a single measurement moved by
+/// ±20% between runs on two cores, so each figure is the median over the rounds.
+const ROUNDS: usize = 5;
 
 /// Each level's load: the loopback plan, with warm-up failures counted (a wrong answer in the
 /// warm-up is still wrong).
@@ -345,17 +348,68 @@ struct ServerRun {
 
 struct LevelFigures {
     concurrency: usize,
-    floor: ServerRun,
-    release_changed: ServerRun,
+    floor: Rounds,
+    release_changed: Rounds,
+}
+
+/// One server at one level, measured in one or more rounds; each figure is the median over
+/// the rounds.
+#[derive(Default)]
+struct Rounds {
+    runs: Vec<ServerRun>,
+}
+
+impl Rounds {
+    fn median(&self, figure: impl Fn(&ServerRun) -> f64) -> f64 {
+        median(&self.runs.iter().map(figure).collect::<Vec<_>>())
+    }
+
+    fn per_second(&self) -> f64 {
+        self.median(|run| run.load.per_second())
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        self.median(|run| run.load.percentile_ms(p))
+    }
+
+    fn server_cpu_us(&self) -> f64 {
+        self.median(|run| run.load.server_cpu_us)
+    }
+
+    fn client_cpu_us(&self) -> f64 {
+        self.median(|run| run.load.client_cpu_us)
+    }
+
+    /// The highest peak of any round.
+    fn peak_kib(&self) -> u64 {
+        self.runs.iter().map(|run| run.peak_kib).max().unwrap_or(0)
+    }
+
+    /// Over every round.
+    fn applies(&self) -> usize {
+        self.runs.iter().map(|run| run.applies).sum()
+    }
+
+    /// Over every round.
+    fn failures(&self) -> usize {
+        self.runs.iter().map(|run| run.load.failures).sum()
+    }
+
+    fn first_failure(&self) -> Option<&String> {
+        self.runs
+            .iter()
+            .find_map(|run| run.load.first_failure.as_ref())
+    }
 }
 
 fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     let machine_before = machine_load();
     let plan = load_plan(run);
     let runtime = tokio::runtime::Runtime::new()?;
-    let levels = runtime.block_on(measure_servers(&plan))?;
+    let rounds = if run.is_smoke() { 1 } else { ROUNDS };
+    let levels = runtime.block_on(measure_servers(&plan, rounds))?;
     let machine_after = machine_load();
-    report(&levels, &plan, &machine_before, &machine_after);
+    report(&levels, &plan, rounds, &machine_before, &machine_after);
     // A smoke run stands in for a test, so a wrong result fails it; a benchmark run reports it
     // with its figures (above).
     if run.is_smoke()
@@ -366,16 +420,34 @@ fn orchestrate(run: RunKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure_servers(plan: &LoadPlan) -> anyhow::Result<Vec<LevelFigures>> {
+async fn measure_servers(plan: &LoadPlan, rounds: usize) -> anyhow::Result<Vec<LevelFigures>> {
     // An hour back, so that no event is from the future however long the run takes.
     let started = Utc::now() - TimeDelta::hours(1);
+    let modes = [SERVE_FLOOR, SERVE_RELEASE_CHANGED];
     let mut levels = Vec::new();
     for concurrency in CONCURRENCY {
-        eprintln!("round-trip floor, {concurrency} connections …");
-        let floor = measure_with_cluster(SERVE_FLOOR, concurrency, started, plan).await?;
-        eprintln!("release-changed, {concurrency} connections …");
-        let release_changed =
-            measure_with_cluster(SERVE_RELEASE_CHANGED, concurrency, started, plan).await?;
+        let mut servers: [Rounds; 2] = Default::default();
+        // Round-robin, each round starting with the other server, so a burst of other work on
+        // the machine lands on one round of one server rather than on all of its figures.
+        for round in 0..rounds {
+            for turn in 0..modes.len() {
+                let index = (round + turn) % modes.len();
+                eprintln!(
+                    "{}, {concurrency} connections, round {} of {rounds} …",
+                    modes[index].trim_start_matches("--serve-"),
+                    round + 1
+                );
+                let measured =
+                    measure_with_cluster(modes[index], concurrency, started, plan).await?;
+                eprintln!(
+                    "  {:.0} req/s, {:.0} µs CPU/request",
+                    measured.load.per_second(),
+                    measured.load.server_cpu_us
+                );
+                servers[index].runs.push(measured);
+            }
+        }
+        let [floor, release_changed] = servers;
         levels.push(LevelFigures {
             concurrency,
             floor,
@@ -465,7 +537,7 @@ async fn measure_with_cluster(
     })
 }
 
-fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
+fn report(levels: &[LevelFigures], plan: &LoadPlan, rounds: usize, before: &str, after: &str) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let body = artifact_published(
         &format!("{REGISTRY}/service-0"),
@@ -479,7 +551,9 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     println!("## release-changed benchmark\n");
     println!(
         "{cores} cores; at start: {before}; at end: {after}. Event body {body} bytes; \
-         {plan}.\n"
+         {plan}; each server is measured in {rounds} rounds per level, round-robin, and each \
+         figure is the median over the rounds (peak RSS the highest; applies and failures \
+         summed).\n"
     );
 
     println!("### Throughput and latency (loopback, keep-alive HTTP/1.1)\n");
@@ -488,7 +562,7 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for level in levels {
-        let (floor, ours) = (&level.floor.load, &level.release_changed.load);
+        let (floor, ours) = (&level.floor, &level.release_changed);
         println!(
             "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.0}% | {:.2}× | {:.2}× | {} / {} | {} |",
             level.concurrency,
@@ -501,15 +575,15 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
             percent(ours.per_second(), floor.per_second()),
             ours.percentile_ms(50.0) / floor.percentile_ms(50.0),
             ours.percentile_ms(99.0) / floor.percentile_ms(99.0),
-            level.floor.applies,
-            level.release_changed.applies,
-            floor.failures + ours.failures,
+            floor.applies(),
+            ours.applies(),
+            floor.failures() + ours.failures(),
         );
     }
     for level in levels {
         for failure in [
-            &level.floor.load.first_failure,
-            &level.release_changed.load.first_failure,
+            level.floor.first_failure(),
+            level.release_changed.first_failure(),
         ]
         .into_iter()
         .flatten()
@@ -527,16 +601,16 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for level in levels {
-        let (floor, ours) = (&level.floor.load, &level.release_changed.load);
+        let (floor, ours) = (&level.floor, &level.release_changed);
         println!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× |",
             level.concurrency,
-            floor.server_cpu_us,
-            floor.client_cpu_us,
-            ours.server_cpu_us,
-            ours.client_cpu_us,
-            ours.server_cpu_us - floor.server_cpu_us,
-            ours.server_cpu_us / floor.server_cpu_us,
+            floor.server_cpu_us(),
+            floor.client_cpu_us(),
+            ours.server_cpu_us(),
+            ours.client_cpu_us(),
+            ours.server_cpu_us() - floor.server_cpu_us(),
+            ours.server_cpu_us() / floor.server_cpu_us(),
         );
     }
 
@@ -547,9 +621,9 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
         println!(
             "| {} | {:.1} | {:.1} | {:.2}× |",
             level.concurrency,
-            mib(level.floor.peak_kib),
-            mib(level.release_changed.peak_kib),
-            level.release_changed.peak_kib as f64 / level.floor.peak_kib as f64,
+            mib(level.floor.peak_kib()),
+            mib(level.release_changed.peak_kib()),
+            level.release_changed.peak_kib() as f64 / level.floor.peak_kib() as f64,
         );
     }
 
@@ -557,7 +631,7 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
     println!("| goal | concurrency | measured | met |");
     println!("|---|---:|---:|:---:|");
     for level in levels {
-        let share = level.release_changed.load.per_second() / level.floor.load.per_second();
+        let share = level.release_changed.per_second() / level.floor.per_second();
         println!(
             "| throughput ≥ {:.0}% of the floor | {} | {:.0}% | {} |",
             GOAL * 100.0,
@@ -575,29 +649,29 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, before: &str, after: &str) {
 fn wrong_results(levels: &[LevelFigures]) -> Option<String> {
     let mut problems = Vec::new();
     for level in levels {
-        for (server, run) in [
+        for (server, rounds) in [
             ("floor", &level.floor),
             ("release-changed", &level.release_changed),
         ] {
-            if run.load.failures > 0 {
-                problems.push(format!(
-                    "{server} at concurrency {}: {} failed requests, the first {}",
-                    level.concurrency,
-                    run.load.failures,
-                    run.load.first_failure.as_deref().unwrap_or("?"),
-                ));
+            for run in &rounds.runs {
+                if run.load.failures > 0 {
+                    problems.push(format!(
+                        "{server} at concurrency {}: {} failed requests, the first {}",
+                        level.concurrency,
+                        run.load.failures,
+                        run.load.first_failure.as_deref().unwrap_or("?"),
+                    ));
+                }
+                if run.load.answered == 0 {
+                    problems.push(format!(
+                        "{server} at concurrency {}: no request answered",
+                        level.concurrency
+                    ));
+                }
+                problems.extend(run.wrong.iter().map(|wrong| {
+                    format!("{server} at concurrency {}: {wrong}", level.concurrency)
+                }));
             }
-            if run.load.answered == 0 {
-                problems.push(format!(
-                    "{server} at concurrency {}: no request answered",
-                    level.concurrency
-                ));
-            }
-            problems.extend(
-                run.wrong
-                    .iter()
-                    .map(|wrong| format!("{server} at concurrency {}: {wrong}", level.concurrency)),
-            );
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))

@@ -10,6 +10,8 @@
 //!   `{"chart": "app", "version": "1.2.3"}`, or
 //!   `{"release": "[namespace/]name", "chartVersion": "1.2.3", "values": {…}}`.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use tekflux_common::cloudevent::{is_image_digest, percent_decode_strict, split_image_reference};
 use tekflux_common::{Error, Result};
@@ -89,7 +91,7 @@ impl ImageVersion {
             )));
         }
         Ok(Self {
-            repository: normalize_repository(repository),
+            repository: normalize_repository(repository).into_owned(),
             tag,
             digest,
         })
@@ -123,31 +125,41 @@ fn is_tag(tag: &str) -> bool {
 
 /// One spelling per repository, so a rule's `image` matches however a producer wrote it:
 /// lowercase registry host, and Docker Hub's `docker.io/library/x`, `index.docker.io/x` and
-/// `x` all become `docker.io/library/x`.
-pub fn normalize_repository(repository: &str) -> String {
-    let repository = repository
+/// `x` all become `docker.io/library/x`. A repository already spelled that way is returned as
+/// it is, without a copy (every rule's `image` is normalised on every event).
+pub fn normalize_repository(repository: &str) -> Cow<'_, str> {
+    let trimmed = repository
         .trim()
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let (first, rest) = repository.split_once('/').unwrap_or(("", repository));
+    let (first, rest) = trimmed.split_once('/').unwrap_or(("", trimmed));
     // The first component is a registry host only if it looks like one (Docker's rule).
     let is_host = first.contains('.') || first.contains(':') || first == "localhost";
-    let (host, path) = if is_host {
-        (first.to_lowercase(), rest.to_owned())
+    if !is_host {
+        return if trimmed.contains('/') {
+            Cow::Owned(format!("docker.io/{trimmed}"))
+        } else {
+            Cow::Owned(format!("docker.io/library/{trimmed}"))
+        };
+    }
+    let lowered;
+    let host = if first.chars().any(char::is_uppercase) {
+        lowered = first.to_lowercase();
+        lowered.as_str()
     } else {
-        ("docker.io".to_owned(), repository.to_owned())
+        first
     };
-    let host = match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_owned()
-        }
-        _ => host,
+    let host = match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        host => host,
     };
-    if host == "docker.io" && !path.contains('/') {
-        format!("docker.io/library/{path}")
+    if host == "docker.io" && !rest.contains('/') {
+        Cow::Owned(format!("docker.io/library/{rest}"))
+    } else if host == first && trimmed.len() == repository.len() {
+        Cow::Borrowed(repository)
     } else {
-        format!("{host}/{path}")
+        Cow::Owned(format!("{host}/{rest}"))
     }
 }
 
@@ -340,6 +352,31 @@ mod tests {
             "registry.example.com:5000/org/app"
         );
         assert_eq!(normalize_repository("localhost/app"), "localhost/app");
+        assert_eq!(
+            normalize_repository(" https://ghcr.io/acme/app "),
+            "ghcr.io/acme/app"
+        );
+        assert_eq!(
+            normalize_repository("registry-1.docker.io/acme/app"),
+            "docker.io/acme/app"
+        );
+        assert_eq!(
+            normalize_repository("docker.io/nginx"),
+            "docker.io/library/nginx"
+        );
+        // A host with non-ASCII capitals is lowercased like any other.
+        assert_eq!(normalize_repository("RÉG.example/app"), "rég.example/app");
+        // Already normal: the same text, not a copy.
+        for normal in [
+            "ghcr.io/acme/app",
+            "registry.example.com:5000/org/app",
+            "docker.io/library/nginx",
+        ] {
+            assert!(
+                matches!(normalize_repository(normal), Cow::Borrowed(text) if text == normal),
+                "{normal}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`crate::admission`]), and the server-side apply of each.
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GetParams, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::{Error, Result};
@@ -251,9 +251,8 @@ pub(crate) async fn apply(
 ) -> Result<Outcome> {
     let resource = helm_release::api_resource(target.api);
     let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
-    let current = match api.get_opt(&target.name).await? {
-        Some(object) => serde_json::to_value(object)
-            .map_err(|error| Error::internal("cannot read the HelmRelease", error))?,
+    let current = match read_release(kube, &api, &target.name).await? {
+        Some(current) => current,
         // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
         // creates it; until then the event is retried and finally dead-lettered.
         None => {
@@ -281,8 +280,12 @@ pub(crate) async fn apply(
     if dry_run {
         params = params.dry_run();
     }
-    api.patch(&target.name, &params, &Patch::Apply(&patch))
-        .await?;
+    let mut request = kube::core::Request::new(api.resource_url())
+        .patch(&target.name, &params, &Patch::Apply(&patch))
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("patch");
+    // The answer is the whole release, which nothing here reads: a refusal is an error status.
+    kube.request_text(request).await?;
     tracing::info!(
         release = %target.reference(),
         version = %target.version,
@@ -295,4 +298,24 @@ pub(crate) async fn apply(
         previous,
         stale: false,
     })
+}
+
+/// The API server's copy of a HelmRelease, read straight into JSON (`Api::get_opt` would take it
+/// through `DynamicObject` first); `None` when there is none.
+async fn read_release(
+    kube: &kube::Client,
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> Result<Option<Value>> {
+    let mut request = kube::core::Request::new(api.resource_url())
+        .get(name, &GetParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("get");
+    match kube.request_text(request).await {
+        Ok(body) => serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|error| Error::internal("cannot read the HelmRelease", error)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
