@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::kube_api::TestApiServer;
-use crate::machine::status_kib;
+use crate::machine::{median, status_kib};
 
 /// What a child server writes first on stderr, followed by its address.
 const LISTENING: &str = "listening ";
@@ -169,6 +169,105 @@ impl Load {
         let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
         self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1e6
     }
+}
+
+/// One measurement of one server at one level, as [`Rounds`] keeps it.
+pub trait Round {
+    /// The load it carried.
+    fn load(&self) -> &Load;
+    /// Its process's peak RSS, in KiB.
+    fn peak_kib(&self) -> u64;
+}
+
+/// One server at one concurrency level, measured in one or more rounds (round-robin with the
+/// servers it is compared with, so a burst of other work on the machine lands on one round
+/// rather than on all of one server's figures). Each figure is the median over the rounds.
+#[derive(Debug)]
+pub struct Rounds<T> {
+    pub runs: Vec<T>,
+}
+
+impl<T> Default for Rounds<T> {
+    fn default() -> Self {
+        Self { runs: Vec::new() }
+    }
+}
+
+impl<T: Round> Rounds<T> {
+    /// The median of `figure` over the rounds.
+    pub fn median(&self, figure: impl Fn(&T) -> f64) -> f64 {
+        median(&self.runs.iter().map(figure).collect::<Vec<_>>())
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.median(|run| run.load().per_second())
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        self.median(|run| run.load().percentile_ms(p))
+    }
+
+    pub fn server_cpu_us(&self) -> f64 {
+        self.median(|run| run.load().server_cpu_us)
+    }
+
+    pub fn client_cpu_us(&self) -> f64 {
+        self.median(|run| run.load().client_cpu_us)
+    }
+
+    /// The highest peak of any round.
+    pub fn peak_kib(&self) -> u64 {
+        self.runs.iter().map(Round::peak_kib).max().unwrap_or(0)
+    }
+
+    /// Over every round.
+    pub fn failures(&self) -> usize {
+        self.runs.iter().map(|run| run.load().failures).sum()
+    }
+
+    /// The first failure of the first round that had one.
+    pub fn first_failure(&self) -> Option<&String> {
+        self.runs
+            .iter()
+            .find_map(|run| run.load().first_failure.as_ref())
+    }
+}
+
+/// Measures each server of `modes` (its serve-mode argument, `--serve-…`) `rounds` times at
+/// `concurrency` with `measure`, round-robin, each round starting with the next server, so a
+/// burst of other work on the machine lands on one round of one server rather than on all of
+/// its figures. Each round's req/s and CPU go to stderr.
+///
+/// # Errors
+/// The first error of `measure`.
+pub async fn measure_rounds<const N: usize, T: Round, Fut>(
+    modes: [&'static str; N],
+    concurrency: usize,
+    rounds: usize,
+    mut measure: impl FnMut(&'static str) -> Fut,
+) -> anyhow::Result<[Rounds<T>; N]>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut servers: [Rounds<T>; N] = std::array::from_fn(|_| Rounds::default());
+    for round in 0..rounds {
+        for turn in 0..N {
+            let index = (round + turn) % N;
+            eprintln!(
+                "{}, {concurrency} connections, round {} of {rounds} …",
+                modes[index].trim_start_matches("--serve-"),
+                round + 1
+            );
+            let measured = measure(modes[index]).await?;
+            eprintln!(
+                "  {:.0} req/s, {:.0} µs CPU/request",
+                measured.load().per_second(),
+                measured.load().server_cpu_us
+            );
+            servers[index].runs.push(measured);
+        }
+    }
+    Ok(servers)
 }
 
 /// Serves `routes` on `127.0.0.1:0`, writes `listening <addr>` to stderr for

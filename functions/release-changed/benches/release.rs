@@ -41,9 +41,10 @@ use tekflux_release_changed::{AppState, FIELD_MANAGER, app};
 use tekflux_run_complete::reply::ImageReference;
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
-    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, Round, Rounds, RunKind, measure_rounds,
+    run_measured, serve_child,
 };
-use tekflux_testkit::machine::{machine_load, median};
+use tekflux_testkit::machine::machine_load;
 
 const NAMESPACE: &str = "cicd";
 const EVENTS_TOKEN: &str = "bench-events-token";
@@ -348,57 +349,22 @@ struct ServerRun {
 
 struct LevelFigures {
     concurrency: usize,
-    floor: Rounds,
-    release_changed: Rounds,
+    floor: Rounds<ServerRun>,
+    release_changed: Rounds<ServerRun>,
 }
 
-/// One server at one level, measured in one or more rounds; each figure is the median over
-/// the rounds.
-#[derive(Default)]
-struct Rounds {
-    runs: Vec<ServerRun>,
+/// Applies answered 2xx over every round.
+fn applies(server: &Rounds<ServerRun>) -> usize {
+    server.runs.iter().map(|run| run.applies).sum()
 }
 
-impl Rounds {
-    fn median(&self, figure: impl Fn(&ServerRun) -> f64) -> f64 {
-        median(&self.runs.iter().map(figure).collect::<Vec<_>>())
+impl Round for ServerRun {
+    fn load(&self) -> &Load {
+        &self.load
     }
 
-    fn per_second(&self) -> f64 {
-        self.median(|run| run.load.per_second())
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        self.median(|run| run.load.percentile_ms(p))
-    }
-
-    fn server_cpu_us(&self) -> f64 {
-        self.median(|run| run.load.server_cpu_us)
-    }
-
-    fn client_cpu_us(&self) -> f64 {
-        self.median(|run| run.load.client_cpu_us)
-    }
-
-    /// The highest peak of any round.
     fn peak_kib(&self) -> u64 {
-        self.runs.iter().map(|run| run.peak_kib).max().unwrap_or(0)
-    }
-
-    /// Over every round.
-    fn applies(&self) -> usize {
-        self.runs.iter().map(|run| run.applies).sum()
-    }
-
-    /// Over every round.
-    fn failures(&self) -> usize {
-        self.runs.iter().map(|run| run.load.failures).sum()
-    }
-
-    fn first_failure(&self) -> Option<&String> {
-        self.runs
-            .iter()
-            .find_map(|run| run.load.first_failure.as_ref())
+        self.peak_kib
     }
 }
 
@@ -426,28 +392,10 @@ async fn measure_servers(plan: &LoadPlan, rounds: usize) -> anyhow::Result<Vec<L
     let modes = [SERVE_FLOOR, SERVE_RELEASE_CHANGED];
     let mut levels = Vec::new();
     for concurrency in CONCURRENCY {
-        let mut servers: [Rounds; 2] = Default::default();
-        // Round-robin, each round starting with the other server, so a burst of other work on
-        // the machine lands on one round of one server rather than on all of its figures.
-        for round in 0..rounds {
-            for turn in 0..modes.len() {
-                let index = (round + turn) % modes.len();
-                eprintln!(
-                    "{}, {concurrency} connections, round {} of {rounds} …",
-                    modes[index].trim_start_matches("--serve-"),
-                    round + 1
-                );
-                let measured =
-                    measure_with_cluster(modes[index], concurrency, started, plan).await?;
-                eprintln!(
-                    "  {:.0} req/s, {:.0} µs CPU/request",
-                    measured.load.per_second(),
-                    measured.load.server_cpu_us
-                );
-                servers[index].runs.push(measured);
-            }
-        }
-        let [floor, release_changed] = servers;
+        let [floor, release_changed] = measure_rounds(modes, concurrency, rounds, |mode| {
+            measure_with_cluster(mode, concurrency, started, plan)
+        })
+        .await?;
         levels.push(LevelFigures {
             concurrency,
             floor,
@@ -575,8 +523,8 @@ fn report(levels: &[LevelFigures], plan: &LoadPlan, rounds: usize, before: &str,
             percent(ours.per_second(), floor.per_second()),
             ours.percentile_ms(50.0) / floor.percentile_ms(50.0),
             ours.percentile_ms(99.0) / floor.percentile_ms(99.0),
-            floor.applies(),
-            ours.applies(),
+            applies(floor),
+            applies(ours),
             floor.failures() + ours.failures(),
         );
     }

@@ -34,9 +34,10 @@ use tekflux_common::server::{ServerState, router};
 use tekflux_git_push::{AppState, Provider, Push, RoutingTable, app, signature};
 use tekflux_testkit::kube_api::TestApiServer;
 use tekflux_testkit::load::{
-    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, RunKind, run_measured, serve_child,
+    BenchArgs, ChildServer, Load, LoadPlan, MakeRequest, Round, Rounds, RunKind, measure_rounds,
+    run_measured, serve_child,
 };
-use tekflux_testkit::machine::{machine_load, median};
+use tekflux_testkit::machine::machine_load;
 use tekflux_testkit::push::TestPush;
 
 mod floors;
@@ -510,27 +511,11 @@ async fn measure_servers(
     let modes = [SERVE_RAW_FLOOR, SERVE_KUBE_FLOOR, SERVE_GIT_PUSH];
     let mut levels = Vec::new();
     for (concurrency, hello) in CONCURRENCY.into_iter().zip(hello_loads) {
-        let mut servers: [ClusterRun; 3] = Default::default();
-        // Round-robin, each round starting with the next server, so a burst of other work on
-        // the machine lands on one round of one server rather than on all of its figures.
-        for round in 0..rounds {
-            for turn in 0..modes.len() {
-                let index = (round + turn) % modes.len();
-                eprintln!(
-                    "{}, {concurrency} connections, round {} of {rounds} …",
-                    modes[index].trim_start_matches("--serve-"),
-                    round + 1
-                );
-                let measured = measure_with_cluster(modes[index], concurrency, plan).await?;
-                eprintln!(
-                    "  {:.0} req/s, {:.0} µs CPU/request",
-                    measured.load.per_second(),
-                    measured.load.server_cpu_us
-                );
-                servers[index].rounds.push(measured);
-            }
-        }
-        let [raw_floor, kube_floor, git_push] = servers;
+        let [raw_floor, kube_floor, git_push] =
+            measure_rounds(modes, concurrency, rounds, |mode| {
+                measure_with_cluster(mode, concurrency, plan)
+            })
+            .await?;
         levels.push(LevelFigures {
             concurrency,
             hello,
@@ -542,57 +527,30 @@ async fn measure_servers(
     Ok((levels, hello_peak_kib))
 }
 
-/// One level of a server that creates PipelineRuns, measured in one or more rounds; each
-/// figure is the median over the rounds.
-#[derive(Default)]
-struct ClusterRun {
-    rounds: Vec<ClusterRound>,
+/// One level of a server that creates PipelineRuns, measured in one or more rounds.
+type ClusterRun = Rounds<ClusterRound>;
+
+/// PipelineRuns created over every round.
+fn pipeline_runs(server: &ClusterRun) -> usize {
+    server.runs.iter().map(|r| r.pipeline_runs).sum()
 }
 
-impl ClusterRun {
-    fn median(&self, figure: impl Fn(&ClusterRound) -> f64) -> f64 {
-        median(&self.rounds.iter().map(figure).collect::<Vec<_>>())
+/// Whether a round's test API server holds fewer PipelineRuns than its successful measured
+/// requests.
+fn runs_missing(server: &ClusterRun) -> bool {
+    server
+        .runs
+        .iter()
+        .any(|r| r.pipeline_runs < r.load.latencies.len())
+}
+
+impl Round for ClusterRound {
+    fn load(&self) -> &Load {
+        &self.load
     }
 
-    fn per_second(&self) -> f64 {
-        self.median(|round| round.load.per_second())
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        self.median(|round| round.load.percentile_ms(p))
-    }
-
-    fn server_cpu_us(&self) -> f64 {
-        self.median(|round| round.load.server_cpu_us)
-    }
-
-    /// The highest peak of any round.
     fn peak_kib(&self) -> u64 {
-        self.rounds.iter().map(|r| r.peak_kib).max().unwrap_or(0)
-    }
-
-    /// Over every round.
-    fn failures(&self) -> usize {
-        self.rounds.iter().map(|r| r.load.failures).sum()
-    }
-
-    /// Over every round.
-    fn pipeline_runs(&self) -> usize {
-        self.rounds.iter().map(|r| r.pipeline_runs).sum()
-    }
-
-    fn first_failure(&self) -> Option<&String> {
-        self.rounds
-            .iter()
-            .find_map(|r| r.load.first_failure.as_ref())
-    }
-
-    /// Whether a round's test API server holds fewer PipelineRuns than its successful
-    /// measured requests.
-    fn runs_missing(&self) -> bool {
-        self.rounds
-            .iter()
-            .any(|r| r.pipeline_runs < r.load.latencies.len())
+        self.peak_kib
     }
 }
 
@@ -677,7 +635,7 @@ fn report(
                 server.percentile_ms(99.0),
                 server.server_cpu_us(),
                 mib(server.peak_kib()),
-                server.pipeline_runs(),
+                pipeline_runs(server),
                 server.failures(),
             );
         }
@@ -805,7 +763,7 @@ fn wrong_results(levels: &[LevelFigures]) -> Option<String> {
     let missing = levels.iter().any(|l| {
         l.cluster_runs()
             .iter()
-            .any(|(_, server)| server.runs_missing())
+            .any(|(_, server)| runs_missing(server))
     });
     (failures > 0 || missing)
         .then(|| format!("{failures} failed requests; PipelineRuns missing: {missing}"))
