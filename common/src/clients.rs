@@ -7,6 +7,9 @@
 //! The S3 client is built where S3 is used: run-complete's `s3_client` module.
 //!
 //! The `*_from_*` variants take an already-built configuration, for tests and the CLI.
+//!
+//! [`get_text`] reads one object as the API server's text, for callers that parse only what
+//! they read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -223,4 +226,24 @@ pub struct ApiServerUnreachable {
 pub fn install_crypto_provider() {
     // The only error is "already installed", which is the outcome wanted.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `GET` of the object `name` that `api` addresses, its answer kept as the API server's text:
+/// `Api::get` would take the whole object through `K` (a `DynamicObject`, for the functions)
+/// before the caller parses the part it reads. A missing object is the usual
+/// `kube::Error::Api` with a 404 status.
+///
+/// # Errors
+/// What [`kube::Client::request_text`] returns.
+pub async fn get_text<K: kube::Resource>(
+    client: &kube::Client,
+    api: &kube::Api<K>,
+    name: &str,
+) -> kube::Result<String> {
+    let mut request = kube::core::Request::new(api.resource_url())
+        .get(name, &kube::api::GetParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    // The verb kube's own `Api` methods tag their requests with.
+    request.extensions_mut().insert("get");
+    client.request_text(request).await
 }

@@ -2,8 +2,7 @@
 //! attempt of the same delivery created) and cancelling the runs it supersedes.
 
 use kube::api::{
-    Api, ApiResource, DynamicObject, GetParams, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -115,16 +114,10 @@ pub(crate) async fn create_run(
             body,
             existed: false,
         }),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {
-            let mut request = kube::core::Request::new(api.resource_url())
-                .get(run.name(), &GetParams::default())
-                .map_err(kube::Error::BuildRequest)?;
-            request.extensions_mut().insert("get");
-            Ok(CreatedRun {
-                body: client.request_text(request).await?,
-                existed: true,
-            })
-        }
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(CreatedRun {
+            body: tekflux_common::clients::get_text(client, &api, run.name()).await?,
+            existed: true,
+        }),
         Err(error) => Err(error.into()),
     }
 }

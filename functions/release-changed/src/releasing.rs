@@ -2,7 +2,7 @@
 //! [`crate::admission`]), and the server-side apply of each.
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, ApiResource, DynamicObject, GetParams, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 use tekflux_common::run_contract::{TEKTON_GROUP, TEKTON_VERSION};
 use tekflux_common::{Error, Result};
@@ -307,11 +307,7 @@ async fn read_release(
     api: &Api<DynamicObject>,
     name: &str,
 ) -> Result<Option<Value>> {
-    let mut request = kube::core::Request::new(api.resource_url())
-        .get(name, &GetParams::default())
-        .map_err(kube::Error::BuildRequest)?;
-    request.extensions_mut().insert("get");
-    match kube.request_text(request).await {
+    match tekflux_common::clients::get_text(kube, api, name).await {
         Ok(body) => serde_json::from_str(&body)
             .map(Some)
             .map_err(|error| Error::internal("cannot read the HelmRelease", error)),
