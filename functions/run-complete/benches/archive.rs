@@ -1252,6 +1252,8 @@ struct SizeFigures {
     tekflux_restore_peak_kib: u64,
     restore_unavailable: Option<String>,
     restore_problems: Vec<String>,
+    /// The directory the restores wrote below ([`restore_root`]).
+    restored_into: PathBuf,
     stage_tar: Vec<f64>,
     stage_tar_zstd: Vec<f64>,
     stage_zstd: Vec<f64>,
@@ -1467,9 +1469,10 @@ fn measure_size(bench: &Bench, size: u64) -> anyhow::Result<SizeFigures> {
     let sha256 = figures.tekflux_sha256.last().cloned().unwrap_or_default();
 
     // Restore the same object both ways, each into a directory that does not exist yet.
+    figures.restored_into = restore_root(size);
     let restores = tempfile::Builder::new()
         .prefix("tekflux-archive-bench-restore-")
-        .tempdir_in(restore_root(size))?;
+        .tempdir_in(&figures.restored_into)?;
     for run in 0..settings.runs {
         eprintln!(
             "{}: restore run {}/{} …",
@@ -1678,7 +1681,12 @@ fn report(bench: &Bench, idle_peak_kib: u64, all: &[SizeFigures], before: &str, 
     println!(
         "- Workspaces in {} (page cache), generated from the seed; the largest workspace restored into {}.\n",
         std::env::temp_dir().display(),
-        restore_root(settings.sizes.iter().copied().max().unwrap_or_default()).display()
+        all.iter()
+            .max_by_key(|figures| figures.size)
+            .map_or_else(String::new, |figures| figures
+                .restored_into
+                .display()
+                .to_string())
     );
 
     println!("### Workspaces\n");
