@@ -220,9 +220,10 @@ pub struct ApiServerUnreachable {
 
 /// Installs rustls' `ring` provider as the process default, once; later calls do nothing.
 ///
-/// kube enables rustls with `ring` and aws-sdk-s3 with `aws-lc-rs`, so rustls cannot choose a
-/// default on its own and kube's TLS setup panics without one. `ring` is the provider kube is
-/// built for here. A provider installed earlier by `main` is kept.
+/// `ring` is the only provider compiled in (kube, reqwest and the S3 client all use it), so
+/// rustls would pick it by itself; installing it explicitly keeps kube's TLS setup from
+/// panicking should a dependency ever enable a second provider. A provider installed earlier by
+/// `main` is kept.
 pub fn install_crypto_provider() {
     // The only error is "already installed", which is the outcome wanted.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -13,6 +13,7 @@ pub mod commit_status;
 pub mod config;
 pub mod environment;
 pub mod error;
+pub mod jwt;
 pub mod metrics;
 pub mod provider;
 pub mod run_contract;

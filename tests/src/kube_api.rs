@@ -195,9 +195,9 @@ impl Drop for TestApiServer {
 
 /// Installs rustls' `ring` provider as the process default (once; later calls do nothing).
 ///
-/// kube enables rustls with `ring` and aws-sdk-s3 with `aws-lc-rs`, so rustls cannot pick one on
-/// its own and building a `kube::Client` panics until a provider is installed. Starting a
-/// [`TestApiServer`] calls this, so clients built afterwards (even from a kubeconfig) work.
+/// The same as the functions' `clients::install_crypto_provider`: should a second provider ever
+/// be compiled in, rustls could not pick one and building a `kube::Client` would panic. Starting
+/// a [`TestApiServer`] calls this, so clients built afterwards (even from a kubeconfig) work.
 pub fn install_crypto_provider() {
     // Err only means another provider was installed first, which serves as well.
     let _ = rustls::crypto::ring::default_provider().install_default();

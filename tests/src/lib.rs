@@ -24,6 +24,7 @@ pub mod corpus;
 pub mod crd;
 pub mod fault_proxy;
 pub mod git_status;
+pub mod jwt;
 pub mod kube_api;
 pub mod kustomize;
 pub mod lambda_runtime;

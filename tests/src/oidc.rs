@@ -6,10 +6,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
+use crate::jwt::{TestAlgorithm, base64url, public_jwk};
 use crate::kube_api::TestApiServer;
 
 /// The issuer of a kubeadm cluster, which the test issuer names by default.
@@ -19,9 +18,9 @@ pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 #[derive(Clone)]
 pub struct SigningKey {
     kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Jwk,
+    alg: TestAlgorithm,
+    private_der: &'static [u8],
+    jwk: Value,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -40,26 +39,21 @@ impl SigningKey {
             1 => include_bytes!("../data/oidc/rsa-1.pkcs1.der"),
             _ => include_bytes!("../data/oidc/rsa-2.pkcs1.der"),
         };
-        Self::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(der))
+        Self::new(kid, TestAlgorithm::Rs256, der)
     }
 
     /// The P-256 test key, signing ES256 (clusters whose issuer key is ECDSA).
     pub fn ec(kid: &str) -> Self {
         let der = include_bytes!("../data/oidc/ec-p256.pkcs8.der");
-        Self::new(kid, Algorithm::ES256, EncodingKey::from_ec_der(der))
+        Self::new(kid, TestAlgorithm::Es256, der)
     }
 
-    fn new(kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
-        let mut jwk = match Jwk::from_encoding_key(&key, alg) {
-            Ok(jwk) => jwk,
-            Err(error) => panic!("test key {kid} has no public half: {error}"),
-        };
-        jwk.common.key_id = Some(kid.to_owned());
+    fn new(kid: &str, alg: TestAlgorithm, private_der: &'static [u8]) -> Self {
         Self {
             kid: kid.to_owned(),
             alg,
-            key,
-            jwk,
+            private_der,
+            jwk: public_jwk(alg, private_der, kid),
         }
     }
 
@@ -115,13 +109,7 @@ impl TestIssuer {
 
     /// The JWKS document the API server serves at `/openid/v1/jwks`.
     pub fn jwks(&self) -> Value {
-        let set = JwkSet {
-            keys: self.keys.iter().map(|key| key.jwk.clone()).collect(),
-        };
-        match serde_json::to_value(&set) {
-            Ok(value) => value,
-            Err(error) => panic!("cannot serialise the test JWKS: {error}"),
-        }
+        json!({"keys": self.keys.iter().map(|key| key.jwk.clone()).collect::<Vec<_>>()})
     }
 
     /// Makes `api` serve this issuer's discovery document and keys.
@@ -191,12 +179,13 @@ impl TokenBuilder {
 
     /// The compact JWT.
     pub fn sign(self) -> String {
-        let mut header = Header::new(self.key.alg);
-        header.kid = Some(self.kid.unwrap_or(self.key.kid));
-        match jsonwebtoken::encode(&header, &Value::Object(self.claims), &self.key.key) {
-            Ok(token) => token,
-            Err(error) => panic!("cannot sign the test token: {error}"),
-        }
+        let header = json!({"typ": "JWT", "kid": self.kid.unwrap_or(self.key.kid)});
+        crate::jwt::sign(
+            self.key.alg,
+            self.key.private_der,
+            &header,
+            &Value::Object(self.claims),
+        )
     }
 
     /// The same claims as an unsigned token (`alg: none`), which no verifier may accept.
@@ -215,35 +204,4 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs() as i64)
         .unwrap_or_default()
-}
-
-/// Unpadded base64url, for hand-made tokens.
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64url_matches_rfc4648() {
-        assert_eq!(base64url(b""), "");
-        assert_eq!(base64url(b"f"), "Zg");
-        assert_eq!(base64url(b"fo"), "Zm8");
-        assert_eq!(base64url(b"foo"), "Zm9v");
-        assert_eq!(base64url(b"foob"), "Zm9vYg");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
-    }
 }

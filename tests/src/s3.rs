@@ -224,6 +224,8 @@ impl TestS3 {
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Plain HTTP on loopback (the SDK's TLS client is run-complete's to choose).
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }

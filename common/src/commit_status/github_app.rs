@@ -65,6 +65,7 @@ impl GithubApp {
     /// The App of `settings`, whose private key is resolved. The key must be the PKCS#1 PEM
     /// GitHub hands out (`BEGIN RSA PRIVATE KEY`); errors never include key material.
     pub fn new(settings: &GithubAppSettings) -> Result<Self, String> {
+        crate::jwt::install();
         let pem = settings.private_key.expose();
         let der = pem_block(pem, "RSA PRIVATE KEY").map_err(|error| {
             format!(

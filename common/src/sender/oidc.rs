@@ -191,6 +191,7 @@ impl OidcVerifier {
         audience: String,
         senders: Vec<String>,
     ) -> Self {
+        crate::jwt::install();
         Self {
             kube,
             configured_issuer: issuer,

@@ -22,6 +22,27 @@ pub fn s3_client_from_sdk_config(
     S3Setup::from_sdk_config(sdk.clone(), storage).client()
 }
 
+/// The HTTP client for S3 requests and for the credential providers (STS, the container
+/// credentials endpoint, instance metadata): the SDK's own hyper client, as its
+/// `default-https-client` feature builds it (proxies from `HTTPS_PROXY`/`NO_PROXY`, the SDK's
+/// timeouts), but with rustls on ring instead of aws-lc, so that ring is the binary's one crypto
+/// library (BENCHMARKS.md, "The container image"). Certificates come from the system's store.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, runtime_components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = runtime_components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// The SDK's switch for the EC2 instance metadata service: `true` never asks it; tekflux also
 /// reads `false` as "ask it even with a custom endpoint" (see [`asks_instance_metadata`]).
 pub const AWS_EC2_METADATA_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
@@ -130,7 +151,10 @@ impl S3Setup {
         let region = regions.region().await;
 
         // Profiles and web identity ask STS, which needs the region.
-        let provider = ProviderConfig::default().with_region(region.clone());
+        let http = https_client();
+        let provider = ProviderConfig::default()
+            .with_http_client(http.clone())
+            .with_region(region.clone());
         let mut credentials = CredentialsProviderChain::first_try(
             "Environment",
             EnvironmentVariableCredentialsProvider::new(),
@@ -164,6 +188,7 @@ impl S3Setup {
         // Both given, even an absent region: otherwise the loader runs its own default chains,
         // instance metadata included.
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
             .region(region)
             .credentials_provider(credentials)
             .load()
@@ -244,6 +269,10 @@ impl S3Setup {
             .force_path_style(self.force_path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        // A configuration loaded elsewhere (tests' static credentials) may have no HTTP client.
+        if self.sdk.http_client().is_none() {
+            builder = builder.http_client(https_client());
+        }
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(&endpoint.url);
         }

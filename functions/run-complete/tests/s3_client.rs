@@ -160,3 +160,39 @@ fn s3_setup_checks_region_and_endpoint_before_any_request() {
     let message = S3SetupError::NoRegion.to_string();
     assert!(message.contains("AWS_REGION"), "{message}");
 }
+
+/// An `https://` endpoint is reached over TLS through the client's own connector (rustls on
+/// ring, the binary's one crypto library): the server sees a TLS ClientHello. This server
+/// speaks no TLS back, so the request fails, as a request and not as a panic.
+#[tokio::test]
+async fn https_endpoints_are_reached_over_tls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (first_bytes, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            let mut record = [0u8; 3];
+            if tokio::io::AsyncReadExt::read_exact(&mut connection, &mut record)
+                .await
+                .is_ok()
+            {
+                let _ = first_bytes.send(record);
+            }
+        }
+    });
+    let s3 = TestS3::in_process().await;
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let sdk = sdk_config(&s3, &endpoint, "us-east-1");
+    let storage = Storage {
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let client = s3_client_from_sdk_config(&sdk, &storage);
+
+    let answer = client.list_objects_v2().bucket("b").send().await;
+    assert!(answer.is_err(), "a server without TLS cannot answer");
+    let record = seen.recv().await.expect("the client connected");
+    // A TLS handshake record (type 22) of a TLS 1.x ClientHello.
+    assert_eq!(record[0], 0x16, "not a TLS record: {record:?}");
+    assert_eq!(record[1], 0x03, "not TLS 1.x: {record:?}");
+}

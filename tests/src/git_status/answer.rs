@@ -208,18 +208,18 @@ pub(super) fn app_answer(
                     "A JSON web token could not be decoded",
                 );
             };
-            let key = jsonwebtoken::DecodingKey::from_rsa_der(&app.public_der);
-            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-            validation.set_required_spec_claims(&["exp", "iat", "iss"]);
-            validation.set_issuer(&[app.id.to_string()]);
-            let claims = match jsonwebtoken::decode::<Value>(jwt, &key, &validation) {
-                Ok(data) => data.claims,
-                Err(_) => {
-                    return error(
-                        StatusCode::UNAUTHORIZED,
-                        "A JSON web token could not be decoded",
-                    );
-                }
+            // GitHub's checks: RS256 by the App's key, issued by the App, not expired.
+            let now = chrono::Utc::now().timestamp();
+            let claims = crate::jwt::verified_rs256_claims(jwt, &app.public_der).filter(|claims| {
+                claims["iss"].as_str().and_then(|iss| iss.parse().ok()) == Some(app.id)
+                    && claims["iat"].is_u64()
+                    && claims["exp"].as_i64().is_some_and(|exp| exp > now)
+            });
+            let Some(claims) = claims else {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "A JSON web token could not be decoded",
+                );
             };
             let (iat, exp) = (claims["iat"].as_u64(), claims["exp"].as_u64());
             if !matches!((iat, exp), (Some(iat), Some(exp)) if exp > iat && exp - iat <= 660) {
