@@ -24,6 +24,7 @@ pub mod outcome;
 pub mod plan;
 pub mod reply;
 pub mod s3_client;
+mod s3_http;
 pub mod tekton;
 pub mod verify;
 

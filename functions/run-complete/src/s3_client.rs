@@ -23,24 +23,10 @@ pub fn s3_client_from_sdk_config(
 }
 
 /// The HTTP client for S3 requests and for the credential providers (STS, the container
-/// credentials endpoint, instance metadata): the SDK's own hyper client, as its
-/// `default-https-client` feature builds it (proxies from `HTTPS_PROXY`/`NO_PROXY`, the SDK's
-/// timeouts), but with rustls on ring instead of aws-lc, so that ring is the binary's one crypto
-/// library (BENCHMARKS.md, "The container image"). Certificates come from the system's store.
+/// credentials endpoint, instance metadata): reqwest on rustls and ring, trusting the system's
+/// certificates, proxies from the environment (see `s3_http.rs`).
 pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::proxy::ProxyConfig;
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    use aws_smithy_http_client::{Builder, ConnectorBuilder};
-    Builder::new().build_with_connector_fn(|settings, runtime_components| {
-        let mut connector =
-            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = runtime_components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    })
+    crate::s3_http::reqwest_http_client()
 }
 
 /// The SDK's switch for the EC2 instance metadata service: `true` never asks it; tekflux also
@@ -139,22 +125,30 @@ impl S3Setup {
         use aws_config::provider_config::ProviderConfig;
 
         let imds = asks_instance_metadata(storage, env);
+        // Every provider that can make a request (IMDS, STS, the container endpoint) is given
+        // tekflux's HTTP client: the SDK has none of its own compiled in.
+        let http = https_client();
+        let base = ProviderConfig::default().with_http_client(http.clone());
         let mut regions = RegionProviderChain::first_try(
             non_empty(&storage.region).map(|region| Region::new(region.to_owned())),
         )
         .or_else(EnvironmentVariableRegionProvider::new())
-        .or_else(ProfileFileRegionProvider::new());
+        .or_else(
+            ProfileFileRegionProvider::builder()
+                .configure(&base)
+                .build(),
+        );
         if imds {
-            regions =
-                regions.or_else(aws_config::imds::region::ImdsRegionProvider::builder().build());
+            regions = regions.or_else(
+                aws_config::imds::region::ImdsRegionProvider::builder()
+                    .configure(&base)
+                    .build(),
+            );
         }
         let region = regions.region().await;
 
         // Profiles and web identity ask STS, which needs the region.
-        let http = https_client();
-        let provider = ProviderConfig::default()
-            .with_http_client(http.clone())
-            .with_region(region.clone());
+        let provider = base.with_region(region.clone());
         let mut credentials = CredentialsProviderChain::first_try(
             "Environment",
             EnvironmentVariableCredentialsProvider::new(),

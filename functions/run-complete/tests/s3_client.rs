@@ -166,7 +166,9 @@ fn s3_setup_checks_region_and_endpoint_before_any_request() {
 /// speaks no TLS back, so the request fails, as a request and not as a panic.
 #[tokio::test]
 async fn https_endpoints_are_reached_over_tls() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (first_bytes, mut seen) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -195,4 +197,105 @@ async fn https_endpoints_are_reached_over_tls() {
     // A TLS handshake record (type 22) of a TLS 1.x ClientHello.
     assert_eq!(record[0], 0x16, "not a TLS record: {record:?}");
     assert_eq!(record[1], 0x03, "not TLS 1.x: {record:?}");
+}
+
+/// A loopback server that answers every connection with `answer` (or, if empty, reads the
+/// request and says nothing); its address.
+async fn scripted_server(answer: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = connection.read(&mut request).await;
+                if answer.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                } else {
+                    let _ = connection.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+fn client_for(s3: &TestS3, endpoint: &str) -> aws_sdk_s3::Client {
+    let sdk = sdk_config(s3, endpoint, "us-east-1");
+    let storage = Storage {
+        force_path_style: true,
+        ..Storage::default()
+    };
+    s3_client_from_sdk_config(&sdk, &storage)
+}
+
+/// S3 answers 301 for a bucket in another region; the SDK must see that answer (its region
+/// header says where to go), so the HTTP client follows no redirect itself.
+#[tokio::test]
+async fn redirects_reach_the_sdk_unfollowed() {
+    let s3 = TestS3::in_process().await;
+    let endpoint = scripted_server(
+        "HTTP/1.1 301 Moved Permanently\r\nlocation: http://127.0.0.1:9/\r\n\
+         x-amz-bucket-region: eu-west-1\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    let error = client_for(&s3, &endpoint)
+        .list_objects_v2()
+        .bucket("elsewhere")
+        .send()
+        .await
+        .expect_err("a 301 is no listing");
+    let status = error.raw_response().map(|answer| answer.status().as_u16());
+    assert_eq!(status, Some(301), "{error:?}");
+}
+
+/// The SDK retries I/O failures and timeouts; the HTTP client must report them as such.
+#[tokio::test]
+async fn failures_are_classified_for_the_sdks_retries() {
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
+    use aws_sdk_s3::error::SdkError;
+    let s3 = TestS3::in_process().await;
+
+    // Nothing listens on port 9 (discard) on loopback: the connection is refused.
+    let refused = client_for(&s3, "http://127.0.0.1:9")
+        .list_objects_v2()
+        .bucket("b")
+        .send()
+        .await
+        .expect_err("nobody listens");
+    match &refused {
+        SdkError::DispatchFailure(failure) => assert!(failure.is_io(), "{refused:?}"),
+        other => panic!("a refused connection is a dispatch failure: {other:?}"),
+    }
+
+    let silent = scripted_server("").await;
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(s3.credentials()))
+        .endpoint_url(&silent)
+        .region(Region::new("us-east-1"))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .read_timeout(std::time::Duration::from_millis(300))
+                .build(),
+        )
+        .build();
+    let storage = Storage {
+        force_path_style: true,
+        ..Storage::default()
+    };
+    let timed_out = s3_client_from_sdk_config(&sdk, &storage)
+        .list_objects_v2()
+        .bucket("b")
+        .send()
+        .await
+        .expect_err("the server never answers");
+    match &timed_out {
+        SdkError::DispatchFailure(failure) => assert!(failure.is_timeout(), "{timed_out:?}"),
+        SdkError::TimeoutError(_) => {}
+        other => panic!("a silent server is a timeout: {other:?}"),
+    }
 }
