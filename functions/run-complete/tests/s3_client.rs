@@ -183,16 +183,8 @@ async fn https_endpoints_are_reached_over_tls() {
         }
     });
     let s3 = TestS3::in_process().await;
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let sdk = sdk_config(&s3, &endpoint, "us-east-1");
-    let storage = Storage {
-        force_path_style: true,
-        ..Storage::default()
-    };
-    let client = s3_client_from_sdk_config(&sdk, &storage);
-
-    let answer = client.list_objects_v2().bucket("b").send().await;
-    assert!(answer.is_err(), "a server without TLS cannot answer");
+    // A server without TLS cannot answer.
+    failed_listing(client_for(&s3, &format!("https://127.0.0.1:{port}"))).await;
     let record = seen.recv().await.expect("the client connected");
     // A TLS handshake record (type 22) of a TLS 1.x ClientHello.
     assert_eq!(record[0], 0x16, "not a TLS record: {record:?}");
@@ -224,12 +216,28 @@ async fn scripted_server(answer: &'static str) -> String {
 }
 
 fn client_for(s3: &TestS3, endpoint: &str) -> aws_sdk_s3::Client {
-    let sdk = sdk_config(s3, endpoint, "us-east-1");
+    client_from(&sdk_config(s3, endpoint, "us-east-1"))
+}
+
+fn client_from(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let storage = Storage {
         force_path_style: true,
         ..Storage::default()
     };
-    s3_client_from_sdk_config(&sdk, &storage)
+    s3_client_from_sdk_config(sdk, &storage)
+}
+
+/// The error of a listing that cannot succeed.
+async fn failed_listing(
+    client: aws_sdk_s3::Client,
+) -> aws_sdk_s3::error::SdkError<
+    aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+    aws_sdk_s3::config::http::HttpResponse,
+> {
+    match client.list_objects_v2().bucket("b").send().await {
+        Ok(listing) => panic!("the listing succeeded: {listing:?}"),
+        Err(error) => error,
+    }
 }
 
 /// S3 answers 301 for a bucket in another region; the SDK must see that answer (its region
@@ -242,12 +250,7 @@ async fn redirects_reach_the_sdk_unfollowed() {
          x-amz-bucket-region: eu-west-1\r\ncontent-length: 0\r\n\r\n",
     )
     .await;
-    let error = client_for(&s3, &endpoint)
-        .list_objects_v2()
-        .bucket("elsewhere")
-        .send()
-        .await
-        .expect_err("a 301 is no listing");
+    let error = failed_listing(client_for(&s3, &endpoint)).await;
     let status = error.raw_response().map(|answer| answer.status().as_u16());
     assert_eq!(status, Some(301), "{error:?}");
 }
@@ -260,42 +263,24 @@ async fn failures_are_classified_for_the_sdks_retries() {
     let s3 = TestS3::in_process().await;
 
     // Nothing listens on port 9 (discard) on loopback: the connection is refused.
-    let refused = client_for(&s3, "http://127.0.0.1:9")
-        .list_objects_v2()
-        .bucket("b")
-        .send()
-        .await
-        .expect_err("nobody listens");
+    let refused = failed_listing(client_for(&s3, "http://127.0.0.1:9")).await;
     match &refused {
         SdkError::DispatchFailure(failure) => assert!(failure.is_io(), "{refused:?}"),
         other => panic!("a refused connection is a dispatch failure: {other:?}"),
     }
 
     let silent = scripted_server("").await;
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .credentials_provider(SharedCredentialsProvider::new(s3.credentials()))
-        .endpoint_url(&silent)
-        .region(Region::new("us-east-1"))
+    let sdk = sdk_config(&s3, &silent, "us-east-1")
+        .to_builder()
         .timeout_config(
             TimeoutConfig::builder()
                 .read_timeout(std::time::Duration::from_millis(300))
                 .build(),
         )
         .build();
-    let storage = Storage {
-        force_path_style: true,
-        ..Storage::default()
-    };
-    let timed_out = s3_client_from_sdk_config(&sdk, &storage)
-        .list_objects_v2()
-        .bucket("b")
-        .send()
-        .await
-        .expect_err("the server never answers");
+    let timed_out = failed_listing(client_from(&sdk)).await;
     match &timed_out {
         SdkError::DispatchFailure(failure) => assert!(failure.is_timeout(), "{timed_out:?}"),
-        SdkError::TimeoutError(_) => {}
         other => panic!("a silent server is a timeout: {other:?}"),
     }
 }
