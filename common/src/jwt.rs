@@ -120,7 +120,9 @@ impl Signer<Vec<u8>> for RingSigner {
                 Ok(signed.as_ref().to_vec())
             }
             Algorithm::EdDSA => {
-                let pair = ring_signature::Ed25519KeyPair::from_pkcs8(key).map_err(failed)?;
+                // PKCS#8 v1 too (what `openssl genpkey -algorithm ed25519` writes).
+                let pair = ring_signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key)
+                    .map_err(failed)?;
                 Ok(pair.sign(message).as_ref().to_vec())
             }
             // A newer jsonwebtoken's algorithm this provider does not know.
@@ -288,7 +290,7 @@ fn ed_component_from_private_key(der: &[u8], curve: &EllipticCurve) -> Result<Ve
     if *curve != EllipticCurve::Ed25519 {
         return Err(ErrorKind::InvalidAlgorithm.into());
     }
-    let pair = ring_signature::Ed25519KeyPair::from_pkcs8(der)
+    let pair = ring_signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
         .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?;
     Ok(pair.public_key().as_ref().to_vec())
 }
@@ -310,7 +312,7 @@ mod tests {
 
     #[test]
     fn der_integers_are_read_with_long_lengths_and_sign_bytes() {
-        // SEQUENCE (long form length 0x81 0x08) { INTEGER 00 ff 01, INTEGER 01 00 01 }.
+        // SEQUENCE (long form length 0x81 0x0a) { INTEGER 00 ff 01, INTEGER 01 00 01 }.
         let der = [
             0x30, 0x81, 0x0a, 0x02, 0x03, 0x00, 0xff, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01,
         ];

@@ -12,7 +12,10 @@
 //! - redirects are the SDK's business (S3 answers 301/307 for a bucket in another region), so
 //!   reqwest follows none;
 //! - failures are classified the way the SDK's retry strategy expects: timeouts as timeouts,
-//!   failed connections and broken transfers as I/O errors (both retried), the rest as other.
+//!   failed connections and broken transfers as I/O errors (both retried), hyper's user errors
+//!   as the caller's, the rest as other;
+//! - the host goes out as SigV4 signed it, and a path reqwest's URL parser would rewrite (`.`
+//!   and `..` segments, which S3 keeps in keys) is refused rather than sent elsewhere.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -26,6 +29,8 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long an idle connection is kept for the next request (the SDK's default client's 90 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -66,10 +71,12 @@ impl HttpClient for ReqwestHttpClient {
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         let timeouts = (settings.connect_timeout(), settings.read_timeout());
+        // Read before the lock: reading the bundle is file I/O.
+        let roots = self.roots.get_or_init(system_roots);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let client = clients
             .entry(timeouts)
-            .or_insert_with(|| build_client(self.roots.get_or_init(system_roots), timeouts))
+            .or_insert_with(|| build_client(roots, timeouts))
             .clone();
         SharedHttpConnector::new(ReqwestConnector { client })
     }
@@ -83,6 +90,12 @@ fn build_client(
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .redirect(reqwest::redirect::Policy::none())
+        // Bodies reach the SDK as stored: an object saved with `Content-Encoding: gzip` is not
+        // unpacked on the way (should a reqwest feature for it ever be switched on).
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true);
     for root in roots {
@@ -101,18 +114,34 @@ fn build_client(
 }
 
 /// The system's trusted certificates (rustls-native-certs: the distribution's bundle, or
-/// `SSL_CERT_FILE`/`SSL_CERT_DIR`). Certificates that cannot be read are skipped, as the SDK's
-/// client does.
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`). Certificates rustls cannot use as roots are skipped, as the
+/// SDK's client does: reqwest would otherwise refuse to build the client over one of them (system
+/// stores often hold old or malformed certificates).
 fn system_roots() -> Vec<reqwest::Certificate> {
     let found = rustls_native_certs::load_native_certs();
     if let Some(error) = found.errors.first() {
         tracing::warn!(error = %error, "some system certificates could not be read");
     }
-    found
+    let total = found.certs.len();
+    let usable: Vec<reqwest::Certificate> = found
         .certs
-        .iter()
-        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
-        .collect()
+        .into_iter()
+        .filter(|der| rustls::RootCertStore::empty().add(der.clone()).is_ok())
+        .filter_map(|der| reqwest::Certificate::from_der(&der).ok())
+        .collect();
+    if usable.len() < total {
+        tracing::warn!(
+            skipped = total - usable.len(),
+            "system certificates that cannot serve as roots were skipped"
+        );
+    }
+    if usable.is_empty() {
+        tracing::warn!(
+            "no trusted certificates found in the system store: https:// S3 endpoints will fail \
+             (set SSL_CERT_FILE to a CA bundle)"
+        );
+    }
+    usable
 }
 
 #[derive(Debug)]
@@ -122,18 +151,43 @@ struct ReqwestConnector {
 
 impl HttpConnector for ReqwestConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let request = match request.try_into_http1x() {
-            Ok(request) => request.map(reqwest::Body::wrap),
-            Err(error) => {
-                return HttpConnectorFuture::ready(Err(ConnectorError::user(error.into())));
-            }
-        };
-        let request = match reqwest::Request::try_from(request) {
+        let refuse = |error: BoxError| HttpConnectorFuture::ready(Err(ConnectorError::user(error)));
+        let mut request = match request.try_into_http1x() {
             Ok(request) => request,
-            Err(error) => {
-                return HttpConnectorFuture::ready(Err(ConnectorError::user(error.into())));
-            }
+            Err(error) => return refuse(error.into()),
         };
+        // SigV4 signed the host as the URI spells it; reqwest would send its own normalised
+        // (lowercased) host, so the signed one is sent explicitly.
+        if !request.headers().contains_key(http::header::HOST) {
+            match signed_host(request.uri()) {
+                Some(host) => {
+                    request.headers_mut().insert(http::header::HOST, host);
+                }
+                None => return refuse("the S3 request has no host to send it to".into()),
+            }
+        }
+        let path_and_query = request.uri().path_and_query().map(ToString::to_string);
+        let request = match reqwest::Request::try_from(request.map(reqwest::Body::wrap)) {
+            Ok(request) => request,
+            Err(error) => return refuse(error.into()),
+        };
+        // reqwest's URL parser resolves `.` and `..` segments, which S3 keeps as part of a key:
+        // the request would reach another object than the one signed. Refused instead.
+        let url = request.url();
+        let sent = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        if path_and_query.as_deref().unwrap_or("/") != sent {
+            let asked = path_and_query.unwrap_or_default();
+            return refuse(
+                format!(
+                    "the S3 request for {asked:?} would be sent as {sent:?}: object keys with \
+                     `.` or `..` path segments cannot be reached through this client"
+                )
+                .into(),
+            );
+        }
         let client = match &self.client {
             Ok(client) => client,
             Err(reason) => {
@@ -151,13 +205,43 @@ impl HttpConnector for ReqwestConnector {
     }
 }
 
+/// The `host` header SigV4 signed for `uri`: the host as written, with the port unless it is
+/// the scheme's default (as aws-sigv4 computes it).
+fn signed_host(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let host = match uri.port_u16() {
+        Some(port) if port != default_port => authority.as_str(),
+        _ => authority.host(),
+    };
+    http::HeaderValue::from_str(host).ok()
+}
+
 /// A reqwest failure as the SDK's retry strategy reads it.
 fn classify(error: reqwest::Error) -> ConnectorError {
-    if error.is_timeout() {
+    // hyper's own "user" errors (a request body that failed, a request it cannot send) are the
+    // caller's, not the network's: not retried, as the SDK's client classifies them.
+    if is_hyper_user_error(&error) {
+        ConnectorError::user(error.into())
+    } else if error.is_timeout() {
         ConnectorError::timeout(error.into())
     } else if error.is_connect() || error.is_request() || error.is_body() {
         ConnectorError::io(error.into())
     } else {
         ConnectorError::other(error.into(), None)
     }
+}
+
+fn is_hyper_user_error(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_user();
+        }
+        source = cause.source();
+    }
+    false
 }

@@ -284,3 +284,47 @@ async fn failures_are_classified_for_the_sdks_retries() {
         other => panic!("a silent server is a timeout: {other:?}"),
     }
 }
+
+/// SigV4 signs the host as the endpoint spells it; the client must send that host, not a
+/// normalised (lowercased) one, or the store refuses the signature.
+#[tokio::test]
+async fn the_host_is_sent_as_signed() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let endpoint = s3.endpoint().replace("127.0.0.1", "LocalHost");
+    assert_ne!(endpoint, s3.endpoint(), "the test server is on 127.0.0.1");
+    client_for(&s3, &endpoint)
+        .put_object()
+        .bucket(&bucket)
+        .key("runs/r1/manifest.json")
+        .body(ByteStream::from_static(b"{}"))
+        .send()
+        .await
+        .expect("the store accepts the signature");
+}
+
+/// S3 keeps `.` and `..` in a key; a URL parser resolves them. Such a key is refused before it
+/// is sent, never written somewhere else.
+#[tokio::test]
+async fn keys_with_dot_segments_are_refused_not_rewritten() {
+    let s3 = TestS3::in_process().await;
+    let bucket = s3.fresh_bucket().await;
+    let client = client_for(&s3, &s3.endpoint());
+    let error = client
+        .put_object()
+        .bucket(&bucket)
+        .key("runs/../elsewhere")
+        .body(ByteStream::from_static(b"{}"))
+        .send()
+        .await
+        .expect_err("the key cannot be sent as it is");
+    let message = format!("{error:?}");
+    assert!(message.contains("cannot be reached"), "{message}");
+    let listed = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list");
+    assert!(listed.contents().is_empty(), "nothing was written");
+}
