@@ -74,6 +74,15 @@ impl GithubApp {
                 settings.private_key
             )
         })?;
+        // Parsed now, so that a key that cannot sign fails at start, not at the first check run.
+        // ring's reasons name what is wrong (`InvalidEncoding`, `TooSmall`), never the key.
+        ring::signature::RsaKeyPair::from_der(&der).map_err(|error| {
+            format!(
+                "{}: the `RSA PRIVATE KEY` block is not an RSA key tekflux can sign with \
+                 ({error}); GitHub's downloaded key (2048 bits) is expected",
+                settings.private_key
+            )
+        })?;
         Ok(Self {
             app_id: settings.id,
             installation_id: settings.installation_id,

@@ -561,6 +561,38 @@ fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
     assert!(!error.contains("AAAA"), "{error}");
 }
 
+/// A key in the right PEM block that is no usable RSA key fails when the App is set up, not at
+/// the first check run, and the message does not repeat it.
+#[test]
+fn an_app_key_that_cannot_sign_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN RSA PRIVATE KEY-----\nQUJDREVGR0g=\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "providers:\n  github:\n    secret: env:HOOK_SECRET\n    status: {{ app: {{ id: 1, installationId: 2, privateKey: \"file:{}\" }} }}\n",
+        key.display()
+    );
+    let config = Config::from_yaml(&yaml, "t.yaml", &env()).unwrap();
+    let settings = config
+        .providers
+        .github
+        .unwrap()
+        .status
+        .unwrap()
+        .app
+        .unwrap();
+    let error = tekflux_common::commit_status::github_app::GithubApp::new(&settings).unwrap_err();
+    assert!(
+        error.contains("not an RSA key tekflux can sign with"),
+        "{error}"
+    );
+    assert!(!error.contains("QUJD"), "{error}");
+}
+
 #[tokio::test]
 async fn a_rule_may_report_with_its_own_token() {
     let (logs, _guard) = CapturedLogs::start();
