@@ -534,15 +534,11 @@ repositories:
     );
 }
 
-#[test]
-fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
+/// Why `GithubApp::new` refuses the App whose private key file holds `pem`.
+fn app_refusal(pem: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
-    std::fs::write(
-        &key,
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-    )
-    .unwrap();
+    std::fs::write(&key, pem).unwrap();
     let yaml = format!(
         "providers:\n  github:\n    secret: env:HOOK_SECRET\n    status: {{ app: {{ id: 1, installationId: 2, privateKey: \"file:{}\" }} }}\n",
         key.display()
@@ -556,7 +552,12 @@ fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
         .unwrap()
         .app
         .unwrap();
-    let error = tekflux_common::commit_status::github_app::GithubApp::new(&settings).unwrap_err();
+    tekflux_common::commit_status::github_app::GithubApp::new(&settings).unwrap_err()
+}
+
+#[test]
+fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
+    let error = app_refusal("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
     assert!(error.contains("openssl rsa -traditional"), "{error}");
     assert!(!error.contains("AAAA"), "{error}");
 }
@@ -565,27 +566,9 @@ fn a_github_app_with_a_pkcs8_key_says_how_to_convert_it() {
 /// the first check run, and the message does not repeat it.
 #[test]
 fn an_app_key_that_cannot_sign_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    std::fs::write(
-        &key,
+    let error = app_refusal(
         "-----BEGIN RSA PRIVATE KEY-----\nQUJDREVGR0g=\n-----END RSA PRIVATE KEY-----\n",
-    )
-    .unwrap();
-    let yaml = format!(
-        "providers:\n  github:\n    secret: env:HOOK_SECRET\n    status: {{ app: {{ id: 1, installationId: 2, privateKey: \"file:{}\" }} }}\n",
-        key.display()
     );
-    let config = Config::from_yaml(&yaml, "t.yaml", &env()).unwrap();
-    let settings = config
-        .providers
-        .github
-        .unwrap()
-        .status
-        .unwrap()
-        .app
-        .unwrap();
-    let error = tekflux_common::commit_status::github_app::GithubApp::new(&settings).unwrap_err();
     assert!(
         error.contains("not an RSA key tekflux can sign with"),
         "{error}"
