@@ -48,8 +48,7 @@ pub fn sign(
     let rng = SystemRandom::new();
     let signed = match algorithm {
         TestAlgorithm::Rs256 => {
-            let pair = signature::RsaKeyPair::from_der(private_der)
-                .unwrap_or_else(|error| panic!("the RSA test key is unusable: {error}"));
+            let pair = rsa_key(private_der);
             let mut out = vec![0; pair.public().modulus_len()];
             pair.sign(
                 &signature::RSA_PKCS1_SHA256,
@@ -60,18 +59,11 @@ pub fn sign(
             .unwrap_or_else(|error| panic!("cannot sign with the RSA test key: {error}"));
             out
         }
-        TestAlgorithm::Es256 => {
-            let pair = signature::EcdsaKeyPair::from_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                private_der,
-                &rng,
-            )
-            .unwrap_or_else(|error| panic!("the P-256 test key is unusable: {error}"));
-            pair.sign(&rng, message.as_bytes())
-                .unwrap_or_else(|error| panic!("cannot sign with the P-256 test key: {error}"))
-                .as_ref()
-                .to_vec()
-        }
+        TestAlgorithm::Es256 => p256_key(private_der)
+            .sign(&rng, message.as_bytes())
+            .unwrap_or_else(|error| panic!("cannot sign with the P-256 test key: {error}"))
+            .as_ref()
+            .to_vec(),
     };
     format!("{message}.{}", base64url(&signed))
 }
@@ -83,19 +75,13 @@ pub fn sign(
 pub fn public_jwk(algorithm: TestAlgorithm, private_der: &[u8], kid: &str) -> Value {
     match algorithm {
         TestAlgorithm::Rs256 => {
-            let pair = signature::RsaKeyPair::from_der(private_der)
-                .unwrap_or_else(|error| panic!("the RSA test key is unusable: {error}"));
-            let public = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+            let public =
+                signature::RsaPublicKeyComponents::<Vec<u8>>::from(rsa_key(private_der).public());
             json!({"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256",
                    "n": base64url(&public.n), "e": base64url(&public.e)})
         }
         TestAlgorithm::Es256 => {
-            let pair = signature::EcdsaKeyPair::from_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                private_der,
-                &SystemRandom::new(),
-            )
-            .unwrap_or_else(|error| panic!("the P-256 test key is unusable: {error}"));
+            let pair = p256_key(private_der);
             // 0x04, then x and y, 32 bytes each.
             let point = &pair.public_key().as_ref()[1..];
             let (x, y) = point.split_at(32);
@@ -103,6 +89,22 @@ pub fn public_jwk(algorithm: TestAlgorithm, private_der: &[u8], kid: &str) -> Va
                    "x": base64url(x), "y": base64url(y)})
         }
     }
+}
+
+/// A PKCS#1 RSA test key.
+fn rsa_key(private_der: &[u8]) -> signature::RsaKeyPair {
+    signature::RsaKeyPair::from_der(private_der)
+        .unwrap_or_else(|error| panic!("the RSA test key is unusable: {error}"))
+}
+
+/// A PKCS#8 P-256 test key.
+fn p256_key(private_der: &[u8]) -> signature::EcdsaKeyPair {
+    signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        private_der,
+        &SystemRandom::new(),
+    )
+    .unwrap_or_else(|error| panic!("the P-256 test key is unusable: {error}"))
 }
 
 /// The claims of an RS256 token whose signature `public_pkcs1_der` (an RSAPublicKey) verifies;

@@ -235,13 +235,9 @@ fn classify(error: reqwest::Error) -> ConnectorError {
     }
 }
 
+/// Whether the first hyper error among `error`'s causes is one of hyper's "user" errors.
 fn is_hyper_user_error(error: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_user();
-        }
-        source = cause.source();
-    }
-    false
+    std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+        .find_map(|cause| cause.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_user)
 }
