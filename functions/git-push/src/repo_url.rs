@@ -70,11 +70,12 @@ pub fn canonical(url: &str) -> Option<String> {
         return None;
     }
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let path = path.trim_matches('/');
-    let path = path
-        .strip_suffix(".git")
-        .unwrap_or(path)
-        .trim_end_matches('/');
+    // Every trailing `.git`: stripping one from `x.git.git` would leave a URL whose own
+    // canonical form is shorter (no host allows a repository name ending in `.git`).
+    let mut path = path.trim_matches('/');
+    while let Some(stripped) = path.strip_suffix(".git") {
+        path = stripped.trim_end_matches('/');
+    }
     let segments: Vec<&str> = path.split('/').collect();
     if segments.len() < 2
         || segments
@@ -175,5 +176,36 @@ mod tests {
         assert_eq!(split_port("user:token:"), None);
         assert_eq!(split_port("a:b:443"), None);
         assert_eq!(split_port("["), None);
+    }
+
+    #[test]
+    fn a_canonical_url_is_its_own_canonical_form() {
+        // Found by the webhook fuzz targets: one `.git` was stripped, leaving another.
+        for (url, expected) in [
+            (
+                "https://h.example/a/x.git.git",
+                Some("https://h.example/a/x"),
+            ),
+            (
+                "https://h.example/a/x.git/.git/",
+                Some("https://h.example/a/x"),
+            ),
+            ("git@h.example:a/x.git.git", Some("https://h.example/a/x")),
+            ("https://h.example/a/.git.git", None),
+            (
+                "https://h.example/a/x.gitx",
+                Some("https://h.example/a/x.gitx"),
+            ),
+        ] {
+            let canonical = canonical(url);
+            assert_eq!(canonical.as_deref(), expected, "{url}");
+            if let Some(canonical) = canonical {
+                assert_eq!(
+                    super::canonical(&canonical),
+                    Some(canonical.clone()),
+                    "{url}"
+                );
+            }
+        }
     }
 }
