@@ -12,7 +12,9 @@
 //!   creates when missing, leaf-field ownership per manager, 409 `Conflict` naming the field when
 //!   another manager owns it with a different value (unless `force=true`, which moves ownership),
 //!   and removal of fields the same manager stops applying when nobody else owns them. Lists are
-//!   atomic (no merge keys). `metadata.managedFields` is rendered from the ownership.
+//!   atomic (no merge keys). `metadata.managedFields` is rendered from the ownership. A
+//!   `metadata.resourceVersion` in the applied object is a precondition, as on a real server:
+//!   409 `Conflict` when the object is at another version (or, here, missing).
 //! - JSON merge patch (strategic merge patch is treated as merge patch) and JSON patch;
 //! - the `status` subresource (GET, PUT, PATCH): for kinds whose loaded CRD declares it, writes to
 //!   the main resource leave `.status` alone and status writes change only `.status`;

@@ -173,6 +173,65 @@ async fn list_with_label_selectors() {
 }
 
 #[tokio::test]
+async fn an_apply_naming_a_resource_version_is_conditional_on_it() {
+    let server = TestApiServer::start().await;
+    let runs = pipeline_runs(&server, "cicd");
+    let ours = PatchParams::apply("tekflux").force();
+    let patch = |version: &str, revision: &str| {
+        json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+            "metadata": {"name": "build-3", "resourceVersion": version},
+            "spec": {"pipelineRef": {"name": "api-pipeline"},
+                "params": [{"name": "revision", "value": revision}]}})
+    };
+    // No object at that version: refused, nothing created.
+    let missing = api_error(
+        runs.patch("build-3", &ours, &Patch::Apply(&patch("1", "a")))
+            .await,
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (409, "Conflict"));
+    assert!(runs.get_opt("build-3").await.unwrap().is_none());
+
+    let created = runs
+        .create(&PostParams::default(), &pipeline_run("build-3"))
+        .await
+        .unwrap();
+    let version = created.metadata.resource_version.unwrap();
+    let applied = runs
+        .patch("build-3", &ours, &Patch::Apply(&patch(&version, "b")))
+        .await
+        .unwrap();
+    assert_eq!(applied.data["spec"]["params"][0]["value"], "b");
+    assert_ne!(
+        applied.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+    // The version is a condition, not a field the manager owns.
+    let owners = server.field_owners("tekton.dev", "pipelineruns", Some("cicd"), "build-3");
+    assert!(
+        owners["tekflux/Apply"]
+            .iter()
+            .all(|field| !field.contains("resourceVersion")),
+        "{owners:?}"
+    );
+
+    // The same version again: the object moved on since, so the apply is refused.
+    let outdated = api_error(
+        runs.patch("build-3", &ours, &Patch::Apply(&patch(&version, "c")))
+            .await,
+    );
+    assert_eq!((outdated.code, outdated.reason.as_str()), (409, "Conflict"));
+    assert!(
+        outdated.message.contains("the object has been modified"),
+        "{}",
+        outdated.message
+    );
+    assert_eq!(
+        runs.get("build-3").await.unwrap().data["spec"]["params"][0]["value"],
+        "b"
+    );
+}
+
+#[tokio::test]
 async fn server_side_apply_ownership_and_conflicts() {
     let server = TestApiServer::start().await;
     let runs = pipeline_runs(&server, "cicd");

@@ -94,7 +94,7 @@ impl<'de> Deserialize<'de> for ReleaseFrom {
 }
 
 /// The HelmRelease flavour a release rule targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum HelmReleaseApi {
     /// Flux v2 `helm.toolkit.fluxcd.io/v2`.

@@ -7,6 +7,7 @@
 //! | `POST /webhooks/flux` | Flux notification-controller's event about a HelmRelease: answered with a CDEvents service event (deployed, upgraded, rolled back, removed) or `dev.tekflux.release.failed.v1` (see [`crate::flux`]) |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -33,6 +34,7 @@ use crate::flux::{self, FluxEvent};
 use crate::helm_release::Stamp;
 use crate::registry;
 use crate::releasing::{ChangeEvent, Released, release};
+use crate::watched::WatchedReleases;
 
 /// The field manager release-changed's applies are recorded under.
 pub const FIELD_MANAGER: &str = "tekflux-release-changed";
@@ -57,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) refused: CounterFamily,
     pub(crate) flux_events: CounterFamily,
     pub(crate) senders: SenderAuth,
+    /// The watched copies of the releases the rules name (none unless started).
+    pub(crate) watched: WatchedReleases,
 }
 
 impl std::fmt::Debug for AppState {
@@ -77,6 +81,39 @@ impl AppState {
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
+        Self::build(config, kube, replies, metrics, WatchedReleases::default())
+    }
+
+    /// [`AppState::new`], also listing and watching the HelmReleases the rules name, so each
+    /// event is decided without reading its release first (see [`crate::watched`]). For a
+    /// process that keeps running between requests (a server, not Lambda). Must be called inside
+    /// a Tokio runtime; the watches stop when the last clone of the state is dropped.
+    pub fn watching_releases(
+        config: &Config,
+        kube: Option<kube::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+    ) -> Self {
+        let watched = kube.as_ref().map_or_else(WatchedReleases::default, |kube| {
+            let read_timeout = Duration::from_secs(config.kubernetes.timeout_seconds.max(1));
+            WatchedReleases::start(kube, config, read_timeout)
+        });
+        Self::build(config, kube, replies, metrics, watched)
+    }
+
+    /// Whether every watched namespace has been listed (always true when nothing is watched):
+    /// from then on, events for its releases are decided without a read.
+    pub fn watched_releases_listed(&self) -> bool {
+        self.inner.watched.all_listed()
+    }
+
+    fn build(
+        config: &Config,
+        kube: Option<kube::Client>,
+        replies: ReplySink,
+        metrics: &Metrics,
+        watched: WatchedReleases,
+    ) -> Self {
         let senders = SenderAuth::new(
             Receiver::ReleaseChanged,
             &config.events,
@@ -89,6 +126,7 @@ impl AppState {
                 kube,
                 replies,
                 senders,
+                watched,
                 releases: metrics.counter_family(
                     "tekflux_release_changed_releases",
                     "HelmReleases handled, by result",
@@ -133,12 +171,26 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
             "no Kubernetes cluster: matching releases are answered 503",
         );
     }
-    let state = AppState::new(
-        &startup.config,
-        kube,
-        startup.reply_sink(),
-        &startup.server.metrics,
-    );
+    // A Lambda function is frozen between invocations: a watch would fall behind unseen.
+    let on_lambda = startup
+        .env
+        .get_non_empty(server::LAMBDA_RUNTIME_API)
+        .is_some();
+    let state = if on_lambda {
+        AppState::new(
+            &startup.config,
+            kube,
+            startup.reply_sink(),
+            &startup.server.metrics,
+        )
+    } else {
+        AppState::watching_releases(
+            &startup.config,
+            kube,
+            startup.reply_sink(),
+            &startup.server.metrics,
+        )
+    };
     state.inner.senders.log_startup();
     app(state)
 }

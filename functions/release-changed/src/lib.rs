@@ -22,6 +22,7 @@ pub mod helm_release;
 pub mod registry;
 pub mod releasing;
 pub mod target;
+mod watched;
 
 pub use app::{ACCEPTED_TYPES, AppState, FIELD_MANAGER, app, routes_from_startup};
 

@@ -1,6 +1,8 @@
 //! Releasing: which HelmReleases an input's changes name and may release (see
 //! [`crate::admission`]), and the server-side apply of each.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -12,6 +14,7 @@ use crate::app::{AppState, FIELD_MANAGER};
 use crate::change::Change;
 use crate::helm_release::{self, Stamp};
 use crate::target::{self, Target};
+use crate::watched::WatchedReleases;
 
 /// What happened to one release.
 #[derive(Debug)]
@@ -147,7 +150,7 @@ pub(crate) async fn release(
     let kube = state.kube()?;
     let mut outcomes = Vec::with_capacity(work.len());
     for (target, stamp) in work {
-        match apply(kube, &target, stamp, dry_run, now).await {
+        match apply(kube, &state.inner.watched, &target, stamp, dry_run, now).await {
             Ok(outcome) => {
                 let result = match (outcome.stale, dry_run) {
                     (true, _) => "stale",
@@ -240,10 +243,22 @@ pub(crate) async fn read_run(kube: &kube::Client, identity: &RunIdentity) -> Res
         .map_err(|error| Error::internal("cannot read the run", error))
 }
 
-/// Reads the release, checks it can take the edit and is not newer, and applies the edit.
+/// How many times one release is decided: a conflict (the release changed between the read and
+/// the apply) has it read and decided again, up to this many times in all; then the event is
+/// answered 503 and retried.
+const DECISIONS: usize = 3;
+
+/// Decides the release on the watched copy (when there is one) or a read of it, checks it can
+/// take the edit and is not newer, and applies the edit, on condition that the release is still
+/// the one decided on (its `resourceVersion`).
+///
+/// Only an apply is decided on the copy, since the API server refuses one based on a copy that
+/// fell behind (409); that, and every answer that would apply nothing, is decided again on a
+/// fresh read.
 #[tracing::instrument(skip_all, fields(release = %target.reference(), dry_run))]
 pub(crate) async fn apply(
     kube: &kube::Client,
+    watched: &WatchedReleases,
     target: &Target,
     stamp: &Stamp,
     dry_run: bool,
@@ -251,29 +266,102 @@ pub(crate) async fn apply(
 ) -> Result<Outcome> {
     let resource = helm_release::api_resource(target.api);
     let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &target.namespace, &resource);
-    let current = match read_release(kube, &api, &target.name).await? {
-        Some(current) => current,
-        // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
-        // creates it; until then the event is retried and finally dead-lettered.
-        None => {
-            return Err(Error::Unavailable(format!(
-                "HelmRelease {} ({}) does not exist; it is retried until it does",
-                target.reference(),
-                resource.api_version
-            )));
-        }
+    let (mut current, mut fresh) = match watched.get(target.api, &target.namespace, &target.name) {
+        Some(copy) => (copy, false),
+        None => (Arc::new(read_existing(kube, &api, target).await?), true),
     };
-    helm_release::check_editable(target, &current)?;
-    let previous = helm_release::current_version(target, &current);
-    if helm_release::is_stale(&current, stamp, now) {
-        tracing::info!(release = %target.reference(), "skipped: a newer event was applied");
-        return Ok(Outcome {
-            target: target.clone(),
-            previous,
-            stale: true,
-        });
+    for decision in 1..=DECISIONS {
+        let decided = decide(target, &current, stamp, now);
+        if !fresh && !matches!(decided, Ok(Decision::Apply)) {
+            current = Arc::new(read_existing(kube, &api, target).await?);
+            fresh = true;
+            continue;
+        }
+        let previous = helm_release::current_version(target, &current);
+        if decided? == Decision::Stale {
+            tracing::info!(release = %target.reference(), "skipped: a newer event was applied");
+            return Ok(Outcome {
+                target: target.clone(),
+                previous,
+                stale: true,
+            });
+        }
+        let version = current
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        match send_apply(kube, &api, target, stamp, version, dry_run).await {
+            Ok(applied) => {
+                // The watch brings the same release a moment later; an event for the same
+                // release arriving before it would otherwise be decided on the older copy.
+                if !dry_run {
+                    watched.remember(target.api, &target.namespace, &target.name, &applied);
+                }
+                tracing::info!(
+                    release = %target.reference(),
+                    version = %target.version,
+                    previous = previous.as_deref().unwrap_or(""),
+                    dry_run,
+                    "applied"
+                );
+                return Ok(Outcome {
+                    target: target.clone(),
+                    previous,
+                    stale: false,
+                });
+            }
+            // Forced applies have no field conflicts: a 409 is the resourceVersion condition.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                if decision == DECISIONS {
+                    break;
+                }
+                tracing::debug!(
+                    release = %target.reference(),
+                    from_copy = !fresh,
+                    "the release changed since it was read; reading it again"
+                );
+                current = Arc::new(read_existing(kube, &api, target).await?);
+                fresh = true;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
-    let patch = helm_release::apply_patch(target, stamp);
+    Err(Error::Unavailable(format!(
+        "HelmRelease {} kept changing while it was being released; the event is retried",
+        target.reference()
+    )))
+}
+
+/// What to do with one release.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Apply,
+    /// It records a newer event than this one: skip.
+    Stale,
+}
+
+fn decide(target: &Target, current: &Value, stamp: &Stamp, now: DateTime<Utc>) -> Result<Decision> {
+    helm_release::check_editable(target, current)?;
+    Ok(if helm_release::is_stale(current, stamp, now) {
+        Decision::Stale
+    } else {
+        Decision::Apply
+    })
+}
+
+/// Applies the edit, on condition that the release is still at `version` when there is one;
+/// the release as applied, as the API server answered it.
+async fn send_apply(
+    kube: &kube::Client,
+    api: &Api<DynamicObject>,
+    target: &Target,
+    stamp: &Stamp,
+    version: Option<&str>,
+    dry_run: bool,
+) -> kube::Result<String> {
+    let mut patch = helm_release::apply_patch(target, stamp);
+    if let (Some(version), Some(metadata)) = (version, patch.get_mut("metadata")) {
+        metadata["resourceVersion"] = json!(version);
+    }
     // Forced: the release-changed owns exactly the fields it sets; another manager holding
     // `image.tag` (a `kubectl apply` of the same value, say) must not block every release.
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
@@ -284,20 +372,25 @@ pub(crate) async fn apply(
         .patch(&target.name, &params, &Patch::Apply(&patch))
         .map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert("patch");
-    // The answer is the whole release, which nothing here reads: a refusal is an error status.
-    kube.request_text(request).await?;
-    tracing::info!(
-        release = %target.reference(),
-        version = %target.version,
-        previous = previous.as_deref().unwrap_or(""),
-        dry_run,
-        "applied"
-    );
-    Ok(Outcome {
-        target: target.clone(),
-        previous,
-        stale: false,
-    })
+    kube.request_text(request).await
+}
+
+/// The release read from the API server; 503 (retried until it exists) when there is none.
+async fn read_existing(
+    kube: &kube::Client,
+    api: &Api<DynamicObject>,
+    target: &Target,
+) -> Result<Value> {
+    match read_release(kube, api, &target.name).await? {
+        Some(current) => Ok(current),
+        // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
+        // creates it; until then the event is retried and finally dead-lettered.
+        None => Err(Error::Unavailable(format!(
+            "HelmRelease {} ({}) does not exist; it is retried until it does",
+            target.reference(),
+            helm_release::api_resource(target.api).api_version
+        ))),
+    }
 }
 
 /// The API server's copy of a HelmRelease, read straight into JSON (`Api::get_opt` would take it

@@ -104,6 +104,33 @@ impl Harness {
         )
     }
 
+    /// The state a server runs with: the releases the rules name listed and watched. Returns
+    /// once every watched namespace is listed.
+    async fn watching_state(&self) -> AppState {
+        let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
+        let state = AppState::watching_releases(
+            &config,
+            Some(self.kube()),
+            ReplySink::new(None).unwrap(),
+            &self.metrics,
+        );
+        listed(&state).await;
+        state
+    }
+
+    /// The HelmRelease requests (`GET` or `PATCH`, with the answer's code) since the log was last
+    /// cleared; watches and lists left out.
+    fn release_calls(&self) -> Vec<(String, u16)> {
+        self.api
+            .requests()
+            .iter()
+            .filter(|request| {
+                request.path.contains("/helmreleases/") && !request.query.contains_key("watch")
+            })
+            .map(|request| (request.method.clone(), request.status.unwrap_or_default()))
+            .collect()
+    }
+
     /// A run as git-push creates it (rule label, ref annotation) and Tekton finishes it
     /// (`Succeeded=True`, `IMAGE_URL` and `IMAGE_DIGEST` in its v1 results), stored on the API
     /// server; `edit` changes it before it is stored. Returns the stored run, uid included.
@@ -248,6 +275,28 @@ impl Harness {
             )
             .unwrap()
     }
+}
+
+/// Waits until every namespace `state` watches is listed.
+async fn listed(state: &AppState) {
+    for _ in 0..500 {
+        if state.watched_releases_listed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the watched namespaces were not listed within 5 s");
+}
+
+/// An explicit chart version for `platform` (`from: any`), at `time`.
+async fn platform_version(
+    state: &AppState,
+    id: &str,
+    time: &str,
+    version: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let data = json!({"chart": "platform", "version": version});
+    send(state, id, RELEASE_CHANGED, Some(time), &data).await
 }
 
 /// Sends one CloudEvent in binary mode, with `time` when given.
@@ -1150,4 +1199,140 @@ async fn bodies_larger_than_any_notification_are_refused_unread() {
         );
     }
     assert_eq!(harness.patches(), patches, "nothing applied");
+}
+
+/// With the releases watched, an event is decided on the watched copy and applied on condition
+/// that the release is still the copy's version: no read first. A decision to apply nothing is
+/// only taken on a fresh read.
+#[tokio::test]
+async fn a_watched_release_is_applied_without_a_read() {
+    let harness = Harness::start().await;
+    let state = harness.watching_state().await;
+    let before = harness.flux_release("platform");
+    harness.api.clear_requests();
+    let (status, _, body) = platform_version(&state, "p-2", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.release_calls(), [("PATCH".to_owned(), 200)]);
+    let apply = harness
+        .api
+        .requests()
+        .into_iter()
+        .find(|request| request.method == "PATCH")
+        .unwrap();
+    assert_eq!(
+        apply.body.unwrap()["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    let platform = harness.flux_release("platform");
+    assert_eq!(platform["spec"]["chart"]["spec"]["version"], "0.3.0");
+
+    // The next event for the same release, before the watch has brought the change: decided
+    // on the applied release the API server answered with, not on the copy from before.
+    harness.api.clear_requests();
+    let (status, _, body) = platform_version(&state, "p-3", "2026-11-24T06:30:00Z", "0.5.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.release_calls(), [("PATCH".to_owned(), 200)]);
+
+    // An older event: the copy says it is stale, and a read confirms it before it is skipped.
+    harness.api.clear_requests();
+    let (status, headers, body) =
+        platform_version(&state, "p-1", "2026-11-24T06:00:00Z", "0.2.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        headers.get("ce-type").is_none(),
+        "no reply for a stale event"
+    );
+    assert_eq!(harness.release_calls(), [("GET".to_owned(), 200)]);
+    assert_eq!(
+        harness.flux_release("platform")["spec"]["chart"]["spec"]["version"],
+        "0.5.0"
+    );
+}
+
+/// Another replica applied a newer event after the copy was taken: the API server refuses the
+/// apply decided on the copy, and the release, read again, shows the event is stale.
+#[tokio::test]
+async fn an_apply_decided_on_an_outdated_copy_is_refused_and_decided_again() {
+    let harness = Harness::start().await;
+    let state = harness.watching_state().await;
+    let mut newer = harness.flux_release("platform");
+    newer["spec"]["chart"]["spec"]["version"] = json!("0.4.0");
+    newer["metadata"]["annotations"] = json!({TIME_ANNOTATION: "2026-11-24T06:20:00Z"});
+    harness.api.clear_requests();
+    // Stored without yielding to the watch task (the test runs on one thread): the copy still
+    // holds the release as it was when the event is decided.
+    harness.api.insert(newer);
+    let (status, headers, body) =
+        platform_version(&state, "p-3", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        harness.release_calls(),
+        [("PATCH".to_owned(), 409), ("GET".to_owned(), 200)]
+    );
+    assert!(
+        headers.get("ce-type").is_none(),
+        "no reply for a stale event"
+    );
+    assert!(body["reason"].as_str().unwrap().contains("newer"), "{body}");
+    assert_eq!(
+        harness.flux_release("platform")["spec"]["chart"]["spec"]["version"],
+        "0.4.0"
+    );
+}
+
+/// A release that keeps changing under the apply is retried by the sender, not applied blind.
+#[tokio::test]
+async fn a_release_that_keeps_changing_is_answered_503() {
+    let harness = Harness::start().await;
+    let state = harness.state();
+    harness.api.clear_requests();
+    // Read, apply (409), read, apply (409), read, apply (409).
+    for _ in 0..3 {
+        harness
+            .api
+            .fail_next(1, Fault::Stall(std::time::Duration::ZERO));
+        harness.api.fail_next(1, Fault::Status(409));
+    }
+    let (status, _, body) = platform_version(&state, "p-4", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("kept changing"),
+        "{body}"
+    );
+    assert_eq!(
+        harness.release_calls().len(),
+        6,
+        "{:?}",
+        harness.release_calls()
+    );
+    assert_eq!(
+        harness.flux_release("platform")["spec"]["chart"]["spec"]["version"],
+        "0.1.0"
+    );
+}
+
+/// Without permission to list (a Role from before the watch), every release is read before its
+/// apply, as without a watch; the namespaces are listed again later, with a backoff.
+#[tokio::test]
+async fn a_namespace_that_cannot_be_listed_is_read_per_event_and_listed_later() {
+    let harness = Harness::start().await;
+    // The first calls are the lists of the two watched namespaces.
+    harness.api.fail_next(2, Fault::Status(403));
+    let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
+    let state = AppState::watching_releases(
+        &config,
+        Some(harness.kube()),
+        ReplySink::new(None).unwrap(),
+        &harness.metrics,
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!state.watched_releases_listed());
+    harness.api.clear_requests();
+    let (status, _, body) = platform_version(&state, "p-5", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        harness.release_calls(),
+        [("GET".to_owned(), 200), ("PATCH".to_owned(), 200)]
+    );
+    listed(&state).await;
 }

@@ -25,6 +25,13 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
     if let Err(r) = check_identity(call, &mut patch) {
         return r;
     }
+    // A resourceVersion in the applied object is a precondition, never a field anyone owns.
+    let sent_version = patch
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|metadata| metadata.remove("resourceVersion"))
+        .and_then(|version| version.as_str().map(str::to_owned))
+        .filter(|version| !version.is_empty());
     let on_status = t.subresource.as_deref() == Some("status");
     let confined_status = status_subresource(shared, t, &patch);
     let applied: BTreeSet<FieldPath> = fields::leaf_paths(&patch)
@@ -40,6 +47,13 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
         .collect();
     let me = (manager.clone(), Operation::Apply);
     let mut inner = shared.lock();
+    let current_version =
+        existing(&inner, t).map(|old| meta_str(&old.object, "resourceVersion").to_owned());
+    if let Some(sent) = &sent_version
+        && current_version.as_ref() != Some(sent)
+    {
+        return outdated(t);
+    }
     let Some(old) = existing(&inner, t) else {
         if on_status {
             return t.not_found(t.name.as_deref().unwrap_or_default());
@@ -114,4 +128,20 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
         return invalid(t, &object, &errors);
     }
     store(shared, &mut inner, call, Some(&old), object, managers, 200)
+}
+
+/// 409 for a write whose resourceVersion precondition no longer holds (or names an object that
+/// does not exist), in the API server's words.
+pub(super) fn outdated(t: &Target) -> Response {
+    let name = t.name.clone().unwrap_or_default();
+    status::failure(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+             please apply your changes to the latest version and try again",
+            t.resource()
+        ),
+        Some(t.details(&name)),
+    )
 }

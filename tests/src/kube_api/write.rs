@@ -226,17 +226,7 @@ pub(super) fn replace(shared: &Shared, call: &Call) -> Response {
     };
     let sent_rv = meta_str(&object, "resourceVersion");
     if !sent_rv.is_empty() && sent_rv != meta_str(&old.object, "resourceVersion") {
-        let name = t.name.clone().unwrap_or_default();
-        return status::failure(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
-                 please apply your changes to the latest version and try again",
-                t.resource()
-            ),
-            Some(t.details(&name)),
-        );
+        return super::apply::outdated(t);
     }
     let object = confine(shared, call, &old.object, object);
     if let Err(errors) = validate(shared, &object) {
