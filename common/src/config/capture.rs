@@ -44,6 +44,10 @@ pub fn capture_names(pattern: &str) -> Vec<&str> {
 /// segments equal, capture segments non-empty (and captured). `None` when it does not match.
 pub fn match_segments(pattern: &str, value: &str) -> Option<Captures> {
     let mut captures = Captures::new();
+    // No capture: segment by segment is the same as whole (release-changed tries every rule).
+    if !pattern.contains('{') {
+        return (pattern == value).then_some(captures);
+    }
     let mut wanted = pattern.split('/');
     let mut given = value.split('/');
     loop {

@@ -23,6 +23,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -135,7 +136,17 @@ async fn release_changed_router(kubeconfig: &Path) -> anyhow::Result<axum::Route
     let kube = tekflux_common::clients::kube_client_from_kubeconfig(kubeconfig, &config.kubernetes)
         .await?;
     let server = ServerState::new(ServerSettings::default());
-    let state = AppState::new(&config, Some(kube), ReplySink::new(None)?, &server.metrics);
+    let state =
+        AppState::watching_releases(&config, Some(kube), ReplySink::new(None)?, &server.metrics);
+    // As a server does once its watch is up: every release decided on the watched copy.
+    let listing = tokio::time::timeout(Duration::from_secs(10), async {
+        while !state.watched_releases_listed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    listing
+        .await
+        .map_err(|_| anyhow::anyhow!("the bench's HelmReleases were not listed within 10 s"))?;
     server.readiness.set_ready();
     Ok(router(app(state), server))
 }
@@ -433,6 +444,23 @@ async fn measure_with_cluster(
                     .is_some_and(|status| (200..300).contains(&status))
         })
         .count();
+    // How often release-changed read a release (no watched copy, or a refused apply) and how
+    // often an apply decided on the copy was refused as outdated: both zero with a warm copy.
+    let release_calls = |method: &str, status: u16| {
+        api.requests()
+            .iter()
+            .filter(|request| {
+                request.method == method
+                    && request.path.contains("/helmreleases/")
+                    && request.status == Some(status)
+            })
+            .count()
+    };
+    eprintln!(
+        "  {mode} c={concurrency}: {} release reads, {} applies refused as outdated",
+        release_calls("GET", 200),
+        release_calls("PATCH", 409)
+    );
     let mut wrong = Vec::new();
     let mut wrong_releases = 0;
     if applies != load.answered {

@@ -34,6 +34,7 @@ use crate::flux::{self, FluxEvent};
 use crate::helm_release::Stamp;
 use crate::registry;
 use crate::releasing::{ChangeEvent, Released, release};
+use crate::target::RuleImages;
 use crate::watched::WatchedReleases;
 
 /// The field manager release-changed's applies are recorded under.
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) senders: SenderAuth,
     /// The watched copies of the releases the rules name (none unless started).
     pub(crate) watched: WatchedReleases,
+    /// The rules' images in normal form.
+    pub(crate) rule_images: RuleImages,
 }
 
 impl std::fmt::Debug for AppState {
@@ -127,6 +130,7 @@ impl AppState {
                 replies,
                 senders,
                 watched,
+                rule_images: RuleImages::new(config),
                 releases: metrics.counter_family(
                     "tekflux_release_changed_releases",
                     "HelmReleases handled, by result",

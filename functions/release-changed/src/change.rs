@@ -126,7 +126,7 @@ fn is_tag(tag: &str) -> bool {
 /// One spelling per repository, so a rule's `image` matches however a producer wrote it:
 /// lowercase registry host, and Docker Hub's `docker.io/library/x`, `index.docker.io/x` and
 /// `x` all become `docker.io/library/x`. A repository already spelled that way is returned as
-/// it is, without a copy (every rule's `image` is normalised on every event).
+/// it is, without a copy.
 pub fn normalize_repository(repository: &str) -> Cow<'_, str> {
     let trimmed = repository
         .trim()

@@ -91,7 +91,7 @@ pub(crate) async fn release(
             });
             continue;
         }
-        let targets = target::targets(config, &event.change)?;
+        let targets = target::targets_with(config, &state.inner.rule_images, &event.change)?;
         if let Change::Release {
             chart_version,
             values,

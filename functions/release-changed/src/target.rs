@@ -53,24 +53,52 @@ impl Target {
     }
 }
 
+/// The `image:` of each of a config's `releases` rules in normal form
+/// ([`normalize_repository`]), made once rather than for every event.
+#[derive(Debug, Clone, Default)]
+pub struct RuleImages(Vec<Option<String>>);
+
+impl RuleImages {
+    /// The normal forms of `config`'s rule images, in rule order.
+    pub fn new(config: &Config) -> Self {
+        Self(
+            config
+                .releases
+                .iter()
+                .map(|rule| {
+                    rule.image
+                        .as_deref()
+                        .map(|image| normalize_repository(image).into_owned())
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The HelmReleases `change` updates under `config`'s rules, in rule order, each once.
 ///
 /// # Errors
 /// [`Error::Unprocessable`] when a matching rule cannot be satisfied (an image rule that sets a
 /// value from an image that has no tag) or an explicit release is not one the config manages.
 pub fn targets(config: &Config, change: &Change) -> Result<Vec<Target>> {
+    targets_with(config, &RuleImages::new(config), change)
+}
+
+/// [`targets`], with the rule images of `config` already in normal form.
+///
+/// # Errors
+/// As [`targets`].
+pub fn targets_with(config: &Config, images: &RuleImages, change: &Change) -> Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::new();
     match change {
         Change::Image(image) => {
-            for (index, rule) in config.releases.iter().enumerate() {
-                let Some(rule_image) = &rule.image else {
+            for (index, (rule, rule_image)) in config.releases.iter().zip(&images.0).enumerate() {
+                let Some(rule_image) = rule_image else {
                     continue;
                 };
                 // A plain image names one repository; `registry/{api}` captures a segment of
                 // it, and the HelmRelease is the one those values name.
-                let Some(captures) =
-                    capture::match_segments(&normalize_repository(rule_image), &image.repository)
-                else {
+                let Some(captures) = capture::match_segments(rule_image, &image.repository) else {
                     continue;
                 };
                 check_release_name(config, index, &image.repository, &captures)?;

@@ -20,8 +20,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
+use futures::{AsyncBufReadExt, TryStreamExt};
+use kube::api::{Api, DynamicObject, ListParams, WatchParams};
+use kube::core::Status;
+use serde::Deserialize;
 use serde_json::Value;
 use tekflux_common::config::capture;
 use tekflux_common::config::{Config, HelmReleaseApi};
@@ -72,8 +74,13 @@ impl WatchedReleases {
         for (api, namespace) in literal_namespaces(config) {
             let copy = Arc::new(Namespace::default());
             let resource = helm_release::api_resource(api);
-            let client: Api<DynamicObject> =
-                Api::namespaced_with(kube.clone(), &namespace, &resource);
+            let url = Api::<DynamicObject>::namespaced_with(kube.clone(), &namespace, &resource)
+                .resource_url()
+                .to_owned();
+            let client = Releases {
+                kube: kube.clone(),
+                url,
+            };
             let what = format!("{} in {namespace}", resource.api_version);
             watched.tasks.push(tokio::spawn(keep_copy(
                 client,
@@ -114,11 +121,11 @@ impl WatchedReleases {
         {
             return;
         }
-        let Ok(release) = serde_json::from_str::<Value>(applied) else {
+        let Some((named, release)) = serde_json::from_str(applied).ok().and_then(named_copy) else {
             return;
         };
-        if release.pointer("/metadata/name").and_then(Value::as_str) == Some(name) {
-            namespace.put(name.to_owned(), without_managed_fields(release));
+        if named == name {
+            namespace.put(named, release);
         }
     }
 
@@ -158,20 +165,15 @@ fn watch_seconds(read_timeout: Duration) -> u32 {
 }
 
 /// Lists and watches one namespace for as long as the task runs.
-async fn keep_copy(
-    client: Api<DynamicObject>,
-    copy: Arc<Namespace>,
-    watch_secs: u32,
-    what: String,
-) {
+async fn keep_copy(client: Releases, copy: Arc<Namespace>, watch_secs: u32, what: String) {
     let mut retry = FIRST_RETRY;
     loop {
-        match list(&client).await {
+        match client.list().await {
             Ok((releases, version)) => {
                 copy.replace(releases);
                 retry = FIRST_RETRY;
                 tracing::debug!(releases = %what, "listed; watching");
-                match follow(&client, &copy, version, watch_secs).await {
+                match client.follow(&copy, version, watch_secs).await {
                     // The version is too old to watch from: list again at once.
                     Ok(()) => {
                         copy.forget();
@@ -196,54 +198,121 @@ async fn keep_copy(
     }
 }
 
-/// Every release in the namespace, and the version to watch from.
-async fn list(client: &Api<DynamicObject>) -> kube::Result<(HashMap<String, Arc<Value>>, String)> {
-    let list = client.list(&ListParams::default()).await?;
-    let version = list.metadata.resource_version.clone().unwrap_or_default();
-    let releases = list.items.into_iter().filter_map(named_copy).collect();
-    Ok((releases, version))
+/// The HelmReleases of one namespace and API, read as JSON values (not `DynamicObject`s, which
+/// would be converted again).
+struct Releases {
+    kube: kube::Client,
+    url: String,
 }
 
-/// Follows the namespace from `version`, renewing the watch whenever the server ends it.
-/// `Ok` when the version is gone (410) and the namespace must be listed again.
-async fn follow(
-    client: &Api<DynamicObject>,
-    copy: &Namespace,
-    mut version: String,
-    watch_secs: u32,
-) -> kube::Result<()> {
-    let params = WatchParams::default().timeout(watch_secs);
-    loop {
-        let events = client.watch(&params, &version).await?;
-        futures::pin_mut!(events);
-        while let Some(event) = events.try_next().await? {
-            match event {
-                WatchEvent::Added(object) | WatchEvent::Modified(object) => {
-                    version = object.metadata.resource_version.clone().unwrap_or(version);
-                    if let Some((name, release)) = named_copy(object) {
-                        copy.put(name, release);
-                    }
+impl Releases {
+    /// Every release in the namespace, and the version to watch from.
+    async fn list(&self) -> kube::Result<(HashMap<String, Arc<Value>>, String)> {
+        let mut request = kube::core::Request::new(&self.url)
+            .list(&ListParams::default())
+            .map_err(kube::Error::BuildRequest)?;
+        request.extensions_mut().insert("list");
+        let mut list: Value = self.kube.request(request).await?;
+        let version = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let items = match list.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        Ok((items.into_iter().filter_map(named_copy).collect(), version))
+    }
+
+    /// Follows the namespace from `version`, renewing the watch whenever the server ends it.
+    /// `Ok` when the version is gone (410) and the namespace must be listed again.
+    async fn follow(
+        &self,
+        copy: &Namespace,
+        mut version: String,
+        watch_secs: u32,
+    ) -> kube::Result<()> {
+        let params = WatchParams::default().timeout(watch_secs);
+        loop {
+            let mut request = kube::core::Request::new(&self.url)
+                .watch(&params, &version)
+                .map_err(kube::Error::BuildRequest)?;
+            request.extensions_mut().insert("watch");
+            // Read line by line into a value at once: kube's `WatchEvent` would buffer each
+            // object before reading it again.
+            let lines = self.kube.request_stream(request).await?.lines();
+            futures::pin_mut!(lines);
+            while let Some(line) = lines.try_next().await.map_err(kube::Error::ReadEvents)? {
+                if line.trim().is_empty() {
+                    continue;
                 }
-                WatchEvent::Deleted(object) => {
-                    version = object.metadata.resource_version.clone().unwrap_or(version);
-                    if let Some(name) = &object.metadata.name {
-                        copy.remove(name);
+                let event: WatchLine =
+                    serde_json::from_str(&line).map_err(kube::Error::SerdeError)?;
+                match event.kind.as_str() {
+                    "ADDED" | "MODIFIED" => {
+                        if let Some((name, release)) = named_copy(event.object) {
+                            version = resource_version(&release).unwrap_or(version);
+                            copy.put(name, release);
+                        }
                     }
+                    "DELETED" => {
+                        if let Some((name, release)) = named_copy(event.object) {
+                            version = resource_version(&release).unwrap_or(version);
+                            copy.remove(&name, &release);
+                        }
+                    }
+                    "BOOKMARK" => version = resource_version(&event.object).unwrap_or(version),
+                    "ERROR" => {
+                        let status: Status = serde_json::from_value(event.object)
+                            .map_err(kube::Error::SerdeError)?;
+                        if status.code == 410 {
+                            return Ok(());
+                        }
+                        return Err(kube::Error::Api(Box::new(status)));
+                    }
+                    _ => {}
                 }
-                WatchEvent::Bookmark(bookmark) => version = bookmark.metadata.resource_version,
-                WatchEvent::Error(status) if status.code == 410 => return Ok(()),
-                WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
             }
         }
     }
 }
 
+/// One line of a watch: `{"type": "ADDED", "object": {…}}`.
+#[derive(Deserialize)]
+struct WatchLine {
+    #[serde(rename = "type")]
+    kind: String,
+    object: Value,
+}
+
+fn resource_version(release: &Value) -> Option<String> {
+    release
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Whether `incoming` is an older state of the release than `held`. A resourceVersion is
+/// opaque; where both are integers (etcd's revisions are) the larger is the newer, so an event
+/// the watch brings late does not replace the release an apply answered with. Elsewhere the
+/// incoming copy wins. Either way this only saves round trips: an apply decided on an older
+/// copy is refused and decided again.
+fn is_older(incoming: &Value, held: &Value) -> bool {
+    let revision = |release: &Value| {
+        release
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|version| version.parse::<u64>().ok())
+    };
+    matches!((revision(incoming), revision(held)), (Some(incoming), Some(held)) if incoming < held)
+}
+
 /// A release as the copy keeps it: without `managedFields`, which nothing here reads and which
 /// are often most of the object.
-fn named_copy(object: DynamicObject) -> Option<(String, Arc<Value>)> {
-    let name = object.metadata.name.clone()?;
-    let value = serde_json::to_value(object).ok()?;
-    Some((name, without_managed_fields(value)))
+fn named_copy(release: Value) -> Option<(String, Arc<Value>)> {
+    let name = release.pointer("/metadata/name")?.as_str()?.to_owned();
+    Some((name, without_managed_fields(release)))
 }
 
 fn without_managed_fields(mut release: Value) -> Arc<Value> {
@@ -270,11 +339,28 @@ impl Namespace {
     }
 
     fn put(&self, name: String, release: Arc<Value>) {
-        self.write().releases.insert(name, release);
+        let mut copy = self.write();
+        if copy
+            .releases
+            .get(&name)
+            .is_some_and(|held| is_older(&release, held))
+        {
+            return;
+        }
+        copy.releases.insert(name, release);
     }
 
-    fn remove(&self, name: &str) {
-        self.write().releases.remove(name);
+    /// Forgets the release `deleted` names, unless the copy holds a newer state of it.
+    fn remove(&self, name: &str, deleted: &Value) {
+        let mut copy = self.write();
+        if copy
+            .releases
+            .get(name)
+            .is_some_and(|held| is_older(deleted, held))
+        {
+            return;
+        }
+        copy.releases.remove(name);
     }
 }
 
@@ -368,7 +454,13 @@ releases:
         let copy = watched.get(HelmReleaseApi::Flux, "cicd", "api").unwrap();
         assert_eq!(copy.pointer("/metadata/resourceVersion").unwrap(), "9");
         assert!(watched.get(HelmReleaseApi::Flux, "cicd", "web").is_none());
-        namespace.remove("api");
+        // A deletion the watch brings late does not remove the newer release an apply answered.
+        let deleted_before =
+            serde_json::json!({"metadata": {"name": "api", "resourceVersion": "8"}});
+        namespace.remove("api", &deleted_before);
+        assert!(watched.get(HelmReleaseApi::Flux, "cicd", "api").is_some());
+        let deleted = serde_json::json!({"metadata": {"name": "api", "resourceVersion": "10"}});
+        namespace.remove("api", &deleted);
         assert!(watched.get(HelmReleaseApi::Flux, "cicd", "api").is_none());
         namespace.forget();
         assert!(!watched.all_listed());
@@ -376,7 +468,7 @@ releases:
 
     #[test]
     fn managed_fields_are_not_kept() {
-        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        let object = serde_json::json!({
             "apiVersion": "helm.toolkit.fluxcd.io/v2",
             "kind": "HelmRelease",
             "metadata": {
@@ -385,12 +477,37 @@ releases:
                 "managedFields": [{"manager": "kustomize-controller", "operation": "Apply"}],
             },
             "spec": {"values": {"image": {"tag": "1.0.0"}}},
-        }))
-        .unwrap();
+        });
         let (name, copy) = named_copy(object).unwrap();
         assert_eq!(name, "api");
         assert!(copy.pointer("/metadata/managedFields").is_none());
         assert_eq!(copy.pointer("/metadata/resourceVersion").unwrap(), "7");
         assert_eq!(copy.pointer("/spec/values/image/tag").unwrap(), "1.0.0");
+    }
+
+    #[test]
+    fn a_late_event_does_not_replace_a_newer_copy() {
+        let at = |version: &str| serde_json::json!({"metadata": {"resourceVersion": version}});
+        assert!(is_older(&at("9"), &at("10")));
+        assert!(!is_older(&at("10"), &at("9")));
+        assert!(!is_older(&at("10"), &at("10")));
+        // Not integers: nothing can be said, the incoming copy wins.
+        assert!(!is_older(&at("a9"), &at("b10")));
+        assert!(!is_older(&serde_json::json!({}), &at("10")));
+
+        let namespace = Namespace::default();
+        namespace.replace(HashMap::new());
+        let release = |version: &str| {
+            named_copy(serde_json::json!({"metadata": {"name": "api", "resourceVersion": version}}))
+                .unwrap()
+                .1
+        };
+        namespace.put("api".to_owned(), release("10"));
+        namespace.put("api".to_owned(), release("9"));
+        let held = namespace.copy.read().unwrap().releases["api"].clone();
+        assert_eq!(held.pointer("/metadata/resourceVersion").unwrap(), "10");
+        namespace.put("api".to_owned(), release("11"));
+        let held = namespace.copy.read().unwrap().releases["api"].clone();
+        assert_eq!(held.pointer("/metadata/resourceVersion").unwrap(), "11");
     }
 }
