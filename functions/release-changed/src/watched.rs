@@ -186,10 +186,16 @@ async fn keep_copy(client: Releases, copy: Arc<Namespace>, watch_secs: u32, what
                     ),
                 }
             }
-            Err(error) => tracing::warn!(
+            // Said once per run of failures, not every minute while a Role lacks `list`.
+            Err(error) if retry == FIRST_RETRY => tracing::warn!(
                 releases = %what,
                 error = %tekflux_common::error::plain_chain(&error),
                 "cannot list; releases are read before each apply (allow list and watch on helmreleases to save that read)"
+            ),
+            Err(error) => tracing::debug!(
+                releases = %what,
+                error = %tekflux_common::error::plain_chain(&error),
+                "cannot list yet"
             ),
         }
         copy.forget();
