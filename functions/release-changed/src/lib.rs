@@ -9,9 +9,11 @@
 //!   the values their release declares; events from the future are refused.
 //! - [`helm_release`] builds the server-side apply patch: only the changed fields and three
 //!   `tekflux.dev/release-*` annotations, so every other field keeps its owner.
-//! - [`app`] is the HTTP face; [`releasing`] reads each release, refuses edits it cannot take,
-//!   skips releases that a newer event already updated (the Broker does not keep order) and
-//!   applies; [`answer`] builds the answers and the `dev.tekflux.release.applied.v1` reply.
+//! - [`app`] is the HTTP face; [`releasing`] decides each release on its watched copy
+//!   (`watched`) or a read of it, refuses edits it cannot take, skips releases that a newer event
+//!   already updated (the Broker does not keep order) and applies on condition that the release
+//!   is still the one decided on; [`answer`] builds the answers and the
+//!   `dev.tekflux.release.applied.v1` reply.
 
 pub mod admission;
 pub mod answer;
