@@ -61,6 +61,8 @@ pub mod fields {
     pub const DELIVERY_ID: &str = "delivery_id";
     /// Who sent a CloudEvent: an OIDC subject, `events.token`, or unauthenticated.
     pub const SENDER: &str = "sender";
+    /// The git provider a webhook came from (`github`, `gitlab`, …).
+    pub const PROVIDER: &str = "provider";
 }
 
 /// Adds `/healthz`, `/readyz` and `/metrics` to the function's routes and wraps all of them in

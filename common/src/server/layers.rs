@@ -51,6 +51,7 @@ pub(super) async fn observe(
         ce_source = Empty,
         delivery_id = Empty,
         sender = Empty,
+        provider = Empty,
     );
     let traceparent = request
         .headers()

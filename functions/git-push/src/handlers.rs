@@ -81,9 +81,9 @@ fn parse_provider(name: &str) -> Result<Provider, WebhookError> {
 }
 
 /// A raw webhook of `provider`: signature checked on the raw bytes, payload read, its pushes
-/// planned and applied. The delivery id goes on `request`, the request's span, so the line that
-/// logs the request's outcome carries it.
-#[tracing::instrument(skip(state, request, headers, body), fields(provider = provider.as_str()))]
+/// planned and applied. The provider and the delivery id go on `request`, the request's span,
+/// so every line the request logs carries them (a span of its own would cost every request and
+/// not reach the line that logs the outcome).
 async fn handle_webhook(
     state: &AppState,
     request: &Span,
@@ -92,6 +92,7 @@ async fn handle_webhook(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response> {
+    request.record(fields::PROVIDER, provider.as_str());
     let metrics = &state.inner.metrics;
     metrics.received.inc(&[provider.as_str()]);
     // The signature is checked on the raw bytes before anything parses them.

@@ -492,6 +492,24 @@ fn assert_unauthorized(harness: &Harness, answer: &Answer, what: &str) {
     assert!(harness.all_runs().is_empty(), "{what}");
 }
 
+/// The line that logs a request's outcome names the provider (on the request's span), so a
+/// refused delivery can be traced to who sent it.
+#[tokio::test]
+async fn a_refused_webhook_is_logged_with_its_provider() {
+    let (logs, _guard) = tekflux_testkit::git_status::CapturedLogs::start();
+    let harness = Harness::new(CONFIG).await;
+    let wrong = Delivery::gitea_push().signed_with("not the secret");
+    let answer = harness.send(wrong.request()).await;
+    assert_unauthorized(&harness, &answer, "gitea");
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("request rejected"))
+        .unwrap_or_else(|| panic!("no outcome line:\n{text}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["span"]["provider"], "gitea", "{line}");
+}
+
 #[tokio::test]
 async fn wrong_or_missing_signatures_are_401_and_reach_no_cluster() {
     let harness = Harness::new(CONFIG).await;
