@@ -13,8 +13,10 @@
 //!   another manager owns it with a different value (unless `force=true`, which moves ownership),
 //!   and removal of fields the same manager stops applying when nobody else owns them. Lists are
 //!   atomic (no merge keys). `metadata.managedFields` is rendered from the ownership. A
-//!   `metadata.resourceVersion` in the applied object is a precondition, as on a real server:
-//!   409 `Conflict` when the object is at another version (or, here, missing).
+//!   `metadata.resourceVersion` or `metadata.uid` in the applied object is a precondition, as on
+//!   a real server: 409 `Conflict` when the object is at another version or is another object;
+//!   a uid that matches no object is refused too, while an apply naming only a resourceVersion
+//!   creates a missing object.
 //! - JSON merge patch (strategic merge patch is treated as merge patch) and JSON patch;
 //! - the `status` subresource (GET, PUT, PATCH): for kinds whose loaded CRD declares it, writes to
 //!   the main resource leave `.status` alone and status writes change only `.status`;
@@ -447,6 +449,32 @@ impl TestApiServer {
             object: object.clone(),
         });
         object
+    }
+
+    /// Deletes one stored object at once, behind the code's back (a person's `kubectl delete`
+    /// between two calls of the code under test); watchers see DELETED. Returns the object.
+    pub fn remove(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let namespace = namespace.unwrap_or("").to_owned();
+        let mut inner = self.shared.lock();
+        let removed = inner
+            .objects
+            .get_mut(&(group.to_owned(), plural.to_owned()))
+            .and_then(|objs| objs.remove(&(namespace.clone(), name.to_owned())))?;
+        next_rv(&mut inner);
+        let _ = self.shared.events.send(Event {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+            namespace,
+            kind: "DELETED",
+            object: removed.object.clone(),
+        });
+        Some(removed.object)
     }
 
     /// Seeds the log text of one container of a pod, answered by `pods/{pod}/log`.

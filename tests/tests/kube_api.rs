@@ -183,13 +183,19 @@ async fn an_apply_naming_a_resource_version_is_conditional_on_it() {
             "spec": {"pipelineRef": {"name": "api-pipeline"},
                 "params": [{"name": "revision", "value": revision}]}})
     };
-    // No object at that version: refused, nothing created.
-    let missing = api_error(
-        runs.patch("build-3", &ours, &Patch::Apply(&patch("1", "a")))
-            .await,
-    );
+    // A uid that matches no object: refused, nothing created.
+    let mut with_uid = patch("1", "a");
+    with_uid["metadata"]["uid"] = json!("0b4fa8d2-6a5e-11ef-8c1a-0242ac120002");
+    let missing = api_error(runs.patch("build-3", &ours, &Patch::Apply(&with_uid)).await);
     assert_eq!((missing.code, missing.reason.as_str()), (409, "Conflict"));
     assert!(runs.get_opt("build-3").await.unwrap().is_none());
+    // A resourceVersion alone does not stop an apply from creating a missing object.
+    runs.patch("build-3", &ours, &Patch::Apply(&patch("1", "a")))
+        .await
+        .unwrap();
+    runs.delete("build-3", &DeleteParams::default())
+        .await
+        .unwrap();
 
     let created = runs
         .create(&PostParams::default(), &pipeline_run("build-3"))

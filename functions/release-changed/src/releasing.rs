@@ -254,7 +254,7 @@ const DECISIONS: usize = 3;
 ///
 /// Only an apply is decided on the copy, since the API server refuses one based on a copy that
 /// fell behind (409); that, and every answer that would apply nothing, is decided again on a
-/// fresh read.
+/// fresh read (which counts as one of the [`DECISIONS`]).
 #[tracing::instrument(skip_all, fields(release = %target.reference(), dry_run))]
 pub(crate) async fn apply(
     kube: &kube::Client,
@@ -286,10 +286,7 @@ pub(crate) async fn apply(
                 stale: true,
             });
         }
-        let version = current
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str);
-        match send_apply(kube, &api, target, stamp, version, dry_run).await {
+        match send_apply(kube, &api, target, stamp, &current, dry_run).await {
             Ok(applied) => {
                 // The watch brings the same release a moment later; an event for the same
                 // release arriving before it would otherwise be decided on the older copy.
@@ -348,19 +345,26 @@ fn decide(target: &Target, current: &Value, stamp: &Stamp, now: DateTime<Utc>) -
     })
 }
 
-/// Applies the edit, on condition that the release is still at `version` when there is one;
-/// the release as applied, as the API server answered it.
+/// Applies the edit, on condition that the release is still `decided_on`: the same object (its
+/// `uid`) at the same version (its `resourceVersion`). The resourceVersion alone would not do:
+/// an apply to an object that no longer exists creates it, whatever resourceVersion it names,
+/// while a uid that matches nothing is refused (409). Returns the release as applied, as the
+/// API server answered it.
 async fn send_apply(
     kube: &kube::Client,
     api: &Api<DynamicObject>,
     target: &Target,
     stamp: &Stamp,
-    version: Option<&str>,
+    decided_on: &Value,
     dry_run: bool,
 ) -> kube::Result<String> {
     let mut patch = helm_release::apply_patch(target, stamp);
-    if let (Some(version), Some(metadata)) = (version, patch.get_mut("metadata")) {
-        metadata["resourceVersion"] = json!(version);
+    if let Some(metadata) = patch.get_mut("metadata") {
+        for field in ["uid", "resourceVersion"] {
+            if let Some(value) = decided_on.pointer(&format!("/metadata/{field}")) {
+                metadata[field] = value.clone();
+            }
+        }
     }
     // Forced: the release-changed owns exactly the fields it sets; another manager holding
     // `image.tag` (a `kubectl apply` of the same value, say) must not block every release.

@@ -11,14 +11,15 @@
 //!
 //! One list and watch per namespace and HelmRelease API that a rule names literally. The watch
 //! asks the API server to end it before the client's read timeout and is renewed from the last
-//! `resourceVersion` seen; after an error (410 Gone, a refusal, a dropped connection) the copy is
-//! dropped and the namespace listed again, with a backoff. Only where the process keeps running
-//! between requests: a Lambda function is frozen between invocations, its watch would fall
-//! behind unseen.
+//! `resourceVersion` seen; after an error (410 Gone, a refusal, a dropped connection, a watch
+//! that ends long before its timeout) the copy is dropped and the namespace listed again after a
+//! backoff (0.5 s doubling to 60 s, started afresh only once a watch has held for 30 s). Only
+//! where the process keeps running between requests: a Lambda function is frozen between
+//! invocations, its watch would fall behind unseen.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncBufReadExt, TryStreamExt};
 use kube::api::{Api, DynamicObject, ListParams, WatchParams};
@@ -34,6 +35,8 @@ use crate::helm_release;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
 const LAST_RETRY: Duration = Duration::from_secs(60);
+/// How long a watch must have held for its failure to start the backoff afresh.
+const HEALTHY_WATCH: Duration = Duration::from_secs(30);
 /// The longest watch the API server is asked for (kube refuses 295 s and more).
 const LONGEST_WATCH_SECS: u32 = 290;
 
@@ -171,18 +174,28 @@ async fn keep_copy(client: Releases, copy: Arc<Namespace>, watch_secs: u32, what
         match client.list().await {
             Ok((releases, version)) => {
                 copy.replace(releases);
-                retry = FIRST_RETRY;
                 tracing::debug!(releases = %what, "listed; watching");
-                match client.follow(&copy, version, watch_secs).await {
-                    // The version is too old to watch from: list again at once.
+                let watching = Instant::now();
+                let ended = client.follow(&copy, version, watch_secs).await;
+                // Only a watch that held starts the backoff afresh: a Role with `list` but not
+                // `watch`, or a proxy that ends every watch at once, must not be retried twice
+                // a second.
+                if watching.elapsed() >= HEALTHY_WATCH {
+                    retry = FIRST_RETRY;
+                }
+                match ended {
                     Ok(()) => {
-                        copy.forget();
-                        continue;
+                        tracing::debug!(releases = %what, "the watched version is gone; listing again")
                     }
-                    Err(error) => tracing::warn!(
+                    Err(error) if retry == FIRST_RETRY => tracing::warn!(
                         releases = %what,
                         error = %tekflux_common::error::plain_chain(&error),
                         "watch failed; releases are read before each apply until it is listed again"
+                    ),
+                    Err(error) => tracing::debug!(
+                        releases = %what,
+                        error = %tekflux_common::error::plain_chain(&error),
+                        "watch failed again"
                     ),
                 }
             }
@@ -249,6 +262,7 @@ impl Releases {
             // object before reading it again.
             let lines = self.kube.request_stream(request).await?.lines();
             futures::pin_mut!(lines);
+            let started = Instant::now();
             while let Some(line) = lines.try_next().await.map_err(kube::Error::ReadEvents)? {
                 if line.trim().is_empty() {
                     continue;
@@ -279,6 +293,13 @@ impl Releases {
                     }
                     _ => {}
                 }
+            }
+            // The server ends a watch at its timeout; one that ends well before (a proxy that
+            // closes streams) is renewed only after the backoff.
+            if started.elapsed() < Duration::from_secs(u64::from(watch_secs)) / 2 {
+                return Err(kube::Error::ReadEvents(std::io::Error::other(
+                    "the watch ended long before its timeout",
+                )));
             }
         }
     }

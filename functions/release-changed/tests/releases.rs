@@ -1215,7 +1215,7 @@ async fn bodies_larger_than_any_notification_are_refused_unread() {
 }
 
 /// With the releases watched, an event is decided on the watched copy and applied on condition
-/// that the release is still the copy's version: no read first. A decision to apply nothing is
+/// that the release is still the copy's object at the copy's version: no read first. A decision to apply nothing is
 /// only taken on a fresh read.
 #[tokio::test]
 async fn a_watched_release_is_applied_without_a_read() {
@@ -1232,10 +1232,13 @@ async fn a_watched_release_is_applied_without_a_read() {
         .into_iter()
         .find(|request| request.method == "PATCH")
         .unwrap();
-    assert_eq!(
-        apply.body.unwrap()["metadata"]["resourceVersion"],
-        before["metadata"]["resourceVersion"]
-    );
+    let sent = apply.body.unwrap();
+    for field in ["resourceVersion", "uid"] {
+        assert_eq!(
+            sent["metadata"][field], before["metadata"][field],
+            "{field}"
+        );
+    }
     let platform = harness.flux_release("platform");
     assert_eq!(platform["spec"]["chart"]["spec"]["version"], "0.3.0");
 
@@ -1277,6 +1280,38 @@ async fn an_apply_decided_on_an_outdated_copy_is_refused_and_decided_again() {
     );
     assert!(body["reason"].as_str().unwrap().contains("newer"), "{body}");
     assert_platform_kept(&harness, &headers, "0.4.0");
+}
+
+/// A release deleted after the copy was taken: the apply names the copy's uid, which matches
+/// nothing, so it is refused instead of creating a HelmRelease with only tekflux's fields; the
+/// read finds no release and the event is answered 503 (retried until Flux creates it).
+#[tokio::test]
+async fn an_apply_decided_on_the_copy_of_a_deleted_release_creates_nothing() {
+    let harness = Harness::start().await;
+    let state = harness.watching_state().await;
+    harness.api.clear_requests();
+    // Removed without yielding to the watch task: the copy still holds the release.
+    let removed = harness
+        .api
+        .remove(FLUX_GROUP, "helmreleases", Some(NS), "platform");
+    assert!(removed.is_some());
+    let (status, _, body) = platform_version(&state, "p-6", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("does not exist"),
+        "{body}"
+    );
+    assert_eq!(
+        harness.release_calls(),
+        [("PATCH".to_owned(), 409), ("GET".to_owned(), 404)]
+    );
+    assert!(
+        harness
+            .api
+            .get_object(FLUX_GROUP, "helmreleases", Some(NS), "platform")
+            .is_none(),
+        "nothing created"
+    );
 }
 
 /// A release that keeps changing under the apply is retried by the sender, not applied blind.

@@ -25,13 +25,18 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
     if let Err(r) = check_identity(call, &mut patch) {
         return r;
     }
-    // A resourceVersion in the applied object is a precondition, never a field anyone owns.
-    let sent_version = patch
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .and_then(|metadata| metadata.remove("resourceVersion"))
-        .and_then(|version| version.as_str().map(str::to_owned))
-        .filter(|version| !version.is_empty());
+    // A resourceVersion or uid in the applied object is a precondition, never a field anyone
+    // owns.
+    let mut precondition = |field: &str| {
+        patch
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .and_then(|metadata| metadata.remove(field))
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .filter(|value| !value.is_empty())
+    };
+    let sent_version = precondition("resourceVersion");
+    let sent_uid = precondition("uid");
     let on_status = t.subresource.as_deref() == Some("status");
     let confined_status = status_subresource(shared, t, &patch);
     let applied: BTreeSet<FieldPath> = fields::leaf_paths(&patch)
@@ -47,10 +52,20 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
         .collect();
     let me = (manager.clone(), Operation::Apply);
     let mut inner = shared.lock();
-    let current_version =
-        existing(&inner, t).map(|old| meta_str(&old.object, "resourceVersion").to_owned());
+    let current =
+        |field: &str| existing(&inner, t).map(|old| meta_str(&old.object, field).to_owned());
+    // As on a real server: a uid must match an existing object, while a resourceVersion is only
+    // checked against one (an apply to a missing object creates it, whatever version it names).
+    let (current_version, current_uid) = (current("resourceVersion"), current("uid"));
+    if let Some(sent) = &sent_uid
+        && current_uid.as_ref() != Some(sent)
+    {
+        return outdated(t);
+    }
     if let Some(sent) = &sent_version
-        && current_version.as_ref() != Some(sent)
+        && current_version
+            .as_ref()
+            .is_some_and(|version| version != sent)
     {
         return outdated(t);
     }
