@@ -460,21 +460,15 @@ impl TestApiServer {
         namespace: Option<&str>,
         name: &str,
     ) -> Option<Value> {
-        let namespace = namespace.unwrap_or("").to_owned();
         let mut inner = self.shared.lock();
-        let removed = inner
-            .objects
-            .get_mut(&(group.to_owned(), plural.to_owned()))
-            .and_then(|objs| objs.remove(&(namespace.clone(), name.to_owned())))?;
-        next_rv(&mut inner);
-        let _ = self.shared.events.send(Event {
-            group: group.to_owned(),
-            plural: plural.to_owned(),
-            namespace,
-            kind: "DELETED",
-            object: removed.object.clone(),
-        });
-        Some(removed.object)
+        write::remove_stored(
+            &self.shared,
+            &mut inner,
+            (group.to_owned(), plural.to_owned()),
+            namespace.unwrap_or("").to_owned(),
+            name.to_owned(),
+        )
+        .map(|removed| removed.object)
     }
 
     /// Seeds the log text of one container of a pod, answered by `pods/{pod}/log`.

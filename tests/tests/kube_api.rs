@@ -173,7 +173,7 @@ async fn list_with_label_selectors() {
 }
 
 #[tokio::test]
-async fn an_apply_naming_a_resource_version_is_conditional_on_it() {
+async fn an_apply_naming_a_resource_version_or_uid_is_conditional_on_them() {
     let server = TestApiServer::start().await;
     let runs = pipeline_runs(&server, "cicd");
     let ours = PatchParams::apply("tekflux").force();

@@ -52,24 +52,21 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
         .collect();
     let me = (manager.clone(), Operation::Apply);
     let mut inner = shared.lock();
-    let current =
-        |field: &str| existing(&inner, t).map(|old| meta_str(&old.object, field).to_owned());
+    let found = existing(&inner, t);
+    let current = |field: &str| found.as_ref().map(|old| meta_str(&old.object, field));
     // As on a real server: a uid must match an existing object, while a resourceVersion is only
     // checked against one (an apply to a missing object creates it, whatever version it names).
-    let (current_version, current_uid) = (current("resourceVersion"), current("uid"));
     if let Some(sent) = &sent_uid
-        && current_uid.as_ref() != Some(sent)
+        && current("uid") != Some(sent.as_str())
     {
-        return outdated(t);
+        return t.outdated();
     }
     if let Some(sent) = &sent_version
-        && current_version
-            .as_ref()
-            .is_some_and(|version| version != sent)
+        && current("resourceVersion").is_some_and(|version| version != sent)
     {
-        return outdated(t);
+        return t.outdated();
     }
-    let Some(old) = existing(&inner, t) else {
+    let Some(old) = found else {
         if on_status {
             return t.not_found(t.name.as_deref().unwrap_or_default());
         }
@@ -143,20 +140,4 @@ pub(super) fn apply(shared: &Shared, call: &Call) -> Response {
         return invalid(t, &object, &errors);
     }
     store(shared, &mut inner, call, Some(&old), object, managers, 200)
-}
-
-/// 409 for a write whose resourceVersion precondition no longer holds (or names an object that
-/// does not exist), in the API server's words.
-pub(super) fn outdated(t: &Target) -> Response {
-    let name = t.name.clone().unwrap_or_default();
-    status::failure(
-        409,
-        "Conflict",
-        format!(
-            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
-             please apply your changes to the latest version and try again",
-            t.resource()
-        ),
-        Some(t.details(&name)),
-    )
 }

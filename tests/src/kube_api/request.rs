@@ -90,6 +90,22 @@ impl Target {
             Some(self.details(name)),
         )
     }
+
+    /// 409 for a write whose `resourceVersion` or `uid` precondition does not hold, in the API
+    /// server's words.
+    pub(super) fn outdated(&self) -> Response {
+        let name = self.name.clone().unwrap_or_default();
+        status::failure(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                self.resource()
+            ),
+            Some(self.details(&name)),
+        )
+    }
 }
 
 /// The parts of a request every operation needs.

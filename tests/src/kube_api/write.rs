@@ -211,6 +211,30 @@ pub(super) fn existing(inner: &Inner, t: &Target) -> Option<Stored> {
         .cloned()
 }
 
+/// Removes a stored object and tells watchers (DELETED); `None` when there was none.
+pub(super) fn remove_stored(
+    shared: &Shared,
+    inner: &mut Inner,
+    key: (String, String),
+    namespace: String,
+    name: String,
+) -> Option<Stored> {
+    let removed = inner
+        .objects
+        .get_mut(&key)?
+        .remove(&(namespace.clone(), name))?;
+    next_rv(inner);
+    let (group, plural) = key;
+    let _ = shared.events.send(Event {
+        group,
+        plural,
+        namespace,
+        kind: "DELETED",
+        object: removed.object.clone(),
+    });
+    Some(removed)
+}
+
 pub(super) fn replace(shared: &Shared, call: &Call) -> Response {
     let mut object = match call.object_body() {
         Ok(o) => o,
@@ -226,7 +250,7 @@ pub(super) fn replace(shared: &Shared, call: &Call) -> Response {
     };
     let sent_rv = meta_str(&object, "resourceVersion");
     if !sent_rv.is_empty() && sent_rv != meta_str(&old.object, "resourceVersion") {
-        return super::apply::outdated(t);
+        return t.outdated();
     }
     let object = confine(shared, call, &old.object, object);
     if let Err(errors) = validate(shared, &object) {
@@ -323,17 +347,7 @@ pub(super) fn delete(shared: &Shared, call: &Call) -> Response {
         }
     }
     if !dry_run {
-        if let Some(objs) = inner.objects.get_mut(&t.key()) {
-            objs.remove(&(t.ns(), name));
-        }
-        next_rv(&mut inner);
-        let _ = shared.events.send(Event {
-            group: t.group.clone(),
-            plural: t.plural.clone(),
-            namespace: t.ns(),
-            kind: "DELETED",
-            object: old.object.clone(),
-        });
+        remove_stored(shared, &mut inner, t.key(), t.ns(), name);
     }
     status::json_response(200, &old.object)
 }
