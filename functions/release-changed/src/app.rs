@@ -180,21 +180,17 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         .env
         .get_non_empty(server::LAMBDA_RUNTIME_API)
         .is_some();
-    let state = if on_lambda {
-        AppState::new(
-            &startup.config,
-            kube,
-            startup.reply_sink(),
-            &startup.server.metrics,
-        )
+    let build = if on_lambda {
+        AppState::new
     } else {
-        AppState::watching_releases(
-            &startup.config,
-            kube,
-            startup.reply_sink(),
-            &startup.server.metrics,
-        )
+        AppState::watching_releases
     };
+    let state = build(
+        &startup.config,
+        kube,
+        startup.reply_sink(),
+        &startup.server.metrics,
+    );
     state.inner.senders.log_startup();
     app(state)
 }

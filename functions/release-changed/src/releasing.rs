@@ -250,7 +250,7 @@ const DECISIONS: usize = 3;
 
 /// Decides the release on the watched copy (when there is one) or a read of it, checks it can
 /// take the edit and is not newer, and applies the edit, on condition that the release is still
-/// the one decided on (its `resourceVersion`).
+/// the one decided on (its `uid` and `resourceVersion`).
 ///
 /// Only an apply is decided on the copy, since the API server refuses one based on a copy that
 /// fell behind (409); that, and every answer that would apply nothing, is decided again on a
@@ -306,7 +306,8 @@ pub(crate) async fn apply(
                     stale: false,
                 });
             }
-            // Forced applies have no field conflicts: a 409 is the resourceVersion condition.
+            // Forced applies have no field conflicts: a 409 is the uid or resourceVersion
+            // condition.
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 if decision == DECISIONS {
                     break;
@@ -379,36 +380,23 @@ async fn send_apply(
     kube.request_text(request).await
 }
 
-/// The release read from the API server; 503 (retried until it exists) when there is none.
+/// The release read from the API server, straight into JSON (`Api::get_opt` would take it
+/// through `DynamicObject` first); 503 (retried until it exists) when there is none.
 async fn read_existing(
     kube: &kube::Client,
     api: &Api<DynamicObject>,
     target: &Target,
 ) -> Result<Value> {
-    match read_release(kube, api, &target.name).await? {
-        Some(current) => Ok(current),
+    match tekflux_common::clients::get_text(kube, api, &target.name).await {
+        Ok(body) => serde_json::from_str(&body)
+            .map_err(|error| Error::internal("cannot read the HelmRelease", error)),
         // Applying would create a HelmRelease with nothing but our fields. Flux (or a person)
         // creates it; until then the event is retried and finally dead-lettered.
-        None => Err(Error::Unavailable(format!(
+        Err(kube::Error::Api(status)) if status.is_not_found() => Err(Error::Unavailable(format!(
             "HelmRelease {} ({}) does not exist; it is retried until it does",
             target.reference(),
             helm_release::api_resource(target.api).api_version
         ))),
-    }
-}
-
-/// The API server's copy of a HelmRelease, read straight into JSON (`Api::get_opt` would take it
-/// through `DynamicObject` first); `None` when there is none.
-async fn read_release(
-    kube: &kube::Client,
-    api: &Api<DynamicObject>,
-    name: &str,
-) -> Result<Option<Value>> {
-    match tekflux_common::clients::get_text(kube, api, name).await {
-        Ok(body) => serde_json::from_str(&body)
-            .map(Some)
-            .map_err(|error| Error::internal("cannot read the HelmRelease", error)),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

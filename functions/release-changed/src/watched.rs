@@ -40,10 +40,11 @@ const HEALTHY_WATCH: Duration = Duration::from_secs(30);
 /// The longest watch the API server is asked for (kube refuses 295 s and more).
 const LONGEST_WATCH_SECS: u32 = 290;
 
-/// The copies, one per watched namespace and API; empty when nothing is watched.
+/// The copies, one per watched API and namespace; empty when nothing is watched.
 #[derive(Debug, Default)]
 pub(crate) struct WatchedReleases {
-    namespaces: HashMap<(HelmReleaseApi, String), Arc<Namespace>>,
+    /// By API, then namespace: looked up by `&str`, without a key to build per event.
+    namespaces: HashMap<HelmReleaseApi, HashMap<String, Arc<Namespace>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -91,7 +92,11 @@ impl WatchedReleases {
                 watch_seconds(read_timeout),
                 what,
             )));
-            watched.namespaces.insert((api, namespace), copy);
+            watched
+                .namespaces
+                .entry(api)
+                .or_default()
+                .insert(namespace, copy);
         }
         watched
     }
@@ -103,25 +108,23 @@ impl WatchedReleases {
         namespace: &str,
         name: &str,
     ) -> Option<Arc<Value>> {
-        let namespace = self.namespaces.get(&(api, namespace.to_owned()))?;
-        let copy = namespace.copy.read().unwrap_or_else(|e| e.into_inner());
+        let copy = self.namespace(api, namespace)?.read();
         copy.listed
             .then(|| copy.releases.get(name).cloned())
             .flatten()
     }
 
+    fn namespace(&self, api: HelmReleaseApi, namespace: &str) -> Option<&Namespace> {
+        self.namespaces.get(&api)?.get(namespace).map(Arc::as_ref)
+    }
+
     /// Keeps `applied`, the API server's answer to an apply of one release, as its copy when
     /// its namespace is watched and listed. An answer that does not parse is left to the watch.
     pub(crate) fn remember(&self, api: HelmReleaseApi, namespace: &str, name: &str, applied: &str) {
-        let Some(namespace) = self.namespaces.get(&(api, namespace.to_owned())) else {
+        let Some(namespace) = self.namespace(api, namespace) else {
             return;
         };
-        if !namespace
-            .copy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .listed
-        {
+        if !namespace.read().listed {
             return;
         }
         let Some((named, release)) = serde_json::from_str(applied).ok().and_then(named_copy) else {
@@ -134,13 +137,10 @@ impl WatchedReleases {
 
     /// Whether every watched namespace is listed (true when none is watched).
     pub(crate) fn all_listed(&self) -> bool {
-        self.namespaces.values().all(|namespace| {
-            namespace
-                .copy
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .listed
-        })
+        self.namespaces
+            .values()
+            .flat_map(HashMap::values)
+            .all(|namespace| namespace.read().listed)
     }
 }
 
@@ -232,11 +232,7 @@ impl Releases {
             .map_err(kube::Error::BuildRequest)?;
         request.extensions_mut().insert("list");
         let mut list: Value = self.kube.request(request).await?;
-        let version = list
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let version = resource_version(&list).unwrap_or_default().to_owned();
         let items = match list.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -272,17 +268,19 @@ impl Releases {
                 match event.kind.as_str() {
                     "ADDED" | "MODIFIED" => {
                         if let Some((name, release)) = named_copy(event.object) {
-                            version = resource_version(&release).unwrap_or(version);
+                            version = resource_version(&release).map_or(version, str::to_owned);
                             copy.put(name, release);
                         }
                     }
                     "DELETED" => {
                         if let Some((name, release)) = named_copy(event.object) {
-                            version = resource_version(&release).unwrap_or(version);
+                            version = resource_version(&release).map_or(version, str::to_owned);
                             copy.remove(&name, &release);
                         }
                     }
-                    "BOOKMARK" => version = resource_version(&event.object).unwrap_or(version),
+                    "BOOKMARK" => {
+                        version = resource_version(&event.object).map_or(version, str::to_owned);
+                    }
                     "ERROR" => {
                         let status: Status = serde_json::from_value(event.object)
                             .map_err(kube::Error::SerdeError)?;
@@ -313,11 +311,11 @@ struct WatchLine {
     object: Value,
 }
 
-fn resource_version(release: &Value) -> Option<String> {
-    release
+/// `metadata.resourceVersion` of an object or a list.
+fn resource_version(object: &Value) -> Option<&str> {
+    object
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
-        .map(str::to_owned)
 }
 
 /// Whether `incoming` is an older state of the release than `held`. A resourceVersion is
@@ -326,30 +324,25 @@ fn resource_version(release: &Value) -> Option<String> {
 /// incoming copy wins. Either way this only saves round trips: an apply decided on an older
 /// copy is refused and decided again.
 fn is_older(incoming: &Value, held: &Value) -> bool {
-    let revision = |release: &Value| {
-        release
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|version| version.parse::<u64>().ok())
-    };
+    let revision = |release| resource_version(release)?.parse::<u64>().ok();
     matches!((revision(incoming), revision(held)), (Some(incoming), Some(held)) if incoming < held)
 }
 
 /// A release as the copy keeps it: without `managedFields`, which nothing here reads and which
 /// are often most of the object.
-fn named_copy(release: Value) -> Option<(String, Arc<Value>)> {
+fn named_copy(mut release: Value) -> Option<(String, Arc<Value>)> {
     let name = release.pointer("/metadata/name")?.as_str()?.to_owned();
-    Some((name, without_managed_fields(release)))
-}
-
-fn without_managed_fields(mut release: Value) -> Arc<Value> {
     if let Some(metadata) = release.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("managedFields");
     }
-    Arc::new(release)
+    Some((name, Arc::new(release)))
 }
 
 impl Namespace {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.copy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
         self.copy.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -447,8 +440,8 @@ releases:
         let namespace = Arc::new(Namespace::default());
         let watched = WatchedReleases {
             namespaces: HashMap::from([(
-                (HelmReleaseApi::Flux, "cicd".to_owned()),
-                Arc::clone(&namespace),
+                HelmReleaseApi::Flux,
+                HashMap::from([("cicd".to_owned(), Arc::clone(&namespace))]),
             )]),
             tasks: Vec::new(),
         };
@@ -531,10 +524,10 @@ releases:
         };
         namespace.put("api".to_owned(), release("10"));
         namespace.put("api".to_owned(), release("9"));
-        let held = namespace.copy.read().unwrap().releases["api"].clone();
+        let held = namespace.read().releases["api"].clone();
         assert_eq!(held.pointer("/metadata/resourceVersion").unwrap(), "10");
         namespace.put("api".to_owned(), release("11"));
-        let held = namespace.copy.read().unwrap().releases["api"].clone();
+        let held = namespace.read().releases["api"].clone();
         assert_eq!(held.pointer("/metadata/resourceVersion").unwrap(), "11");
     }
 }

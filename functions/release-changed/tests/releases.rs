@@ -95,8 +95,16 @@ impl Harness {
     }
 
     fn state(&self) -> AppState {
+        self.state_with(AppState::new)
+    }
+
+    /// The state `build` (`AppState::new` or `AppState::watching_releases`) makes for `CONFIG`.
+    fn state_with(
+        &self,
+        build: fn(&Config, Option<kube::Client>, ReplySink, &Metrics) -> AppState,
+    ) -> AppState {
         let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
-        AppState::new(
+        build(
             &config,
             Some(self.kube()),
             ReplySink::new(None).unwrap(),
@@ -107,13 +115,7 @@ impl Harness {
     /// The state a server runs with: the releases the rules name listed and watched. Returns
     /// once every watched namespace is listed.
     async fn watching_state(&self) -> AppState {
-        let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
-        let state = AppState::watching_releases(
-            &config,
-            Some(self.kube()),
-            ReplySink::new(None).unwrap(),
-            &self.metrics,
-        );
+        let state = self.state_with(AppState::watching_releases);
         listed(&state).await;
         state
     }
@@ -1352,13 +1354,7 @@ async fn a_namespace_that_cannot_be_listed_is_read_per_event_and_listed_later() 
     let harness = Harness::start().await;
     // The first calls are the lists of the two watched namespaces.
     harness.api.fail_next(2, Fault::Status(403));
-    let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
-    let state = AppState::watching_releases(
-        &config,
-        Some(harness.kube()),
-        ReplySink::new(None).unwrap(),
-        &harness.metrics,
-    );
+    let state = harness.state_with(AppState::watching_releases);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(!state.watched_releases_listed());
     harness.api.clear_requests();
