@@ -22,7 +22,10 @@
 //!   the main resource leave `.status` alone and status writes change only `.status`;
 //! - watch (`watch=true|1`): newline-delimited `{"type":"ADDED","object":…}` events for the current
 //!   objects, then MODIFIED/DELETED/ADDED as they happen, until the client hangs up or
-//!   `timeoutSeconds` passes. No history is kept: an old `resourceVersion` never answers 410;
+//!   `timeoutSeconds` passes, or an ERROR line ends it. No history is kept; a test makes a watch
+//!   from an old `resourceVersion` answer 410 Expired with [`TestApiServer::compact`], ends open
+//!   watches with an ERROR line of any code with [`TestApiServer::end_watches`], and sends
+//!   BOOKMARK lines to the watches that asked for them with [`TestApiServer::bookmark`];
 //! - `pods/{name}/log?container=C` answering text seeded with [`TestApiServer::set_pod_log`];
 //! - validation of metadata (DNS-1123 names, label syntax) for every object and, for kinds with a
 //!   loaded CRD schema ([`crate::crd`]; by default the corpus' Tekton, Flux and Knative CRDs), of
@@ -34,7 +37,7 @@
 //!
 //! Not emulated: authentication and RBAC, discovery (`/api`, `/apis`), version conversion (objects
 //! are stored as sent), defaulting, finalizers and graceful deletion, owner-reference garbage
-//! collection, pagination, watch bookmarks, and any controller behaviour (nothing ever runs).
+//! collection, pagination, bookmarks sent on the server's own schedule, and any controller behaviour (nothing ever runs).
 //!
 //! Facts about kube 5 that this server accommodates: queries start with `&` (`?&fieldManager=x`),
 //! `"name":""` is sent beside `generateName`, apply patches are JSON under the YAML content type,
@@ -143,6 +146,8 @@ type Objects = BTreeMap<(String, String), BTreeMap<(String, String), Stored>>;
 struct Inner {
     objects: Objects,
     resource_version: u64,
+    /// Watches from a version below this one are answered 410 ([`TestApiServer::compact`]).
+    compacted: u64,
     faults: VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
     /// (namespace, pod, container) → log text.
@@ -469,6 +474,44 @@ impl TestApiServer {
             name.to_owned(),
         )
         .map(|removed| removed.object)
+    }
+
+    /// Compacts the history, as etcd does: a watch from a version older than the current one
+    /// is answered with one ERROR line, 410 Expired, as a real server answers it. Open
+    /// watches go on.
+    pub fn compact(&self) {
+        let mut inner = self.shared.lock();
+        inner.compacted = inner.resource_version;
+    }
+
+    /// Ends every open watch with an ERROR line carrying a Status of `code` (410 Expired,
+    /// or 500 for a server that fails a watch), as a real server ends a watch that fell
+    /// behind its cache or failed.
+    pub fn end_watches(&self, code: u16) {
+        let (reason, message) = match code {
+            410 => ("Expired", "the watched resource version is too old"),
+            _ => ("InternalError", "the watch failed"),
+        };
+        self.broadcast("ERROR", status::body(code, reason, message, None));
+    }
+
+    /// Sends every open watch that asked for bookmarks (`allowWatchBookmarks=true`) a
+    /// BOOKMARK line with the current resource version, as a real server does now and then.
+    pub fn bookmark(&self) {
+        let version = self.shared.lock().resource_version;
+        let object = json!({"metadata": {"resourceVersion": version.to_string()}});
+        self.broadcast("BOOKMARK", object);
+    }
+
+    /// Tells every open watch of an event that is no object's (ERROR, BOOKMARK).
+    fn broadcast(&self, kind: &'static str, object: Value) {
+        let _ = self.shared.events.send(Event {
+            group: String::new(),
+            plural: String::new(),
+            namespace: String::new(),
+            kind,
+            object,
+        });
     }
 
     /// Seeds the log text of one container of a pod, answered by `pods/{pod}/log`.

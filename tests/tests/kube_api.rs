@@ -784,6 +784,83 @@ async fn watch_yields_added_then_modified_and_deleted() {
 }
 
 #[tokio::test]
+async fn watches_end_with_an_error_line_and_carry_bookmarks_when_asked() {
+    let server = TestApiServer::start().await;
+    let cms = config_maps(&server);
+    let created = cms
+        .create(
+            &PostParams::default(),
+            &config_map("w1", json!({}), json!({"v": "1"})),
+        )
+        .await
+        .unwrap();
+    let version = created.metadata.resource_version.unwrap();
+    let params = WatchParams::default().timeout(60);
+    let mut with_bookmarks = cms.watch(&params, &version).await.unwrap().boxed();
+    let mut without = cms
+        .watch(&params.clone().disable_bookmarks(), &version)
+        .await
+        .unwrap()
+        .boxed();
+
+    // A bookmark names the current version, and only reaches the watch that asked for it.
+    cms.create(
+        &PostParams::default(),
+        &config_map("w2", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    server.bookmark();
+    server.end_watches(500);
+    let added = |e| matches!(e, WatchEvent::Added(ConfigMap { ref metadata, .. }) if metadata.name.as_deref() == Some("w2"));
+    assert!(added(with_bookmarks.try_next().await.unwrap().unwrap()));
+    let bookmark = match with_bookmarks.try_next().await.unwrap().unwrap() {
+        WatchEvent::Bookmark(bookmark) => bookmark,
+        other => panic!("expected a bookmark, got {other:?}"),
+    };
+    assert_eq!(bookmark.types.kind, "ConfigMap");
+    let current: u64 = bookmark.metadata.resource_version.parse().unwrap();
+    assert!(current > version.parse().unwrap());
+    assert!(added(without.try_next().await.unwrap().unwrap()));
+
+    // The ERROR line ends both watches.
+    for watch in [&mut with_bookmarks, &mut without] {
+        match watch.try_next().await.unwrap().unwrap() {
+            WatchEvent::Error(error) => assert_eq!(error.code, 500),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(watch.try_next().await.unwrap().is_none());
+    }
+
+    // After a compaction, a watch from an older version gets 410 at once and ends; one from
+    // the current version goes on.
+    server.compact();
+    let mut old = cms.watch(&params, &version).await.unwrap().boxed();
+    match old.try_next().await.unwrap().unwrap() {
+        WatchEvent::Error(error) => {
+            assert_eq!((error.code, error.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    assert!(old.try_next().await.unwrap().is_none());
+    let mut fresh = cms
+        .watch(&params, &current.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(
+        &PostParams::default(),
+        &config_map("w3", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    match fresh.try_next().await.unwrap().unwrap() {
+        WatchEvent::Added(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("w3")),
+        other => panic!("expected w3 added, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn pod_logs_are_served_when_seeded() {
     let server = TestApiServer::start().await;
     server.set_pod_log("default", "build-pod", "step-build", "line 1\nline 2\n");

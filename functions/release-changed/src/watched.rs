@@ -530,4 +530,120 @@ releases:
         let held = namespace.read().releases["api"].clone();
         assert_eq!(held.pointer("/metadata/resourceVersion").unwrap(), "11");
     }
+
+    /// One Flux release, `api` in `cicd`, named by one rule, on a test API server; watches
+    /// last a second (a client read timeout of two).
+    struct Cluster {
+        api: tekflux_testkit::kube_api::TestApiServer,
+        watched: WatchedReleases,
+    }
+
+    impl Cluster {
+        async fn start() -> Self {
+            let api = tekflux_testkit::kube_api::TestApiServer::start().await;
+            api.insert(release_object("1.0.0"));
+            let config = Config::from_yaml(
+                "namespace: cicd\nreleases:\n  - image: registry.example.com/acme/api\n    \
+                 helmRelease: api\n    set: image.tag\n    from: any\n",
+                "test.yaml",
+                &Env::new(),
+            )
+            .unwrap();
+            let watched = WatchedReleases::start(&api.client(), &config, Duration::from_secs(2));
+            let cluster = Self { api, watched };
+            cluster.until("listed", WatchedReleases::all_listed).await;
+            cluster
+        }
+
+        /// Waits up to 5 s for `done`.
+        async fn until(&self, what: &str, done: impl Fn(&WatchedReleases) -> bool) {
+            for _ in 0..500 {
+                if done(&self.watched) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("not {what} within 5 s");
+        }
+
+        /// The tag of the copy of `api`.
+        fn tag(&self) -> Option<String> {
+            let copy = self.watched.get(HelmReleaseApi::Flux, "cicd", "api")?;
+            Some(copy.pointer("/spec/values/image/tag")?.as_str()?.to_owned())
+        }
+
+        /// How many times the releases were listed, and the versions watches started from.
+        fn lists_and_watches(&self) -> (usize, Vec<String>) {
+            let requests = self.api.requests();
+            let releases = requests
+                .iter()
+                .filter(|request| request.path.ends_with("/namespaces/cicd/helmreleases"));
+            let (watches, lists): (Vec<_>, Vec<_>) =
+                releases.partition(|request| request.query.contains_key("watch"));
+            let versions = watches
+                .iter()
+                .map(|watch| watch.query["resourceVersion"].clone())
+                .collect();
+            (lists.len(), versions)
+        }
+    }
+
+    fn release_object(tag: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "metadata": {"name": "api", "namespace": "cicd"},
+            "spec": {"chart": {"spec": {"chart": "api"}}, "values": {"image": {"tag": tag}}},
+        })
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_renewed_from_its_last_bookmark_without_a_new_list() {
+        let cluster = Cluster::start().await;
+        // Something else changes in the cluster: the release's own version falls behind.
+        let other = cluster.api.insert(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "unrelated", "namespace": "cicd"},
+        }));
+        let current = resource_version(&other).unwrap().to_owned();
+        cluster.api.bookmark();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // History before the bookmark is gone: a watch from the release's version gets 410.
+        cluster.api.compact();
+        // The watch ends after a second and is renewed from the bookmark's version.
+        cluster
+            .until("renewed", |_| cluster.lists_and_watches().1.len() >= 2)
+            .await;
+        let (lists, watches) = cluster.lists_and_watches();
+        assert_eq!(lists, 1, "listed again: {watches:?}");
+        assert_eq!(watches.last(), Some(&current));
+        // The renewed watch is live.
+        cluster.api.insert(release_object("1.1.0"));
+        cluster
+            .until("updated", |_| cluster.tag().as_deref() == Some("1.1.0"))
+            .await;
+        assert!(cluster.watched.all_listed());
+    }
+
+    #[tokio::test]
+    async fn a_watch_ended_by_410_or_an_error_drops_the_copy_and_lists_again() {
+        let cluster = Cluster::start().await;
+        assert_eq!(cluster.tag().as_deref(), Some("1.0.0"));
+        for (round, code) in [(2, 410), (3, 500)] {
+            cluster.api.end_watches(code);
+            cluster
+                .until("forgotten", |watched| !watched.all_listed())
+                .await;
+            assert_eq!(cluster.tag(), None, "after {code}");
+            // A change while the copy is down is in the next list.
+            let tag = format!("1.{round}.0");
+            cluster.api.insert(release_object(&tag));
+            cluster
+                .until("listed again", WatchedReleases::all_listed)
+                .await;
+            assert_eq!(cluster.tag(), Some(tag), "after {code}");
+            assert_eq!(cluster.lists_and_watches().0, round, "after {code}");
+        }
+    }
 }

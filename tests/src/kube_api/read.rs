@@ -80,18 +80,8 @@ pub(super) fn list(shared: &Shared, call: &Call) -> Response {
     let inner = shared.lock();
     let items = matching(&inner, call, &filter);
     let t = &call.target;
-    let kind = items
-        .first()
-        .and_then(|o| o.get("kind"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| {
-            shared.schemas().and_then(|s| {
-                s.lookup(&t.group, &t.version, &t.plural)
-                    .map(|r| r.kind.clone())
-            })
-        });
-    let list_kind = kind.map_or_else(|| "List".to_owned(), |k| format!("{k}List"));
+    let list_kind =
+        kind_of(shared, call, &items).map_or_else(|| "List".to_owned(), |k| format!("{k}List"));
     status::json_response(
         200,
         &json!({
@@ -118,58 +108,137 @@ pub(super) fn watch(shared: &Shared, call: &Call) -> Response {
         .get("timeoutSeconds")
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let bookmarks = call
+        .query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
     // Subscribing under the lock that also guards the snapshot means no change falls in between.
-    let (initial, receiver) = {
+    let (initial, receiver, kind) = {
         let inner = shared.lock();
         let receiver = shared.events.subscribe();
-        let initial: VecDeque<Value> = matching(&inner, call, &filter)
-            .into_iter()
-            .filter(|o| {
-                since == 0
-                    || meta_str(o, "resourceVersion")
-                        .parse::<u64>()
-                        .is_ok_and(|rv| rv > since)
-            })
-            .map(|o| json!({"type": "ADDED", "object": o}))
-            .collect();
-        (initial, receiver)
+        let objects = matching(&inner, call, &filter);
+        let kind = kind_of(shared, call, &objects);
+        // As a real server does for a version etcd compacted away: 200, then one ERROR line.
+        let initial: VecDeque<Value> = if since != 0 && since < inner.compacted {
+            VecDeque::from([expired(since)])
+        } else {
+            objects
+                .into_iter()
+                .filter(|o| {
+                    since == 0
+                        || meta_str(o, "resourceVersion")
+                            .parse::<u64>()
+                            .is_ok_and(|rv| rv > since)
+                })
+                .map(|o| json!({"type": "ADDED", "object": o}))
+                .collect()
+        };
+        (initial, receiver, kind)
     };
-    let key = call.target.key();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let stream = futures::stream::unfold(
-        (initial, receiver, filter, key),
-        move |(mut initial, mut receiver, filter, key)| async move {
-            if let Some(event) = initial.pop_front() {
-                return Some((line(&event), (initial, receiver, filter, key)));
-            }
-            loop {
-                let event = tokio::select! {
-                    e = receiver.recv() => e,
-                    () = tokio::time::sleep_until(deadline) => return None,
-                };
-                match event {
-                    Ok(e) => {
-                        let name = meta_str(&e.object, "name");
-                        if (e.group.clone(), e.plural.clone()) == key
-                            && filter.matches(&e.namespace, name, &e.object)
-                        {
-                            let value = json!({"type": e.kind, "object": e.object});
-                            return Some((line(&value), (initial, receiver, filter, key)));
-                        }
-                    }
-                    // A test that floods 4096 events has bigger problems than a lost one.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        },
-    );
+    let watch = Watch {
+        initial,
+        receiver,
+        filter,
+        key: call.target.key(),
+        deadline: tokio::time::Instant::now() + timeout,
+        bookmarks,
+        api_version: call.target.api_version(),
+        kind,
+        ended: false,
+    };
+    let stream = futures::stream::unfold(watch, |mut watch| async move {
+        let event = watch.next().await?;
+        Some((line(&event), watch))
+    });
     let mut response = Body::from_stream(stream).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// One open watch: the lines it still owes, then the changes it is told of, until its
+/// deadline or an ERROR line.
+struct Watch {
+    initial: VecDeque<Value>,
+    receiver: broadcast::Receiver<Event>,
+    filter: Filter,
+    key: (String, String),
+    deadline: tokio::time::Instant,
+    /// Whether the client asked for BOOKMARK lines (`allowWatchBookmarks=true`).
+    bookmarks: bool,
+    api_version: String,
+    kind: Option<String>,
+    /// An ERROR line was sent: a real server ends the watch with it.
+    ended: bool,
+}
+
+impl Watch {
+    /// The next line's event, or `None` when the watch is over.
+    async fn next(&mut self) -> Option<Value> {
+        if self.ended {
+            return None;
+        }
+        if let Some(event) = self.initial.pop_front() {
+            self.ended = event["type"] == "ERROR";
+            return Some(event);
+        }
+        loop {
+            let event = tokio::select! {
+                e = self.receiver.recv() => e,
+                () = tokio::time::sleep_until(self.deadline) => return None,
+            };
+            match event {
+                Ok(e) if e.kind == "ERROR" => {
+                    self.ended = true;
+                    return Some(json!({"type": "ERROR", "object": e.object}));
+                }
+                Ok(e) if e.kind == "BOOKMARK" => {
+                    if self.bookmarks {
+                        return Some(json!({"type": "BOOKMARK", "object": {
+                            "apiVersion": self.api_version,
+                            "kind": self.kind.as_deref().unwrap_or_default(),
+                            "metadata": e.object["metadata"],
+                        }}));
+                    }
+                }
+                Ok(e) => {
+                    let name = meta_str(&e.object, "name");
+                    if (e.group.clone(), e.plural.clone()) == self.key
+                        && self.filter.matches(&e.namespace, name, &e.object)
+                    {
+                        return Some(json!({"type": e.kind, "object": e.object}));
+                    }
+                }
+                // A test that floods 4096 events has bigger problems than a lost one.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// The ERROR line of a watch from a version older than the oldest one kept.
+pub(super) fn expired(since: u64) -> Value {
+    let message = format!("too old resource version: {since}");
+    json!({"type": "ERROR", "object": status::body(410, "Expired", &message, None)})
+}
+
+/// The kind of the objects a call reads: from one of them, else from the loaded schemas.
+fn kind_of(shared: &Shared, call: &Call, objects: &[Value]) -> Option<String> {
+    let t = &call.target;
+    objects
+        .first()
+        .and_then(|o| o.get("kind"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| {
+            shared.schemas().and_then(|s| {
+                s.lookup(&t.group, &t.version, &t.plural)
+                    .map(|r| r.kind.clone())
+            })
+        })
 }
 
 pub(super) fn line(value: &Value) -> Result<String, std::convert::Infallible> {
