@@ -1,5 +1,9 @@
 //! The shared middleware, outermost first: observe (span, metrics, the one log line), panic
-//! catcher, timeout, body limit and load shedding. [`super::router`] puts them in that order.
+//! catcher, timeout, body limit and load shedding.
+//!
+//! They run as one layer, [`serve_request`], each step calling the next as a plain future: a
+//! layer of its own per step would cost every request a boxed future and a clone of the route's
+//! service per step (BENCHMARKS.md, git-push).
 
 use super::TraceParent;
 use crate::config::ServerSettings;
@@ -9,9 +13,11 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::FutureExt;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,11 +34,45 @@ pub(super) struct Expected;
 #[derive(Debug, Clone)]
 struct PanicMessage(String);
 
-pub(super) async fn observe(
-    State(metrics): State<Metrics>,
-    mut request: Request,
+/// What the shared middleware needs, built once by [`super::router`].
+#[derive(Debug, Clone)]
+pub(super) struct Middleware {
+    pub(super) metrics: Metrics,
+    pub(super) timeout: Duration,
+    pub(super) body_limit: usize,
+    pub(super) shedding: Shedding,
+}
+
+/// The shared middleware, one step inside the other: observe, catch a panic, limit the time,
+/// limit the body, shed load, then the route.
+pub(super) async fn serve_request(
+    State(middleware): State<Middleware>,
+    request: Request,
     next: Next,
 ) -> Response {
+    let Middleware {
+        metrics,
+        timeout,
+        body_limit,
+        shedding,
+    } = middleware;
+    observe(&metrics, request, |request| {
+        catch_panic(limit_time(
+            timeout,
+            limit_body_around(body_limit, request, |request| {
+                shed_load(&shedding, request, |request| next.run(request))
+            }),
+        ))
+    })
+    .await
+}
+
+/// The request's span, its metrics and the one line that logs its outcome, around `inner`.
+async fn observe<F, Fut>(metrics: &Metrics, mut request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -65,7 +105,7 @@ pub(super) async fn observe(
     }
 
     async move {
-        let response = next.run(request).await;
+        let response = inner(request).await;
         let status = response.status();
         metrics.observe_request(&route, &method, status.as_u16(), started.elapsed());
         log_outcome(response, started).await
@@ -116,10 +156,11 @@ async fn log_outcome(response: Response, started: Instant) -> Response {
     response
 }
 
-pub(super) async fn catch_panic(request: Request, next: Next) -> Response {
+/// `handled`, with a panic in it answered 500 with the JSON error body.
+async fn catch_panic(handled: impl Future<Output = Response>) -> Response {
     // Unwind safety: the request's state is dropped with the panicking future; shared state is
     // behind Arcs and locks that recover from poisoning.
-    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+    match AssertUnwindSafe(handled).catch_unwind().await {
         Ok(response) => response,
         Err(payload) => {
             let message = payload
@@ -136,12 +177,9 @@ pub(super) async fn catch_panic(request: Request, next: Next) -> Response {
     }
 }
 
-pub(super) async fn limit_time(
-    State(limit): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+/// `handled`, answered 503 with the JSON error body when it takes longer than `limit`.
+async fn limit_time(limit: Duration, handled: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limit, handled).await {
         Ok(response) => response,
         Err(_) => Error::Unavailable(format!(
             "the request did not finish within {} s",
@@ -150,6 +188,7 @@ pub(super) async fn limit_time(
         .into_response(),
     }
 }
+
 /// Largest body, in bytes, of a CloudEvent that carries a Kubernetes object (Tekton's run
 /// events): etcd stores objects of at most 1.5 MiB (`--max-request-bytes`), and the Kubernetes
 /// API server refuses larger requests at 3 MiB; 4 MiB leaves room for the envelope.
@@ -168,6 +207,15 @@ pub const NOTIFICATION_BYTES: usize = 1024 * 1024;
 /// .route("/", post(receive).layer(middleware::from_fn_with_state(NOTIFICATION_BYTES, limit_body)))
 /// ```
 pub async fn limit_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    limit_body_around(limit, request, |request| next.run(request)).await
+}
+
+/// [`limit_body`] around `inner`.
+async fn limit_body_around<F, Fut>(limit: usize, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     // Refuse a declared oversize body before anything reads it: no byte of it is received.
     if content_length(request.headers()).is_some_and(|length| length > limit as u64) {
         return Error::PayloadTooLarge { limit }.into_response();
@@ -185,13 +233,34 @@ pub async fn limit_body(State(limit): State<usize>, request: Request, next: Next
             err
         }))
     });
-    let response = next.run(request).await;
+    let response = inner(request).await;
     let plain_413 = response.status() == StatusCode::PAYLOAD_TOO_LARGE
         && response.extensions().get::<ErrorKind>().is_none();
     if exceeded.load(Ordering::Relaxed) || plain_413 {
         return Error::PayloadTooLarge { limit }.into_response();
     }
     response
+}
+
+/// Reads a whole body of at most `limit` bytes, for a handler whose senders send less than
+/// `server.bodyLimit` and that learns how much less only from the request: a declared
+/// `Content-Length` over the limit is refused (413) before a byte is read, a longer body as soon
+/// as it passes the limit.
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+    if content_length(headers).is_some_and(|length| length > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Error::PayloadTooLarge { limit })
+        }
+        // Past `server.bodyLimit` too: [`limit_body`] answers 413 for it.
+        Err(error) => Err(Error::bad_request(
+            "the request body could not be read",
+            error,
+        )),
+    }
 }
 
 /// How long a shed request is told to wait before it tries again.
@@ -235,13 +304,13 @@ impl Shedding {
 /// is left of `server.maxBodyBytesInFlight`. The reservation is held until the response is made,
 /// when the body has been dropped. Probes and metrics are never shed, so a busy pod is not
 /// restarted for it.
-pub(super) async fn shed_load(
-    State(shedding): State<Shedding>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn shed_load<F, Fut>(shedding: &Shedding, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
-        return next.run(request).await;
+        return inner(request).await;
     }
     let Ok(_request_permit) = Arc::clone(&shedding.requests).try_acquire_owned() else {
         shedding.shed.inc(&["requests"]);
@@ -259,7 +328,7 @@ pub(super) async fn shed_load(
         shedding.shed.inc(&["body_bytes"]);
         return shed_response("the function holds as many request bodies as it may");
     };
-    next.run(request).await
+    inner(request).await
 }
 
 fn shed_response(why: &str) -> Response {
