@@ -21,9 +21,7 @@ use tekflux_common::config::Config;
 use tekflux_common::metrics::Metrics;
 use tekflux_common::sender::{Receiver, SenderAuth, require_sender};
 
-use crate::handlers::{
-    limit_webhook_body, receive_detected_webhook, receive_event, receive_named_webhook,
-};
+use crate::handlers::{receive_detected_webhook, receive_event, receive_named_webhook};
 use crate::metrics::GitPushMetrics;
 use crate::plan::Planner;
 use crate::routing::RoutingTable;
@@ -154,6 +152,5 @@ pub fn webhook_app(state: AppState) -> Router {
     Router::new()
         .route("/webhooks", post(receive_detected_webhook))
         .route("/webhooks/{provider}", post(receive_named_webhook))
-        .layer(middleware::from_fn(limit_webhook_body))
         .with_state(state)
 }

@@ -104,8 +104,7 @@ pub(crate) async fn create_run(
     // The planned object is serialized once, straight into the body, and the answer kept as
     // text, without the round trips through `DynamicObject` that `Api::create` takes.
     let body = serde_json::to_vec(&run.object).map_err(DeliveryError::Serialise)?;
-    let api = run_api(client, run.kind, run.namespace());
-    let mut request = kube::core::Request::new(api.resource_url())
+    let mut request = kube::core::Request::new(runs_url(run.kind, run.namespace()))
         .create(&params, body)
         .map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert("create");
@@ -114,12 +113,24 @@ pub(crate) async fn create_run(
             body,
             existed: false,
         }),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(CreatedRun {
-            body: tekflux_common::clients::get_text(client, &api, run.name()).await?,
-            existed: true,
-        }),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            let api = run_api(client, run.kind, run.namespace());
+            Ok(CreatedRun {
+                body: tekflux_common::clients::get_text(client, &api, run.name()).await?,
+                existed: true,
+            })
+        }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The URL of `kind`'s runs in `namespace`, as `Api::resource_url` gives it, without building
+/// an `Api` (a client clone and five strings) per request.
+fn runs_url(kind: RunKind, namespace: &str) -> String {
+    format!(
+        "/apis/{TEKTON_GROUP}/{TEKTON_VERSION}/namespaces/{namespace}/{}",
+        kind.plural()
+    )
 }
 
 fn to_json(object: &DynamicObject) -> Result<Value> {
@@ -201,4 +212,20 @@ fn was_cancelled_by_us(candidate: &Value, new_run: &Value, push: &Push, cancel: 
         object.remove("status");
     }
     run::is_superseded(&before, new_run, push)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource as _;
+
+    #[test]
+    fn runs_are_created_where_kube_would_create_them() {
+        for kind in [RunKind::PipelineRun, RunKind::TaskRun] {
+            assert_eq!(
+                runs_url(kind, "cicd"),
+                DynamicObject::url_path(&run_resource(kind), Some("cicd"))
+            );
+        }
+    }
 }

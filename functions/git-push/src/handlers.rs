@@ -2,11 +2,10 @@
 //! applies it ([`crate::apply`]) and answers once the runs exist.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 use tekflux_common::Result;
 use tekflux_common::cloudevent::{AttributesReader, IncomingEvent, no_reply};
@@ -22,46 +21,29 @@ use crate::reply::queued_reply;
 use crate::signature;
 use crate::summary::Summary;
 
-/// Reads no more of a webhook than its provider sends at most
-/// ([`Provider::max_webhook_bytes`]); the provider is the path's, else the one its headers name.
-/// A request that names none keeps `server.bodyLimit` and is refused by the handler.
-pub(crate) async fn limit_webhook_body(request: Request, next: Next) -> Response {
-    let named = request
-        .uri()
-        .path()
-        .strip_prefix("/webhooks/")
-        .and_then(|name| parse_provider(name).ok());
-    match named.or_else(|| providers::detect(request.headers())) {
-        Some(provider) => {
-            server::limit_body(State(provider.max_webhook_bytes()), request, next).await
-        }
-        None => next.run(request).await,
-    }
-}
-
 /// `POST /webhooks/{provider}`.
 pub(crate) async fn receive_named_webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(query): Query<DryRunQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response> {
-    let dry_run = query.wanted(&headers)?;
+    let (parts, body) = request.into_parts();
+    let dry_run = query.wanted(&parts.headers)?;
     let provider = parse_provider(&provider)?;
     let request = Span::current();
-    handle_webhook(&state, &request, provider, dry_run, &headers, &body).await
+    handle_webhook(&state, &request, provider, dry_run, &parts.headers, body).await
 }
 
 /// `POST /webhooks`: the provider is told by the headers.
 pub(crate) async fn receive_detected_webhook(
     State(state): State<AppState>,
     Query(query): Query<DryRunQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response> {
-    let dry_run = query.wanted(&headers)?;
-    let Some(provider) = providers::detect(&headers) else {
+    let (parts, body) = request.into_parts();
+    let dry_run = query.wanted(&parts.headers)?;
+    let Some(provider) = providers::detect(&parts.headers) else {
         state
             .inner
             .metrics
@@ -70,7 +52,7 @@ pub(crate) async fn receive_detected_webhook(
         return Err(WebhookError::UnknownProvider.into());
     };
     let request = Span::current();
-    handle_webhook(&state, &request, provider, dry_run, &headers, &body).await
+    handle_webhook(&state, &request, provider, dry_run, &parts.headers, body).await
 }
 
 /// The provider a `/webhooks/{provider}` path names.
@@ -80,8 +62,9 @@ fn parse_provider(name: &str) -> Result<Provider, WebhookError> {
     })
 }
 
-/// A raw webhook of `provider`: signature checked on the raw bytes, payload read, its pushes
-/// planned and applied. The provider and the delivery id go on `request`, the request's span,
+/// A raw webhook of `provider`: read up to what the provider sends at most
+/// ([`Provider::max_webhook_bytes`]), signature checked on the raw bytes, payload read, its
+/// pushes planned and applied. The provider and the delivery id go on `request`, the request's span,
 /// so every line the request logs carries them (a span of its own would cost every request and
 /// not reach the line that logs the outcome).
 async fn handle_webhook(
@@ -90,9 +73,11 @@ async fn handle_webhook(
     provider: Provider,
     dry_run: bool,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response> {
     request.record(fields::PROVIDER, provider.as_str());
+    let body = server::read_limited(headers, body, provider.max_webhook_bytes()).await?;
+    let body = body.as_ref();
     let metrics = &state.inner.metrics;
     metrics.received.inc(&[provider.as_str()]);
     // The signature is checked on the raw bytes before anything parses them.
