@@ -5,14 +5,15 @@
 //! `/readyz` and `/metrics` and wraps everything in the shared middleware; [`run`] then serves the
 //! result over HTTP on `$PORT`, or through the Lambda Runtime API when it runs on AWS Lambda.
 //!
-//! Middleware, outermost first, all in one layer (one boxed future per request, not five):
+//! Middleware, outermost first, all in one layer (one layer's boxing per request, not five's):
 //! 1. observe: a tracing span per request (method, route template, `traceparent`, and empty
 //!    CloudEvent fields that the CloudEvent extractor fills), request metrics, and the one log
 //!    line for a server error or refusal, with the error's message and cause;
 //! 2. panic catcher: a panicking handler is answered 500 with the JSON error body;
 //! 3. timeout: answered 503 with the JSON error body (see [`router`] for why 503);
 //! 4. body limit: enforced before any extractor runs, answered 413 with the JSON error body
-//!    (`server.bodyLimit` here; routes whose senders send less add their own, see [`limit_body`]);
+//!    (`server.bodyLimit` here; routes whose senders send less add their own, see [`limit_body`],
+//!    and a handler that learns its limit from the request reads with [`read_limited`]);
 //! 5. load shedding: a cap on requests in progress and on body bytes held, answered 503 with
 //!    `Retry-After` (Knative and the git providers retry) rather than running out of memory.
 

@@ -357,6 +357,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
     use std::sync::Mutex;
 
     /// Collects what the subscriber writes.
@@ -408,5 +409,29 @@ mod tests {
             "{log}"
         );
         assert!(lines[1].contains(r#"cause="EOF at 3""#), "{log}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn read_limited_refuses_what_passes_the_limit_and_reads_the_rest() {
+        let declared = |length: usize| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, length.into());
+            headers
+        };
+        // A body that fails as soon as it is read.
+        let unreadable = || Body::new(Limited::new(Full::new(Bytes::from_static(b"x")), 0));
+        let status = |result: Result<Bytes, Error>| result.unwrap_err().status();
+
+        let body = read_limited(&declared(5), Body::from("hello"), 5).await;
+        assert_eq!(&body.unwrap()[..], b"hello");
+        // Declared over the limit: refused unread.
+        let refused = read_limited(&declared(6), unreadable(), 5).await;
+        assert_eq!(status(refused), StatusCode::PAYLOAD_TOO_LARGE);
+        // Not declared: cut off as it passes the limit.
+        let cut = read_limited(&HeaderMap::new(), Body::from("hello!"), 5).await;
+        assert_eq!(status(cut), StatusCode::PAYLOAD_TOO_LARGE);
+        // Any other failure to read is a bad request.
+        let failed = read_limited(&HeaderMap::new(), unreadable(), 5).await;
+        assert_eq!(status(failed), StatusCode::BAD_REQUEST);
     }
 }

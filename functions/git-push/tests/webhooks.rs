@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 use tekflux_common::clients::kube_client_from_config;
 use tekflux_common::cloudevent::ReplySink;
@@ -812,6 +812,20 @@ async fn unknown_providers_are_400() {
         .send(Delivery::github_push().signed().to("/webhooks/svn"))
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    // Refused before a byte of the body is read: one that fails when read (as past a limit)
+    // changes nothing.
+    let unreadable = |request: Request<Body>| {
+        let (parts, _) = request.into_parts();
+        let body = Limited::new(Full::new(Bytes::from_static(b"{}")), 0);
+        Request::from_parts(parts, Body::new(body))
+    };
+    for request in [
+        delivery.to("/webhooks"),
+        Delivery::github_push().signed().to("/webhooks/svn"),
+    ] {
+        let answer = harness.send(unreadable(request)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    }
     assert!(harness.api.requests().is_empty());
 }
 
