@@ -76,6 +76,9 @@ pub struct KubeConnection {
     /// Where the configuration came from: `kubeconfig PATH, context NAME` or
     /// `in-cluster service account`.
     pub origin: String,
+    /// The configuration the client was made from, for a client of another kind to the same
+    /// cluster ([`kube_watch_client_from_config`]).
+    pub config: kube::Config,
 }
 
 impl std::fmt::Debug for KubeConnection {
@@ -124,9 +127,10 @@ pub async fn kube_connection(settings: &KubernetesSettings) -> Result<KubeConnec
         })?;
         let server = config.cluster_url.to_string();
         Ok(KubeConnection {
-            client: kube_client_from_config(config, settings)?,
+            client: kube_client_from_config(config.clone(), settings)?,
             server,
             origin: "in-cluster service account".to_owned(),
+            config,
         })
     }
 }
@@ -149,9 +153,10 @@ async fn connection_from_kubeconfig(
         .map_err(|source| kubeconfig_error(path, source))?;
     let server = config.cluster_url.to_string();
     Ok(KubeConnection {
-        client: kube_client_from_config(config, settings)?,
+        client: kube_client_from_config(config.clone(), settings)?,
         server,
         origin: format!("kubeconfig {}, context {context}", path.display()),
+        config,
     })
 }
 
@@ -172,13 +177,40 @@ pub async fn kube_client_from_kubeconfig(
 /// `settings.timeout_seconds`. A request that cannot reach the API server fails with
 /// [`ApiServerUnreachable`], which names the server.
 pub fn kube_client_from_config(
-    mut config: kube::Config,
+    config: kube::Config,
     settings: &KubernetesSettings,
 ) -> Result<kube::Client, ClientError> {
+    client_with_read_timeout(config, settings, request_timeout(settings))
+}
+
+/// How long a watch may stay quiet before its client gives up: longer than the longest watch
+/// the functions ask for (290 s, which kube allows), as kube-runtime's watcher does.
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(295);
+
+/// A client for watches, from an already-loaded `config`: like [`kube_client_from_config`],
+/// but a response may stay quiet for [`WATCH_READ_TIMEOUT`], so a watch is renewed every few
+/// minutes rather than every `settings.timeout_seconds`. Only for watches: a request through
+/// it waits that long for an API server that stops answering.
+pub fn kube_watch_client_from_config(
+    config: kube::Config,
+    settings: &KubernetesSettings,
+) -> Result<kube::Client, ClientError> {
+    client_with_read_timeout(config, settings, WATCH_READ_TIMEOUT)
+}
+
+fn request_timeout(settings: &KubernetesSettings) -> Duration {
     // Zero would mean "fail at once" to the connector; treat it as the smallest useful bound.
-    let timeout = Duration::from_secs(settings.timeout_seconds.max(1));
+    Duration::from_secs(settings.timeout_seconds.max(1))
+}
+
+fn client_with_read_timeout(
+    mut config: kube::Config,
+    settings: &KubernetesSettings,
+    read_timeout: Duration,
+) -> Result<kube::Client, ClientError> {
+    let timeout = request_timeout(settings);
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    config.read_timeout = Some(read_timeout);
     config.write_timeout = Some(timeout);
     // Otherwise the time a pooled connection sat idle counts against the next response's timeout.
     config.reset_reader_on_write = true;

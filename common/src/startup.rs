@@ -194,6 +194,22 @@ impl Startup {
             .map(|connection| connection.client.clone())
     }
 
+    /// A client to the same cluster for watches ([`clients::kube_watch_client_from_config`]):
+    /// its reads may stay quiet for [`clients::WATCH_READ_TIMEOUT`]. `None` where
+    /// [`Startup::kube`] is, or when the second client cannot be built (logged).
+    pub async fn kube_for_watches(&self) -> Option<kube::Client> {
+        self.kube().await?;
+        let connection = self.kube.get()?.as_ref()?;
+        clients::kube_watch_client_from_config(connection.config.clone(), &self.config.kubernetes)
+            .inspect_err(|error| {
+                tracing::warn!(
+                    reason = %crate::error::plain_chain(error),
+                    "no client for watches; watching through the request client"
+                );
+            })
+            .ok()
+    }
+
     /// What a config check kept of type `T` ([`Prepared`]), for the function to start with.
     pub fn prepared<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.prepared.get()

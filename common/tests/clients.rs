@@ -5,7 +5,10 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use tekflux_common::clients::{ClientError, kube_client_from_config, kube_client_from_kubeconfig};
+use tekflux_common::clients::{
+    ClientError, kube_client_from_config, kube_client_from_kubeconfig,
+    kube_watch_client_from_config,
+};
 use tekflux_common::config::KubernetesSettings;
 use tokio::net::TcpListener;
 
@@ -56,6 +59,35 @@ async fn kube_client_times_out_against_a_silent_server() {
     let err = get_bounded(client).await;
     assert!(is_timeout(&err), "expected a timeout, got {err:?}");
     server.abort();
+}
+
+#[tokio::test]
+async fn a_quiet_watch_outlasts_the_request_timeout_only_through_the_watch_client() {
+    use futures::TryStreamExt as _;
+    use kube::api::WatchParams;
+    let api_server = tekflux_testkit::kube_api::TestApiServer::start().await;
+    let settings = KubernetesSettings { timeout_seconds: 1 };
+    // Nothing to watch: the test server sends no line until it ends the watch after 3 s.
+    let watch = |client: kube::Client| async move {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "cicd");
+        let events = api.watch(&WatchParams::default().timeout(3), "0").await?;
+        let mut events = std::pin::pin!(events);
+        tokio::time::timeout(HANG_GUARD, events.try_next())
+            .await
+            .expect("the watch must end by itself")
+    };
+
+    let requests = kube_client_from_config(api_server.config(), &settings).expect("client");
+    let err = watch(requests)
+        .await
+        .expect_err("quiet for longer than the read timeout");
+    assert!(is_timeout(&err), "expected a timeout, got {err:?}");
+
+    let watcher = kube_watch_client_from_config(api_server.config(), &settings).expect("client");
+    let ended = watch(watcher)
+        .await
+        .expect("the watch ends at its own timeout");
+    assert!(ended.is_none(), "{ended:?}");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
 use serde_json::json;
+use tekflux_common::clients;
 use tekflux_common::cloudevent::{
     AttributesReader, Correlation, IncomingEvent, ReplySink, no_reply, reply_builder, reply_to,
 };
@@ -91,15 +92,32 @@ impl AppState {
     /// event is decided without reading its release first (see [`crate::watched`]). For a
     /// process that keeps running between requests (a server, not Lambda). Must be called inside
     /// a Tokio runtime; the watches stop when the last clone of the state is dropped.
+    ///
+    /// The watches go through `kube`, so each is renewed a second before its read timeout
+    /// (`kubernetes.timeoutSeconds`); a server watches through a client of its own instead
+    /// ([`AppState::watching_releases_through`]).
     pub fn watching_releases(
         config: &Config,
         kube: Option<kube::Client>,
         replies: ReplySink,
         metrics: &Metrics,
     ) -> Self {
-        let watched = kube.as_ref().map_or_else(WatchedReleases::default, |kube| {
-            let read_timeout = Duration::from_secs(config.kubernetes.timeout_seconds.max(1));
-            WatchedReleases::start(kube, config, read_timeout)
+        let watcher = request_client_as_watcher(config, kube.as_ref());
+        Self::watching_releases_through(config, kube, watcher, replies, metrics)
+    }
+
+    /// [`AppState::watching_releases`], watching through `watcher`: a client to the same
+    /// cluster and the time its reads may stay quiet, which each watch ends a second before
+    /// (`clients::kube_watch_client_from_config` gives one that lasts minutes).
+    pub fn watching_releases_through(
+        config: &Config,
+        kube: Option<kube::Client>,
+        watcher: Option<(kube::Client, Duration)>,
+        replies: ReplySink,
+        metrics: &Metrics,
+    ) -> Self {
+        let watched = watcher.map_or_else(WatchedReleases::default, |(watcher, read_timeout)| {
+            WatchedReleases::start(&watcher, config, read_timeout)
         });
         Self::build(config, kube, replies, metrics, watched)
     }
@@ -166,6 +184,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The request client as the watches' client: its read timeout is `kubernetes.timeoutSeconds`.
+fn request_client_as_watcher(
+    config: &Config,
+    kube: Option<&kube::Client>,
+) -> Option<(kube::Client, Duration)> {
+    let read_timeout = Duration::from_secs(config.kubernetes.timeout_seconds.max(1));
+    kube.map(|kube| (kube.clone(), read_timeout))
+}
+
 /// Builds the function's routes the way a `main` does.
 pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> Router {
     let kube = startup.kube().await;
@@ -180,17 +207,22 @@ pub async fn routes_from_startup(startup: &tekflux_common::startup::Startup) -> 
         .env
         .get_non_empty(server::LAMBDA_RUNTIME_API)
         .is_some();
-    let build = if on_lambda {
-        AppState::new
-    } else {
-        AppState::watching_releases
-    };
-    let state = build(
+    let (config, replies, metrics) = (
         &startup.config,
-        kube,
         startup.reply_sink(),
         &startup.server.metrics,
     );
+    let state = if on_lambda {
+        AppState::new(config, kube, replies, metrics)
+    } else {
+        // Watches get a client of their own whose reads may stay quiet for minutes, so each is
+        // renewed every few minutes, not every `kubernetes.timeoutSeconds`.
+        let watcher = match startup.kube_for_watches().await {
+            Some(watcher) => Some((watcher, clients::WATCH_READ_TIMEOUT)),
+            None => request_client_as_watcher(config, kube.as_ref()),
+        };
+        AppState::watching_releases_through(config, kube, watcher, replies, metrics)
+    };
     state.inner.senders.log_startup();
     app(state)
 }

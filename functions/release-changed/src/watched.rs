@@ -10,7 +10,8 @@
 //! names through a capture (`{api}/api`).
 //!
 //! One list and watch per namespace and HelmRelease API that a rule names literally. The watch
-//! asks the API server to end it before the client's read timeout and is renewed from the last
+//! asks the API server to end it before its client's read timeout (a server's watch client
+//! waits 295 s, `clients::WATCH_READ_TIMEOUT`) and is renewed from the last
 //! `resourceVersion` seen; after an error (410 Gone, a refusal, a dropped connection, a watch
 //! that ends long before its timeout) the copy is dropped and the namespace listed again after a
 //! backoff (0.5 s doubling to 60 s, started afresh only once a watch has held for 30 s). Only

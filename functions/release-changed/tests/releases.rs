@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{TimeDelta, Utc};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
-use tekflux_common::clients::kube_client_from_config;
+use tekflux_common::clients::{
+    WATCH_READ_TIMEOUT, kube_client_from_config, kube_watch_client_from_config,
+};
 use tekflux_common::cloudevent::ReplySink;
 use tekflux_common::config::{Config, Env, HelmReleaseApi, KubernetesSettings, ServerSettings};
 use tekflux_common::metrics::Metrics;
@@ -1219,6 +1221,48 @@ async fn bodies_larger_than_any_notification_are_refused_unread() {
 /// With the releases watched, an event is decided on the watched copy and applied on condition
 /// that the release is still the copy's object at the copy's version: no read first. A decision to apply nothing is
 /// only taken on a fresh read.
+#[tokio::test]
+async fn watches_go_through_the_watch_client_and_last_as_long_as_its_reads_may_wait() {
+    let harness = Harness::start().await;
+    let config = Config::from_yaml(CONFIG, "test.yaml", &env()).unwrap();
+    let watcher =
+        kube_watch_client_from_config(harness.api.config(), &KubernetesSettings::default())
+            .unwrap();
+    let state = AppState::watching_releases_through(
+        &config,
+        Some(harness.kube()),
+        Some((watcher, WATCH_READ_TIMEOUT)),
+        ReplySink::new(None).unwrap(),
+        &harness.metrics,
+    );
+    listed(&state).await;
+    let watch_timeouts = || -> Vec<Option<String>> {
+        harness
+            .api
+            .requests()
+            .into_iter()
+            .filter(|request| request.query.contains_key("watch"))
+            .map(|request| request.query.get("timeoutSeconds").cloned())
+            .collect()
+    };
+    for _ in 0..500 {
+        if watch_timeouts().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Two watched namespaces (cicd and legacy), each watch a second under the watch client's
+    // read timeout of 295 s, not under `kubernetes.timeoutSeconds` (10 s).
+    assert_eq!(
+        watch_timeouts(),
+        [Some("290".to_owned()), Some("290".to_owned())]
+    );
+    harness.api.clear_requests();
+    let (status, _, body) = platform_version(&state, "p-1", "2026-11-24T06:10:00Z", "0.3.0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.release_calls(), [("PATCH".to_owned(), 200)]);
+}
+
 #[tokio::test]
 async fn a_watched_release_is_applied_without_a_read() {
     let harness = Harness::start().await;
