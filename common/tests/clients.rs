@@ -77,13 +77,15 @@ async fn a_quiet_watch_outlasts_the_request_timeout_only_through_the_watch_clien
             .expect("the watch must end by itself")
     };
 
-    let requests = kube_client_from_config(api_server.config(), &settings).expect("client");
+    // Requests of a test of the constructors, not of a function: kept out of the RBAC check.
+    let requests = kube_client_from_config(api_server.setup_config(), &settings).expect("client");
     let err = watch(requests)
         .await
         .expect_err("quiet for longer than the read timeout");
     assert!(is_timeout(&err), "expected a timeout, got {err:?}");
 
-    let watcher = kube_watch_client_from_config(api_server.config(), &settings).expect("client");
+    let watcher =
+        kube_watch_client_from_config(api_server.setup_config(), &settings).expect("client");
     let ended = watch(watcher)
         .await
         .expect("the watch ends at its own timeout");

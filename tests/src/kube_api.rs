@@ -308,15 +308,21 @@ impl TestApiServer {
     /// other, but left out of the `TEKFLUX_KUBE_REQUEST_LOG` file ([`crate::request_log`]): they
     /// are not calls the function makes, so its Role need not allow them.
     pub fn setup_client(&self) -> kube::Client {
+        match kube::Client::try_from(self.setup_config()) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot build a kube client for the test API server: {e}"),
+        }
+    }
+
+    /// The configuration of [`setup_client`](Self::setup_client), for a test that builds its
+    /// own client of a set-up's kind (a test of the client constructors, say).
+    pub fn setup_config(&self) -> kube::Config {
         let mut config = self.config();
         config.headers.push((
             header::HeaderName::from_static(SETUP_HEADER),
             HeaderValue::from_static("1"),
         ));
-        match kube::Client::try_from(config) {
-            Ok(c) => c,
-            Err(e) => panic!("cannot build a kube client for the test API server: {e}"),
-        }
+        config
     }
 
     /// Writes `dir/kubeconfig` pointing at this server (context `tekflux-test`, namespace

@@ -229,6 +229,24 @@ releases:
             .map(str::to_owned)
     }
 
+    /// The `timeoutSeconds` of every HelmRelease watch the API server has seen.
+    fn helm_release_watches(&self) -> Vec<String> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|request| {
+                request.path.ends_with("/helmreleases") && request.query.contains_key("watch")
+            })
+            .map(|request| {
+                request
+                    .query
+                    .get("timeoutSeconds")
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// HelmRelease applies (PATCH) the API server has seen.
     fn applies(&self) -> usize {
         self.api
@@ -398,6 +416,13 @@ async fn a_signed_push_becomes_one_run_one_archive_and_one_release() {
     assert_eq!(chain.pipeline_runs().len(), 1);
     assert_eq!(chain.archives(&run).await, 1);
     assert_eq!(chain.applies(), 1);
+    // release-changed watched the release's namespace through its watch client, whose reads
+    // may wait minutes: the watch asks for 290 s, not for `kubernetes.timeoutSeconds`.
+    let watches = chain.helm_release_watches();
+    assert!(
+        !watches.is_empty() && watches.iter().all(|timeout| timeout == "290"),
+        "{watches:?}"
+    );
     assert!(chain.keys("runs/_dead-letters/").await.is_empty());
     let delivered = |trigger: &str| {
         format!("tekflux_broker_deliveries_total{{trigger=\"{trigger}\",outcome=\"delivered\"}} 1")
