@@ -744,6 +744,36 @@ async fn conformance_valid_events_parse_in_structured_mode() {
 }
 
 #[tokio::test]
+async fn a_datacontenttype_that_could_not_be_a_header_is_refused() {
+    // In binary mode `datacontenttype` is the `Content-Type` header: what could not be sent
+    // that way (found by fuzzing) is refused in structured mode too.
+    for (content_type, accepted) in [
+        ("application/json; charset=utf-8", true),
+        ("application/json; x=\"\u{405}\"", false),
+        ("application/json;\u{7f}", false),
+    ] {
+        let event = json!({
+            "specversion": "1.0", "id": "e1", "source": "/s", "type": "t",
+            "datacontenttype": content_type, "data": {"a": 1},
+        });
+        let body = serde_json::to_vec(&event).unwrap();
+        let request = structured_request("/echo", "application/cloudevents+json", body);
+        let (status, _, body) = call(app(no_sink()), request).await;
+        let expected = if accepted {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(
+            status,
+            expected,
+            "{content_type}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+#[tokio::test]
 async fn conformance_invalid_events_are_answered_400() {
     let Some(dir) = conformance_dir() else { return };
     let file = read_json(&dir.join("format-json-invalid-events.json"));

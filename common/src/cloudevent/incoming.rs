@@ -376,7 +376,7 @@ fn validate(event: &Event) -> Result<()> {
     {
         return Err(Error::BadRequest(format!(
             "attribute `datacontenttype` {content_type:?} is not an RFC 2046 media type \
-             (type/subtype)"
+             (type/subtype, parameters in visible ASCII)"
         )));
     }
     for (name, _) in event.iter_extensions() {
@@ -399,7 +399,13 @@ fn is_media_type(value: &str) -> bool {
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
     };
-    is_token(kind) && is_token(subtype)
+    // The parameters too must be what an HTTP header holds (visible ASCII, spaces and tabs):
+    // in binary mode the attribute is the `Content-Type` header, and an event that could not
+    // be sent on that way must not be accepted.
+    let header_safe = value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    is_token(kind) && is_token(subtype) && header_safe
 }
 
 /// An RFC 7230 token, the grammar of both halves of a media type.
